@@ -1,0 +1,455 @@
+"""The local stack without Docker: PostgreSQL from the machine's binaries, Apache Kafka from
+Maven Central's jars on the machine's Java 17, and the services, all under ``.local/``.
+
+``python deploy/stack.py up|down|clean|status``; the Makefile calls it, and the test suite
+uses :class:`Postgres` and :class:`Kafka` to run throwaway instances of its own.
+Standard library only: it runs before anything else is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / ".local"
+KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"
+KAFKA_LOG4J = ROOT / "deploy" / "kafka" / "log4j2.properties"
+KAFKA_LIBS = LOCAL / "kafka-libs"
+SERVICES = ("allocation", "spending", "approval", "reporting")
+DEFAULT_PORTS = {"allocation": 8081, "spending": 8082, "approval": 8083, "reporting": 8084}
+
+
+class StackError(RuntimeError):
+    """Something the stack cannot do, said plainly."""
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: object, timeout: float, what: str) -> None:
+    """Poll ``check()`` until true, or fail saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise StackError(f"{what} did not happen within {timeout:.0f}s")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file, if the process still runs."""
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def stop_pid(path: Path, timeout: float = 20.0) -> bool:
+    """SIGTERM the process in a pid file, SIGKILL it after ``timeout``; True if one ran."""
+    pid = read_pid(path)
+    path.unlink(missing_ok=True)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def spawn(command: list[str], log: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start a command in its own process group, detached, logging to a file."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True, cwd=ROOT,
+        )
+    pid_file.write_text(str(process.pid))
+    return process.pid
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    if not candidates:
+        raise StackError(f"PostgreSQL's {name} was not found; install postgresql (e.g. apt-get install postgresql-15)")
+    return candidates[0]
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root; Debian's package provides a postgres user.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster in a folder of ours, on loopback."""
+
+    home: Path
+    port: int
+    user: str = "ledger"
+    durable: bool = True
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "postgres.log"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def running(self) -> bool:
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return pid_alive(int(pid_file.read_text().splitlines()[0]))
+        return False
+
+    def start(self) -> None:
+        if self.running():
+            return
+        if port_open(self.port):
+            raise StackError(
+                f"port {self.port} is taken by another program; "
+                f"set LEDGER_PG_PORT to a free port"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres", "postgres")
+        if not (self.data / "PG_VERSION").exists():
+            subprocess.run(
+                _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-U", self.user,
+                              "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                check=True, capture_output=True,
+            )
+        options = [
+            f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.home}",
+            "-c max_connections=300", "-c shared_buffers=128MB",
+        ]
+        if not self.durable:
+            # Throwaway test clusters: the same server, without waiting for the disk.
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                          "-o", " ".join(options), "-w", "-t", "60", "start"]),
+            check=True, capture_output=True,
+        )
+        wait_until(lambda: port_open(self.port), 30, f"PostgreSQL listening on {self.port}")
+
+    def stop(self) -> None:
+        if self.running():
+            subprocess.run(
+                _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+                check=False, capture_output=True,
+            )
+
+
+def ensure_kafka_jars() -> Path:
+    """Fetch the broker's jars from Maven Central once; later calls reuse them."""
+    marker = KAFKA_LIBS / ".complete"
+    if marker.exists() and marker.read_text() == KAFKA_POM.read_text():
+        return KAFKA_LIBS
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is needed to fetch Apache Kafka's jars; install maven")
+    shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
+    result = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+         f"-DoutputDirectory={KAFKA_LIBS}"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise StackError("could not fetch Apache Kafka from Maven Central:\n" + result.stdout + result.stderr)
+    marker.write_text(KAFKA_POM.read_text())
+    return KAFKA_LIBS
+
+
+@dataclass
+class Kafka:
+    """A single-node Apache Kafka (KRaft: broker and controller in one process)."""
+
+    home: Path
+    port: int
+    controller_port: int
+    heap: str = "512m"
+    partitions: int = 6
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "kafka.log"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", f"-Xms128m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
+            "-cp", f"{ensure_kafka_jars()}/*", main, *args,
+        ]
+
+    def _write_config(self) -> Path:
+        config = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.home / "data"),
+            "num.partitions": str(self.partitions),
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            **self.extra,
+        }
+        path = self.home / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in config.items()))
+        return path
+
+    def running(self) -> bool:
+        return read_pid(self.pid_file) is not None
+
+    def start(self, timeout: float = 90) -> None:
+        if self.running():
+            return
+        for port in (self.port, self.controller_port):
+            if port_open(port):
+                raise StackError(
+                    f"port {port} is taken by another program; set LEDGER_KAFKA_BOOTSTRAP "
+                    "(and LEDGER_KAFKA_CONTROLLER_PORT) to free ports"
+                )
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster = subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                capture_output=True, text=True, check=True,
+            ).stdout.split()[-1]
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)),
+                capture_output=True, text=True, check=True,
+            )
+        spawn(self._java("kafka.Kafka", str(config)), self.log, self.pid_file)
+        wait_until(
+            lambda: port_open(self.port) or not self.running(), timeout,
+            f"Kafka listening on {self.port}",
+        )
+        if not self.running():
+            raise StackError(f"Kafka exited at start; see {self.log}")
+
+    def stop(self) -> None:
+        stop_pid(self.pid_file, timeout=30)
+
+
+# The developer stack behind make up / make down.
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def local_postgres() -> Postgres:
+    return Postgres(LOCAL / "postgres", _env_port("LEDGER_PG_PORT", 5432))
+
+
+def local_kafka() -> Kafka:
+    bootstrap = os.environ.get("LEDGER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    return Kafka(
+        LOCAL / "kafka", int(bootstrap.rsplit(":", 1)[1]),
+        _env_port("LEDGER_KAFKA_CONTROLLER_PORT", 9093),
+    )
+
+
+def _secret() -> str:
+    path = LOCAL / "jwt-secret"
+    if not path.exists():
+        LOCAL.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def service_env(pg: Postgres, kafka: Kafka) -> dict[str, str]:
+    """The environment the services and the CLI run with in the local stack."""
+    env = dict(os.environ)
+    env.setdefault("LEDGER_JWT_SECRET", _secret())
+    env["LEDGER_PG_PORT"] = str(pg.port)
+    env["LEDGER_PG_USER"] = pg.user
+    env["LEDGER_KAFKA_BOOTSTRAP"] = kafka.bootstrap
+    env.setdefault("LEDGER_LOG_FORMAT", "json")
+    return env
+
+
+def existing_services() -> list[str]:
+    return [name for name in SERVICES if (ROOT / "services" / name / "app.py").exists()]
+
+
+def _ledger() -> str:
+    return str(Path(sys.executable).parent / "ledger")
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def up() -> None:
+    pg, kafka = local_postgres(), local_kafka()
+    print("• PostgreSQL …", flush=True)
+    pg.start()
+    print("• Apache Kafka (first run fetches its jars from Maven Central) …", flush=True)
+    ensure_kafka_jars()
+    kafka.start()
+    env = service_env(pg, kafka)
+    print("• topics and migrations …", flush=True)
+    subprocess.run([_ledger(), "topics"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([_ledger(), "migrate"], env=env, check=True)
+    ports = {}
+    for name in existing_services():
+        port = _env_port(f"LEDGER_{name.upper()}_PORT", DEFAULT_PORTS[name])
+        ports[name] = port
+        pid_file = LOCAL / "run" / f"{name}.pid"
+        if read_pid(pid_file) is not None:
+            continue
+        if port_open(port):
+            raise StackError(f"port {port} for {name} is taken; set LEDGER_{name.upper()}_PORT")
+        spawn([_ledger(), "serve", name], LOCAL / "logs" / f"{name}.log", pid_file, env)
+    for name, port in ports.items():
+        wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz answering 200 on {port}")
+    (LOCAL / "env").write_text(
+        f"export LEDGER_JWT_SECRET={env['LEDGER_JWT_SECRET']}\n"
+        f"export LEDGER_PG_PORT={pg.port}\nexport LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
+        f"export PATH={Path(sys.executable).parent}:$PATH\n"
+    )
+    print(f"\nPostgreSQL  127.0.0.1:{pg.port}  (user {pg.user}; logs {pg.log})")
+    print(f"Kafka       {kafka.bootstrap}  (logs {kafka.log})")
+    for name, port in ports.items():
+        print(f"{name:<11} http://127.0.0.1:{port}  (logs .local/logs/{name}.log)")
+    print("\nA token:   source .local/env && ledger token --role admin --pilot demo --sub me")
+    print("Stop with: make down   (data kept; make clean deletes it)")
+
+
+def down() -> None:
+    for name in SERVICES:
+        if stop_pid(LOCAL / "run" / f"{name}.pid"):
+            print(f"stopped {name}")
+    kafka = local_kafka()
+    if kafka.running():
+        kafka.stop()
+        print("stopped Kafka")
+    pg = local_postgres()
+    if pg.running():
+        pg.stop()
+        print("stopped PostgreSQL")
+
+
+def status() -> None:
+    print(json.dumps({
+        "postgres": local_postgres().running(),
+        "kafka": local_kafka().running(),
+        **{name: read_pid(LOCAL / "run" / f"{name}.pid") is not None for name in SERVICES},
+    }, indent=2))
+
+
+def clean() -> None:
+    down()
+    for folder in ("postgres", "kafka", "logs", "run"):
+        shutil.rmtree(LOCAL / folder, ignore_errors=True)
+    for name in ("env", "jwt-secret"):
+        (LOCAL / name).unlink(missing_ok=True)
+    print("deleted the local stack's data")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "status", "clean"))
+    command = parser.parse_args().command
+    try:
+        {"up": up, "down": down, "status": status, "clean": clean}[command]()
+    except (StackError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", None)
+        print(f"error: {error}" + (f"\n{detail}" if detail else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+def unique_name() -> str:
+    """A short unique suffix for throwaway resources."""
+    return uuid.uuid4().hex[:8]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

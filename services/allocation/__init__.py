@@ -1,0 +1,1 @@
+"""The allocation service: pilots, families and their budgets."""

@@ -1,0 +1,44 @@
+"""The allocation service: pilots, families and budget allocations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from aiohttp import web
+
+from services.allocation.handlers import Allocation
+from services.allocation.http import ALLOCATION, routes
+from shared.service import ConsumerSpec, ServiceCore, build_service_app
+from shared.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+    ids: Callable[[], UUID] = uuid4,
+) -> web.Application:
+    """The allocation service's aiohttp application."""
+
+    def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
+        app[ALLOCATION] = Allocation(core)
+        return ()
+
+    return build_service_app(
+        service="allocation",
+        settings=settings,
+        routes=routes(),
+        description="Pilots (configuration and policy versions), families (enrolment, "
+        "randomisation to an arm, exit) and budget allocations.",
+        setup=setup,
+        clock=clock,
+        ids=ids,
+    )

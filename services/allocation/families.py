@@ -1,0 +1,416 @@
+"""The family aggregate: enrolment, budget periods, allocations, adjustments, exit, outcomes.
+
+Stream ``family:<pilot_id>:<family_id>``. A family's budget periods run from its enrolment
+date in steps of the pilot's ``period_months``; allocations and adjustments belong to one
+period, and the pilot's ``family_cap_pence`` bounds each period's total.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, timedelta
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from services.allocation.pilots import PilotConfig
+from services.allocation.randomisation import Arm
+from shared.errors import ConflictError, NotFoundError, PolicyViolationError, UnprocessableError
+from shared.events import DomainEvent, Frozen
+
+__all__ = [
+    "AdjustBudget",
+    "AllocateBudget",
+    "BudgetAdjusted",
+    "BudgetAllocated",
+    "BudgetDisclosed",
+    "DiscloseBudget",
+    "DisclosureMethod",
+    "EnrolFamily",
+    "ExitFamily",
+    "FamilyEnrolled",
+    "FamilyExited",
+    "FamilyState",
+    "Outcome",
+    "OutcomeRecorded",
+    "Period",
+    "RecordOutcome",
+    "decide",
+    "evolve",
+    "initial_state",
+    "period_containing",
+    "stream_id",
+]
+
+Outcome = Literal[
+    "entered_care", "child_protection_plan", "reunified", "remained_at_home", "case_closed"
+]
+DisclosureMethod = Literal["in_person", "phone", "letter", "email", "other"]
+
+
+def stream_id(pilot_id: str, family_id: str) -> str:
+    """The family's stream."""
+    return f"family:{pilot_id}:{family_id}"
+
+
+def _add_months(day: date, months: int) -> date:
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+class Period(Frozen):
+    """One budget period of a family: ``start`` to ``end`` inclusive."""
+
+    start: date
+    end: date
+
+
+def period_containing(enrolled_on: date, months: int, day: date) -> Period:
+    """The family's period that contains ``day`` (the first one for a day before enrolment)."""
+    index = 0
+    if day >= enrolled_on:
+        index = ((day.year - enrolled_on.year) * 12 + day.month - enrolled_on.month) // months
+        while _add_months(enrolled_on, index * months) > day:
+            index -= 1
+        while _add_months(enrolled_on, (index + 1) * months) <= day:
+            index += 1
+    start = _add_months(enrolled_on, index * months)
+    return Period(start=start, end=_add_months(enrolled_on, (index + 1) * months) - timedelta(days=1))
+
+
+# Commands: the handler loads the pilot's configuration in force and passes it in.
+
+
+class EnrolFamily(Frozen):
+    """Enrol a family in the pilot with the arm the register gave it."""
+
+    family_id: str
+    team: str
+    worker: str
+    enrolled_on: date
+    stratum: str | None
+    arm: Arm
+    pilot_version: int
+
+
+class AllocateBudget(Frozen):
+    """Allocate money to a family for a period (the current one unless named)."""
+
+    allocation_id: UUID
+    amount_pence: int
+    period_start: date | None
+    period_end: date | None
+    note: str | None
+    today: date
+    config: PilotConfig
+    pilot_version: int
+
+
+class AdjustBudget(Frozen):
+    """Raise or lower a period's allocation; never below what is committed and spent."""
+
+    adjustment_id: UUID
+    delta_pence: int
+    reason: str
+    period_start: date | None
+    today: date
+    config: PilotConfig
+    committed_and_spent_pence: int = Field(ge=0)
+
+
+class ExitFamily(Frozen):
+    """The family leaves the pilot: no new requests afterwards."""
+
+    reason: str
+    exited_on: date
+    committed_pence: int = Field(ge=0)
+    spent_pence: int = Field(ge=0)
+    today: date
+    config: PilotConfig
+
+
+class DiscloseBudget(Frozen):
+    """The family was told what their budget is."""
+
+    disclosed_on: date
+    amount_disclosed_pence: int | None
+    method: DisclosureMethod
+
+
+class RecordOutcome(Frozen):
+    """What happened to the family, for evaluation by arm."""
+
+    outcome: Outcome
+    occurred_on: date
+
+
+Command = EnrolFamily | AllocateBudget | AdjustBudget | ExitFamily | DiscloseBudget | RecordOutcome
+
+# Events
+
+
+class FamilyEnrolled(DomainEvent):
+    """A family joined the pilot, in an arm that never changes."""
+
+    event_type = "family.enrolled"
+    family_id: str
+    team: str
+    worker: str
+    enrolled_on: date
+    stratum: str | None
+    arm: Arm
+    pilot_version: int
+
+
+class BudgetAllocated(DomainEvent):
+    """Money allocated to a family for one period."""
+
+    event_type = "family.budget_allocated"
+    allocation_id: UUID
+    amount_pence: int
+    period_start: date
+    period_end: date
+    note: str | None
+    pilot_version: int
+    period_allocated_pence: int = Field(description="The period's allocation after this event.")
+
+
+class BudgetAdjusted(DomainEvent):
+    """A period's allocation raised (positive delta) or lowered (negative)."""
+
+    event_type = "family.budget_adjusted"
+    adjustment_id: UUID
+    delta_pence: int
+    reason: str
+    period_start: date
+    period_end: date
+    period_allocated_pence: int
+
+
+class FamilyExited(DomainEvent):
+    """The family left the pilot; the balance of its current period as it stood."""
+
+    event_type = "family.exited"
+    reason: str
+    exited_on: date
+    period_start: date | None
+    period_end: date | None
+    allocated_pence: int
+    committed_pence: int
+    spent_pence: int
+    available_pence: int
+
+
+class BudgetDisclosed(DomainEvent):
+    """The family was told how much is available to them (transparency)."""
+
+    event_type = "family.budget_disclosed"
+    disclosed_on: date
+    amount_disclosed_pence: int | None
+    method: DisclosureMethod
+
+
+class OutcomeRecorded(DomainEvent):
+    """An outcome for the family, for evaluation by arm."""
+
+    event_type = "family.outcome_recorded"
+    outcome: Outcome
+    occurred_on: date
+
+
+# State
+
+
+class FamilyState(Frozen):
+    """What decisions about a family need."""
+
+    enrolled: bool = False
+    family_id: str | None = None
+    team: str | None = None
+    worker: str | None = None
+    stratum: str | None = None
+    arm: Arm | None = None
+    enrolled_on: date | None = None
+    exited_on: date | None = None
+    exit_reason: str | None = None
+    allocated: dict[date, int] = Field(default_factory=dict)  # period start -> allocated
+    period_ends: dict[date, date] = Field(default_factory=dict)
+    disclosures: int = 0
+    outcomes: tuple[tuple[Outcome, date], ...] = ()
+
+    def require(self) -> FamilyState:
+        """The state of an enrolled family, or NotFoundError."""
+        if not self.enrolled:
+            raise NotFoundError("no such family in this pilot")
+        return self
+
+    @property
+    def enrolment_date(self) -> date:
+        """The enrolment date of an enrolled family."""
+        if self.enrolled_on is None:  # pragma: no cover - guarded by require()
+            raise NotFoundError("no such family in this pilot")
+        return self.enrolled_on
+
+
+def initial_state() -> FamilyState:
+    """A family before enrolment."""
+    return FamilyState()
+
+
+def evolve(state: FamilyState, event: DomainEvent) -> FamilyState:  # noqa: PLR0911 - one arm per event type
+    """The family after one event."""
+    if isinstance(event, FamilyEnrolled):
+        return state.model_copy(
+            update={
+                "enrolled": True,
+                "family_id": event.family_id,
+                "team": event.team,
+                "worker": event.worker,
+                "stratum": event.stratum,
+                "arm": event.arm,
+                "enrolled_on": event.enrolled_on,
+            }
+        )
+    if isinstance(event, BudgetAllocated | BudgetAdjusted):
+        return state.model_copy(
+            update={
+                "allocated": {**state.allocated, event.period_start: event.period_allocated_pence},
+                "period_ends": {**state.period_ends, event.period_start: event.period_end},
+            }
+        )
+    if isinstance(event, FamilyExited):
+        return state.model_copy(update={"exited_on": event.exited_on, "exit_reason": event.reason})
+    if isinstance(event, BudgetDisclosed):
+        return state.model_copy(update={"disclosures": state.disclosures + 1})
+    if isinstance(event, OutcomeRecorded):
+        return state.model_copy(
+            update={"outcomes": (*state.outcomes, (event.outcome, event.occurred_on))}
+        )
+    return state
+
+
+def _resolve_period(
+    state: FamilyState, config: PilotConfig, today: date, start: date | None, end: date | None
+) -> Period:
+    enrolled_on = state.enrolment_date
+    if start is None:
+        if end is not None:
+            raise UnprocessableError("give period_start with period_end", code="invalid_period")
+        return period_containing(enrolled_on, config.period_months, max(today, enrolled_on))
+    period = period_containing(enrolled_on, config.period_months, start)
+    if start < enrolled_on or period.start != start:
+        raise UnprocessableError(
+            f"periods start on the enrolment date ({enrolled_on}) and every "
+            f"{config.period_months} months after; {start} is not a period start",
+            code="invalid_period",
+        )
+    if end is not None and end != period.end:
+        raise UnprocessableError(
+            f"the period starting {period.start} ends on {period.end}", code="invalid_period"
+        )
+    return period
+
+
+def _refuse_exited(state: FamilyState) -> None:
+    if state.exited_on is not None:
+        raise UnprocessableError(
+            f"the family left the pilot on {state.exited_on}", code="family_exited"
+        )
+
+
+def _refuse_control(state: FamilyState) -> None:
+    if state.arm == "control":
+        raise UnprocessableError(
+            "the family is in the control arm and has no budget", code="control_arm"
+        )
+
+
+def _within_cap(config: PilotConfig, total: int) -> None:
+    if total > config.family_cap_pence:
+        raise PolicyViolationError(
+            f"the period's allocation would be {total} pence, above the family cap of "
+            f"{config.family_cap_pence} pence",
+            code="exceeds_family_cap",
+        )
+
+
+def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: C901 - one arm per command
+    """The events a command produces, or the error that refuses it."""
+    if isinstance(command, EnrolFamily):
+        if state.enrolled:
+            raise ConflictError("this family is already enrolled", code="already_enrolled")
+        return [FamilyEnrolled(**command.model_dump())]
+    state = state.require()
+    if isinstance(command, AllocateBudget):
+        _refuse_exited(state)
+        _refuse_control(state)
+        period = _resolve_period(
+            state, command.config, command.today, command.period_start, command.period_end
+        )
+        total = state.allocated.get(period.start, 0) + command.amount_pence
+        _within_cap(command.config, total)
+        return [
+            BudgetAllocated(
+                allocation_id=command.allocation_id,
+                amount_pence=command.amount_pence,
+                period_start=period.start,
+                period_end=period.end,
+                note=command.note,
+                pilot_version=command.pilot_version,
+                period_allocated_pence=total,
+            )
+        ]
+    if isinstance(command, AdjustBudget):
+        _refuse_exited(state)
+        _refuse_control(state)
+        period = _resolve_period(state, command.config, command.today, command.period_start, None)
+        total = state.allocated.get(period.start, 0) + command.delta_pence
+        floor = command.committed_and_spent_pence
+        if total < floor:
+            raise PolicyViolationError(
+                f"the period's allocation would be {total} pence, below the {floor} pence "
+                "already committed and spent",
+                code="below_committed_and_spent",
+            )
+        _within_cap(command.config, total)
+        return [
+            BudgetAdjusted(
+                adjustment_id=command.adjustment_id,
+                delta_pence=command.delta_pence,
+                reason=command.reason,
+                period_start=period.start,
+                period_end=period.end,
+                period_allocated_pence=total,
+            )
+        ]
+    if isinstance(command, ExitFamily):
+        if state.exited_on is not None:
+            raise ConflictError(f"the family already left on {state.exited_on}", code="already_exited")
+        if command.exited_on < state.enrolment_date:
+            raise UnprocessableError("a family cannot leave before it was enrolled", code="invalid_date")
+        current = period_containing(
+            state.enrolment_date, command.config.period_months, max(command.today, state.enrolment_date)
+        )
+        allocated = state.allocated.get(current.start, 0)
+        return [
+            FamilyExited(
+                reason=command.reason,
+                exited_on=command.exited_on,
+                period_start=current.start,
+                period_end=current.end,
+                allocated_pence=allocated,
+                committed_pence=command.committed_pence,
+                spent_pence=command.spent_pence,
+                available_pence=allocated - command.committed_pence - command.spent_pence,
+            )
+        ]
+    if isinstance(command, DiscloseBudget):
+        _refuse_control(state)
+        if command.disclosed_on < state.enrolment_date:
+            raise UnprocessableError("a disclosure cannot precede enrolment", code="invalid_date")
+        return [BudgetDisclosed(**command.model_dump())]
+    if command.occurred_on < state.enrolment_date:
+        raise UnprocessableError("an outcome cannot precede enrolment", code="invalid_date")
+    return [OutcomeRecorded(**command.model_dump())]

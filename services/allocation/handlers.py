@@ -1,0 +1,360 @@
+"""Allocation's application: each command loads its streams, decides, appends, answers.
+
+Every method runs in one transaction through the command runner; nothing here speaks
+HTTP. Team checks happen here because only the loaded family knows its team.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date
+
+import asyncpg
+
+from services.allocation import families, pilots
+from services.allocation.schemas import (
+    AdjustmentBody,
+    AdjustmentResult,
+    AllocationBody,
+    AllocationResult,
+    DisclosureBody,
+    EnrolmentBody,
+    EnrolmentResult,
+    ExitBody,
+    ExitResult,
+    FamilyView,
+    OutcomeBody,
+    OutcomeView,
+    PeriodView,
+    PilotView,
+    Recorded,
+)
+from shared.auth import Principal, require_team
+from shared.commands import CommandResult, IdempotencyRequest
+from shared.events import DomainEvent, Envelope, EventRegistry, fold
+from shared.eventstore import CommandContext, PendingEvent, Stream
+from shared.service import ServiceCore
+
+__all__ = ["REGISTRY", "Allocation"]
+
+REGISTRY = EventRegistry(
+    (
+        pilots.PilotConfigured,
+        pilots.FamilyRandomised,
+        families.FamilyEnrolled,
+        families.BudgetAllocated,
+        families.BudgetAdjusted,
+        families.FamilyExited,
+        families.BudgetDisclosed,
+        families.OutcomeRecorded,
+    )
+)
+
+
+class Allocation:
+    """Pilots, families and their budgets."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+        self._store = core.store
+
+    def _today(self) -> date:
+        return self._core.clock().date()
+
+    async def _pilot(self, conn: asyncpg.Connection, pilot_id: str) -> tuple[Stream, pilots.PilotState]:
+        stream = await self._store.load(conn, pilots.stream_id(pilot_id))
+        return stream, fold(stream.envelopes, REGISTRY, pilots.initial_state(), pilots.evolve)
+
+    async def _family(
+        self, conn: asyncpg.Connection, pilot_id: str, family_id: str
+    ) -> tuple[Stream, families.FamilyState]:
+        stream = await self._store.load(conn, families.stream_id(pilot_id, family_id))
+        return stream, fold(stream.envelopes, REGISTRY, families.initial_state(), families.evolve)
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        stream: Stream,
+        events: Sequence[DomainEvent],
+        context: CommandContext,
+        pilot_id: str,
+        family_id: str | None,
+    ) -> tuple[Envelope, ...]:
+        envelopes = await self._store.append(
+            conn, stream, [PendingEvent(event, pilot_id, family_id) for event in events], context
+        )
+        for envelope in envelopes:
+            self._core.metrics.events_appended.labels(envelope.type).inc()
+        return envelopes
+
+    # Pilots
+
+    async def configure_pilot(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        pilot_id: str,
+        config: pilots.PilotConfig,
+    ) -> CommandResult:
+        """Create the pilot (201) or record a new version of its configuration (200)."""
+
+        async def handle(conn: asyncpg.Connection) -> CommandResult:
+            stream, state = await self._pilot(conn, pilot_id)
+            events = pilots.decide_configure(state, pilots.ConfigurePilot(pilot_id=pilot_id, config=config))
+            appended = await self._append(conn, stream, events, context, pilot_id, None)
+            version = events[-1].version if events else state.version
+            body = PilotView(
+                pilot_id=pilot_id,
+                version=version,
+                config=config,
+                stream_version=appended[-1].stream_version if appended else stream.version,
+            )
+            return CommandResult(201 if state.config is None else 200, body.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, idempotency)
+
+    async def pilot(self, pilot_id: str) -> PilotView:
+        """The pilot's configuration in force."""
+        async with self._core.pool.acquire() as conn:
+            stream, state = await self._pilot(conn, pilot_id)
+        return PilotView(
+            pilot_id=pilot_id, version=state.version, config=state.require(),
+            stream_version=stream.version,
+        )
+
+    # Families
+
+    async def enrol(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        body: EnrolmentBody,
+    ) -> CommandResult:
+        """Enrol a family, randomising it to an arm where the pilot says so."""
+        require_team(principal, body.team)
+
+        async def handle(conn: asyncpg.Connection) -> CommandResult:
+            pilot_stream, pilot = await self._pilot(conn, pilot_id)
+            pilot.require()
+            family_stream, family = await self._family(conn, pilot_id, body.family_id)
+            stratum = body.stratum or pilots.NO_STRATUM
+            # Decide both before appending either: a refusal leaves the register untouched.
+            randomised = pilots.decide_randomise(
+                pilot,
+                pilots.RandomiseFamily(
+                    family_id=body.family_id, stratum=stratum, enrolled_on=body.enrolled_on
+                ),
+            )
+            enrolled = families.decide(
+                family,
+                families.EnrolFamily(
+                    family_id=body.family_id,
+                    team=body.team,
+                    worker=body.worker,
+                    enrolled_on=body.enrolled_on,
+                    stratum=body.stratum,
+                    arm=randomised[0].arm if randomised else "treatment",
+                    pilot_version=pilot.version,
+                ),
+            )
+            await self._append(conn, pilot_stream, randomised, context, pilot_id, None)
+            appended = await self._append(conn, family_stream, enrolled, context, pilot_id, body.family_id)
+            event = enrolled[0]
+            assert isinstance(event, families.FamilyEnrolled)
+            result = EnrolmentResult(
+                family_id=body.family_id, arm=event.arm, stream_version=appended[-1].stream_version
+            )
+            return CommandResult(201, result.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, idempotency)
+
+    async def family(self, principal: Principal, pilot_id: str, family_id: str) -> FamilyView:
+        """The family as recorded, for callers allowed to see it."""
+        async with self._core.pool.acquire() as conn:
+            stream, state = await self._family(conn, pilot_id, family_id)
+        state.require()
+        assert state.team is not None and state.worker is not None and state.arm is not None
+        require_team(principal, state.team)
+        return FamilyView(
+            pilot_id=pilot_id,
+            family_id=family_id,
+            team=state.team,
+            worker=state.worker,
+            stratum=state.stratum,
+            arm=state.arm,
+            enrolled_on=state.enrolment_date,
+            status="exited" if state.exited_on else "active",
+            exited_on=state.exited_on,
+            periods=tuple(
+                PeriodView(period_start=start, period_end=state.period_ends[start], allocated_pence=amount)
+                for start, amount in sorted(state.allocated.items())
+            ),
+            disclosures=state.disclosures,
+            outcomes=tuple(OutcomeView(outcome=o, occurred_on=d) for o, d in state.outcomes),
+            stream_version=stream.version,
+        )
+
+    async def _family_command(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        command: Callable[[pilots.PilotState, pilots.PilotConfig], families.Command],
+        answer: Callable[[Envelope, DomainEvent], Recorded],
+        status: int = 201,
+    ) -> CommandResult:
+        """The shape every family command shares: load both streams, check team, decide, append."""
+
+        async def handle(conn: asyncpg.Connection) -> CommandResult:
+            _, pilot = await self._pilot(conn, pilot_id)
+            config = pilot.require()
+            stream, family = await self._family(conn, pilot_id, family_id)
+            family.require()
+            assert family.team is not None
+            require_team(principal, family.team)
+            events = families.decide(family, command(pilot, config))
+            appended = await self._append(conn, stream, events, context, pilot_id, family_id)
+            return CommandResult(status, answer(appended[-1], events[-1]).model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, idempotency)
+
+    async def allocate(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        body: AllocationBody,
+    ) -> CommandResult:
+        """Allocate money for a period."""
+        allocation_id = self._core.ids()
+
+        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
+            assert isinstance(event, families.BudgetAllocated)
+            return AllocationResult(
+                family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version,
+                allocation_id=event.allocation_id, amount_pence=event.amount_pence,
+                period_start=event.period_start, period_end=event.period_end,
+                period_allocated_pence=event.period_allocated_pence,
+            )
+
+        return await self._family_command(
+            context, idempotency, principal, pilot_id, family_id,
+            lambda pilot, config: families.AllocateBudget(
+                allocation_id=allocation_id, amount_pence=body.amount_pence,
+                period_start=body.period_start, period_end=body.period_end, note=body.note,
+                today=self._today(), config=config, pilot_version=pilot.version,
+            ),
+            answer,
+        )
+
+    async def adjust(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        body: AdjustmentBody,
+    ) -> CommandResult:
+        """Raise or lower a period's allocation."""
+        adjustment_id = self._core.ids()
+
+        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
+            assert isinstance(event, families.BudgetAdjusted)
+            return AdjustmentResult(
+                family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version,
+                adjustment_id=event.adjustment_id, delta_pence=event.delta_pence,
+                period_start=event.period_start, period_end=event.period_end,
+                period_allocated_pence=event.period_allocated_pence,
+            )
+
+        # Allocation learns what is committed and spent from the spending and approval
+        # topics; until it consumes them, nothing is known to be committed or spent.
+        return await self._family_command(
+            context, idempotency, principal, pilot_id, family_id,
+            lambda _, config: families.AdjustBudget(
+                adjustment_id=adjustment_id, delta_pence=body.delta_pence, reason=body.reason,
+                period_start=body.period_start, today=self._today(), config=config,
+                committed_and_spent_pence=0,
+            ),
+            answer,
+        )
+
+    async def exit(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        body: ExitBody,
+    ) -> CommandResult:
+        """The family leaves the pilot."""
+
+        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
+            assert isinstance(event, families.FamilyExited)
+            return ExitResult(
+                family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version,
+                exited_on=event.exited_on, allocated_pence=event.allocated_pence,
+                committed_pence=event.committed_pence, spent_pence=event.spent_pence,
+                available_pence=event.available_pence,
+            )
+
+        return await self._family_command(
+            context, idempotency, principal, pilot_id, family_id,
+            lambda _, config: families.ExitFamily(
+                reason=body.reason, exited_on=body.exited_on, committed_pence=0, spent_pence=0,
+                today=self._today(), config=config,
+            ),
+            answer,
+            status=200,
+        )
+
+    async def disclose(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        body: DisclosureBody,
+    ) -> CommandResult:
+        """Record that the family was told its budget."""
+        return await self._family_command(
+            context, idempotency, principal, pilot_id, family_id,
+            lambda _, __: families.DiscloseBudget(
+                disclosed_on=body.disclosed_on,
+                amount_disclosed_pence=body.amount_disclosed_pence,
+                method=body.method,
+            ),
+            _recorded(family_id),
+        )
+
+    async def record_outcome(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        body: OutcomeBody,
+    ) -> CommandResult:
+        """Record an outcome for evaluation."""
+        return await self._family_command(
+            context, idempotency, principal, pilot_id, family_id,
+            lambda _, __: families.RecordOutcome(outcome=body.outcome, occurred_on=body.occurred_on),
+            _recorded(family_id),
+        )
+
+
+def _recorded(family_id: str) -> Callable[[Envelope, DomainEvent], Recorded]:
+    def answer(envelope: Envelope, _: DomainEvent) -> Recorded:
+        return Recorded(family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version)
+
+    return answer

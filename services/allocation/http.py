@@ -1,0 +1,172 @@
+"""Allocation's routes: parse, authorise, call the application, answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+from aiohttp import web
+
+from services.allocation.handlers import Allocation
+from services.allocation.pilots import PilotConfig
+from services.allocation.schemas import (
+    AdjustmentBody,
+    AdjustmentResult,
+    AllocationBody,
+    AllocationResult,
+    DisclosureBody,
+    EnrolmentBody,
+    EnrolmentResult,
+    ExitBody,
+    ExitResult,
+    FamilyView,
+    OutcomeBody,
+    PilotView,
+    Recorded,
+)
+from shared.auth import ROLES
+from shared.types import CommandBody
+from shared.commands import CommandResult, IdempotencyRequest
+from shared.events import Actor
+from shared.eventstore import CommandContext
+from shared.http import (
+    Route,
+    command_response,
+    context_of,
+    idempotency_of,
+    json_response,
+    parse_body,
+    principal_of,
+)
+
+__all__ = ["ALLOCATION", "routes"]
+
+ALLOCATION = web.AppKey("allocation", Allocation)
+BodyT = TypeVar("BodyT", bound=CommandBody)
+
+_FAMILY = "/pilots/{pilot_id}/families/{family_id}"
+_WRITERS = frozenset({"case_system", "social_worker", "admin"})
+
+
+def _command_context(request: web.Request, occurred_at: datetime | None = None) -> CommandContext:
+    principal = principal_of(request)
+    _, correlation_id = context_of(request)
+    return CommandContext(
+        actor=Actor(sub=principal.sub, role=principal.role),
+        correlation_id=correlation_id,
+        causation_id=request.headers.get("X-Causation-Id"),
+        occurred_at=occurred_at,
+    )
+
+
+FamilyCommand = Callable[
+    [Allocation, CommandContext, IdempotencyRequest | None, web.Request, BodyT],
+    Awaitable[CommandResult],
+]
+
+
+def _family_route(body_model: type[BodyT], call: FamilyCommand[BodyT]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await parse_body(request, body_model)
+        result = await call(
+            request.app[ALLOCATION],
+            _command_context(request, body.occurred_at),
+            idempotency_of(request),
+            request,
+            body,
+        )
+        return command_response(request, result)
+
+    return handler
+
+
+async def put_pilot(request: web.Request) -> web.StreamResponse:
+    config = await parse_body(request, PilotConfig)
+    result = await request.app[ALLOCATION].configure_pilot(
+        _command_context(request), idempotency_of(request), request.match_info["pilot_id"], config
+    )
+    return command_response(request, result)
+
+
+async def get_pilot(request: web.Request) -> web.StreamResponse:
+    return json_response(await request.app[ALLOCATION].pilot(request.match_info["pilot_id"]))
+
+
+async def get_family(request: web.Request) -> web.StreamResponse:
+    view = await request.app[ALLOCATION].family(
+        principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
+    )
+    return json_response(view)
+
+
+def _ids(request: web.Request) -> tuple[str, str]:
+    return request.match_info["pilot_id"], request.match_info["family_id"]
+
+
+post_family = _family_route(
+    EnrolmentBody,
+    lambda app, ctx, idem, request, body: app.enrol(
+        ctx, idem, principal_of(request), request.match_info["pilot_id"], body
+    ),
+)
+post_allocation = _family_route(
+    AllocationBody,
+    lambda app, ctx, idem, request, body: app.allocate(ctx, idem, principal_of(request), *_ids(request), body),
+)
+post_adjustment = _family_route(
+    AdjustmentBody,
+    lambda app, ctx, idem, request, body: app.adjust(ctx, idem, principal_of(request), *_ids(request), body),
+)
+post_exit = _family_route(
+    ExitBody,
+    lambda app, ctx, idem, request, body: app.exit(ctx, idem, principal_of(request), *_ids(request), body),
+)
+post_disclosure = _family_route(
+    DisclosureBody,
+    lambda app, ctx, idem, request, body: app.disclose(ctx, idem, principal_of(request), *_ids(request), body),
+)
+post_outcome = _family_route(
+    OutcomeBody,
+    lambda app, ctx, idem, request, body: app.record_outcome(
+        ctx, idem, principal_of(request), *_ids(request), body
+    ),
+)
+
+
+def routes() -> list[Route]:
+    """Every allocation endpoint of API.md."""
+    tags = ("allocation",)
+    return [
+        Route("PUT", "/pilots/{pilot_id}", put_pilot, "Create a pilot or change its configuration",
+              frozenset({"admin"}), body=PilotConfig, response=PilotView, status=201,
+              description="201 when the pilot is created, 200 when a new version is recorded "
+              "(or the configuration is unchanged). Requests are judged by the version in force "
+              "when they were made.", tags=tags),
+        Route("GET", "/pilots/{pilot_id}", get_pilot, "The pilot's configuration in force",
+              ROLES, response=PilotView, tags=tags),
+        Route("POST", "/pilots/{pilot_id}/families", post_family, "Enrol a family",
+              _WRITERS, body=EnrolmentBody, response=EnrolmentResult, status=201,
+              description="Randomised pilots assign treatment or control by permuted blocks "
+              "within the stratum, reproducibly from the seed and enrolment order; the arm never "
+              "changes. Enrolling the same family twice is a 409.", tags=tags),
+        Route("GET", _FAMILY, get_family, "A family's state", ROLES, response=FamilyView,
+              description="Social workers and managers see their own team's families only.",
+              tags=tags),
+        Route("POST", f"{_FAMILY}/allocations", post_allocation, "Allocate money for a period",
+              frozenset({"admin"}), body=AllocationBody, response=AllocationResult, status=201,
+              description="Periods start on the enrolment date and run period_months; the "
+              "current period unless period_start names another. 422 exceeds_family_cap above "
+              "the pilot's cap for the period.", tags=tags),
+        Route("POST", f"{_FAMILY}/adjustments", post_adjustment, "Adjust a period's allocation",
+              frozenset({"admin"}), body=AdjustmentBody, response=AdjustmentResult, status=201,
+              tags=tags),
+        Route("POST", f"{_FAMILY}/exit", post_exit, "The family leaves the pilot", _WRITERS,
+              body=ExitBody, response=ExitResult, tags=tags),
+        Route("POST", f"{_FAMILY}/disclosures", post_disclosure,
+              "The family was told what their budget is",
+              frozenset({"case_system", "social_worker"}), body=DisclosureBody, response=Recorded,
+              status=201, tags=tags),
+        Route("POST", f"{_FAMILY}/outcomes", post_outcome, "Record an outcome for evaluation",
+              _WRITERS, body=OutcomeBody, response=Recorded, status=201, tags=tags),
+    ]

@@ -1,0 +1,177 @@
+"""Allocation's HTTP bodies and responses (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import date
+from uuid import UUID
+
+from pydantic import Field, field_validator
+
+from services.allocation.families import DisclosureMethod, Outcome
+from services.allocation.pilots import PilotConfig
+from services.allocation.randomisation import Arm
+from shared.events import Frozen
+from shared.types import CommandBody, Identifier, IsoDate, Pence, SignedPence, Text
+
+__all__ = [
+    "AdjustmentBody",
+    "AdjustmentResult",
+    "AllocationBody",
+    "AllocationResult",
+    "DisclosureBody",
+    "EnrolmentBody",
+    "EnrolmentResult",
+    "ExitBody",
+    "ExitResult",
+    "FamilyView",
+    "OutcomeBody",
+    "PeriodView",
+    "PilotView",
+    "Recorded",
+]
+
+
+class EnrolmentBody(CommandBody):
+    """Enrol a family (its case-system reference, never a name)."""
+
+    family_id: Identifier
+    team: Identifier
+    worker: Identifier
+    enrolled_on: IsoDate
+    stratum: Identifier | None = Field(
+        default=None, description="Randomisation stratum, such as an age cohort (0-4, 5-9, 10-16)."
+    )
+
+
+class AllocationBody(CommandBody):
+    """Allocate money for a period: the current period unless ``period_start`` names one."""
+
+    amount_pence: Pence
+    period_start: IsoDate | None = None
+    period_end: IsoDate | None = None
+    note: Text | None = None
+
+
+class AdjustmentBody(CommandBody):
+    """Raise or lower a period's allocation."""
+
+    delta_pence: SignedPence = Field(description="Positive raises, negative lowers; never 0.")
+    reason: Text
+    period_start: IsoDate | None = None
+
+    @field_validator("delta_pence")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("delta_pence must not be 0")
+        return value
+
+
+class ExitBody(CommandBody):
+    """The family leaves the pilot."""
+
+    reason: Text
+    exited_on: IsoDate
+
+
+class DisclosureBody(CommandBody):
+    """The family was told what their budget is."""
+
+    disclosed_on: IsoDate
+    amount_disclosed_pence: Pence | None = None
+    method: DisclosureMethod
+
+
+class OutcomeBody(CommandBody):
+    """What happened to the family."""
+
+    outcome: Outcome
+    occurred_on: IsoDate
+
+
+class PilotView(Frozen):
+    """A pilot's configuration in force."""
+
+    pilot_id: str
+    version: int
+    config: PilotConfig
+    stream_version: int
+
+
+class EnrolmentResult(Frozen):
+    """The enrolled family's arm."""
+
+    family_id: str
+    arm: Arm
+    stream_version: int
+
+
+class Recorded(Frozen):
+    """A fact recorded about a family."""
+
+    family_id: str
+    event_id: UUID
+    stream_version: int
+
+
+class AllocationResult(Recorded):
+    """An allocation and the period it went to."""
+
+    allocation_id: UUID
+    amount_pence: int
+    period_start: date
+    period_end: date
+    period_allocated_pence: int
+
+
+class AdjustmentResult(Recorded):
+    """An adjustment and the period's new allocation."""
+
+    adjustment_id: UUID
+    delta_pence: int
+    period_start: date
+    period_end: date
+    period_allocated_pence: int
+
+
+class ExitResult(Recorded):
+    """The exit and the balance of the period at exit."""
+
+    exited_on: date
+    allocated_pence: int
+    committed_pence: int
+    spent_pence: int
+    available_pence: int
+
+
+class PeriodView(Frozen):
+    """One budget period's allocation."""
+
+    period_start: date
+    period_end: date
+    allocated_pence: int
+
+
+class OutcomeView(Frozen):
+    """An outcome recorded for the family."""
+
+    outcome: Outcome
+    occurred_on: date
+
+
+class FamilyView(Frozen):
+    """A family as allocation knows it."""
+
+    pilot_id: str
+    family_id: str
+    team: str
+    worker: str
+    stratum: str | None
+    arm: Arm
+    enrolled_on: date
+    status: str = Field(description="active or exited")
+    exited_on: date | None
+    periods: tuple[PeriodView, ...]
+    disclosures: int
+    outcomes: tuple[OutcomeView, ...]
+    stream_version: int

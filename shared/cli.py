@@ -1,0 +1,117 @@
+"""The ``ledger`` command: tokens, serving a service, migrations and topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import cast
+
+from aiohttp import web
+
+from shared.auth import ROLES, Role, mint_token
+from shared.db import connect, dsn
+from shared.kafka import ensure_topics
+from shared.logging import configure_logging
+from shared.migrations import apply_migrations, ensure_database, migrations_of
+from shared.settings import SERVICE_NAMES, ServiceName, Settings
+
+__all__ = ["main"]
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    secret = settings.jwt_secret.get_secret_value()
+    if not secret:
+        print("LEDGER_JWT_SECRET is not set", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            secret,
+            sub=args.sub,
+            role=cast("Role", args.role),
+            pilot=args.pilot,
+            team=args.team,
+            now=datetime.now(UTC),
+        )
+    )
+    return 0
+
+
+async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
+    """Create each service's database where missing and apply its migrations."""
+    admin = dsn(settings, "postgres")
+    for service in services:
+        database = settings.database_of(service)
+        await ensure_database(admin, database)
+        conn = await connect(dsn(settings, database))
+        try:
+            await apply_migrations(conn, migrations_of("shared") + migrations_of(f"services.{service}"))
+        finally:
+            await conn.close()
+
+
+def installed_services() -> tuple[ServiceName, ...]:
+    """The services this installation has (they arrive one by one)."""
+    return tuple(name for name in SERVICE_NAMES if importlib.util.find_spec(f"services.{name}"))
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    asyncio.run(migrate(settings, args.service or installed_services()))
+    return 0
+
+
+def _topics(_: argparse.Namespace, settings: Settings) -> int:
+    created = asyncio.run(ensure_topics(settings))
+    print("created: " + (", ".join(created) if created else "none (all present)"))
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    service = cast("ServiceName", args.service)
+    configure_logging(service, settings.log_format, settings.log_level)
+    module = importlib.import_module(f"services.{service}.app")
+    create_app = cast("Callable[[Settings], web.Application]", module.create_app)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port_of(service),
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="The devolved budgets ledger.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    token = commands.add_parser("token", help="mint a development token")
+    token.add_argument("--role", required=True, choices=sorted(ROLES))
+    token.add_argument("--pilot", required=True)
+    token.add_argument("--sub", required=True)
+    token.add_argument("--team")
+    token.set_defaults(run=_token)
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=SERVICE_NAMES)
+    serve.set_defaults(run=_serve)
+
+    migration = commands.add_parser("migrate", help="create databases and apply migrations")
+    migration.add_argument("--service", action="append", choices=SERVICE_NAMES)
+    migration.set_defaults(run=_migrate)
+
+    topics = commands.add_parser("topics", help="create the ledger's Kafka topics")
+    topics.set_defaults(run=_topics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ledger`` console script."""
+    args = _parser().parse_args(argv)
+    run = cast("Callable[[argparse.Namespace, Settings], int]", args.run)
+    return run(args, Settings())

@@ -1,0 +1,106 @@
+"""Running a command: one transaction, idempotency keys, bounded retries on concurrency.
+
+A handler receives a connection inside a transaction, loads what it needs, decides and
+appends; the runner records the response under the caller's ``Idempotency-Key`` in that
+same transaction, so a retried request either finds the first response or runs afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from shared.errors import ConcurrencyError, IdempotencyKeyReusedError
+from shared.events import canonical_json
+
+__all__ = ["CommandResult", "CommandRunner", "IdempotencyRequest", "fingerprint"]
+
+_CLAIM = """
+INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING RETURNING 1
+"""
+_STORED = "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2"
+_REMEMBER = "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command answers: an HTTP status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class IdempotencyRequest:
+    """An ``Idempotency-Key`` within a caller's scope, and the fingerprint of what it asked."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+
+def fingerprint(method: str, path: str, body: object) -> str:
+    """The same request, whatever its JSON's spacing or key order, has the same fingerprint."""
+    return hashlib.sha256(canonical_json([method, path, body])).hexdigest()
+
+
+Handler = Callable[[asyncpg.Connection], Awaitable[CommandResult]]
+
+
+class CommandRunner:
+    """Runs handlers in transactions on one service's pool."""
+
+    def __init__(self, pool: asyncpg.Pool, *, attempts: int = 8) -> None:
+        self._pool = pool
+        self._attempts = attempts
+
+    async def run(self, handler: Handler, idempotency: IdempotencyRequest | None) -> CommandResult:
+        """Run once, or answer as the first run did; retry when another writer won a race."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await self._run_once(handler, idempotency)
+            except ConcurrencyError:
+                if attempt == self._attempts:
+                    raise
+                # Jitter keeps writers that collided once from colliding again in lockstep.
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # noqa: S311
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run_once(
+        self, handler: Handler, idempotency: IdempotencyRequest | None
+    ) -> CommandResult:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if idempotency is not None:
+                stored = await _claim(conn, idempotency)
+                if stored is not None:
+                    return stored
+            result = await handler(conn)
+            if idempotency is not None:
+                await conn.execute(
+                    _REMEMBER, idempotency.scope, idempotency.key, result.status, result.body
+                )
+            return result
+
+
+async def _claim(conn: asyncpg.Connection, request: IdempotencyRequest) -> CommandResult | None:
+    """Take the key for this transaction, or return the response stored under it."""
+    # A concurrent first use of the key holds the row's index entry: the insert waits for it
+    # to commit (then conflicts, and we read its response) or to roll back (then we go on).
+    if await conn.fetchval(_CLAIM, request.scope, request.key, request.fingerprint):
+        return None
+    row = await conn.fetchrow(_STORED, request.scope, request.key)
+    if row is None:  # pragma: no cover - the conflicting row cannot vanish: keys are never deleted
+        raise ConcurrencyError("idempotency key changed under us")
+    if row["fingerprint"] != request.fingerprint:
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was used for a different request; use a new key"
+        )
+    return CommandResult(row["status"], row["body"], replayed=True)

@@ -1,0 +1,391 @@
+"""The consumer runner: applies records to a service's database exactly once per effect.
+
+Each partition's batch is applied in one PostgreSQL transaction that also advances the
+stored offset (``consumer_offsets``, locked for the batch, sought on assignment) and each
+stream's last applied version (``consumer_streams``). Redeliveries are dropped by version.
+
+A record that cannot be applied (undecodable, a gap in its stream, a handler error that is
+not transient) goes to the dead-letter topic with its origin in headers, and is parked in
+``consumer_parked``. A ledger must not apply a family's later events over a missing one, so
+every later record with the same key (the same family) is parked behind it, while other
+families' records in the partition keep moving. Parked records are tried again, in order,
+whenever the consumer starts (after a fix is deployed) or :meth:`retry_parked` is called;
+the first that still fails keeps the rest of its family parked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from pydantic import ValidationError
+
+from shared.db import is_transient
+from shared.events import Envelope
+from shared.kafka import new_consumer, new_producer
+from shared.metrics import Metrics
+
+__all__ = ["ConsumerRunner", "EventHandler"]
+
+_LOCK_OFFSET = """
+INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
+ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
+RETURNING next_offset
+"""
+_SAVE_OFFSET = """
+UPDATE consumer_offsets SET next_offset = $4 WHERE consumer = $1 AND topic = $2 AND partition = $3
+"""
+_STORED_OFFSETS = "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1"
+_VERSIONS = """
+SELECT stream_id, version FROM consumer_streams WHERE consumer = $1 AND stream_id = ANY($2::text[])
+"""
+_SAVE_VERSIONS = """
+INSERT INTO consumer_streams (consumer, stream_id, version)
+SELECT $1, * FROM unnest($2::text[], $3::integer[])
+ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version
+"""
+_PARKED_KEYS = "SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2"
+_PARK = """
+INSERT INTO consumer_parked (consumer, topic, partition, "offset", record_key, value, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+"""
+_PARKED_FAMILIES = "SELECT DISTINCT topic, record_key FROM consumer_parked WHERE consumer = $1"
+_PARKED_OF = """
+SELECT partition, "offset", value FROM consumer_parked
+WHERE consumer = $1 AND topic = $2 AND record_key = $3 ORDER BY "offset" FOR UPDATE
+"""
+_UNPARK = """DELETE FROM consumer_parked WHERE consumer = $1 AND topic = $2 AND "offset" = $3
+AND partition = $4"""
+_REPARK = """UPDATE consumer_parked SET error = $5 WHERE consumer = $1 AND topic = $2
+AND "offset" = $3 AND partition = $4"""
+_HELD_BEHIND = "held behind an earlier record of the same family that could not be applied"
+_MAX_BACKOFF = 5.0
+
+
+class EventHandler(Protocol):
+    """Applies one event to the consumer's database, inside the runner's transaction."""
+
+    def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> Awaitable[None]: ...
+
+
+class _CarefulRetryNeededError(Exception):
+    """A record failed on the fast path; the batch is redone record by record."""
+
+
+@dataclass(frozen=True)
+class _DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    error: str
+
+
+class ConsumerRunner:
+    """Consumes some topics into one service's database, in a background task."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        pool: asyncpg.Pool,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: EventHandler,
+        deadletter_topic: str,
+        batch_size: int,
+        metrics: Metrics,
+        consumer_factory: Callable[[str, str, str], AIOKafkaConsumer] = new_consumer,
+    ) -> None:
+        self.name = name
+        self._pool = pool
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._topics = tuple(topics)
+        self._handler = handler
+        self._deadletter_topic = deadletter_topic
+        self._batch_size = batch_size
+        self._metrics = metrics
+        self._consumer_factory = consumer_factory
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger().bind(component="consumer", consumer=name)
+
+    @property
+    def running(self) -> bool:
+        """The runner's task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Begin consuming in the background."""
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the batch in hand, leave the group, end the task."""
+        if self._task is None:
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def __aenter__(self) -> ConsumerRunner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a consumer must outlive any outage
+                self._log.warning("consumer_retrying", error=repr(error), backoff_seconds=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _consume(self) -> None:
+        consumer = self._consumer_factory(self._bootstrap, self._group_id, self.name)
+        producer = new_producer(self._bootstrap, f"{self.name}-deadletter")
+        await producer.start()
+        try:
+            consumer.subscribe(list(self._topics), listener=_SeekToStored(self, consumer))
+            await consumer.start()
+            try:
+                await self.retry_parked()
+                while not self._stopping:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=self._batch_size)
+                    for partition, records in batches.items():
+                        await self._process(consumer, producer, partition, records)
+                    await self._observe_lag(consumer)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def stored_offsets(self) -> dict[tuple[str, int], int]:
+        """Where this consumer's effects have got to, per topic and partition."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_STORED_OFFSETS, self.name)
+        return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        partition: TopicPartition,
+        records: Sequence[Any],
+    ) -> None:
+        try:
+            dead = await self._apply_batch(partition, records, careful=False)
+        except _CarefulRetryNeededError:
+            dead = await self._apply_batch(partition, records, careful=True)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # Nothing was committed: go back to where the effects stand and try again.
+            self._log.warning("consumer_batch_retry", error=repr(error))
+            stored = (await self.stored_offsets()).get((partition.topic, partition.partition), 0)
+            consumer.seek(partition, stored)
+            await asyncio.sleep(0.5)
+            return
+        for letter in dead:
+            await producer.send_and_wait(
+                self._deadletter_topic,
+                value=letter.value,
+                key=letter.key,
+                headers=[
+                    ("origin_topic", letter.topic.encode()),
+                    ("origin_partition", str(letter.partition).encode()),
+                    ("origin_offset", str(letter.offset).encode()),
+                    ("consumer", self.name.encode()),
+                    ("error", letter.error.encode()[:4000]),
+                ],
+            )
+            self._metrics.deadlettered.labels(self.name, letter.topic).inc()
+            self._log.error(
+                "record_deadlettered",
+                topic=letter.topic,
+                partition=letter.partition,
+                offset=letter.offset,
+                error=letter.error,
+            )
+
+    async def _apply_batch(
+        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool
+    ) -> list[_DeadLetter]:
+        topic, number = partition.topic, partition.partition
+        dead: list[_DeadLetter] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Locking the offset row fences a consumer that lost this partition in a rebalance.
+            next_offset = await conn.fetchval(_LOCK_OFFSET, self.name, topic, number)
+            fresh = [record for record in records if record.offset >= next_offset]
+            if not fresh:
+                return dead
+            parked_keys = {row["record_key"] for row in await conn.fetch(_PARKED_KEYS, self.name, topic)}
+            envelopes = {record.offset: _decode(record.value) for record in fresh}
+            stream_ids = [env.stream_id for env in envelopes.values() if isinstance(env, Envelope)]
+            versions: dict[str, int] = {
+                row["stream_id"]: row["version"]
+                for row in await conn.fetch(_VERSIONS, self.name, stream_ids)
+            }
+            changed: dict[str, int] = {}
+            applied = 0
+            for record in fresh:
+                key = record.key.decode(errors="replace") if record.key else ""
+                error: str | None
+                if key in parked_keys:
+                    error = _HELD_BEHIND
+                    self._metrics.parked.labels(self.name, topic).inc()
+                else:
+                    error = await self._apply_one(
+                        conn, envelopes[record.offset], versions, changed, careful=careful
+                    )
+                if error is not None:
+                    parked_keys.add(key)
+                    await conn.execute(
+                        _PARK, self.name, topic, number, record.offset, key, record.value, error
+                    )
+                    if error != _HELD_BEHIND:
+                        dead.append(
+                            _DeadLetter(topic, number, record.offset, record.key, record.value, error)
+                        )
+                else:
+                    applied += 1
+            if changed:
+                await conn.execute(
+                    _SAVE_VERSIONS, self.name, list(changed), list(changed.values())
+                )
+            await conn.execute(_SAVE_OFFSET, self.name, topic, number, fresh[-1].offset + 1)
+        self._metrics.events_consumed.labels(self.name, topic).inc(applied)
+        return dead
+
+    async def _apply_one(
+        self,
+        conn: asyncpg.Connection,
+        envelope: Envelope | str,
+        versions: dict[str, int],
+        changed: dict[str, int],
+        *,
+        careful: bool,
+    ) -> str | None:
+        """Apply one decoded record; return why it cannot be applied, or None."""
+        if isinstance(envelope, str):
+            return envelope
+        last = versions.get(envelope.stream_id, 0)
+        if envelope.stream_version <= last:
+            return None  # a redelivery: its effect is already here
+        if envelope.stream_version != last + 1:
+            return (
+                f"stream {envelope.stream_id} jumped from version {last} "
+                f"to {envelope.stream_version}: an earlier event is missing"
+            )
+        try:
+            if careful:
+                async with conn.transaction():  # a savepoint: a failure undoes this record only
+                    await self._handler(conn, envelope)
+            else:
+                await self._handler(conn, envelope)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            if not careful:
+                raise _CarefulRetryNeededError from error
+            return f"{type(error).__name__}: {error}"
+        versions[envelope.stream_id] = changed[envelope.stream_id] = envelope.stream_version
+        return None
+
+    async def retry_parked(self) -> int:
+        """Try parked records again, oldest first per family; return how many were applied."""
+        applied = 0
+        async with self._pool.acquire() as conn:
+            families = await conn.fetch(_PARKED_FAMILIES, self.name)
+        for family in families:
+            topic, key = family["topic"], family["record_key"]
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(_PARKED_OF, self.name, topic, key)
+                envelopes = [_decode(row["value"]) for row in rows]
+                stream_ids = [env.stream_id for env in envelopes if isinstance(env, Envelope)]
+                versions = {
+                    row["stream_id"]: row["version"]
+                    for row in await conn.fetch(_VERSIONS, self.name, stream_ids)
+                }
+                changed: dict[str, int] = {}
+                for row, envelope in zip(rows, envelopes, strict=True):
+                    error = await self._apply_one(conn, envelope, versions, changed, careful=True)
+                    if error is not None:
+                        await conn.execute(
+                            _REPARK, self.name, topic, row["offset"], row["partition"], error
+                        )
+                        break
+                    await conn.execute(_UNPARK, self.name, topic, row["offset"], row["partition"])
+                    applied += 1
+                if changed:
+                    await conn.execute(
+                        _SAVE_VERSIONS, self.name, list(changed), list(changed.values())
+                    )
+        if applied:
+            self._log.info("parked_records_applied", count=applied)
+        return applied
+
+    async def _observe_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for partition in consumer.assignment():
+            highwater = consumer.highwater(partition)
+            if highwater is None:
+                continue
+            position = await consumer.position(partition)
+            self._metrics.consumer_lag.labels(
+                self.name, partition.topic, str(partition.partition)
+            ).set(max(0, highwater - position))
+
+    async def seek_to_stored(
+        self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]
+    ) -> None:
+        """Start each newly assigned partition where this consumer's effects stand."""
+        stored = await self.stored_offsets()
+        for partition in assigned:
+            offset = stored.get((partition.topic, partition.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(partition)
+            else:
+                consumer.seek(partition, offset)
+
+
+def _decode(value: bytes | None) -> Envelope | str:
+    """The envelope in a record, or why it is not one."""
+    if value is None:
+        return "record has no value"
+    try:
+        return Envelope.model_validate_json(value)
+    except ValidationError as error:
+        return f"not a ledger event: {error.error_count()} problem(s): {error.errors()[0]['msg']}"
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, runner: ConsumerRunner, consumer: AIOKafkaConsumer) -> None:
+        self._runner = runner
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Nothing to flush: progress is committed with each batch."""
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Seek to the stored offsets."""
+        await self._runner.seek_to_stored(self._consumer, assigned)

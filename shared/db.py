@@ -1,0 +1,58 @@
+"""PostgreSQL connections: DSNs from settings, pools whose JSON columns speak Python."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+import asyncpg
+
+from shared.settings import Settings
+
+__all__ = ["TRANSIENT_SQLSTATE_CLASSES", "connect", "dsn", "is_transient", "open_pool"]
+
+# SQLSTATE classes worth retrying: connection, rollback (serialization, deadlock),
+# insufficient resources, operator intervention (shutdown).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+
+
+def dsn(settings: Settings, database: str) -> str:
+    """A libpq URL for one database of the configured server."""
+    password = settings.pg_password.get_secret_value()
+    auth = quote(settings.pg_user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    return f"postgresql://{auth}@{settings.pg_host}:{settings.pg_port}/{quote(database, safe='')}"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def connect(database_dsn: str) -> asyncpg.Connection:
+    """One connection with the ledger's codecs (for LISTEN and session-level locks)."""
+    conn = await asyncpg.connect(database_dsn)
+    await _init_connection(conn)
+    return conn
+
+
+@asynccontextmanager
+async def open_pool(database_dsn: str, *, min_size: int, max_size: int) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for the lifetime of the ``async with`` block."""
+    async with asyncpg.create_pool(
+        database_dsn, min_size=min_size, max_size=max_size, init=_init_connection
+    ) as pool:
+        yield pool
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a database error may pass by itself (lost connection, deadlock, shutdown)."""
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(error, (OSError, asyncpg.InterfaceError, TimeoutError))

@@ -1,0 +1,97 @@
+"""The one family of errors the services raise; the HTTP layer maps each to problem+json."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ConcurrencyError",
+    "ConflictError",
+    "DomainError",
+    "ForbiddenError",
+    "IdempotencyKeyReusedError",
+    "LedgerError",
+    "NotFoundError",
+    "PolicyViolationError",
+    "UnauthorizedError",
+    "UnprocessableError",
+]
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose; carries an HTTP status and a stable code."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # an instance may refine its class's code
+
+
+class DomainError(LedgerError):
+    """A command the domain refuses; nothing is recorded."""
+
+    status = 422
+    code = "unprocessable"
+    title = "The command cannot be carried out"
+
+
+class UnprocessableError(DomainError):
+    """A request that is well-formed but refers to something that cannot take it."""
+
+
+class PolicyViolationError(DomainError):
+    """A command the pilot's policy does not allow."""
+
+    code = "policy_violation"
+    title = "Policy violation"
+
+
+class ConflictError(LedgerError):
+    """The command clashes with what is already recorded (enrolled twice, already exited)."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class ConcurrencyError(ConflictError):
+    """Another writer appended to the stream first; the command may be retried."""
+
+    code = "concurrent_modification"
+    title = "Concurrent modification"
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """The same Idempotency-Key arrived with a different request."""
+
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+
+
+class NotFoundError(LedgerError):
+    """The pilot, family or resource does not exist (or is not visible to the caller)."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class UnauthorizedError(LedgerError):
+    """No token, or one that cannot be trusted."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+
+class ForbiddenError(LedgerError):
+    """A valid token whose role, pilot or team does not allow this."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"

@@ -1,0 +1,165 @@
+"""The event store on asyncpg: load a stream, append with an expected version, chain hashes.
+
+Every append also writes the new positions to ``outbox`` and notifies the relay, in the
+caller's transaction: the commit is the moment a fact exists, the relay distributes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from shared.errors import ConcurrencyError
+from shared.events import GENESIS_HASH, Actor, DomainEvent, Envelope, chain_hash, format_time
+
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "CommandContext",
+    "EventStore",
+    "PendingEvent",
+    "Stream",
+]
+
+OUTBOX_CHANNEL = "ledger_outbox"
+
+_LOAD = "SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version"
+_APPEND = """
+WITH appended AS (
+    INSERT INTO events
+        (event_id, stream_id, stream_version, type, pilot_id, family_id, recorded_at, envelope)
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[],
+        $7::timestamptz[], $8::jsonb[])
+    RETURNING position
+)
+INSERT INTO outbox (position) SELECT position FROM appended
+"""
+_NOTIFY = "SELECT pg_notify($1, '')"
+_STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who asks, on whose behalf, and why: becomes every new event's metadata."""
+
+    actor: Actor
+    correlation_id: str
+    causation_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A decided event waiting to be appended to a stream."""
+
+    event: DomainEvent
+    pilot_id: str
+    family_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream as loaded: its events, its version and the hash the next event chains to."""
+
+    stream_id: str
+    envelopes: tuple[Envelope, ...]
+
+    @property
+    def version(self) -> int:
+        """The version of the last event, 0 for a stream with none."""
+        return self.envelopes[-1].stream_version if self.envelopes else 0
+
+    @property
+    def last_hash(self) -> str:
+        """The hash of the last event, or the genesis hash."""
+        return self.envelopes[-1].hash if self.envelopes else GENESIS_HASH
+
+
+def _subject(pilot_id: str, family_id: str | None) -> str:
+    if family_id is None:
+        return f"pilots/{pilot_id}"
+    return f"pilots/{pilot_id}/families/{family_id}"
+
+
+class EventStore:
+    """Reads and appends streams in one service's database, inside the caller's transaction."""
+
+    def __init__(self, source: str, clock: Callable[[], datetime], ids: Callable[[], UUID]) -> None:
+        self._source = source
+        self._clock = clock
+        self._ids = ids
+
+    async def load(self, conn: asyncpg.Connection, stream_id: str) -> Stream:
+        """Every event of one stream, in order."""
+        rows = await conn.fetch(_LOAD, stream_id)
+        return Stream(stream_id, tuple(Envelope.model_validate(row["envelope"]) for row in rows))
+
+    def seal(
+        self, stream: Stream, pending: Sequence[PendingEvent], context: CommandContext
+    ) -> tuple[Envelope, ...]:
+        """Wrap decided events in envelopes that continue the stream's version and hash chain."""
+        recorded_at = self._clock()
+        occurred_at = context.occurred_at or recorded_at
+        envelopes: list[Envelope] = []
+        prev_hash, version = stream.last_hash, stream.version
+        for item in pending:
+            version += 1
+            body: dict[str, Any] = {
+                "specversion": "1.0",
+                "id": str(self._ids()),
+                "type": item.event.event_type,
+                "source": self._source,
+                "time": format_time(recorded_at),
+                "subject": _subject(item.pilot_id, item.family_id),
+                "schema_version": item.event.schema_version,
+                "pilot_id": item.pilot_id,
+                "family_id": item.family_id,
+                "stream_id": stream.stream_id,
+                "stream_version": version,
+                "occurred_at": format_time(occurred_at),
+                "actor": context.actor.model_dump(),
+                "correlation_id": context.correlation_id,
+                "causation_id": context.causation_id,
+                "data": item.event.model_dump(mode="json"),
+                "prev_hash": prev_hash,
+            }
+            body["hash"] = prev_hash = chain_hash(body)
+            envelopes.append(Envelope.model_validate(body))
+        return tuple(envelopes)
+
+    async def append(
+        self,
+        conn: asyncpg.Connection,
+        stream: Stream,
+        pending: Sequence[PendingEvent],
+        context: CommandContext,
+    ) -> tuple[Envelope, ...]:
+        """Append after ``stream.version``; a writer that got there first is a ConcurrencyError."""
+        if not pending:
+            return ()
+        envelopes = self.seal(stream, pending, context)
+        try:
+            await conn.execute(
+                _APPEND,
+                [e.id for e in envelopes],
+                [e.stream_id for e in envelopes],
+                [e.stream_version for e in envelopes],
+                [e.type for e in envelopes],
+                [e.pilot_id for e in envelopes],
+                [e.family_id for e in envelopes],
+                [e.time for e in envelopes],
+                [e.to_json_dict() for e in envelopes],
+            )
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name == _STREAM_VERSION_CONSTRAINT:
+                raise ConcurrencyError(
+                    f"stream {stream.stream_id} moved past version {stream.version}"
+                ) from error
+            raise
+        await conn.execute(_NOTIFY, OUTBOX_CHANNEL)
+        return envelopes

@@ -1,0 +1,275 @@
+"""The HTTP layer every service shares: routes, guards, problem+json, request context.
+
+Handlers stay thin: a :class:`Route` says who may call it and which models it reads and
+returns (the OpenAPI document is generated from that), ``guard`` authenticates and checks
+role and pilot, :func:`parse_body` turns the body into a command model, and one middleware
+turns every error into RFC 9457 ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared.auth import Principal, decode_token, require_pilot, require_role
+from shared.commands import CommandResult, IdempotencyRequest, fingerprint
+from shared.errors import LedgerError
+from shared.metrics import Metrics
+
+__all__ = [
+    "JWT_SECRET",
+    "MAX_BODY_BYTES",
+    "METRICS",
+    "Handler",
+    "Route",
+    "command_response",
+    "context_of",
+    "idempotency_of",
+    "json_response",
+    "middlewares",
+    "parse_body",
+    "principal_of",
+    "problem_response",
+]
+
+MAX_BODY_BYTES = 1024 * 1024
+PROBLEM_JSON = "application/problem+json"
+JWT_SECRET = web.AppKey("jwt_secret", str)
+METRICS = web.AppKey("metrics", Metrics)
+_PRINCIPAL = "ledger.principal"
+_CORRELATION = "ledger.correlation_id"
+_REQUEST_ID = "ledger.request_id"
+_KEY_CHARS = frozenset(chr(code) for code in range(0x21, 0x7F))
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: its handler, who may call it, and the models that describe it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: frozenset[str] | None  # None: public (health, metrics, the OpenAPI document)
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    description: str = ""
+    query: type[BaseModel] | None = None
+    content_type: str = "application/json"
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def guarded(self) -> Handler:
+        """The handler behind authentication, role and pilot checks."""
+        if self.roles is None:
+            return self.handler
+        roles, handler = self.roles, self.handler
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            principal = decode_token(
+                request.headers.get("Authorization"), request.app[JWT_SECRET]
+            )
+            require_role(principal, roles)
+            pilot_id = request.match_info.get("pilot_id")
+            if pilot_id is not None:
+                require_pilot(principal, pilot_id)
+                structlog.contextvars.bind_contextvars(pilot_id=pilot_id)
+            request[_PRINCIPAL] = principal
+            return await handler(request)
+
+        return guarded
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The authenticated caller of a guarded route."""
+    principal = request.get(_PRINCIPAL)
+    if not isinstance(principal, Principal):  # pragma: no cover - guarded routes always set it
+        raise TypeError("route is not guarded")
+    return principal
+
+
+def context_of(request: web.Request) -> tuple[str, str]:
+    """The request id and correlation id of this request."""
+    return request[_REQUEST_ID], request[_CORRELATION]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The JSON body as ``model``: 415 if not JSON, 400 if malformed, 422 if invalid."""
+    raw = await request.read()
+    if not raw.strip():
+        data: Any = {}
+    else:
+        if request.content_type != "application/json":
+            raise LedgerErrorWithStatus(
+                415, "unsupported_media_type", "Unsupported media type",
+                "send the body as application/json",
+            )
+        try:
+            data = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise LedgerErrorWithStatus(
+                400, "malformed_json", "Malformed JSON", f"the body is not valid JSON: {error}"
+            ) from error
+    request["ledger.body"] = data
+    # Validated as JSON, so strict fields take JSON's own types: dates as "YYYY-MM-DD",
+    # money as integers (a float, a string or a boolean is refused).
+    return model.model_validate_json(json.dumps(data))
+
+
+def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
+    """The request's ``Idempotency-Key``, scoped to its caller; call after :func:`parse_body`."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 128 or not set(key) <= _KEY_CHARS:
+        raise LedgerErrorWithStatus(
+            400, "bad_idempotency_key", "Bad Idempotency-Key",
+            "Idempotency-Key must be 1 to 128 printable characters",
+        )
+    return IdempotencyRequest(
+        scope=principal_of(request).sub,
+        key=key,
+        fingerprint=fingerprint(request.method, request.path, request.get("ledger.body")),
+    )
+
+
+def json_response(body: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
+    """A JSON response from a model or a plain dict."""
+    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return web.json_response(payload, status=status)
+
+
+def command_response(request: web.Request, result: CommandResult) -> web.Response:
+    """The response to a command, counting answers replayed from an idempotency key."""
+    if result.replayed:
+        request.app[METRICS].idempotent_replays.inc()
+    response = web.json_response(result.body, status=result.status)
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+class LedgerErrorWithStatus(LedgerError):
+    """An HTTP-level error (415, 400) that belongs to no domain."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+        super().__init__(detail, code=code)
+        self.status = status  # type: ignore[misc]  # set per instance
+        self.title = title  # type: ignore[misc]  # set per instance
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": f"urn:ledger:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    return web.Response(
+        text=json.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _field_errors(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "field": ".".join(str(part) for part in item["loc"]) or "(body)",
+            "message": item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+
+
+_HTTP_CODES = {
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Payload too large"),
+}
+
+
+def _problem_of(request: web.Request, error: BaseException) -> web.Response:
+    path = request.path
+    if isinstance(error, LedgerError):
+        return problem_response(error.status, error.code, error.title, error.detail, instance=path)
+    if isinstance(error, ValidationError):
+        return problem_response(
+            422, "validation_failed", "Validation failed",
+            "the request does not match the schema; see errors",
+            instance=path, errors=_field_errors(error),
+        )
+    if isinstance(error, web.HTTPException):
+        code, title = _HTTP_CODES.get(error.status, ("http_error", error.reason))
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        detail = {
+            404: f"nothing is served at {path}",
+            405: f"{request.method} is not allowed on {path}",
+            413: f"the body is larger than {MAX_BODY_BYTES} bytes",
+        }.get(error.status, error.text or error.reason)
+        return problem_response(error.status, code, title, detail, instance=path, headers=headers)
+    structlog.get_logger().exception("request_failed")
+    return problem_response(
+        500, "internal_error", "Internal error", "the ledger could not answer; try again",
+        instance=path,
+    )
+
+
+@web.middleware
+async def _context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+    correlation_id = request.headers.get("X-Correlation-Id") or request_id
+    request[_REQUEST_ID], request[_CORRELATION] = request_id, correlation_id
+    structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except Exception as error:  # noqa: BLE001 - every error becomes a problem document
+            response = _problem_of(request, error)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        response.headers["X-Correlation-Id"] = correlation_id
+        return response
+    finally:
+        metrics = request.app[METRICS]
+        route = request.match_info.route.resource
+        label = route.canonical if route is not None else "(unmatched)"
+        metrics.http_latency.labels(request.method, label).observe(time.perf_counter() - started)
+        metrics.http_requests(request.method, label, str(status)).inc()
+        structlog.contextvars.unbind_contextvars("request_id", "correlation_id", "pilot_id")
+
+
+def middlewares() -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    """The middleware every service runs."""
+    return [_context]

@@ -1,0 +1,83 @@
+"""Kafka clients configured as a ledger needs them, and the ledger's topics."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import Settings
+
+__all__ = [
+    "DEADLETTER_TOPIC",
+    "SERVICE_TOPICS",
+    "ensure_topics",
+    "ledger_topics",
+    "new_consumer",
+    "new_producer",
+]
+
+SERVICE_TOPICS = {
+    "allocation": "ledger.allocation",
+    "spending": "ledger.spending",
+    "approval": "ledger.approval",
+}
+DEADLETTER_TOPIC = "ledger.deadletter"
+
+
+def ledger_topics(settings: Settings) -> tuple[str, ...]:
+    """Every topic the ledger uses, with the configured prefix."""
+    return tuple(settings.topic(name) for name in (*SERVICE_TOPICS.values(), DEADLETTER_TOPIC))
+
+
+def new_producer(bootstrap: str, client_id: str, transactional_id: str | None = None) -> AIOKafkaProducer:
+    """A producer that loses nothing it acknowledged and writes nothing twice per session."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=transactional_id,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=15_000,
+    )
+
+
+def new_consumer(bootstrap: str, group_id: str, client_id: str) -> AIOKafkaConsumer:
+    """A consumer whose position lives with its effects, not in auto-committed offsets."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_poll_records=None,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+    )
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the ledger's topics where missing; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [name for name in ledger_topics(settings) if name not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name, num_partitions=settings.topic_partitions, replication_factor=1
+                        )
+                        for name in wanted
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created them between our listing and our request
+        return wanted
+    finally:
+        await admin.close()

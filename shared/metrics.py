@@ -1,0 +1,80 @@
+"""Prometheus metrics of one service, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Every metric a service exposes on ``/metrics``."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"service": service}
+        self.http_requests = Counter(
+            "ledger_http_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        ).labels  # bound below per call; keeps the call sites short
+        self.http_latency = Histogram(
+            "ledger_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events_appended = Counter(
+            "ledger_events_appended",
+            "Events appended to this service's store, by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.events_published = Counter(
+            "ledger_events_published",
+            "Events the outbox relay published to Kafka.",
+            registry=self.registry,
+        )
+        self.relay_lag_seconds = Gauge(
+            "ledger_relay_lag_seconds",
+            "Age of the oldest committed event not yet on Kafka (0 when none waits).",
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "ledger_consumer_lag",
+            "Records behind the end of each partition, per consumer.",
+            ["consumer", "topic", "partition"],
+            registry=self.registry,
+        )
+        self.events_consumed = Counter(
+            "ledger_events_consumed",
+            "Records a consumer applied (or recognised as already applied).",
+            ["consumer", "topic"],
+            registry=self.registry,
+        )
+        self.deadlettered = Counter(
+            "ledger_deadlettered",
+            "Records a consumer could not apply and sent to the dead-letter topic.",
+            ["consumer", "topic"],
+            registry=self.registry,
+        )
+        self.parked = Counter(
+            "ledger_parked",
+            "Records held back behind an earlier unapplied record of the same family.",
+            ["consumer", "topic"],
+            registry=self.registry,
+        )
+        self.idempotent_replays = Counter(
+            "ledger_idempotent_replays",
+            "Requests answered from a stored response because their Idempotency-Key was seen.",
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "ledger_service_info", "Constant 1, labelled with the service.", ["service"],
+            registry=self.registry,
+        )
+        self.info.labels(**labels).set(1)

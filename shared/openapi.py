@@ -1,0 +1,144 @@
+"""OpenAPI 3.1, generated from the routes and their pydantic models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+
+from shared.http import Route
+
+__all__ = ["Problem", "openapi_document"]
+
+_PARAM = re.compile(r"{(\w+)}")
+_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "pilot_id": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$"},
+    "family_id": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$"},
+}
+_ERROR_STATUSES = {
+    "400": "Malformed JSON or header",
+    "401": "No token, or a token that cannot be trusted",
+    "403": "Wrong role, pilot or team",
+    "404": "Not found",
+    "409": "Conflict with what is recorded, or an Idempotency-Key reused",
+    "413": "Body larger than 1 MiB",
+    "415": "Body is not application/json",
+    "422": "Validation failed, or the domain refuses the command",
+}
+
+
+class FieldProblem(BaseModel):
+    """One field that failed validation."""
+
+    field: str
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable word: validation_failed, not_found, conflict, …")
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+def openapi_document(
+    *, title: str, version: str, description: str, routes: Sequence[Route]
+) -> dict[str, Any]:
+    """The service's OpenAPI document."""
+    mode_of: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (Problem, "serialization")
+    ]
+    for route in routes:
+        if route.body is not None:
+            mode_of.append((route.body, "validation"))
+        if route.response is not None:
+            mode_of.append((route.response, "serialization"))
+    refs, defs = models_json_schema(mode_of, ref_template="#/components/schemas/{model}")
+    problem_ref = refs[(Problem, "serialization")]
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": f"{route.method.lower()}_{_slug(route.path)}",
+        }
+        if route.description:
+            operation["description"] = route.description
+        if route.tags:
+            operation["tags"] = list(route.tags)
+        parameters = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _PARAM_SCHEMAS.get(name, {"type": "string"}),
+            }
+            for name in _PARAM.findall(route.path)
+        ]
+        if route.query is not None:
+            query_schema = route.query.model_json_schema()
+            required = set(query_schema.get("required", []))
+            parameters += [
+                {"name": name, "in": "query", "required": name in required, "schema": schema}
+                for name, schema in query_schema.get("properties", {}).items()
+            ]
+        if route.method in {"POST", "PUT"}:
+            parameters.append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "description": "A retry with the same key and body returns the first response.",
+                }
+            )
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
+            }
+        success: dict[str, Any] = {"description": "OK"}
+        if route.response is not None:
+            success["content"] = {
+                route.content_type: {"schema": refs[(route.response, "serialization")]}
+            }
+        elif route.content_type != "application/json":
+            success["content"] = {route.content_type: {"schema": {"type": "string"}}}
+        responses: dict[str, Any] = {str(route.status): success}
+        if route.roles is not None:
+            operation["security"] = [{"bearer": []}]
+            operation["x-roles"] = sorted(route.roles)
+            for status, text in _ERROR_STATUSES.items():
+                if status in {"400", "413", "415", "422"} and route.body is None:
+                    continue
+                responses[status] = {
+                    "description": text,
+                    "content": {"application/problem+json": {"schema": problem_ref}},
+                }
+        operation["responses"] = responses
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def _slug(path: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")

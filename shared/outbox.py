@@ -1,0 +1,196 @@
+"""The outbox relay: publishes each committed event to the owning service's topic.
+
+Why an outbox table rather than a high-water mark on ``events.position``: positions come
+from a sequence when a row is inserted, but transactions commit in any order, so the relay
+can see position 12 committed while 11 is still in flight. A relay that remembered "done up
+to 12" would skip 11 forever. Instead every append also inserts its positions into
+``outbox`` in the same transaction, and the relay publishes whatever committed rows it finds
+there, oldest position first, then deletes them. A late commit is simply found on a later
+pass: nothing is skipped, and writers are never serialised behind a lock.
+
+Order within a stream still holds: version n+1 can only be appended by a transaction that
+read version n committed (or waited on its unique index entry), so it takes a higher
+position and becomes visible later. Kafka keys by family, so that is the order consumers get.
+
+Exactly once: each batch goes out in one Kafka transaction, and its outbox rows are deleted
+only after the transaction commits. A failed batch is aborted (``read_committed`` consumers
+never see it) and sent again. Only a crash between the Kafka commit and the delete can
+publish a batch twice; consumers drop such redeliveries by stream version. One relay per
+database publishes at a time (a session advisory lock elects it), and its fixed
+transactional id fences any stale relay that still thinks it leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from shared.db import connect
+from shared.eventstore import OUTBOX_CHANNEL
+from shared.events import canonical_json, partition_key
+from shared.kafka import new_producer
+from shared.metrics import Metrics
+
+__all__ = ["OutboxRelay"]
+
+_LEADER_LOCK = 7_346_002
+_BATCH = """
+SELECT o.position, e.envelope, e.recorded_at
+FROM outbox o JOIN events e USING (position)
+ORDER BY o.position
+LIMIT $1
+"""
+_DONE = "DELETE FROM outbox WHERE position = ANY($1::bigint[])"
+_PENDING = "SELECT count(*) FROM outbox"
+_MAX_BACKOFF = 5.0
+
+
+class OutboxRelay:
+    """A background task that moves committed events from PostgreSQL to Kafka."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        bootstrap: str,
+        topic: str,
+        transactional_id: str,
+        batch_size: int,
+        poll_seconds: float,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        producer_factory: Callable[[str, str, str], AIOKafkaProducer] = new_producer,
+    ) -> None:
+        self._dsn = dsn
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._transactional_id = transactional_id
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._metrics = metrics
+        self._clock = clock
+        self._producer_factory = producer_factory
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._kafka_ok = False
+        self._log = structlog.get_logger().bind(component="relay", topic=topic)
+
+    @property
+    def running(self) -> bool:
+        """The relay's task is alive (leading, or waiting to lead)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def kafka_reachable(self) -> bool:
+        """The last attempt to reach Kafka succeeded."""
+        return self._kafka_ok
+
+    async def start(self) -> None:
+        """Begin relaying in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"relay:{self._topic}")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Publish what is committed (up to ``grace`` seconds), then end the task."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._log.warning("relay_stop_timeout", grace_seconds=grace)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def __aenter__(self) -> OutboxRelay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._lead()
+                return  # stopped with the outbox drained
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the relay must outlive any outage
+                self._kafka_ok = False
+                self._log.warning("relay_retrying", error=repr(error), backoff_seconds=backoff)
+                if self._stopping:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _lead(self) -> None:
+        conn = await connect(self._dsn)
+        try:
+            await conn.add_listener(OUTBOX_CHANNEL, self._notified)
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                if self._stopping:
+                    return
+                await self._idle()
+            self._log.info("relay_leading")
+            producer = self._producer_factory(
+                self._bootstrap, f"relay-{self._topic}", self._transactional_id
+            )
+            await producer.start()
+            try:
+                self._kafka_ok = True
+                while True:
+                    published = await self._publish_batch(conn, producer)
+                    if published == 0:
+                        if self._stopping:
+                            return
+                        await self._idle()
+            finally:
+                await producer.stop()
+        finally:
+            await conn.close()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _idle(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+        self._wake.clear()
+
+    async def _publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        rows = await conn.fetch(_BATCH, self._batch_size)
+        if not rows:
+            self._metrics.relay_lag_seconds.set(0)
+            return 0
+        self._metrics.relay_lag_seconds.set(
+            max(0.0, (self._clock() - rows[0]["recorded_at"]).total_seconds())
+        )
+        async with producer.transaction():
+            for row in rows:
+                envelope = row["envelope"]
+                await producer.send(
+                    self._topic,
+                    value=canonical_json(envelope),
+                    key=partition_key(envelope["pilot_id"], envelope["family_id"]),
+                    headers=[("type", envelope["type"].encode())],
+                )
+        await conn.execute(_DONE, [row["position"] for row in rows])
+        self._kafka_ok = True
+        self._metrics.events_published.inc(len(rows))
+        self._log.debug("relay_published", count=len(rows))
+        return len(rows)
+
+    async def pending(self, conn: asyncpg.Connection) -> int:
+        """How many committed events wait for the relay."""
+        return int(await conn.fetchval(_PENDING))

@@ -1,0 +1,253 @@
+"""Assembling a service: pool, event store, outbox relay, consumers, health and OpenAPI.
+
+Each service's ``app.py`` calls :func:`build_service_app` with its routes and a ``setup``
+function that builds its application object from the :class:`ServiceCore` and names the
+consumers it runs. Resources open in a ``cleanup_ctx`` and close in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.commands import CommandRunner
+from shared.consumer import ConsumerRunner, EventHandler
+from shared.db import dsn, open_pool
+from shared.eventstore import EventStore
+from shared.http import JWT_SECRET, MAX_BODY_BYTES, METRICS, Route, json_response, middlewares
+from shared.kafka import DEADLETTER_TOPIC, SERVICE_TOPICS
+from shared.metrics import Metrics
+from shared.migrations import apply_migrations, migrations_of
+from shared.openapi import openapi_document
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceName, Settings
+
+__all__ = ["CORE", "ConsumerSpec", "Readiness", "ServiceCore", "build_service_app"]
+
+_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ServiceCore:
+    """What a service's application is built from."""
+
+    service: ServiceName
+    settings: Settings
+    pool: asyncpg.Pool
+    store: EventStore
+    commands: CommandRunner
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    ids: Callable[[], UUID]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer a service runs: its name, the ledger topics it reads, its handler."""
+
+    name: str
+    topics: tuple[str, ...]
+    handler: EventHandler
+
+
+class Readiness:
+    """Named checks behind ``/readyz``; red while the service drains for shutdown."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+        self.draining = False
+
+    def add(self, name: str, check: Callable[[], Awaitable[bool]]) -> None:
+        """Register a check."""
+        self._checks[name] = check
+
+    async def report(self) -> tuple[bool, dict[str, bool]]:
+        """Every check's result, and whether all passed."""
+        results: dict[str, bool] = {}
+        for name, check in self._checks.items():
+            try:
+                results[name] = await asyncio.wait_for(check(), 2.0)
+            except Exception:  # noqa: BLE001 - a failing check is a red check, not a 500
+                results[name] = False
+        results["accepting"] = not self.draining
+        return all(results.values()) and bool(self._checks), results
+
+
+CORE = web.AppKey("core", ServiceCore)
+READINESS = web.AppKey("readiness", Readiness)
+
+Setup = Callable[[web.Application, ServiceCore], Sequence[ConsumerSpec]]
+
+
+def build_service_app(
+    *,
+    service: ServiceName,
+    settings: Settings,
+    routes: Sequence[Route],
+    description: str,
+    setup: Setup,
+    clock: Callable[[], datetime],
+    ids: Callable[[], UUID],
+) -> web.Application:
+    """The aiohttp application of one service; nothing opens until it starts."""
+    secret = settings.jwt_secret.get_secret_value()
+    if not secret:
+        raise ValueError("LEDGER_JWT_SECRET must be set")
+    metrics = Metrics(service)
+    readiness = Readiness()
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
+    app[JWT_SECRET] = secret
+    app[METRICS] = metrics
+    app[READINESS] = readiness
+    all_routes = [*routes, *_operational_routes()]
+    document = openapi_document(
+        title=f"Devolved budgets ledger: {service}",
+        version=_VERSION,
+        description=description,
+        routes=all_routes,
+    )
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    for route in all_routes:
+        handler = openapi if route.path == "/openapi.json" else route.guarded()
+        app.router.add_route(route.method, route.path, handler)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        log = structlog.get_logger()
+        database_dsn = dsn(settings, settings.database_of(service))
+        async with open_pool(
+            database_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
+        ) as pool:
+            async with pool.acquire() as conn:
+                await apply_migrations(
+                    conn, migrations_of("shared") + migrations_of(f"services.{service}")
+                )
+            store = EventStore(f"ledger/{service}", clock, ids)
+            core = ServiceCore(
+                service, settings, pool, store, CommandRunner(pool), metrics, clock, ids
+            )
+            app[CORE] = core
+            specs = setup(app, core)
+
+            async def database() -> bool:
+                async with pool.acquire() as conn:
+                    return bool(await conn.fetchval("SELECT 1"))
+
+            readiness.add("database", database)
+            relay: OutboxRelay | None = None
+            if service in SERVICE_TOPICS:
+                relay = OutboxRelay(
+                    dsn=database_dsn,
+                    bootstrap=settings.kafka_bootstrap,
+                    topic=settings.topic(SERVICE_TOPICS[service]),
+                    transactional_id=f"{settings.topic_prefix}ledger-relay-{service}",
+                    batch_size=settings.relay_batch_size,
+                    poll_seconds=settings.relay_poll_seconds,
+                    metrics=metrics,
+                    clock=clock,
+                )
+                running_relay = relay
+
+                async def relay_running() -> bool:
+                    return running_relay.running
+
+                async def kafka() -> bool:
+                    return running_relay.kafka_reachable
+
+                readiness.add("relay", relay_running)
+                readiness.add("kafka", kafka)
+                await relay.start()
+            runners = [
+                ConsumerRunner(
+                    name=f"{settings.topic_prefix}{spec.name}",
+                    pool=pool,
+                    bootstrap=settings.kafka_bootstrap,
+                    group_id=f"{settings.topic_prefix}{spec.name}",
+                    topics=[settings.topic(topic) for topic in spec.topics],
+                    handler=spec.handler,
+                    deadletter_topic=settings.topic(DEADLETTER_TOPIC),
+                    batch_size=settings.consumer_batch_size,
+                    metrics=metrics,
+                )
+                for spec in specs
+            ]
+            for runner in runners:
+                await runner.start()
+                readiness.add(f"consumer:{spec_name(runner)}", _running_check(runner))
+            log.info("service_started", port=settings.port_of(service))
+            try:
+                yield
+            finally:
+                readiness.draining = True
+                for runner in runners:
+                    await runner.stop(settings.shutdown_grace_seconds / 2)
+                if relay is not None:
+                    await relay.stop(settings.shutdown_grace_seconds / 2)
+                log.info("service_stopped")
+
+    async def drain(_: web.Application) -> None:
+        readiness.draining = True
+
+    app.on_shutdown.append(drain)
+    app.cleanup_ctx.append(resources)
+    return app
+
+
+def spec_name(runner: ConsumerRunner) -> str:
+    """A consumer's name as readiness reports it."""
+    return runner.name
+
+
+def _running_check(runner: ConsumerRunner) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return runner.running
+
+    return check
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    ready, checks = await request.app[READINESS].report()
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return json_response(body, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def _never(_: web.Request) -> web.Response:  # pragma: no cover - replaced when routed
+    raise web.HTTPNotFound
+
+
+def _operational_routes() -> list[Route]:
+    return [
+        Route("GET", "/healthz", _healthz, "The process is up", None, tags=("operations",)),
+        Route(
+            "GET", "/readyz", _readyz,
+            "Database and Kafka reachable, relay and consumers running", None,
+            tags=("operations",),
+        ),
+        Route(
+            "GET", "/metrics", _metrics, "Prometheus metrics", None,
+            content_type="text/plain", tags=("operations",),
+        ),
+        Route("GET", "/openapi.json", _never, "This document", None, tags=("operations",)),
+    ]

@@ -1,0 +1,39 @@
+"""Value types shared by every service's commands, events and HTTP bodies."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from shared.events import Frozen
+
+__all__ = ["MAX_PENCE", "CommandBody", "Identifier", "IsoDate", "Pence", "SignedPence", "Text"]
+
+# £1bn: far above any family budget, far below bigint; a bound that catches unit mistakes.
+MAX_PENCE = 100_000_000_000
+
+Pence = Annotated[int, Field(strict=True, gt=0, le=MAX_PENCE)]
+"""A positive amount of money in pence. Strict: floats, strings and booleans are refused."""
+
+SignedPence = Annotated[int, Field(strict=True, ge=-MAX_PENCE, le=MAX_PENCE)]
+"""An amount in pence that may be negative (adjustments)."""
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+"""A pilot, family, team or worker reference as API.md defines it."""
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+"""Free text (reasons, notes): bounded, never empty."""
+
+IsoDate = Annotated[date, Field(strict=True)]
+"""A business date, ``YYYY-MM-DD`` only (bodies are validated as JSON)."""
+
+
+class CommandBody(Frozen):
+    """Base of request bodies: every command may say when it happened."""
+
+    occurred_at: AwareDatetime | None = Field(
+        default=None,
+        description="When it happened, as the case system says (RFC 3339); default: now.",
+    )
