@@ -104,16 +104,30 @@ def stop_pid(path: Path, timeout: float = 20.0) -> bool:
 
 
 def spawn(command: list[str], log: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
-    """Start a command in its own process group, detached, logging to a file."""
+    """Start a daemon in a session of its own, logging to a file; it outlives this process."""
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, cwd=ROOT,
+    executable = shutil.which(command[0]) or command[0]
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        # posix_spawn rather than Popen: nothing here will wait() for a daemon.
+        pid = os.posix_spawn(
+            executable,
+            command,
+            env if env is not None else dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, out, 2),
+            ],
+            setsid=True,
         )
-    pid_file.write_text(str(process.pid))
-    return process.pid
+    finally:
+        os.close(out)
+        os.close(devnull)
+    pid_file.write_text(str(pid))
+    return pid
 
 
 def _pg_bin(name: str) -> str:

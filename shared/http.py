@@ -44,9 +44,10 @@ MAX_BODY_BYTES = 1024 * 1024
 PROBLEM_JSON = "application/problem+json"
 JWT_SECRET = web.AppKey("jwt_secret", str)
 METRICS = web.AppKey("metrics", Metrics)
-_PRINCIPAL = "ledger.principal"
-_CORRELATION = "ledger.correlation_id"
-_REQUEST_ID = "ledger.request_id"
+_PRINCIPAL = web.RequestKey("principal", Principal)
+_CORRELATION = web.RequestKey("correlation_id", str)
+_REQUEST_ID = web.RequestKey("request_id", str)
+_BODY = web.RequestKey("body", object)
 _KEY_CHARS = frozenset(chr(code) for code in range(0x21, 0x7F))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,10 +94,7 @@ class Route:
 
 def principal_of(request: web.Request) -> Principal:
     """The authenticated caller of a guarded route."""
-    principal = request.get(_PRINCIPAL)
-    if not isinstance(principal, Principal):  # pragma: no cover - guarded routes always set it
-        raise TypeError("route is not guarded")
-    return principal
+    return request[_PRINCIPAL]
 
 
 def context_of(request: web.Request) -> tuple[str, str]:
@@ -125,7 +123,7 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
             raise LedgerErrorWithStatus(
                 400, "malformed_json", "Malformed JSON", f"the body is not valid JSON: {error}"
             ) from error
-    request["ledger.body"] = data
+    request[_BODY] = data
     # Validated as JSON, so strict fields take JSON's own types: dates as "YYYY-MM-DD",
     # money as integers (a float, a string or a boolean is refused).
     return model.model_validate_json(json.dumps(data))
@@ -144,7 +142,7 @@ def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
     return IdempotencyRequest(
         scope=principal_of(request).sub,
         key=key,
-        fingerprint=fingerprint(request.method, request.path, request.get("ledger.body")),
+        fingerprint=fingerprint(request.method, request.path, request.get(_BODY)),
     )
 
 

@@ -1,0 +1,1 @@
+"""The ledger's tests: unit (pure), integration (real PostgreSQL and Kafka), e2e (HTTP)."""

@@ -1,0 +1,87 @@
+"""Fixtures of record: a real PostgreSQL cluster and a real Apache Kafka broker.
+
+Both are started once per test session on free ports under ``.local/test-*`` (so the suite
+runs beside a ``make up`` stack), and every test gets its own databases and topic prefix.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import SecretStr
+
+from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
+from shared.auth import Role, mint_token
+from shared.kafka import ensure_topics
+from shared.settings import Settings
+
+JWT_SECRET = "test-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghijklmnop"
+
+
+class Infrastructure:
+    """The session's PostgreSQL and Kafka."""
+
+    def __init__(self, postgres: Postgres, kafka: Kafka) -> None:
+        self.postgres = postgres
+        self.kafka = kafka
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings pointing at this infrastructure, with a fresh database and topic prefix."""
+        name = unique_name()
+        values: dict[str, object] = {
+            "environment": "test",
+            "pg_port": self.postgres.port,
+            "pg_user": self.postgres.user,
+            "kafka_bootstrap": self.kafka.bootstrap,
+            "database_prefix": f"t{name}_",
+            "topic_prefix": f"t{name}.",
+            "topic_partitions": 3,
+            "jwt_secret": SecretStr(JWT_SECRET),
+            "log_format": "console",
+            "pg_pool_min": 1,
+            "pg_pool_max": 8,
+            "relay_poll_seconds": 0.2,
+            "shutdown_grace_seconds": 4.0,
+            **overrides,
+        }
+        return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infrastructure]:
+    """Start PostgreSQL and Kafka for the session; stop and delete them afterwards."""
+    home = LOCAL / f"test-{unique_name()}"
+    ensure_kafka_jars()
+    postgres = Postgres(home / "postgres", free_port(), durable=False)
+    kafka = Kafka(home / "kafka", free_port(), free_port(), heap="768m", partitions=3)
+    postgres.start()
+    try:
+        kafka.start()
+        try:
+            yield Infrastructure(postgres, kafka)
+        finally:
+            kafka.stop()
+    finally:
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+async def settings(infra: Infrastructure) -> Settings:
+    """Settings for one test: its own databases (created and migrated) and topics."""
+    settings = infra.settings()
+    await ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    """Mint a token: ``token("admin", "pilot-a", sub=…, team=…)``."""
+
+    def mint(role: Role, pilot: str, *, sub: str = "user-1", team: str | None = None) -> str:
+        return mint_token(JWT_SECRET, sub=sub, role=role, pilot=pilot, team=team, now=datetime.now(UTC))
+
+    return mint
