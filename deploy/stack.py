@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import secrets
@@ -134,10 +133,10 @@ def _pg_bin(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
     if not candidates:
-        raise StackError(f"PostgreSQL's {name} was not found; install postgresql (e.g. apt-get install postgresql-15)")
-    return candidates[0]
+        raise StackError(f"PostgreSQL's {name} was not found; apt-get install postgresql-15")
+    return str(candidates[0])
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -180,29 +179,57 @@ class Postgres:
             return
         if port_open(self.port):
             raise StackError(
-                f"port {self.port} is taken by another program; "
-                f"set LEDGER_PG_PORT to a free port"
+                f"port {self.port} is taken by another program; set LEDGER_PG_PORT to a free port"
             )
         self.home.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.home, "postgres", "postgres")
         if not (self.data / "PG_VERSION").exists():
             subprocess.run(
-                _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-U", self.user,
-                              "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
-                check=True, capture_output=True,
+                _as_postgres(
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        self.user,
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
             )
         options = [
-            f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.home}",
-            "-c max_connections=300", "-c shared_buffers=128MB",
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-k {self.home}",
+            "-c max_connections=300",
+            "-c shared_buffers=128MB",
         ]
         if not self.durable:
             # Throwaway test clusters: the same server, without waiting for the disk.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-                          "-o", " ".join(options), "-w", "-t", "60", "start"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    " ".join(options),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         wait_until(lambda: port_open(self.port), 30, f"PostgreSQL listening on {self.port}")
 
@@ -210,7 +237,8 @@ class Postgres:
         if self.running():
             subprocess.run(
                 _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
-                check=False, capture_output=True,
+                check=False,
+                capture_output=True,
             )
 
 
@@ -223,12 +251,23 @@ def ensure_kafka_jars() -> Path:
         raise StackError("Maven (mvn) is needed to fetch Apache Kafka's jars; install maven")
     shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-         f"-DoutputDirectory={KAFKA_LIBS}"],
-        capture_output=True, text=True, check=False,
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={KAFKA_LIBS}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
-        raise StackError("could not fetch Apache Kafka from Maven Central:\n" + result.stdout + result.stderr)
+        raise StackError(
+            "could not fetch Apache Kafka from Maven Central:\n" + result.stdout + result.stderr
+        )
     marker.write_text(KAFKA_POM.read_text())
     return KAFKA_LIBS
 
@@ -258,9 +297,15 @@ class Kafka:
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
-            "java", f"-Xms128m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            "java",
+            "-Xms128m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
-            "-cp", f"{ensure_kafka_jars()}/*", main, *args,
+            "-cp",
+            f"{ensure_kafka_jars()}/*",
+            main,
+            *args,
         ]
 
     def _write_config(self) -> Path:
@@ -306,15 +351,20 @@ class Kafka:
         if not (self.home / "data" / "meta.properties").exists():
             cluster = subprocess.run(
                 self._java("kafka.tools.StorageTool", "random-uuid"),
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.split()[-1]
             subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)),
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
         spawn(self._java("kafka.Kafka", str(config)), self.log, self.pid_file)
         wait_until(
-            lambda: port_open(self.port) or not self.running(), timeout,
+            lambda: port_open(self.port) or not self.running(),
+            timeout,
             f"Kafka listening on {self.port}",
         )
         if not self.running():
@@ -339,7 +389,8 @@ def local_postgres() -> Postgres:
 def local_kafka() -> Kafka:
     bootstrap = os.environ.get("LEDGER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     return Kafka(
-        LOCAL / "kafka", int(bootstrap.rsplit(":", 1)[1]),
+        LOCAL / "kafka",
+        int(bootstrap.rsplit(":", 1)[1]),
         _env_port("LEDGER_KAFKA_CONTROLLER_PORT", 9093),
     )
 
@@ -431,11 +482,16 @@ def down() -> None:
 
 
 def status() -> None:
-    print(json.dumps({
-        "postgres": local_postgres().running(),
-        "kafka": local_kafka().running(),
-        **{name: read_pid(LOCAL / "run" / f"{name}.pid") is not None for name in SERVICES},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "postgres": local_postgres().running(),
+                "kafka": local_kafka().running(),
+                **{name: read_pid(LOCAL / "run" / f"{name}.pid") is not None for name in SERVICES},
+            },
+            indent=2,
+        )
+    )
 
 
 def clean() -> None:

@@ -70,7 +70,9 @@ def decode_token(authorization: str | None, secret: str) -> Principal:
         raise UnauthorizedError("send Authorization: Bearer <token>", code="missing_token")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthorizedError("the Authorization header must be 'Bearer <token>'", code="bad_token")
+        raise UnauthorizedError(
+            "the Authorization header must be 'Bearer <token>'", code="bad_token"
+        )
     try:
         claims = jwt.decode(
             token.strip(),

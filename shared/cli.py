@@ -49,7 +49,9 @@ async def migrate(settings: Settings, services: Sequence[ServiceName]) -> None:
         await ensure_database(admin, database)
         conn = await connect(dsn(settings, database))
         try:
-            await apply_migrations(conn, migrations_of("shared") + migrations_of(f"services.{service}"))
+            await apply_migrations(
+                conn, migrations_of("shared") + migrations_of(f"services.{service}")
+            )
         finally:
             await conn.close()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Connection
 from shared.errors import ConcurrencyError, IdempotencyKeyReusedError
 from shared.events import canonical_json
 
@@ -52,13 +53,13 @@ def fingerprint(method: str, path: str, body: object) -> str:
     return hashlib.sha256(canonical_json([method, path, body])).hexdigest()
 
 
-Handler = Callable[[asyncpg.Connection], Awaitable[CommandResult]]
+Handler = Callable[[Connection], Awaitable[CommandResult]]
 
 
 class CommandRunner:
     """Runs handlers in transactions on one service's pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, attempts: int = 8) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, attempts: int = 8) -> None:
         self._pool = pool
         self._attempts = attempts
 
@@ -90,7 +91,7 @@ class CommandRunner:
             return result
 
 
-async def _claim(conn: asyncpg.Connection, request: IdempotencyRequest) -> CommandResult | None:
+async def _claim(conn: Connection, request: IdempotencyRequest) -> CommandResult | None:
     """Take the key for this transaction, or return the response stored under it."""
     # A concurrent first use of the key holds the row's index entry: the insert waits for it
     # to commit (then conflicts, and we read its response) or to roll back (then we go on).

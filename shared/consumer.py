@@ -9,8 +9,9 @@ not transient) goes to the dead-letter topic with its origin in headers, and is 
 ``consumer_parked``. A ledger must not apply a family's later events over a missing one, so
 every later record with the same key (the same family) is parked behind it, while other
 families' records in the partition keep moving. Parked records are tried again, in order,
-whenever the consumer starts (after a fix is deployed) or :meth:`retry_parked` is called;
-the first that still fails keeps the rest of its family parked.
+when the consumer starts (after a fix is deployed), every minute while it runs, and when
+:meth:`retry_parked` is called; the first that still fails keeps the rest of its family
+parked (a gap lets the pass look further on for the missing version).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
-from shared.db import is_transient
+from shared.db import Connection, is_transient
 from shared.events import Envelope
 from shared.kafka import new_consumer, new_producer
 from shared.metrics import Metrics
@@ -65,13 +66,15 @@ AND partition = $4"""
 _REPARK = """UPDATE consumer_parked SET error = $5 WHERE consumer = $1 AND topic = $2
 AND "offset" = $3 AND partition = $4"""
 _HELD_BEHIND = "held behind an earlier record of the same family that could not be applied"
+_GAP = "gap: "
+_RETRY_PARKED_SECONDS = 60.0
 _MAX_BACKOFF = 5.0
 
 
 class EventHandler(Protocol):
     """Applies one event to the consumer's database, inside the runner's transaction."""
 
-    def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> Awaitable[None]: ...
+    def __call__(self, conn: Connection, envelope: Envelope) -> Awaitable[None]: ...
 
 
 class _CarefulRetryNeededError(Exception):
@@ -95,7 +98,7 @@ class ConsumerRunner:
         self,
         *,
         name: str,
-        pool: asyncpg.Pool,
+        pool: asyncpg.Pool[asyncpg.Record],
         bootstrap: str,
         group_id: str,
         topics: Sequence[str],
@@ -142,7 +145,7 @@ class ConsumerRunner:
                 await self._task
         self._task = None
 
-    async def __aenter__(self) -> ConsumerRunner:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -170,11 +173,16 @@ class ConsumerRunner:
             await consumer.start()
             try:
                 await self.retry_parked()
+                loop = asyncio.get_running_loop()
+                retried_at = loop.time()
                 while not self._stopping:
                     batches = await consumer.getmany(timeout_ms=200, max_records=self._batch_size)
                     for partition, records in batches.items():
                         await self._process(consumer, producer, partition, records)
                     await self._observe_lag(consumer)
+                    if loop.time() - retried_at > _RETRY_PARKED_SECONDS:
+                        await self.retry_parked()
+                        retried_at = loop.time()
             finally:
                 await consumer.stop()
         finally:
@@ -239,7 +247,9 @@ class ConsumerRunner:
             fresh = [record for record in records if record.offset >= next_offset]
             if not fresh:
                 return dead
-            parked_keys = {row["record_key"] for row in await conn.fetch(_PARKED_KEYS, self.name, topic)}
+            parked_keys = {
+                row["record_key"] for row in await conn.fetch(_PARKED_KEYS, self.name, topic)
+            }
             envelopes = {record.offset: _decode(record.value) for record in fresh}
             stream_ids = [env.stream_id for env in envelopes.values() if isinstance(env, Envelope)]
             versions: dict[str, int] = {
@@ -265,21 +275,21 @@ class ConsumerRunner:
                     )
                     if error != _HELD_BEHIND:
                         dead.append(
-                            _DeadLetter(topic, number, record.offset, record.key, record.value, error)
+                            _DeadLetter(
+                                topic, number, record.offset, record.key, record.value, error
+                            )
                         )
                 else:
                     applied += 1
             if changed:
-                await conn.execute(
-                    _SAVE_VERSIONS, self.name, list(changed), list(changed.values())
-                )
+                await conn.execute(_SAVE_VERSIONS, self.name, list(changed), list(changed.values()))
             await conn.execute(_SAVE_OFFSET, self.name, topic, number, fresh[-1].offset + 1)
         self._metrics.events_consumed.labels(self.name, topic).inc(applied)
         return dead
 
     async def _apply_one(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         envelope: Envelope | str,
         versions: dict[str, int],
         changed: dict[str, int],
@@ -294,7 +304,7 @@ class ConsumerRunner:
             return None  # a redelivery: its effect is already here
         if envelope.stream_version != last + 1:
             return (
-                f"stream {envelope.stream_id} jumped from version {last} "
+                f"{_GAP}stream {envelope.stream_id} jumped from version {last} "
                 f"to {envelope.stream_version}: an earlier event is missing"
             )
         try:
@@ -313,30 +323,46 @@ class ConsumerRunner:
         return None
 
     async def retry_parked(self) -> int:
-        """Try parked records again, oldest first per family; return how many were applied."""
+        """Try parked records again, family by family; return how many were applied.
+
+        A family's records are tried in offset order. One that still fails stops its family,
+        except a gap: the missing version may be parked further on, so the pass goes on and
+        repeats while it makes progress.
+        """
         applied = 0
         async with self._pool.acquire() as conn:
             families = await conn.fetch(_PARKED_FAMILIES, self.name)
         for family in families:
             topic, key = family["topic"], family["record_key"]
             async with self._pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(_PARKED_OF, self.name, topic, key)
-                envelopes = [_decode(row["value"]) for row in rows]
-                stream_ids = [env.stream_id for env in envelopes if isinstance(env, Envelope)]
+                rows = list(await conn.fetch(_PARKED_OF, self.name, topic, key))
+                envelopes = {row["offset"]: _decode(row["value"]) for row in rows}
+                stream_ids = [e.stream_id for e in envelopes.values() if isinstance(e, Envelope)]
                 versions = {
                     row["stream_id"]: row["version"]
                     for row in await conn.fetch(_VERSIONS, self.name, stream_ids)
                 }
                 changed: dict[str, int] = {}
-                for row, envelope in zip(rows, envelopes, strict=True):
-                    error = await self._apply_one(conn, envelope, versions, changed, careful=True)
-                    if error is not None:
+                progress = True
+                while progress and rows:
+                    progress = False
+                    for row in list(rows):
+                        error = await self._apply_one(
+                            conn, envelopes[row["offset"]], versions, changed, careful=True
+                        )
+                        if error is None:
+                            await conn.execute(
+                                _UNPARK, self.name, topic, row["offset"], row["partition"]
+                            )
+                            rows.remove(row)
+                            applied += 1
+                            progress = True
+                            continue
                         await conn.execute(
                             _REPARK, self.name, topic, row["offset"], row["partition"], error
                         )
-                        break
-                    await conn.execute(_UNPARK, self.name, topic, row["offset"], row["partition"])
-                    applied += 1
+                        if not error.startswith(_GAP):
+                            break
                 if changed:
                     await conn.execute(
                         _SAVE_VERSIONS, self.name, list(changed), list(changed.values())

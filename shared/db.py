@@ -5,13 +5,30 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import quote
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.settings import Settings
 
-__all__ = ["TRANSIENT_SQLSTATE_CLASSES", "connect", "dsn", "is_transient", "open_pool"]
+__all__ = [
+    "TRANSIENT_SQLSTATE_CLASSES",
+    "Connection",
+    "connect",
+    "dsn",
+    "is_transient",
+    "open_pool",
+]
+
+# What handlers receive: a pooled connection's proxy or a connection of its own.
+if TYPE_CHECKING:
+    Connection: TypeAlias = (
+        asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    )
+else:  # asyncpg's classes are generic only in its stubs
+    Connection = asyncpg.Connection | PoolConnectionProxy
 
 # SQLSTATE classes worth retrying: connection, rollback (serialization, deadlock),
 # insufficient resources, operator intervention (shutdown).
@@ -27,14 +44,14 @@ def dsn(settings: Settings, database: str) -> str:
     return f"postgresql://{auth}@{settings.pg_host}:{settings.pg_port}/{quote(database, safe='')}"
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
 
 
-async def connect(database_dsn: str) -> asyncpg.Connection:
+async def connect(database_dsn: str) -> asyncpg.Connection[asyncpg.Record]:
     """One connection with the ledger's codecs (for LISTEN and session-level locks)."""
     conn = await asyncpg.connect(database_dsn)
     await _init_connection(conn)
@@ -42,7 +59,9 @@ async def connect(database_dsn: str) -> asyncpg.Connection:
 
 
 @asynccontextmanager
-async def open_pool(database_dsn: str, *, min_size: int, max_size: int) -> AsyncIterator[asyncpg.Pool]:
+async def open_pool(
+    database_dsn: str, *, min_size: int, max_size: int
+) -> AsyncIterator[asyncpg.Pool]:
     """A pool for the lifetime of the ``async with`` block."""
     async with asyncpg.create_pool(
         database_dsn, min_size=min_size, max_size=max_size, init=_init_connection

@@ -19,7 +19,7 @@ __all__ = [
 
 
 class LedgerError(Exception):
-    """Base of every error the ledger raises on purpose; carries an HTTP status and a stable code."""
+    """Base of every error the ledger raises on purpose: an HTTP status and a stable code."""
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"

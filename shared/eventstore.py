@@ -14,6 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
+from shared.db import Connection
 from shared.errors import ConcurrencyError
 from shared.events import GENESIS_HASH, Actor, DomainEvent, Envelope, chain_hash, format_time
 
@@ -94,7 +95,7 @@ class EventStore:
         self._clock = clock
         self._ids = ids
 
-    async def load(self, conn: asyncpg.Connection, stream_id: str) -> Stream:
+    async def load(self, conn: Connection, stream_id: str) -> Stream:
         """Every event of one stream, in order."""
         rows = await conn.fetch(_LOAD, stream_id)
         return Stream(stream_id, tuple(Envelope.model_validate(row["envelope"]) for row in rows))
@@ -134,7 +135,7 @@ class EventStore:
 
     async def append(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         stream: Stream,
         pending: Sequence[PendingEvent],
         context: CommandContext,

@@ -78,9 +78,7 @@ class Route:
         roles, handler = self.roles, self.handler
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            principal = decode_token(
-                request.headers.get("Authorization"), request.app[JWT_SECRET]
-            )
+            principal = decode_token(request.headers.get("Authorization"), request.app[JWT_SECRET])
             require_role(principal, roles)
             pilot_id = request.match_info.get("pilot_id")
             if pilot_id is not None:
@@ -113,14 +111,16 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
         data: Any = {}
     else:
         if request.content_type != "application/json":
-            raise LedgerErrorWithStatus(
-                415, "unsupported_media_type", "Unsupported media type",
+            raise HttpProblemError(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
                 "send the body as application/json",
             )
         try:
             data = json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as error:
-            raise LedgerErrorWithStatus(
+            raise HttpProblemError(
                 400, "malformed_json", "Malformed JSON", f"the body is not valid JSON: {error}"
             ) from error
     request[_BODY] = data
@@ -135,8 +135,10 @@ def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 128 or not set(key) <= _KEY_CHARS:
-        raise LedgerErrorWithStatus(
-            400, "bad_idempotency_key", "Bad Idempotency-Key",
+        raise HttpProblemError(
+            400,
+            "bad_idempotency_key",
+            "Bad Idempotency-Key",
             "Idempotency-Key must be 1 to 128 printable characters",
         )
     return IdempotencyRequest(
@@ -162,7 +164,7 @@ def command_response(request: web.Request, result: CommandResult) -> web.Respons
     return response
 
 
-class LedgerErrorWithStatus(LedgerError):
+class HttpProblemError(LedgerError):
     """An HTTP-level error (415, 400) that belongs to no domain."""
 
     def __init__(self, status: int, code: str, title: str, detail: str) -> None:
@@ -222,9 +224,12 @@ def _problem_of(request: web.Request, error: BaseException) -> web.Response:
         return problem_response(error.status, error.code, error.title, error.detail, instance=path)
     if isinstance(error, ValidationError):
         return problem_response(
-            422, "validation_failed", "Validation failed",
+            422,
+            "validation_failed",
+            "Validation failed",
             "the request does not match the schema; see errors",
-            instance=path, errors=_field_errors(error),
+            instance=path,
+            errors=_field_errors(error),
         )
     if isinstance(error, web.HTTPException):
         code, title = _HTTP_CODES.get(error.status, ("http_error", error.reason))
@@ -237,7 +242,10 @@ def _problem_of(request: web.Request, error: BaseException) -> web.Response:
         return problem_response(error.status, code, title, detail, instance=path, headers=headers)
     structlog.get_logger().exception("request_failed")
     return problem_response(
-        500, "internal_error", "Internal error", "the ledger could not answer; try again",
+        500,
+        "internal_error",
+        "Internal error",
+        "the ledger could not answer; try again",
         instance=path,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -30,7 +32,9 @@ def ledger_topics(settings: Settings) -> tuple[str, ...]:
     return tuple(settings.topic(name) for name in (*SERVICE_TOPICS.values(), DEADLETTER_TOPIC))
 
 
-def new_producer(bootstrap: str, client_id: str, transactional_id: str | None = None) -> AIOKafkaProducer:
+def new_producer(
+    bootstrap: str, client_id: str, transactional_id: str | None = None
+) -> AIOKafkaProducer:
     """A producer that loses nothing it acknowledged and writes nothing twice per session."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -67,7 +71,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = set(await admin.list_topics())
         wanted = [name for name in ledger_topics(settings) if name not in existing]
         if wanted:
-            try:
+            # Another process may create them between our listing and our request.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
                         NewTopic(
@@ -76,8 +81,6 @@ async def ensure_topics(settings: Settings) -> list[str]:
                         for name in wanted
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our listing and our request
         return wanted
     finally:
         await admin.close()

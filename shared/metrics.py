@@ -74,7 +74,9 @@ class Metrics:
             registry=self.registry,
         )
         self.info = Gauge(
-            "ledger_service_info", "Constant 1, labelled with the service.", ["service"],
+            "ledger_service_info",
+            "Constant 1, labelled with the service.",
+            ["service"],
             registry=self.registry,
         )
         self.info.labels(**labels).set(1)

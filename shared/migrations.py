@@ -8,6 +8,8 @@ from importlib import resources
 import asyncpg
 import structlog
 
+from shared.db import Connection
+
 __all__ = ["Migration", "apply_migrations", "ensure_database", "migrations_of"]
 
 _LOCK_ID = 7_346_001  # one migrator per database at a time
@@ -57,7 +59,7 @@ async def ensure_database(admin_dsn: str, database: str) -> bool:
         await conn.close()
 
 
-async def apply_migrations(conn: asyncpg.Connection, migrations: tuple[Migration, ...]) -> int:
+async def apply_migrations(conn: Connection, migrations: tuple[Migration, ...]) -> int:
     """Apply the migrations not yet recorded, each in its own transaction; return how many."""
     log = structlog.get_logger()
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -54,79 +54,18 @@ def openapi_document(
     *, title: str, version: str, description: str, routes: Sequence[Route]
 ) -> dict[str, Any]:
     """The service's OpenAPI document."""
-    mode_of: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+    wanted: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (Problem, "serialization")
     ]
     for route in routes:
         if route.body is not None:
-            mode_of.append((route.body, "validation"))
+            wanted.append((route.body, "validation"))
         if route.response is not None:
-            mode_of.append((route.response, "serialization"))
-    refs, defs = models_json_schema(mode_of, ref_template="#/components/schemas/{model}")
-    problem_ref = refs[(Problem, "serialization")]
+            wanted.append((route.response, "serialization"))
+    refs, defs = models_json_schema(wanted, ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "operationId": f"{route.method.lower()}_{_slug(route.path)}",
-        }
-        if route.description:
-            operation["description"] = route.description
-        if route.tags:
-            operation["tags"] = list(route.tags)
-        parameters = [
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "schema": _PARAM_SCHEMAS.get(name, {"type": "string"}),
-            }
-            for name in _PARAM.findall(route.path)
-        ]
-        if route.query is not None:
-            query_schema = route.query.model_json_schema()
-            required = set(query_schema.get("required", []))
-            parameters += [
-                {"name": name, "in": "query", "required": name in required, "schema": schema}
-                for name, schema in query_schema.get("properties", {}).items()
-            ]
-        if route.method in {"POST", "PUT"}:
-            parameters.append(
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-                    "description": "A retry with the same key and body returns the first response.",
-                }
-            )
-        if parameters:
-            operation["parameters"] = parameters
-        if route.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
-            }
-        success: dict[str, Any] = {"description": "OK"}
-        if route.response is not None:
-            success["content"] = {
-                route.content_type: {"schema": refs[(route.response, "serialization")]}
-            }
-        elif route.content_type != "application/json":
-            success["content"] = {route.content_type: {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {str(route.status): success}
-        if route.roles is not None:
-            operation["security"] = [{"bearer": []}]
-            operation["x-roles"] = sorted(route.roles)
-            for status, text in _ERROR_STATUSES.items():
-                if status in {"400", "413", "415", "422"} and route.body is None:
-                    continue
-                responses[status] = {
-                    "description": text,
-                    "content": {"application/problem+json": {"schema": problem_ref}},
-                }
-        operation["responses"] = responses
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
@@ -138,6 +77,80 @@ def openapi_document(
             },
         },
     }
+
+
+Refs = Mapping[tuple[Any, Literal["validation", "serialization"]], dict[str, Any]]
+
+
+def _operation(route: Route, refs: Refs) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": f"{route.method.lower()}_{_slug(route.path)}",
+    }
+    if route.description:
+        operation["description"] = route.description
+    if route.tags:
+        operation["tags"] = list(route.tags)
+    parameters = _parameters(route)
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
+        }
+    success: dict[str, Any] = {"description": "OK"}
+    if route.response is not None:
+        success["content"] = {
+            route.content_type: {"schema": refs[(route.response, "serialization")]}
+        }
+    elif route.content_type != "application/json":
+        success["content"] = {route.content_type: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(route.status): success}
+    if route.roles is not None:
+        operation["security"] = [{"bearer": []}]
+        operation["x-roles"] = sorted(route.roles)
+        body_only = {"400", "413", "415", "422"}
+        problem = refs[(Problem, "serialization")]
+        for status, text in _ERROR_STATUSES.items():
+            if status in body_only and route.body is None:
+                continue
+            responses[status] = {
+                "description": text,
+                "content": {"application/problem+json": {"schema": problem}},
+            }
+    operation["responses"] = responses
+    return operation
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": _PARAM_SCHEMAS.get(name, {"type": "string"}),
+        }
+        for name in _PARAM.findall(route.path)
+    ]
+    if route.query is not None:
+        query_schema = route.query.model_json_schema()
+        required = set(query_schema.get("required", []))
+        parameters += [
+            {"name": name, "in": "query", "required": name in required, "schema": schema}
+            for name, schema in query_schema.get("properties", {}).items()
+        ]
+    if route.method in {"POST", "PUT"}:
+        parameters.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                "description": "A retry with the same key and body returns the first response.",
+            }
+        )
+    return parameters
 
 
 def _slug(path: str) -> str:

@@ -26,14 +26,14 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import Self
 
-import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from shared.db import connect
-from shared.eventstore import OUTBOX_CHANNEL
+from shared.db import Connection, connect
 from shared.events import canonical_json, partition_key
+from shared.eventstore import OUTBOX_CHANNEL
 from shared.kafka import new_producer
 from shared.metrics import Metrics
 
@@ -111,7 +111,7 @@ class OutboxRelay:
                 await self._task
         self._task = None
 
-    async def __aenter__(self) -> OutboxRelay:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -123,7 +123,6 @@ class OutboxRelay:
         while True:
             try:
                 await self._lead()
-                return  # stopped with the outbox drained
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - the relay must outlive any outage
@@ -133,6 +132,8 @@ class OutboxRelay:
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+            else:
+                return  # stopped with the outbox drained
 
     async def _lead(self) -> None:
         conn = await connect(self._dsn)
@@ -168,7 +169,7 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
         self._wake.clear()
 
-    async def _publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+    async def _publish_batch(self, conn: Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(_BATCH, self._batch_size)
         if not rows:
             self._metrics.relay_lag_seconds.set(0)
@@ -191,6 +192,6 @@ class OutboxRelay:
         self._log.debug("relay_published", count=len(rows))
         return len(rows)
 
-    async def pending(self, conn: asyncpg.Connection) -> int:
+    async def pending(self, conn: Connection) -> int:
         """How many committed events wait for the relay."""
         return int(await conn.fetchval(_PENDING))

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -42,7 +42,7 @@ class ServiceCore:
 
     service: ServiceName
     settings: Settings
-    pool: asyncpg.Pool
+    pool: asyncpg.Pool[asyncpg.Record]
     store: EventStore
     commands: CommandRunner
     metrics: Metrics
@@ -102,12 +102,10 @@ def build_service_app(
     secret = settings.jwt_secret.get_secret_value()
     if not secret:
         raise ValueError("LEDGER_JWT_SECRET must be set")
-    metrics = Metrics(service)
-    readiness = Readiness()
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
     app[JWT_SECRET] = secret
-    app[METRICS] = metrics
-    app[READINESS] = readiness
+    app[METRICS] = Metrics(service)
+    app[READINESS] = Readiness()
     all_routes = [*routes, *_operational_routes()]
     document = openapi_document(
         title=f"Devolved budgets ledger: {service}",
@@ -124,94 +122,120 @@ def build_service_app(
         app.router.add_route(route.method, route.path, handler)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        log = structlog.get_logger()
-        database_dsn = dsn(settings, settings.database_of(service))
-        async with open_pool(
-            database_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
-        ) as pool:
-            async with pool.acquire() as conn:
-                await apply_migrations(
-                    conn, migrations_of("shared") + migrations_of(f"services.{service}")
-                )
-            store = EventStore(f"ledger/{service}", clock, ids)
-            core = ServiceCore(
-                service, settings, pool, store, CommandRunner(pool), metrics, clock, ids
-            )
-            app[CORE] = core
-            specs = setup(app, core)
+        async for _ in _run_service(app, service, settings, setup, clock, ids):
+            yield
 
-            async def database() -> bool:
-                async with pool.acquire() as conn:
-                    return bool(await conn.fetchval("SELECT 1"))
-
-            readiness.add("database", database)
-            relay: OutboxRelay | None = None
-            if service in SERVICE_TOPICS:
-                relay = OutboxRelay(
-                    dsn=database_dsn,
-                    bootstrap=settings.kafka_bootstrap,
-                    topic=settings.topic(SERVICE_TOPICS[service]),
-                    transactional_id=f"{settings.topic_prefix}ledger-relay-{service}",
-                    batch_size=settings.relay_batch_size,
-                    poll_seconds=settings.relay_poll_seconds,
-                    metrics=metrics,
-                    clock=clock,
-                )
-                running_relay = relay
-
-                async def relay_running() -> bool:
-                    return running_relay.running
-
-                async def kafka() -> bool:
-                    return running_relay.kafka_reachable
-
-                readiness.add("relay", relay_running)
-                readiness.add("kafka", kafka)
-                await relay.start()
-            runners = [
-                ConsumerRunner(
-                    name=f"{settings.topic_prefix}{spec.name}",
-                    pool=pool,
-                    bootstrap=settings.kafka_bootstrap,
-                    group_id=f"{settings.topic_prefix}{spec.name}",
-                    topics=[settings.topic(topic) for topic in spec.topics],
-                    handler=spec.handler,
-                    deadletter_topic=settings.topic(DEADLETTER_TOPIC),
-                    batch_size=settings.consumer_batch_size,
-                    metrics=metrics,
-                )
-                for spec in specs
-            ]
-            for runner in runners:
-                await runner.start()
-                readiness.add(f"consumer:{spec_name(runner)}", _running_check(runner))
-            log.info("service_started", port=settings.port_of(service))
-            try:
-                yield
-            finally:
-                readiness.draining = True
-                for runner in runners:
-                    await runner.stop(settings.shutdown_grace_seconds / 2)
-                if relay is not None:
-                    await relay.stop(settings.shutdown_grace_seconds / 2)
-                log.info("service_stopped")
-
-    async def drain(_: web.Application) -> None:
-        readiness.draining = True
+    async def drain(app: web.Application) -> None:
+        app[READINESS].draining = True
 
     app.on_shutdown.append(drain)
     app.cleanup_ctx.append(resources)
     return app
 
 
-def spec_name(runner: ConsumerRunner) -> str:
-    """A consumer's name as readiness reports it."""
-    return runner.name
+async def _run_service(
+    app: web.Application,
+    service: ServiceName,
+    settings: Settings,
+    setup: Setup,
+    clock: Callable[[], datetime],
+    ids: Callable[[], UUID],
+) -> AsyncIterator[None]:
+    """Open the pool, migrate, start relay and consumers; on the way out, stop them in reverse."""
+    log = structlog.get_logger()
+    metrics, readiness = app[METRICS], app[READINESS]
+    database_dsn = dsn(settings, settings.database_of(service))
+    async with open_pool(
+        database_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
+    ) as pool:
+        async with pool.acquire() as conn:
+            await apply_migrations(
+                conn, migrations_of("shared") + migrations_of(f"services.{service}")
+            )
+        store = EventStore(f"ledger/{service}", clock, ids)
+        core = ServiceCore(service, settings, pool, store, CommandRunner(pool), metrics, clock, ids)
+        app[CORE] = core
+        specs = setup(app, core)
+
+        async def database() -> bool:
+            async with pool.acquire() as conn:
+                return bool(await conn.fetchval("SELECT 1"))
+
+        readiness.add("database", database)
+        relay = _relay(service, settings, database_dsn, metrics, clock)
+        if relay is not None:
+            readiness.add("relay", _running(relay))
+            readiness.add("kafka", _kafka_reachable(relay))
+            await relay.start()
+        runners = [_runner(spec, settings, pool, metrics) for spec in specs]
+        for runner in runners:
+            await runner.start()
+            readiness.add(f"consumer:{runner.name}", _running(runner))
+        log.info("service_started", port=settings.port_of(service))
+        try:
+            yield
+        finally:
+            readiness.draining = True
+            for runner in runners:
+                await runner.stop(settings.shutdown_grace_seconds / 2)
+            if relay is not None:
+                await relay.stop(settings.shutdown_grace_seconds / 2)
+            log.info("service_stopped")
 
 
-def _running_check(runner: ConsumerRunner) -> Callable[[], Awaitable[bool]]:
+def _relay(
+    service: ServiceName,
+    settings: Settings,
+    database_dsn: str,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> OutboxRelay | None:
+    if service not in SERVICE_TOPICS:
+        return None  # reporting owns no topic
+    return OutboxRelay(
+        dsn=database_dsn,
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic(SERVICE_TOPICS[service]),
+        transactional_id=f"{settings.topic_prefix}ledger-relay-{service}",
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+        metrics=metrics,
+        clock=clock,
+    )
+
+
+def _runner(
+    spec: ConsumerSpec, settings: Settings, pool: asyncpg.Pool[asyncpg.Record], metrics: Metrics
+) -> ConsumerRunner:
+    name = f"{settings.topic_prefix}{spec.name}"
+    return ConsumerRunner(
+        name=name,
+        pool=pool,
+        bootstrap=settings.kafka_bootstrap,
+        group_id=name,
+        topics=[settings.topic(topic) for topic in spec.topics],
+        handler=spec.handler,
+        deadletter_topic=settings.topic(DEADLETTER_TOPIC),
+        batch_size=settings.consumer_batch_size,
+        metrics=metrics,
+    )
+
+
+class _Component(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+
+def _running(component: _Component) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return runner.running
+        return component.running
+
+    return check
+
+
+def _kafka_reachable(relay: OutboxRelay) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return relay.kafka_reachable
 
     return check
 
@@ -241,13 +265,21 @@ def _operational_routes() -> list[Route]:
     return [
         Route("GET", "/healthz", _healthz, "The process is up", None, tags=("operations",)),
         Route(
-            "GET", "/readyz", _readyz,
-            "Database and Kafka reachable, relay and consumers running", None,
+            "GET",
+            "/readyz",
+            _readyz,
+            "Database and Kafka reachable, relay and consumers running",
+            None,
             tags=("operations",),
         ),
         Route(
-            "GET", "/metrics", _metrics, "Prometheus metrics", None,
-            content_type="text/plain", tags=("operations",),
+            "GET",
+            "/metrics",
+            _metrics,
+            "Prometheus metrics",
+            None,
+            content_type="text/plain",
+            tags=("operations",),
         ),
         Route("GET", "/openapi.json", _never, "This document", None, tags=("operations",)),
     ]

@@ -82,6 +82,8 @@ def token() -> Callable[..., str]:
     """Mint a token: ``token("admin", "pilot-a", sub=…, team=…)``."""
 
     def mint(role: Role, pilot: str, *, sub: str = "user-1", team: str | None = None) -> str:
-        return mint_token(JWT_SECRET, sub=sub, role=role, pilot=pilot, team=team, now=datetime.now(UTC))
+        return mint_token(
+            JWT_SECRET, sub=sub, role=role, pilot=pilot, team=team, now=datetime.now(UTC)
+        )
 
     return mint

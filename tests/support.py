@@ -32,7 +32,9 @@ async def serve(
 
 
 @asynccontextmanager
-async def connect_service_db(settings: Settings, service: ServiceName) -> AsyncIterator[asyncpg.Connection]:
+async def connect_service_db(
+    settings: Settings, service: ServiceName
+) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to a service's database, for looking behind the API."""
     conn = await asyncpg.connect(dsn(settings, settings.database_of(service)))
     try:
@@ -73,16 +75,7 @@ async def read_topic(
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for items in batch.values():
-                for item in items:
-                    records.append(
-                        Record(
-                            item.partition,
-                            item.offset,
-                            (item.key or b"").decode(),
-                            json.loads(item.value) if item.value and item.value[:1] == b"{" else {"raw": item.value.decode(errors="replace") if item.value else None},
-                            {k: v.decode(errors="replace") for k, v in item.headers},
-                        )
-                    )
+                records.extend(_record(item) for item in items)
                 quiet_since = loop.time()
             if expect is not None and len(records) >= expect:
                 # Linger briefly: anything beyond the expected count is a finding too.
@@ -93,6 +86,17 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+def _record(item: Any) -> Record:
+    value = item.value or b""
+    return Record(
+        item.partition,
+        item.offset,
+        (item.key or b"").decode(),
+        json.loads(value) if value[:1] == b"{" else {"raw": value.decode(errors="replace")},
+        {key: header.decode(errors="replace") for key, header in item.headers},
+    )
 
 
 async def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

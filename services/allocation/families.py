@@ -77,7 +77,9 @@ def period_containing(enrolled_on: date, months: int, day: date) -> Period:
         while _add_months(enrolled_on, (index + 1) * months) <= day:
             index += 1
     start = _add_months(enrolled_on, index * months)
-    return Period(start=start, end=_add_months(enrolled_on, (index + 1) * months) - timedelta(days=1))
+    return Period(
+        start=start, end=_add_months(enrolled_on, (index + 1) * months) - timedelta(days=1)
+    )
 
 
 # Commands: the handler loads the pilot's configuration in force and passes it in.
@@ -259,7 +261,7 @@ def initial_state() -> FamilyState:
     return FamilyState()
 
 
-def evolve(state: FamilyState, event: DomainEvent) -> FamilyState:  # noqa: PLR0911 - one arm per event type
+def evolve(state: FamilyState, event: DomainEvent) -> FamilyState:
     """The family after one event."""
     if isinstance(event, FamilyEnrolled):
         return state.model_copy(
@@ -387,11 +389,17 @@ def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: 
         ]
     if isinstance(command, ExitFamily):
         if state.exited_on is not None:
-            raise ConflictError(f"the family already left on {state.exited_on}", code="already_exited")
+            raise ConflictError(
+                f"the family already left on {state.exited_on}", code="already_exited"
+            )
         if command.exited_on < state.enrolment_date:
-            raise UnprocessableError("a family cannot leave before it was enrolled", code="invalid_date")
+            raise UnprocessableError(
+                "a family cannot leave before it was enrolled", code="invalid_date"
+            )
         current = period_containing(
-            state.enrolment_date, command.config.period_months, max(command.today, state.enrolment_date)
+            state.enrolment_date,
+            command.config.period_months,
+            max(command.today, state.enrolment_date),
         )
         allocated = state.allocated.get(current.start, 0)
         return [

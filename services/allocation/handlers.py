@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import date
 
-import asyncpg
-
 from services.allocation import families, pilots
 from services.allocation.schemas import (
     AdjustmentBody,
@@ -31,6 +29,7 @@ from services.allocation.schemas import (
 )
 from shared.auth import Principal, require_team
 from shared.commands import CommandResult, IdempotencyRequest
+from shared.db import Connection
 from shared.events import DomainEvent, Envelope, EventRegistry, fold
 from shared.eventstore import CommandContext, PendingEvent, Stream
 from shared.service import ServiceCore
@@ -61,19 +60,19 @@ class Allocation:
     def _today(self) -> date:
         return self._core.clock().date()
 
-    async def _pilot(self, conn: asyncpg.Connection, pilot_id: str) -> tuple[Stream, pilots.PilotState]:
+    async def _pilot(self, conn: Connection, pilot_id: str) -> tuple[Stream, pilots.PilotState]:
         stream = await self._store.load(conn, pilots.stream_id(pilot_id))
         return stream, fold(stream.envelopes, REGISTRY, pilots.initial_state(), pilots.evolve)
 
     async def _family(
-        self, conn: asyncpg.Connection, pilot_id: str, family_id: str
+        self, conn: Connection, pilot_id: str, family_id: str
     ) -> tuple[Stream, families.FamilyState]:
         stream = await self._store.load(conn, families.stream_id(pilot_id, family_id))
         return stream, fold(stream.envelopes, REGISTRY, families.initial_state(), families.evolve)
 
     async def _append(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         stream: Stream,
         events: Sequence[DomainEvent],
         context: CommandContext,
@@ -98,9 +97,11 @@ class Allocation:
     ) -> CommandResult:
         """Create the pilot (201) or record a new version of its configuration (200)."""
 
-        async def handle(conn: asyncpg.Connection) -> CommandResult:
+        async def handle(conn: Connection) -> CommandResult:
             stream, state = await self._pilot(conn, pilot_id)
-            events = pilots.decide_configure(state, pilots.ConfigurePilot(pilot_id=pilot_id, config=config))
+            events = pilots.decide_configure(
+                state, pilots.ConfigurePilot(pilot_id=pilot_id, config=config)
+            )
             appended = await self._append(conn, stream, events, context, pilot_id, None)
             version = events[-1].version if events else state.version
             body = PilotView(
@@ -118,7 +119,9 @@ class Allocation:
         async with self._core.pool.acquire() as conn:
             stream, state = await self._pilot(conn, pilot_id)
         return PilotView(
-            pilot_id=pilot_id, version=state.version, config=state.require(),
+            pilot_id=pilot_id,
+            version=state.version,
+            config=state.require(),
             stream_version=stream.version,
         )
 
@@ -135,7 +138,7 @@ class Allocation:
         """Enrol a family, randomising it to an arm where the pilot says so."""
         require_team(principal, body.team)
 
-        async def handle(conn: asyncpg.Connection) -> CommandResult:
+        async def handle(conn: Connection) -> CommandResult:
             pilot_stream, pilot = await self._pilot(conn, pilot_id)
             pilot.require()
             family_stream, family = await self._family(conn, pilot_id, body.family_id)
@@ -160,7 +163,9 @@ class Allocation:
                 ),
             )
             await self._append(conn, pilot_stream, randomised, context, pilot_id, None)
-            appended = await self._append(conn, family_stream, enrolled, context, pilot_id, body.family_id)
+            appended = await self._append(
+                conn, family_stream, enrolled, context, pilot_id, body.family_id
+            )
             event = enrolled[0]
             assert isinstance(event, families.FamilyEnrolled)
             result = EnrolmentResult(
@@ -175,7 +180,9 @@ class Allocation:
         async with self._core.pool.acquire() as conn:
             stream, state = await self._family(conn, pilot_id, family_id)
         state.require()
-        assert state.team is not None and state.worker is not None and state.arm is not None
+        assert state.team is not None
+        assert state.worker is not None
+        assert state.arm is not None
         require_team(principal, state.team)
         return FamilyView(
             pilot_id=pilot_id,
@@ -188,7 +195,9 @@ class Allocation:
             status="exited" if state.exited_on else "active",
             exited_on=state.exited_on,
             periods=tuple(
-                PeriodView(period_start=start, period_end=state.period_ends[start], allocated_pence=amount)
+                PeriodView(
+                    period_start=start, period_end=state.period_ends[start], allocated_pence=amount
+                )
                 for start, amount in sorted(state.allocated.items())
             ),
             disclosures=state.disclosures,
@@ -209,7 +218,7 @@ class Allocation:
     ) -> CommandResult:
         """The shape every family command shares: load both streams, check team, decide, append."""
 
-        async def handle(conn: asyncpg.Connection) -> CommandResult:
+        async def handle(conn: Connection) -> CommandResult:
             _, pilot = await self._pilot(conn, pilot_id)
             config = pilot.require()
             stream, family = await self._family(conn, pilot_id, family_id)
@@ -237,18 +246,31 @@ class Allocation:
         def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
             assert isinstance(event, families.BudgetAllocated)
             return AllocationResult(
-                family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version,
-                allocation_id=event.allocation_id, amount_pence=event.amount_pence,
-                period_start=event.period_start, period_end=event.period_end,
+                family_id=family_id,
+                event_id=envelope.id,
+                stream_version=envelope.stream_version,
+                allocation_id=event.allocation_id,
+                amount_pence=event.amount_pence,
+                period_start=event.period_start,
+                period_end=event.period_end,
                 period_allocated_pence=event.period_allocated_pence,
             )
 
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id,
+            context,
+            idempotency,
+            principal,
+            pilot_id,
+            family_id,
             lambda pilot, config: families.AllocateBudget(
-                allocation_id=allocation_id, amount_pence=body.amount_pence,
-                period_start=body.period_start, period_end=body.period_end, note=body.note,
-                today=self._today(), config=config, pilot_version=pilot.version,
+                allocation_id=allocation_id,
+                amount_pence=body.amount_pence,
+                period_start=body.period_start,
+                period_end=body.period_end,
+                note=body.note,
+                today=self._today(),
+                config=config,
+                pilot_version=pilot.version,
             ),
             answer,
         )
@@ -268,19 +290,31 @@ class Allocation:
         def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
             assert isinstance(event, families.BudgetAdjusted)
             return AdjustmentResult(
-                family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version,
-                adjustment_id=event.adjustment_id, delta_pence=event.delta_pence,
-                period_start=event.period_start, period_end=event.period_end,
+                family_id=family_id,
+                event_id=envelope.id,
+                stream_version=envelope.stream_version,
+                adjustment_id=event.adjustment_id,
+                delta_pence=event.delta_pence,
+                period_start=event.period_start,
+                period_end=event.period_end,
                 period_allocated_pence=event.period_allocated_pence,
             )
 
         # Allocation learns what is committed and spent from the spending and approval
         # topics; until it consumes them, nothing is known to be committed or spent.
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id,
+            context,
+            idempotency,
+            principal,
+            pilot_id,
+            family_id,
             lambda _, config: families.AdjustBudget(
-                adjustment_id=adjustment_id, delta_pence=body.delta_pence, reason=body.reason,
-                period_start=body.period_start, today=self._today(), config=config,
+                adjustment_id=adjustment_id,
+                delta_pence=body.delta_pence,
+                reason=body.reason,
+                period_start=body.period_start,
+                today=self._today(),
+                config=config,
                 committed_and_spent_pence=0,
             ),
             answer,
@@ -300,17 +334,29 @@ class Allocation:
         def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
             assert isinstance(event, families.FamilyExited)
             return ExitResult(
-                family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version,
-                exited_on=event.exited_on, allocated_pence=event.allocated_pence,
-                committed_pence=event.committed_pence, spent_pence=event.spent_pence,
+                family_id=family_id,
+                event_id=envelope.id,
+                stream_version=envelope.stream_version,
+                exited_on=event.exited_on,
+                allocated_pence=event.allocated_pence,
+                committed_pence=event.committed_pence,
+                spent_pence=event.spent_pence,
                 available_pence=event.available_pence,
             )
 
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id,
+            context,
+            idempotency,
+            principal,
+            pilot_id,
+            family_id,
             lambda _, config: families.ExitFamily(
-                reason=body.reason, exited_on=body.exited_on, committed_pence=0, spent_pence=0,
-                today=self._today(), config=config,
+                reason=body.reason,
+                exited_on=body.exited_on,
+                committed_pence=0,
+                spent_pence=0,
+                today=self._today(),
+                config=config,
             ),
             answer,
             status=200,
@@ -327,7 +373,11 @@ class Allocation:
     ) -> CommandResult:
         """Record that the family was told its budget."""
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id,
+            context,
+            idempotency,
+            principal,
+            pilot_id,
+            family_id,
             lambda _, __: families.DiscloseBudget(
                 disclosed_on=body.disclosed_on,
                 amount_disclosed_pence=body.amount_disclosed_pence,
@@ -347,14 +397,22 @@ class Allocation:
     ) -> CommandResult:
         """Record an outcome for evaluation."""
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id,
-            lambda _, __: families.RecordOutcome(outcome=body.outcome, occurred_on=body.occurred_on),
+            context,
+            idempotency,
+            principal,
+            pilot_id,
+            family_id,
+            lambda _, __: families.RecordOutcome(
+                outcome=body.outcome, occurred_on=body.occurred_on
+            ),
             _recorded(family_id),
         )
 
 
 def _recorded(family_id: str) -> Callable[[Envelope, DomainEvent], Recorded]:
     def answer(envelope: Envelope, _: DomainEvent) -> Recorded:
-        return Recorded(family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version)
+        return Recorded(
+            family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version
+        )
 
     return answer

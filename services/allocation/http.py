@@ -26,7 +26,6 @@ from services.allocation.schemas import (
     Recorded,
 )
 from shared.auth import ROLES
-from shared.types import CommandBody
 from shared.commands import CommandResult, IdempotencyRequest
 from shared.events import Actor
 from shared.eventstore import CommandContext
@@ -39,6 +38,7 @@ from shared.http import (
     parse_body,
     principal_of,
 )
+from shared.types import CommandBody
 
 __all__ = ["ALLOCATION", "routes"]
 
@@ -66,7 +66,9 @@ FamilyCommand = Callable[
 ]
 
 
-def _family_route(body_model: type[BodyT], call: FamilyCommand[BodyT]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _family_route(
+    body_model: type[BodyT], call: FamilyCommand[BodyT]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await parse_body(request, body_model)
         result = await call(
@@ -112,19 +114,27 @@ post_family = _family_route(
 )
 post_allocation = _family_route(
     AllocationBody,
-    lambda app, ctx, idem, request, body: app.allocate(ctx, idem, principal_of(request), *_ids(request), body),
+    lambda app, ctx, idem, request, body: app.allocate(
+        ctx, idem, principal_of(request), *_ids(request), body
+    ),
 )
 post_adjustment = _family_route(
     AdjustmentBody,
-    lambda app, ctx, idem, request, body: app.adjust(ctx, idem, principal_of(request), *_ids(request), body),
+    lambda app, ctx, idem, request, body: app.adjust(
+        ctx, idem, principal_of(request), *_ids(request), body
+    ),
 )
 post_exit = _family_route(
     ExitBody,
-    lambda app, ctx, idem, request, body: app.exit(ctx, idem, principal_of(request), *_ids(request), body),
+    lambda app, ctx, idem, request, body: app.exit(
+        ctx, idem, principal_of(request), *_ids(request), body
+    ),
 )
 post_disclosure = _family_route(
     DisclosureBody,
-    lambda app, ctx, idem, request, body: app.disclose(ctx, idem, principal_of(request), *_ids(request), body),
+    lambda app, ctx, idem, request, body: app.disclose(
+        ctx, idem, principal_of(request), *_ids(request), body
+    ),
 )
 post_outcome = _family_route(
     OutcomeBody,
@@ -138,35 +148,108 @@ def routes() -> list[Route]:
     """Every allocation endpoint of API.md."""
     tags = ("allocation",)
     return [
-        Route("PUT", "/pilots/{pilot_id}", put_pilot, "Create a pilot or change its configuration",
-              frozenset({"admin"}), body=PilotConfig, response=PilotView, status=201,
-              description="201 when the pilot is created, 200 when a new version is recorded "
-              "(or the configuration is unchanged). Requests are judged by the version in force "
-              "when they were made.", tags=tags),
-        Route("GET", "/pilots/{pilot_id}", get_pilot, "The pilot's configuration in force",
-              ROLES, response=PilotView, tags=tags),
-        Route("POST", "/pilots/{pilot_id}/families", post_family, "Enrol a family",
-              _WRITERS, body=EnrolmentBody, response=EnrolmentResult, status=201,
-              description="Randomised pilots assign treatment or control by permuted blocks "
-              "within the stratum, reproducibly from the seed and enrolment order; the arm never "
-              "changes. Enrolling the same family twice is a 409.", tags=tags),
-        Route("GET", _FAMILY, get_family, "A family's state", ROLES, response=FamilyView,
-              description="Social workers and managers see their own team's families only.",
-              tags=tags),
-        Route("POST", f"{_FAMILY}/allocations", post_allocation, "Allocate money for a period",
-              frozenset({"admin"}), body=AllocationBody, response=AllocationResult, status=201,
-              description="Periods start on the enrolment date and run period_months; the "
-              "current period unless period_start names another. 422 exceeds_family_cap above "
-              "the pilot's cap for the period.", tags=tags),
-        Route("POST", f"{_FAMILY}/adjustments", post_adjustment, "Adjust a period's allocation",
-              frozenset({"admin"}), body=AdjustmentBody, response=AdjustmentResult, status=201,
-              tags=tags),
-        Route("POST", f"{_FAMILY}/exit", post_exit, "The family leaves the pilot", _WRITERS,
-              body=ExitBody, response=ExitResult, tags=tags),
-        Route("POST", f"{_FAMILY}/disclosures", post_disclosure,
-              "The family was told what their budget is",
-              frozenset({"case_system", "social_worker"}), body=DisclosureBody, response=Recorded,
-              status=201, tags=tags),
-        Route("POST", f"{_FAMILY}/outcomes", post_outcome, "Record an outcome for evaluation",
-              _WRITERS, body=OutcomeBody, response=Recorded, status=201, tags=tags),
+        Route(
+            "PUT",
+            "/pilots/{pilot_id}",
+            put_pilot,
+            "Create a pilot or change its configuration",
+            frozenset({"admin"}),
+            body=PilotConfig,
+            response=PilotView,
+            status=201,
+            description="201 when the pilot is created, 200 when a new version is recorded "
+            "(or the configuration is unchanged). Requests are judged by the version in force "
+            "when they were made.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}",
+            get_pilot,
+            "The pilot's configuration in force",
+            ROLES,
+            response=PilotView,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            "/pilots/{pilot_id}/families",
+            post_family,
+            "Enrol a family",
+            _WRITERS,
+            body=EnrolmentBody,
+            response=EnrolmentResult,
+            status=201,
+            description="Randomised pilots assign treatment or control by permuted blocks "
+            "within the stratum, reproducibly from the seed and enrolment order; the arm never "
+            "changes. Enrolling the same family twice is a 409.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            _FAMILY,
+            get_family,
+            "A family's state",
+            ROLES,
+            response=FamilyView,
+            description="Social workers and managers see their own team's families only.",
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_FAMILY}/allocations",
+            post_allocation,
+            "Allocate money for a period",
+            frozenset({"admin"}),
+            body=AllocationBody,
+            response=AllocationResult,
+            status=201,
+            description="Periods start on the enrolment date and run period_months; the "
+            "current period unless period_start names another. 422 exceeds_family_cap above "
+            "the pilot's cap for the period.",
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_FAMILY}/adjustments",
+            post_adjustment,
+            "Adjust a period's allocation",
+            frozenset({"admin"}),
+            body=AdjustmentBody,
+            response=AdjustmentResult,
+            status=201,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_FAMILY}/exit",
+            post_exit,
+            "The family leaves the pilot",
+            _WRITERS,
+            body=ExitBody,
+            response=ExitResult,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_FAMILY}/disclosures",
+            post_disclosure,
+            "The family was told what their budget is",
+            frozenset({"case_system", "social_worker"}),
+            body=DisclosureBody,
+            response=Recorded,
+            status=201,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_FAMILY}/outcomes",
+            post_outcome,
+            "Record an outcome for evaluation",
+            _WRITERS,
+            body=OutcomeBody,
+            response=Recorded,
+            status=201,
+            tags=tags,
+        ),
     ]

@@ -7,6 +7,7 @@ order the randomisation is reproducible from.
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from typing import Annotated, Literal
 
@@ -96,7 +97,7 @@ class PilotConfig(Frozen):
     @classmethod
     def _ascending(cls, tiers: tuple[ApprovalTier, ...]) -> tuple[ApprovalTier, ...]:
         limits = [tier.up_to_pence for tier in tiers]
-        if any(later <= earlier for earlier, later in zip(limits, limits[1:], strict=False)):
+        if any(later <= earlier for earlier, later in itertools.pairwise(limits)):
             raise ValueError("approval_tiers must be strictly ascending by up_to_pence")
         return tiers
 
@@ -189,11 +190,13 @@ def decide_configure(state: PilotState, command: ConfigurePilot) -> list[PilotCo
     """A new version when the configuration changes; nothing when it is the same."""
     if state.config == command.config:
         return []
-    return [PilotConfigured(pilot_id=command.pilot_id, version=state.version + 1, config=command.config)]
+    return [
+        PilotConfigured(pilot_id=command.pilot_id, version=state.version + 1, config=command.config)
+    ]
 
 
 def decide_randomise(state: PilotState, command: RandomiseFamily) -> list[FamilyRandomised]:
-    """The family's arm under the configuration in force; nothing when the pilot does not randomise."""
+    """The family's arm under the configuration in force; none if the pilot does not randomise."""
     config = state.require()
     policy = config.allocation
     if not isinstance(policy, Randomised):

@@ -7,7 +7,7 @@ The algorithm, so that an evaluator can recompute every assignment in any langua
    B*n/d treatment slots and the rest control, listed treatment first.
 2. Within each stratum, the k-th family randomised with a given seed (k = 0, 1, …, in
    enrolment order) falls in block k // B at slot k % B.
-3. Each block is shuffled by Fisher–Yates: for i = B-1 down to 1, j = draw(i+1), swap i, j;
+3. Each block is shuffled by Fisher-Yates: for i = B-1 down to 1, j = draw(i+1), swap i, j;
    draw(m) takes SHA-256 of UTF-8 "<seed>|<stratum>|<block>|<i>|<attempt>", reads its first
    8 bytes as a big-endian integer x, and returns x mod m unless x falls in the incomplete
    top range (x >= 2^64 - 2^64 mod m), when it tries attempt + 1 (attempt starts at 0).
@@ -60,7 +60,9 @@ def block_of(seed: str, stratum: str, block: int, ratio: float) -> tuple[Arm, ..
     fraction = ratio_fraction(ratio)
     size = _block_size(fraction)
     treated = size * fraction.numerator // fraction.denominator
-    slots: list[Arm] = ["treatment"] * treated + ["control"] * (size - treated)
+    treatment: list[Arm] = ["treatment"]
+    control: list[Arm] = ["control"]
+    slots = treatment * treated + control * (size - treated)
     prefix = f"{seed}|{stratum}|{block}"
     for i in range(size - 1, 0, -1):
         j = _draw(prefix, i, i + 1)

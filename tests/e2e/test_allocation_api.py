@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
 import io
 import json
 import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 import pytest
@@ -86,7 +86,9 @@ async def test_pilot_is_created_then_versioned(client: Client, token: Callable[.
     assert body["config"]["allocation"] == {"mode": "all"}
 
 
-async def test_enrolment_randomises_and_refuses_twice(client: Client, token: Callable[..., str]) -> None:
+async def test_enrolment_randomises_and_refuses_twice(
+    client: Client, token: Callable[..., str]
+) -> None:
     """Randomised arms are balanced per block of four in a stratum; enrolling twice is a 409."""
     admin = token("admin", "darlington")
     await client.put("/pilots/darlington", json=DARLINGTON, headers=auth(admin))
@@ -94,8 +96,13 @@ async def test_enrolment_randomises_and_refuses_twice(client: Client, token: Cal
     for number in range(8):
         response = await client.post(
             "/pilots/darlington/families",
-            json={"family_id": f"d-{number}", "team": "t-1", "worker": "w-1",
-                  "enrolled_on": "2026-01-10", "stratum": "5-9"},
+            json={
+                "family_id": f"d-{number}",
+                "team": "t-1",
+                "worker": "w-1",
+                "enrolled_on": "2026-01-10",
+                "stratum": "5-9",
+            },
             headers=auth(token("case_system", "darlington")),
         )
         assert response.status == 201
@@ -113,31 +120,43 @@ async def test_enrolment_randomises_and_refuses_twice(client: Client, token: Cal
     assert (await family.json())["arm"] == arms[0]
 
 
-async def test_allocations_adjustments_and_cap(client: Client, token: Callable[..., str], settings: Settings) -> None:
+async def test_allocations_adjustments_and_cap(
+    client: Client, token: Callable[..., str], settings: Settings
+) -> None:
     """Allocations add up per period within the cap; adjustments move it; errors record nothing."""
     admin = await setup_wigan(client, token)
     path = "/pilots/wigan/families/fam-1"
-    first = await client.post(f"{path}/allocations", json={"amount_pence": 300_000}, headers=auth(admin))
+    first = await client.post(
+        f"{path}/allocations", json={"amount_pence": 300_000}, headers=auth(admin)
+    )
     assert first.status == 201
     body = await first.json()
     assert body["period_allocated_pence"] == 300_000
     assert body["period_start"] == "2026-04-01"
     assert body["period_end"] == "2027-03-31"
     before = await event_count(settings)
-    over = await client.post(f"{path}/allocations", json={"amount_pence": 100_001}, headers=auth(admin))
+    over = await client.post(
+        f"{path}/allocations", json={"amount_pence": 100_001}, headers=auth(admin)
+    )
     assert over.status == 422
     assert (await over.json())["code"] == "exceeds_family_cap"
     assert await event_count(settings) == before
     raise_ = await client.post(
-        f"{path}/adjustments", json={"delta_pence": 100_000, "reason": "extra need"}, headers=auth(admin)
+        f"{path}/adjustments",
+        json={"delta_pence": 100_000, "reason": "extra need"},
+        headers=auth(admin),
     )
     assert (await raise_.json())["period_allocated_pence"] == 400_000
     lower = await client.post(
-        f"{path}/adjustments", json={"delta_pence": -500_000, "reason": "mistake"}, headers=auth(admin)
+        f"{path}/adjustments",
+        json={"delta_pence": -500_000, "reason": "mistake"},
+        headers=auth(admin),
     )
     assert lower.status == 422
     assert (await lower.json())["code"] == "below_committed_and_spent"
-    zero = await client.post(f"{path}/adjustments", json={"delta_pence": 0, "reason": "x"}, headers=auth(admin))
+    zero = await client.post(
+        f"{path}/adjustments", json={"delta_pence": 0, "reason": "x"}, headers=auth(admin)
+    )
     assert zero.status == 422
     next_period = await client.post(
         f"{path}/allocations",
@@ -146,7 +165,9 @@ async def test_allocations_adjustments_and_cap(client: Client, token: Callable[.
     )
     assert next_period.status == 201
     wrong_start = await client.post(
-        f"{path}/allocations", json={"amount_pence": 1, "period_start": "2027-05-01"}, headers=auth(admin)
+        f"{path}/allocations",
+        json={"amount_pence": 1, "period_start": "2027-05-01"},
+        headers=auth(admin),
     )
     assert (await wrong_start.json())["code"] == "invalid_period"
     family = await (await client.get(path, headers=auth(admin))).json()
@@ -161,17 +182,24 @@ async def test_exit_disclosure_and_outcome(client: Client, token: Callable[..., 
     await client.post(f"{path}/allocations", json={"amount_pence": 50_000}, headers=auth(admin))
     told = await client.post(
         f"{path}/disclosures",
-        json={"disclosed_on": "2026-04-02", "amount_disclosed_pence": 400_000, "method": "in_person"},
+        json={
+            "disclosed_on": "2026-04-02",
+            "amount_disclosed_pence": 400_000,
+            "method": "in_person",
+        },
         headers=auth(worker),
     )
     assert told.status == 201
     outcome = await client.post(
-        f"{path}/outcomes", json={"outcome": "remained_at_home", "occurred_on": "2026-10-01"},
+        f"{path}/outcomes",
+        json={"outcome": "remained_at_home", "occurred_on": "2026-10-01"},
         headers=auth(worker),
     )
     assert outcome.status == 201
     exited = await client.post(
-        f"{path}/exit", json={"reason": "case closed", "exited_on": "2026-11-01"}, headers=auth(worker)
+        f"{path}/exit",
+        json={"reason": "case closed", "exited_on": "2026-11-01"},
+        headers=auth(worker),
     )
     assert exited.status == 200
     assert (await exited.json())["allocated_pence"] == 50_000
@@ -195,21 +223,35 @@ async def test_control_arm_gets_no_budget(client: Client, token: Callable[..., s
     for number in range(4):
         response = await client.post(
             "/pilots/darlington/families",
-            json={"family_id": f"c-{number}", "team": "t", "worker": "w", "enrolled_on": "2026-01-01"},
+            json={
+                "family_id": f"c-{number}",
+                "team": "t",
+                "worker": "w",
+                "enrolled_on": "2026-01-01",
+            },
             headers=auth(admin),
         )
         arms[f"c-{number}"] = (await response.json())["arm"]
     control = next(family for family, arm in arms.items() if arm == "control")
     refused = await client.post(
-        f"/pilots/darlington/families/{control}/allocations", json={"amount_pence": 100}, headers=auth(admin)
+        f"/pilots/darlington/families/{control}/allocations",
+        json={"amount_pence": 100},
+        headers=auth(admin),
     )
     assert refused.status == 422
     assert (await refused.json())["code"] == "control_arm"
 
 
+OTHER_SECRET = "another-secret-long-enough-for-any-hmac-algorithm-" + "x" * 24
+
+
 def _token_with(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str = "HS256") -> str:
-    base = {"sub": "x", "role": "admin", "pilot": "wigan",
-            "exp": int((datetime.now(UTC) + timedelta(hours=1)).timestamp())}
+    base = {
+        "sub": "x",
+        "role": "admin",
+        "pilot": "wigan",
+        "exp": int((datetime.now(UTC) + timedelta(hours=1)).timestamp()),
+    }
     return jwt.encode({**base, **claims}, secret, algorithm=algorithm)
 
 
@@ -220,17 +262,29 @@ def _token_with(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str
         ({"Authorization": "Bearer not-a-jwt"}, 401, "bad_token"),
         ({"Authorization": "Basic abc"}, 401, "bad_token"),
         ({"Authorization": f"Bearer {_token_with({}, algorithm='HS512')}"}, 401, "bad_token"),
-        ({"Authorization": f"Bearer {_token_with({}, secret='another-secret-long-enough-for-any-hmac-algorithm-xxxxxxxxxxxxxxxxxxxxxxxx')}"}, 401, "bad_token"),
+        (
+            {"Authorization": f"Bearer {_token_with({}, secret=OTHER_SECRET)}"},
+            401,
+            "bad_token",
+        ),
         ({"Authorization": f"Bearer {_token_with({'exp': 1_000_000})}"}, 401, "token_expired"),
         ({"Authorization": f"Bearer {_token_with({'role': 'wizard'})}"}, 401, "bad_token"),
-        ({"Authorization": f"Bearer {_token_with({'pilot': 'hillingdon'})}"}, 403, "forbidden_pilot"),
+        (
+            {"Authorization": f"Bearer {_token_with({'pilot': 'hillingdon'})}"},
+            403,
+            "forbidden_pilot",
+        ),
         ({"Authorization": f"Bearer {_token_with({'role': 'auditor'})}"}, 403, "forbidden_role"),
         ({"Authorization": f"Bearer {_token_with({'role': 'finance'})}"}, 403, "forbidden_role"),
     ],
 )
 async def test_auth_is_enforced(
-    client: Client, token: Callable[..., str], settings: Settings,
-    headers: dict[str, str], status: int, code: str,
+    client: Client,
+    token: Callable[..., str],
+    settings: Settings,
+    headers: dict[str, str],
+    status: int,
+    code: str,
 ) -> None:
     """No, bad, expired, wrong-algorithm, wrong-pilot and wrong-role tokens are refused."""
     await setup_wigan(client, token)
@@ -247,18 +301,24 @@ async def test_auth_is_enforced(
 async def test_token_without_expiry_is_refused(client: Client, token: Callable[..., str]) -> None:
     """``exp`` is required."""
     await setup_wigan(client, token)
-    unexpiring = jwt.encode({"sub": "x", "role": "admin", "pilot": "wigan"}, JWT_SECRET, algorithm="HS256")
+    unexpiring = jwt.encode(
+        {"sub": "x", "role": "admin", "pilot": "wigan"}, JWT_SECRET, algorithm="HS256"
+    )
     response = await client.get("/pilots/wigan", headers=auth(unexpiring))
     assert response.status == 401
 
 
-async def test_workers_see_and_act_for_their_team_only(client: Client, token: Callable[..., str]) -> None:
-    """A social worker of another team gets 403 reading or acting on the family, or enrolling into a team not theirs."""
+async def test_workers_see_and_act_for_their_team_only(
+    client: Client, token: Callable[..., str]
+) -> None:
+    """Another team's social worker may not read, act on, or enrol into this team's families."""
     await setup_wigan(client, token)
     outsider = token("social_worker", "wigan", sub="w-9", team="t-9")
     path = "/pilots/wigan/families/fam-1"
     assert (await client.get(path, headers=auth(outsider))).status == 403
-    exit_ = await client.post(f"{path}/exit", json={"reason": "x", "exited_on": "2026-05-01"}, headers=auth(outsider))
+    exit_ = await client.post(
+        f"{path}/exit", json={"reason": "x", "exited_on": "2026-05-01"}, headers=auth(outsider)
+    )
     assert exit_.status == 403
     assert (await exit_.json())["code"] == "forbidden_team"
     enrol = await client.post(
@@ -276,32 +336,146 @@ BAD_BODIES: list[tuple[str, str, object, int, str]] = [
     ("PUT", "/pilots/wigan", {**WIGAN, "family_cap_pence": 1.5}, 422, "validation_failed"),
     ("PUT", "/pilots/wigan", {**WIGAN, "family_cap_pence": "400000"}, 422, "validation_failed"),
     ("PUT", "/pilots/wigan", {**WIGAN, "categories": []}, 422, "validation_failed"),
-    ("PUT", "/pilots/wigan", {**WIGAN, "approval_tiers": [{"up_to_pence": 500, "approver": "auto"}, {"up_to_pence": 100, "approver": "manager"}]}, 422, "validation_failed"),
-    ("PUT", "/pilots/wigan", {**WIGAN, "allocation": {"mode": "randomised", "treatment_ratio": 0.37, "seed": "s"}}, 422, "validation_failed"),
-    ("PUT", "/pilots/wigan", {**WIGAN, "allocation": {"mode": "lottery"}}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families", {"family_id": "Bad Name", "team": "t-1", "worker": "w", "enrolled_on": "2026-01-01"}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families", {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": "01/02/2026"}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families", {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": 1767225600}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families", {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": "2026-01-01", "name": "Jane"}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/allocations", {"amount_pence": -5}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/allocations", {"amount_pence": 0}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/allocations", {"amount_pence": True}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/allocations", {"amount_pence": 10**15}, 422, "validation_failed"),
+    (
+        "PUT",
+        "/pilots/wigan",
+        {
+            **WIGAN,
+            "approval_tiers": [
+                {"up_to_pence": 500, "approver": "auto"},
+                {"up_to_pence": 100, "approver": "manager"},
+            ],
+        },
+        422,
+        "validation_failed",
+    ),
+    (
+        "PUT",
+        "/pilots/wigan",
+        {**WIGAN, "allocation": {"mode": "randomised", "treatment_ratio": 0.37, "seed": "s"}},
+        422,
+        "validation_failed",
+    ),
+    (
+        "PUT",
+        "/pilots/wigan",
+        {**WIGAN, "allocation": {"mode": "lottery"}},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families",
+        {"family_id": "Bad Name", "team": "t-1", "worker": "w", "enrolled_on": "2026-01-01"},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families",
+        {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": "01/02/2026"},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families",
+        {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": 1767225600},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families",
+        {
+            "family_id": "ok",
+            "team": "t-1",
+            "worker": "w",
+            "enrolled_on": "2026-01-01",
+            "name": "Jane",
+        },
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/allocations",
+        {"amount_pence": -5},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/allocations",
+        {"amount_pence": 0},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/allocations",
+        {"amount_pence": True},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/allocations",
+        {"amount_pence": 10**15},
+        422,
+        "validation_failed",
+    ),
     ("POST", "/pilots/wigan/families/fam-1/allocations", {}, 422, "validation_failed"),
     ("POST", "/pilots/wigan/families/fam-1/allocations", [1, 2], 422, "validation_failed"),
     ("POST", "/pilots/wigan/families/nobody/allocations", {"amount_pence": 5}, 404, "not_found"),
-    ("POST", "/pilots/wigan/families/fam-1/adjustments", {"delta_pence": 5}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/exit", {"reason": "", "exited_on": "2026-05-01"}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/exit", {"reason": "x", "exited_on": "2020-05-01"}, 422, "invalid_date"),
-    ("POST", "/pilots/wigan/families/fam-1/outcomes", {"outcome": "won_lottery", "occurred_on": "2026-05-01"}, 422, "validation_failed"),
-    ("POST", "/pilots/wigan/families/fam-1/outcomes", {"outcome": "reunified", "occurred_on": "2026-05-01", "occurred_at": "yesterday"}, 422, "validation_failed"),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/adjustments",
+        {"delta_pence": 5},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/exit",
+        {"reason": "", "exited_on": "2026-05-01"},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/exit",
+        {"reason": "x", "exited_on": "2020-05-01"},
+        422,
+        "invalid_date",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/outcomes",
+        {"outcome": "won_lottery", "occurred_on": "2026-05-01"},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families/fam-1/outcomes",
+        {"outcome": "reunified", "occurred_on": "2026-05-01", "occurred_at": "yesterday"},
+        422,
+        "validation_failed",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD_BODIES)
 async def test_bad_input_is_a_problem_and_records_nothing(
-    client: Client, token: Callable[..., str], settings: Settings,
-    method: str, path: str, body: object, status: int, code: str,
+    client: Client,
+    token: Callable[..., str],
+    settings: Settings,
+    method: str,
+    path: str,
+    body: object,
+    status: int,
+    code: str,
 ) -> None:
     """Each bad body gets problem+json with a stable code, and no event is recorded."""
     admin = await setup_wigan(client, token)
@@ -319,20 +493,60 @@ async def test_bad_input_is_a_problem_and_records_nothing(
     assert await event_count(settings) == before
 
 
-async def test_protocol_errors_are_problems(client: Client, token: Callable[..., str], settings: Settings) -> None:
-    """Malformed JSON, wrong content type, too large, unknown path and wrong method are problem+json."""
+async def test_protocol_errors_are_problems(
+    client: Client, token: Callable[..., str], settings: Settings
+) -> None:
+    """Malformed JSON, wrong media type, too large, no such path or method: all problem+json."""
     admin = await setup_wigan(client, token)
     before = await event_count(settings)
     path = "/pilots/wigan/families/fam-1/allocations"
     headers = auth(admin)
     cases = [
-        (await client.post(path, data=b'{"amount_pence": ', headers={**headers, "Content-Type": "application/json"}), 400, "malformed_json"),
-        (await client.post(path, data=b'{"amount_pence": NaN}', headers={**headers, "Content-Type": "application/json"}), 400, "malformed_json"),
-        (await client.post(path, data=b"amount_pence=5", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}), 415, "unsupported_media_type"),
-        (await client.post(path, data=io.BytesIO(b'{"note": "' + b"x" * (1024 * 1024 + 10) + b'"}'), headers={**headers, "Content-Type": "application/json"}), 413, "payload_too_large"),
+        (
+            await client.post(
+                path,
+                data=b'{"amount_pence": ',
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            await client.post(
+                path,
+                data=b'{"amount_pence": NaN}',
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            await client.post(
+                path,
+                data=b"amount_pence=5",
+                headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            await client.post(
+                path,
+                data=io.BytesIO(b'{"note": "' + b"x" * (1024 * 1024 + 10) + b'"}'),
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            413,
+            "payload_too_large",
+        ),
         (await client.get("/pilots/wigan/nothing-here", headers=headers), 404, "not_found"),
         (await client.delete("/pilots/wigan", headers=headers), 405, "method_not_allowed"),
-        (await client.post(path, json={"amount_pence": 5}, headers={**headers, "Idempotency-Key": "x" * 129}), 400, "bad_idempotency_key"),
+        (
+            await client.post(
+                path, json={"amount_pence": 5}, headers={**headers, "Idempotency-Key": "x" * 129}
+            ),
+            400,
+            "bad_idempotency_key",
+        ),
     ]
     for response, status, code in cases:
         assert response.status == status, (code, await response.text())
@@ -344,20 +558,27 @@ async def test_protocol_errors_are_problems(client: Client, token: Callable[...,
 async def test_events_are_published_with_envelope_and_key(
     client: Client, token: Callable[..., str], settings: Settings
 ) -> None:
-    """Each command's event reaches ledger.allocation once, keyed by pilot and family; a retry publishes nothing."""
+    """Events reach ledger.allocation once, keyed by pilot and family; retries publish nothing."""
     admin = await setup_wigan(client, token)
     headers = {**auth(admin), "Idempotency-Key": "alloc-1", "X-Correlation-Id": "corr-42"}
-    first = await client.post("/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 2500}, headers=headers)
-    again = await client.post("/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 2500}, headers=headers)
+    first = await client.post(
+        "/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 2500}, headers=headers
+    )
+    again = await client.post(
+        "/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 2500}, headers=headers
+    )
     assert first.status == again.status == 201
     assert await first.json() == await again.json()
     assert again.headers["Idempotent-Replayed"] == "true"
-    reused = await client.post("/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 2600}, headers=headers)
+    reused = await client.post(
+        "/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 2600}, headers=headers
+    )
     assert reused.status == 409
     assert (await reused.json())["code"] == "idempotency_key_reused"
     records = await read_topic(settings, "ledger.allocation", expect=3)
     assert [r.value["type"] for r in records if r.key == "wigan:fam-1"] == [
-        "family.enrolled", "family.budget_allocated"
+        "family.enrolled",
+        "family.budget_allocated",
     ]
     assert [r.value["type"] for r in records if r.key == "wigan"] == ["pilot.configured"]
     allocated = next(r.value for r in records if r.value["type"] == "family.budget_allocated")
@@ -368,7 +589,17 @@ async def test_events_are_published_with_envelope_and_key(
     assert allocated["stream_id"] == "family:wigan:fam-1"
     assert allocated["stream_version"] == 2
     assert allocated["schema_version"] == 1
-    for field in ("id", "time", "subject", "occurred_at", "causation_id", "prev_hash", "hash", "pilot_id", "family_id"):
+    for field in (
+        "id",
+        "time",
+        "subject",
+        "occurred_at",
+        "causation_id",
+        "prev_hash",
+        "hash",
+        "pilot_id",
+        "family_id",
+    ):
         assert field in allocated
     enrolled = next(r.value for r in records if r.value["type"] == "family.enrolled")
     assert allocated["prev_hash"] == enrolled["hash"]
@@ -381,13 +612,21 @@ async def test_occurred_at_is_kept_apart_from_recorded_time(
     admin = await setup_wigan(client, token)
     response = await client.post(
         "/pilots/wigan/families/fam-1/outcomes",
-        json={"outcome": "reunified", "occurred_on": "2026-06-01", "occurred_at": "2026-06-01T09:30:00+01:00"},
+        json={
+            "outcome": "reunified",
+            "occurred_on": "2026-06-01",
+            "occurred_at": "2026-06-01T09:30:00+01:00",
+        },
         headers=auth(admin),
     )
     assert response.status == 201
     event_id = (await response.json())["event_id"]
     async with connect_service_db(settings, "allocation") as conn:
-        envelope = json.loads(await conn.fetchval("SELECT envelope FROM events WHERE event_id = $1", uuid.UUID(event_id)))
+        envelope = json.loads(
+            await conn.fetchval(
+                "SELECT envelope FROM events WHERE event_id = $1", uuid.UUID(event_id)
+            )
+        )
     assert envelope["occurred_at"] == "2026-06-01T08:30:00.000000Z"
     assert datetime.fromisoformat(envelope["time"]) > datetime.now(UTC) - timedelta(minutes=1)
 

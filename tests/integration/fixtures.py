@@ -1,0 +1,44 @@
+"""Events and streams for exercising the shared core without any one service's domain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import ClassVar
+from uuid import UUID, uuid4
+
+from shared.events import Actor, DomainEvent, Envelope
+from shared.eventstore import CommandContext, EventStore, PendingEvent, Stream
+
+__all__ = ["CONTEXT", "Noted", "envelopes_for", "new_store", "utcnow"]
+
+
+class Noted(DomainEvent):
+    """A test fact: a number on a stream, optionally marked as poison for a handler."""
+
+    event_type: ClassVar[str] = "test.noted"
+    number: int
+    poison: bool = False
+
+
+CONTEXT = CommandContext(actor=Actor(sub="tester", role="admin"), correlation_id="test")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_store(ids: Callable[[], UUID] = uuid4) -> EventStore:
+    return EventStore("ledger/test", utcnow, ids)
+
+
+def envelopes_for(
+    pilot: str, family: str, numbers: list[int], poison: frozenset[int] = frozenset()
+) -> tuple[Envelope, ...]:
+    """A family stream's envelopes, sealed as the store would (versions 1..n)."""
+    stream = Stream(f"family:{pilot}:{family}", ())
+    return new_store().seal(
+        stream,
+        [PendingEvent(Noted(number=n, poison=n in poison), pilot, family) for n in numbers],
+        CONTEXT,
+    )

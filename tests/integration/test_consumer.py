@@ -1,0 +1,228 @@
+"""The consumer runner against real PostgreSQL and Kafka: exactly-once effects, poison records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from deploy.stack import ROOT
+from shared.cli import migrate
+from shared.consumer import ConsumerRunner
+from shared.db import Connection, dsn, open_pool
+from shared.events import Envelope
+from shared.metrics import Metrics
+from shared.settings import Settings
+from tests.integration.fixtures import envelopes_for
+from tests.support import read_topic, wait_for
+
+TOPIC = "ledger.spending"
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    await migrate(settings, ["allocation"])
+    async with open_pool(
+        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=6
+    ) as pool:
+        yield pool
+
+
+async def produce(
+    settings: Settings, items: list[tuple[bytes, bytes]], partition: int | None = None
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(
+                settings.topic(TOPIC), value=value, key=key, partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+def records_of(envelopes: tuple[Envelope, ...]) -> list[tuple[bytes, bytes]]:
+    return [(e.partition_key(), e.model_dump_json().encode()) for e in envelopes]
+
+
+async def count(pool: asyncpg.Pool[asyncpg.Record], sql: str) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval(sql))
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.consumer_worker",
+            settings.model_dump_json(),
+            settings.topic(TOPIC),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+async def test_killed_mid_batch_applies_every_effect_once(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """SIGKILL a consumer mid-batch and start another: every record's effect exists exactly once."""
+    families = [envelopes_for("p", f"f{n}", list(range(1, 31))) for n in range(10)]
+    items = [item for family in families for item in records_of(family)]
+    # Redeliveries, as a relay that crashed after publishing would cause: dropped by version.
+    items += records_of(families[0][:5])
+    await produce(settings, items)
+    first = start_worker(settings)
+    try:
+        await wait_for(lambda: _table_has_rows(pool, 40), timeout=60)
+        await asyncio.sleep(0.3)
+    finally:
+        kill(first)
+    applied_before = await count(pool, "SELECT count(*) FROM effects")
+    assert 0 < applied_before < 300
+    second = start_worker(settings)
+    try:
+        await wait_for(lambda: _table_has_rows(pool, 300), timeout=90)
+        await asyncio.sleep(1.0)  # anything applied twice would arrive now
+    finally:
+        kill(second)
+    assert await count(pool, "SELECT count(*) FROM effects") == 300
+    assert await count(pool, "SELECT count(DISTINCT event_id) FROM effects") == 300
+
+
+async def _table_has_rows(pool: asyncpg.Pool[asyncpg.Record], wanted: int) -> bool:
+    async with pool.acquire() as conn:
+        exists = await conn.fetchval("SELECT to_regclass('effects') IS NOT NULL")
+        return bool(exists) and int(await conn.fetchval("SELECT count(*) FROM effects")) >= wanted
+
+
+class Recorder:
+    """A handler that records numbers and refuses poison until it is fixed."""
+
+    def __init__(self) -> None:
+        self.fixed = False
+
+    async def __call__(self, conn: Connection, envelope: Envelope) -> None:
+        await conn.execute(
+            "INSERT INTO applied VALUES ($1, $2)", envelope.family_id, envelope.data["number"]
+        )
+        if envelope.data["poison"] and not self.fixed:
+            raise ValueError("cannot apply this record")
+
+
+async def test_poison_record_is_deadlettered_and_its_family_parked(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """A bad record is dead-lettered with its origin; its family's later ones wait; others flow."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (family text, number integer)")
+    sick = envelopes_for("p", "sick", [1, 2, 3], poison=frozenset({2}))
+    well = envelopes_for("p", "well", [1, 2])
+    garbage = [(b"p:junk", b"not json at all")]
+    # One partition for all of them: the partition must keep moving past the poison.
+    await produce(
+        settings,
+        records_of(sick[:2]) + garbage + records_of(well) + records_of(sick[2:]),
+        partition=0,
+    )
+    recorder = Recorder()
+    runner = ConsumerRunner(
+        name="poison-test",
+        pool=pool,
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}poison-test",
+        topics=[settings.topic(TOPIC)],
+        handler=recorder,
+        deadletter_topic=settings.topic("ledger.deadletter"),
+        batch_size=100,
+        metrics=Metrics("test"),
+    )
+
+    async def applied() -> list[tuple[str, int]]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT family, number FROM applied ORDER BY family, number")
+        return [(row["family"], row["number"]) for row in rows]
+
+    async with runner:
+        await wait_for(lambda: _parked(pool, 3), timeout=30)
+        assert await applied() == [("sick", 1), ("well", 1), ("well", 2)]
+        dead = await read_topic(settings, "ledger.deadletter", expect=2)
+        assert len(dead) == 2
+        by_offset = {int(r.headers["origin_offset"]): r for r in dead}
+        poison = by_offset[1]
+        assert poison.headers["origin_topic"] == settings.topic(TOPIC)
+        assert poison.headers["origin_partition"] == "0"
+        assert "cannot apply this record" in poison.headers["error"]
+        assert poison.value["data"]["number"] == 2
+        assert "not a ledger event" in by_offset[2].headers["error"]
+    recorder.fixed = True
+    assert await runner.retry_parked() == 2
+    assert await applied() == [("sick", 1), ("sick", 2), ("sick", 3), ("well", 1), ("well", 2)]
+    assert await count(pool, "SELECT count(*) FROM consumer_parked") == 1  # the garbage stays
+
+
+async def _parked(pool: asyncpg.Pool[asyncpg.Record], wanted: int) -> bool:
+    return await count(pool, "SELECT count(*) FROM consumer_parked") >= wanted
+
+
+async def test_gap_in_a_stream_parks_the_family(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """A missing version is never papered over: the later event waits for it."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (family text, number integer)")
+    family = envelopes_for("p", "gappy", [1, 2, 3])
+    await produce(settings, records_of((family[0], family[2])))
+    runner = ConsumerRunner(
+        name="gap-test",
+        pool=pool,
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}gap-test",
+        topics=[settings.topic(TOPIC)],
+        handler=Recorder(),
+        deadletter_topic=settings.topic("ledger.deadletter"),
+        batch_size=100,
+        metrics=Metrics("test"),
+    )
+    async with runner:
+        await wait_for(lambda: _parked(pool, 1), timeout=30)
+        await produce(settings, records_of((family[1],)))
+        await asyncio.sleep(1.0)
+    async with pool.acquire() as conn:
+        parked = await conn.fetchrow(
+            'SELECT error, value FROM consumer_parked ORDER BY "offset" LIMIT 1'
+        )
+        numbers = [
+            row["number"] for row in await conn.fetch("SELECT number FROM applied ORDER BY number")
+        ]
+    assert parked is not None
+    assert "jumped from version 1 to 3" in parked["error"]
+    assert json.loads(parked["value"])["stream_version"] == 3
+    # Version 2 arrived later and waits behind version 3; a retry applies both, in order.
+    assert numbers == [1]
+    assert await runner.retry_parked() == 2
+    async with pool.acquire() as conn:
+        numbers = [
+            row["number"] for row in await conn.fetch("SELECT number FROM applied ORDER BY number")
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM consumer_parked") == 0
+    assert numbers == [1, 2, 3]

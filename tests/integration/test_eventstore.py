@@ -1,0 +1,117 @@
+"""The event store against real PostgreSQL: versions, hash chains, immutability, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.cli import migrate
+from shared.commands import CommandResult, CommandRunner, IdempotencyRequest
+from shared.db import Connection, dsn, open_pool
+from shared.errors import ConcurrencyError, IdempotencyKeyReusedError
+from shared.events import GENESIS_HASH
+from shared.eventstore import PendingEvent
+from shared.settings import Settings
+from tests.integration.fixtures import CONTEXT, Noted, new_store
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    await migrate(settings, ["allocation"])
+    async with open_pool(
+        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=6
+    ) as pool:
+        yield pool
+
+
+def noted(*numbers: int) -> list[PendingEvent]:
+    return [PendingEvent(Noted(number=n), "p", "f") for n in numbers]
+
+
+async def test_append_and_load_chain_hashes(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    """Appended events load back in order, each chained to the one before."""
+    store = new_store()
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, await store.load(conn, "family:p:f"), noted(1, 2), CONTEXT)
+        await store.append(conn, await store.load(conn, "family:p:f"), noted(3), CONTEXT)
+    async with pool.acquire() as conn:
+        stream = await store.load(conn, "family:p:f")
+    assert [e.stream_version for e in stream.envelopes] == [1, 2, 3]
+    assert [e.data["number"] for e in stream.envelopes] == [1, 2, 3]
+    assert stream.envelopes[0].prev_hash == GENESIS_HASH
+    for before, after in zip(stream.envelopes, stream.envelopes[1:], strict=False):
+        assert after.prev_hash == before.hash
+    assert all(e.hash == e.computed_hash() for e in stream.envelopes)
+
+
+async def test_stale_writer_gets_concurrency_error(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    """Two writers from the same version: the second is refused and records nothing."""
+    store = new_store()
+    async with pool.acquire() as conn:
+        stale = await store.load(conn, "family:p:f")
+        async with conn.transaction():
+            await store.append(conn, stale, noted(1), CONTEXT)
+        with pytest.raises(ConcurrencyError):
+            async with conn.transaction():
+                await store.append(conn, stale, noted(2), CONTEXT)
+        assert await conn.fetchval("SELECT count(*) FROM events") == 1
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_events_cannot_be_changed_or_removed(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    """The database refuses UPDATE and DELETE on events."""
+    store = new_store()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await store.append(conn, await store.load(conn, "family:p:f"), noted(1), CONTEXT)
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await conn.execute("UPDATE events SET type = 'x'")
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await conn.execute("DELETE FROM events")
+
+
+async def test_idempotency_key_returns_first_answer(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    """Same key and request: one effect, the first answer again; another request: refused."""
+    runner = CommandRunner(pool)
+    store = new_store()
+    calls = 0
+
+    async def handle(conn: Connection) -> CommandResult:
+        nonlocal calls
+        calls += 1
+        stream = await store.load(conn, "family:p:f")
+        appended = await store.append(conn, stream, noted(calls), CONTEXT)
+        return CommandResult(201, {"version": appended[-1].stream_version})
+
+    key = IdempotencyRequest("user-1", "k-1", "fingerprint-a")
+    results = await asyncio.gather(*(runner.run(handle, key) for _ in range(5)))
+    assert {r.body["version"] for r in results} == {1}
+    assert sum(not r.replayed for r in results) == 1
+    with pytest.raises(IdempotencyKeyReusedError):
+        await runner.run(handle, IdempotencyRequest("user-1", "k-1", "fingerprint-b"))
+    other_caller = await runner.run(handle, IdempotencyRequest("user-2", "k-1", "fingerprint-b"))
+    assert other_caller.body["version"] == 2
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == 2
+
+
+async def test_failed_command_records_no_key(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    """A command that fails leaves its key unused, so a corrected retry runs."""
+    runner = CommandRunner(pool)
+    attempts = 0
+
+    async def flaky(conn: Connection) -> CommandResult:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute("SELECT 1")
+        if attempts == 1:
+            raise ValueError("refused")
+        return CommandResult(200, {"ok": True})
+
+    key = IdempotencyRequest("user-1", "k-2", "f")
+    with pytest.raises(ValueError, match="refused"):
+        await runner.run(flaky, key)
+    assert (await runner.run(flaky, key)).body == {"ok": True}

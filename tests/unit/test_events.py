@@ -1,0 +1,45 @@
+"""Envelopes: canonical encoding, hash chains, upcasting."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from shared.events import GENESIS_HASH, DomainEvent, EventRegistry, canonical_json
+from tests.integration.fixtures import envelopes_for
+
+
+def test_canonical_json_ignores_key_order_and_spacing() -> None:
+    """The bytes a hash is taken over depend on content only."""
+    assert canonical_json({"b": 1, "a": [1, {"d": "é", "c": None}]}) == canonical_json(
+        {"a": [1, {"c": None, "d": "é"}], "b": 1}
+    )
+
+
+def test_a_changed_amount_breaks_the_chain() -> None:
+    """Altering any field of an event makes its hash wrong."""
+    first, second = envelopes_for("p", "f", [1, 2])
+    assert first.prev_hash == GENESIS_HASH
+    assert second.prev_hash == first.hash
+    assert second.computed_hash() == second.hash
+    tampered = second.model_copy(update={"data": {**second.data, "number": 3}})
+    assert tampered.computed_hash() != tampered.hash
+
+
+class RenamedV2(DomainEvent):
+    event_type: ClassVar[str] = "test.renamed"
+    schema_version: ClassVar[int] = 2
+    amount_pence: int
+
+
+def test_old_schema_versions_are_read_through_upcasters() -> None:
+    """A version-1 event is upcast before it is validated as version 2."""
+
+    def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+        return {"amount_pence": data["amount"]}
+
+    registry = EventRegistry((RenamedV2,), {("test.renamed", 1): v1_to_v2})
+    [envelope] = envelopes_for("p", "f", [7])
+    old = envelope.model_copy(
+        update={"type": "test.renamed", "schema_version": 1, "data": {"amount": 7}}
+    )
+    assert registry.decode(old) == RenamedV2(amount_pence=7)

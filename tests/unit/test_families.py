@@ -1,0 +1,183 @@
+"""The family decider: given events, when a command, then events or an error."""
+
+from __future__ import annotations
+
+from datetime import date
+from uuid import UUID
+
+import pytest
+from hypothesis import given as hypothesis_given
+from hypothesis import strategies as st
+
+from services.allocation import families
+from services.allocation.pilots import PilotConfig
+from shared.errors import ConflictError, NotFoundError, PolicyViolationError, UnprocessableError
+from shared.events import DomainEvent
+
+CONFIG = PilotConfig(
+    name="Wigan", period_months=12, family_cap_pence=400_000, categories=("other",)
+)
+ID = UUID(int=1)
+ENROLLED = families.FamilyEnrolled(
+    family_id="f",
+    team="t",
+    worker="w",
+    enrolled_on=date(2026, 4, 1),
+    stratum=None,
+    arm="treatment",
+    pilot_version=1,
+)
+
+
+def given(*events: DomainEvent) -> families.FamilyState:
+    state = families.initial_state()
+    for event in events:
+        state = families.evolve(state, event)
+    return state
+
+
+def allocate(
+    amount: int, today: date = date(2026, 6, 1), start: date | None = None, end: date | None = None
+) -> families.AllocateBudget:
+    return families.AllocateBudget(
+        allocation_id=ID,
+        amount_pence=amount,
+        period_start=start,
+        period_end=end,
+        note=None,
+        today=today,
+        config=CONFIG,
+        pilot_version=1,
+    )
+
+
+def allocated(
+    amount: int, total: int, start: date = date(2026, 4, 1), end: date = date(2027, 3, 31)
+) -> families.BudgetAllocated:
+    return families.BudgetAllocated(
+        allocation_id=ID,
+        amount_pence=amount,
+        period_start=start,
+        period_end=end,
+        note=None,
+        pilot_version=1,
+        period_allocated_pence=total,
+    )
+
+
+def test_enrolment_then_again_is_a_conflict() -> None:
+    """A family is enrolled once."""
+    command = families.EnrolFamily(**ENROLLED.model_dump())
+    assert families.decide(given(), command) == [ENROLLED]
+    with pytest.raises(ConflictError):
+        families.decide(given(ENROLLED), command)
+
+
+def test_allocation_goes_to_the_current_period() -> None:
+    """Without a period, the allocation goes to the period containing today."""
+    assert families.decide(given(ENROLLED), allocate(1000)) == [allocated(1000, 1000)]
+
+
+def test_allocations_accumulate_up_to_the_cap() -> None:
+    """A period's allocations may reach the cap, not pass it."""
+    state = given(ENROLLED, allocated(300_000, 300_000))
+    assert families.decide(state, allocate(100_000)) == [allocated(100_000, 400_000)]
+    with pytest.raises(PolicyViolationError) as refused:
+        families.decide(state, allocate(100_001))
+    assert refused.value.code == "exceeds_family_cap"
+
+
+def test_each_period_has_its_own_cap() -> None:
+    """The next period starts afresh."""
+    state = given(ENROLLED, allocated(400_000, 400_000))
+    events = families.decide(state, allocate(400_000, today=date(2027, 4, 1)))
+    assert events == [allocated(400_000, 400_000, date(2027, 4, 1), date(2028, 3, 31))]
+
+
+def test_named_period_must_be_a_period_of_the_family() -> None:
+    """A period starts on the enrolment date or a whole number of periods after."""
+    with pytest.raises(UnprocessableError):
+        families.decide(given(ENROLLED), allocate(1, start=date(2026, 5, 1)))
+    with pytest.raises(UnprocessableError):
+        families.decide(
+            given(ENROLLED), allocate(1, start=date(2026, 4, 1), end=date(2026, 12, 31))
+        )
+
+
+def test_adjustment_cannot_go_below_committed_and_spent() -> None:
+    """Lowering stops at what is already committed and spent."""
+    state = given(ENROLLED, allocated(300_000, 300_000))
+
+    def adjust(delta: int, floor: int) -> families.AdjustBudget:
+        return families.AdjustBudget(
+            adjustment_id=ID,
+            delta_pence=delta,
+            reason="r",
+            period_start=None,
+            today=date(2026, 6, 1),
+            config=CONFIG,
+            committed_and_spent_pence=floor,
+        )
+
+    events = families.decide(state, adjust(-100_000, 200_000))
+    assert isinstance(events[0], families.BudgetAdjusted)
+    assert events[0].period_allocated_pence == 200_000
+    with pytest.raises(PolicyViolationError):
+        families.decide(state, adjust(-100_001, 200_000))
+    with pytest.raises(PolicyViolationError):
+        families.decide(state, adjust(100_001, 0))
+
+
+def test_exit_records_the_balance_and_stops_allocations() -> None:
+    """An exited family gets no new money, and cannot exit twice."""
+    state = given(ENROLLED, allocated(300_000, 300_000))
+    exit_ = families.ExitFamily(
+        reason="closed",
+        exited_on=date(2026, 9, 1),
+        committed_pence=10_000,
+        spent_pence=50_000,
+        today=date(2026, 9, 1),
+        config=CONFIG,
+    )
+    [event] = families.decide(state, exit_)
+    assert isinstance(event, families.FamilyExited)
+    assert event.available_pence == 240_000
+    state = families.evolve(state, event)
+    with pytest.raises(UnprocessableError):
+        families.decide(state, allocate(1))
+    with pytest.raises(ConflictError):
+        families.decide(state, exit_)
+
+
+def test_control_families_get_no_budget_but_outcomes() -> None:
+    """The control arm is for comparison: outcomes yes, money no."""
+    state = given(ENROLLED.model_copy(update={"arm": "control"}))
+    with pytest.raises(UnprocessableError):
+        families.decide(state, allocate(1))
+    outcome = families.RecordOutcome(outcome="entered_care", occurred_on=date(2026, 8, 1))
+    assert families.decide(state, outcome) == [
+        families.OutcomeRecorded(outcome="entered_care", occurred_on=date(2026, 8, 1))
+    ]
+
+
+def test_unknown_family_is_not_found() -> None:
+    """Commands on a family never enrolled are refused."""
+    with pytest.raises(NotFoundError):
+        families.decide(given(), allocate(1))
+
+
+@hypothesis_given(
+    enrolled=st.dates(date(2020, 1, 1), date(2030, 12, 31)),
+    months=st.integers(1, 24),
+    offset=st.integers(0, 3000),
+)
+def test_periods_tile_time_from_enrolment(enrolled: date, months: int, offset: int) -> None:
+    """Every day after enrolment lies in exactly one period, which starts on a period boundary."""
+    day = date.fromordinal(enrolled.toordinal() + offset)
+    period = families.period_containing(enrolled, months, day)
+    assert period.start <= day <= period.end
+    following = families.period_containing(
+        enrolled, months, date.fromordinal(period.end.toordinal() + 1)
+    )
+    assert following.start.toordinal() == period.end.toordinal() + 1
+    assert families.period_containing(enrolled, months, period.start) == period
