@@ -24,9 +24,7 @@ __all__ = [
 
 # What handlers receive: a pooled connection's proxy or a connection of its own.
 if TYPE_CHECKING:
-    Connection: TypeAlias = (
-        asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-    )
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 else:  # asyncpg's classes are generic only in its stubs
     Connection = asyncpg.Connection | PoolConnectionProxy
 
