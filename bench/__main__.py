@@ -1,0 +1,261 @@
+"""Measure the write path: HTTP command latency and throughput, commit-to-Kafka latency,
+and the outbox relay's catch-up rate. Starts its own PostgreSQL and Kafka like the tests.
+
+    python -m bench [--commands 2000] [--concurrency 16] [--backlog 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
+from tqdm import tqdm
+
+from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
+from services.allocation.app import create_app
+from shared.auth import mint_token
+from shared.cli import migrate
+from shared.db import dsn, open_pool
+from shared.events import Actor, DomainEvent
+from shared.eventstore import CommandContext, EventStore, PendingEvent, Stream
+from shared.kafka import ensure_topics
+from shared.logging import configure_logging
+from shared.metrics import Metrics
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+
+SECRET = "bench-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghij"  # noqa: S105
+
+
+class Filler(DomainEvent):
+    """A backlog event for the relay benchmark."""
+
+    event_type = "bench.filler"
+    number: int
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def http_commands(  # noqa: PLR0915 - one scenario, read top to bottom
+    settings: Settings, commands: int, concurrency: int, interval: float = 0.0
+) -> dict[str, Any]:
+    """Allocations through HTTP at a given concurrency; a consumer times each event's arrival."""
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", settings.allocation_port)
+    await site.start()
+    base = f"http://127.0.0.1:{settings.allocation_port}"
+    token = mint_token(
+        SECRET, sub="bench", role="admin", pilot="bench", team=None, now=datetime.now(UTC)
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    families = 200
+    consumer = AIOKafkaConsumer(
+        settings.topic("ledger.allocation"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    arrivals: dict[str, float] = {}
+    try:
+        async with aiohttp.ClientSession(base, headers=headers) as http:
+            await http.put(
+                "/pilots/bench",
+                json={
+                    "name": "Bench",
+                    "period_months": 12,
+                    "family_cap_pence": 10**10,
+                    "categories": ["other"],
+                },
+            )
+            for number in range(families):
+                await http.post(
+                    "/pilots/bench/families",
+                    json={
+                        "family_id": f"f{number}",
+                        "team": "t",
+                        "worker": "w",
+                        "enrolled_on": "2026-01-01",
+                    },
+                )
+            await consumer.start()
+            await asyncio.sleep(1.0)  # let the consumer's position settle at the end
+
+            async def consume() -> None:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=100)
+                    now = time.perf_counter()
+                    for records in batch.values():
+                        for record in records:
+                            arrivals[json.loads(record.value)["id"]] = now
+
+            reader = asyncio.create_task(consume())
+            latencies: list[float] = []
+            committed: dict[str, float] = {}
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for number in range(commands):
+                queue.put_nowait(number)
+            progress = tqdm(total=commands, desc="allocations over HTTP", unit="cmd")
+
+            async def worker() -> None:
+                while not queue.empty():
+                    number = queue.get_nowait()
+                    started = time.perf_counter()
+                    async with http.post(
+                        f"/pilots/bench/families/f{number % families}/allocations",
+                        json={"amount_pence": 1 + number % 5000},
+                    ) as response:
+                        body = await response.json()
+                        assert response.status == 201, body
+                    done = time.perf_counter()
+                    latencies.append(done - started)
+                    committed[body["event_id"]] = done
+                    progress.update()
+                    if interval:
+                        await asyncio.sleep(interval)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            progress.close()
+            await _settle(lambda: all(i in arrivals for i in committed), seconds=30)
+            reader.cancel()
+            delays = [arrivals[i] - t for i, t in committed.items() if i in arrivals]
+    finally:
+        await consumer.stop()
+        await runner.cleanup()
+    return {
+        "commands": commands,
+        "concurrency": concurrency,
+        "pause_between_commands_ms": round(interval * 1000),
+        "throughput_per_s": round(commands / elapsed, 1),
+        "latency_ms_p50": round(percentile(latencies, 0.5) * 1000, 1),
+        "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 1),
+        "response_to_consumer_ms_p50": round(percentile(delays, 0.5) * 1000, 1),
+        "response_to_consumer_ms_p99": round(percentile(delays, 0.99) * 1000, 1),
+        "events_seen_by_consumer": len(delays),
+    }
+
+
+async def _settle(done: Callable[[], bool], seconds: float) -> None:
+    """Wait until ``done()`` or the timeout; a benchmark reports what arrived by then."""
+    deadline = time.perf_counter() + seconds
+    while not done() and time.perf_counter() < deadline:  # noqa: ASYNC110 - polls another task's dict
+        await asyncio.sleep(0.05)
+
+
+async def relay_backlog(settings: Settings, backlog: int) -> dict[str, Any]:
+    """Commit a backlog while no relay runs, then time one relay publishing all of it."""
+    store = EventStore("ledger/bench", lambda: datetime.now(UTC), uuid.uuid4)
+    context = CommandContext(actor=Actor(sub="bench", role="admin"), correlation_id="bench")
+    database = dsn(settings, settings.database_of("allocation"))
+    async with open_pool(database, min_size=1, max_size=4) as pool:
+        per_stream = 50
+        for start in tqdm(range(0, backlog, per_stream), desc="committing backlog", unit="stream"):
+            async with pool.acquire() as conn, conn.transaction():
+                stream = Stream(f"bench:{start}", ())
+                pending = [
+                    PendingEvent(Filler(number=n), "bench", f"s{start}") for n in range(per_stream)
+                ]
+                await store.append(conn, stream, pending, context)
+        relay = OutboxRelay(
+            dsn=database,
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.topic("ledger.allocation"),
+            transactional_id=f"{settings.topic_prefix}bench-relay",
+            batch_size=settings.relay_batch_size,
+            poll_seconds=0.2,
+            metrics=Metrics("bench"),
+            clock=lambda: datetime.now(UTC),
+        )
+        started = time.perf_counter()
+        await relay.start()
+        with tqdm(total=backlog, desc="relay publishing", unit="event") as progress:
+            left = backlog
+            while left:
+                async with pool.acquire() as conn:
+                    now_left = int(await conn.fetchval("SELECT count(*) FROM outbox"))
+                progress.update(left - now_left)
+                left = now_left
+                await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        await relay.stop()
+    return {
+        "backlog": backlog,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(backlog / elapsed),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    home = LOCAL / f"bench-{unique_name()}"
+    ensure_kafka_jars()
+    postgres = Postgres(home / "postgres", free_port(), durable=True)
+    kafka = Kafka(home / "kafka", free_port(), free_port(), partitions=6)
+    postgres.start()
+    kafka.start()
+    try:
+        settings = Settings(
+            pg_port=postgres.port,
+            kafka_bootstrap=kafka.bootstrap,
+            jwt_secret=SecretStr(SECRET),
+            allocation_port=free_port(),
+            log_format="json",
+            log_level="WARNING",
+            relay_poll_seconds=0.5,
+        )
+        await ensure_topics(settings)
+        await migrate(settings, ["allocation"])
+        results = {
+            "sustained": await http_commands(settings, args.commands, args.concurrency),
+            "sparse": await http_commands(settings, args.sparse, 1, interval=0.05),
+        }
+        backlog_settings = settings.model_copy(
+            update={"database_prefix": "backlog_", "topic_prefix": "backlog."}
+        )
+        await ensure_topics(backlog_settings)
+        await migrate(backlog_settings, ["allocation"])
+        results["relay"] = await relay_backlog(backlog_settings, args.backlog)
+        return results
+    finally:
+        kafka.stop()
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commands", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--backlog", type=int, default=20000)
+    parser.add_argument("--sparse", type=int, default=200, help="commands 50 ms apart")
+    args = parser.parse_args()
+    configure_logging("bench", "json", "WARNING")
+    results = asyncio.run(run(args))
+    results["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    results["date"] = datetime.now(UTC).date().isoformat()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
