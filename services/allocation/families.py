@@ -3,6 +3,9 @@
 Stream ``family:<pilot_id>:<family_id>``. A family's budget periods run from its enrolment
 date in steps of the pilot's ``period_months``; allocations and adjustments belong to one
 period, and the pilot's ``family_cap_pence`` bounds each period's total.
+
+Free text (notes, reasons) arrives here already sealed (``shared.personal``): the decider
+carries it, never reads it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = [
     "DiscloseBudget",
     "DisclosureMethod",
     "EnrolFamily",
+    "ErasePersonalData",
+    "ErasureBasis",
     "ExitFamily",
     "FamilyEnrolled",
     "FamilyExited",
@@ -35,6 +40,7 @@ __all__ = [
     "Outcome",
     "OutcomeRecorded",
     "Period",
+    "PersonalDataErased",
     "RecordOutcome",
     "decide",
     "evolve",
@@ -43,6 +49,7 @@ __all__ = [
     "stream_id",
 ]
 
+ErasureBasis = Literal["subject_request", "retention_expired", "court_order", "other"]
 Outcome = Literal[
     "entered_care", "child_protection_plan", "reunified", "remained_at_home", "case_closed"
 ]
@@ -148,7 +155,23 @@ class RecordOutcome(Frozen):
     occurred_on: date
 
 
-Command = EnrolFamily | AllocateBudget | AdjustBudget | ExitFamily | DiscloseBudget | RecordOutcome
+class ErasePersonalData(Frozen):
+    """The family's free text is to be made unreadable; amounts and history stay."""
+
+    basis: ErasureBasis
+    erased_on: date
+    keys_erased: int
+
+
+Command = (
+    EnrolFamily
+    | AllocateBudget
+    | AdjustBudget
+    | ExitFamily
+    | DiscloseBudget
+    | RecordOutcome
+    | ErasePersonalData
+)
 
 # Events
 
@@ -220,6 +243,15 @@ class OutcomeRecorded(DomainEvent):
     event_type = "family.outcome_recorded"
     outcome: Outcome
     occurred_on: date
+
+
+class PersonalDataErased(DomainEvent):
+    """The family's sealing keys were deleted: its free text can no longer be read anywhere."""
+
+    event_type = "family.personal_data_erased"
+    basis: ErasureBasis
+    erased_on: date
+    keys_erased: int
 
 
 # State
@@ -338,7 +370,7 @@ def _within_cap(config: PilotConfig, total: int) -> None:
         )
 
 
-def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: C901 - one arm per command
+def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: C901, PLR0911 - one arm per command
     """The events a command produces, or the error that refuses it."""
     if isinstance(command, EnrolFamily):
         if state.enrolled:
@@ -419,6 +451,8 @@ def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: 
         if command.disclosed_on < state.enrolment_date:
             raise UnprocessableError("a disclosure cannot precede enrolment", code="invalid_date")
         return [BudgetDisclosed(**command.model_dump())]
+    if isinstance(command, ErasePersonalData):
+        return [PersonalDataErased(**command.model_dump())]
     if command.occurred_on < state.enrolment_date:
         raise UnprocessableError("an outcome cannot precede enrolment", code="invalid_date")
     return [OutcomeRecorded(**command.model_dump())]

@@ -6,7 +6,7 @@ HTTP. Team checks happen here because only the loaded family knows its team.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 
 from services.allocation import families, pilots
@@ -18,9 +18,13 @@ from services.allocation.schemas import (
     DisclosureBody,
     EnrolmentBody,
     EnrolmentResult,
+    ErasureBody,
+    ErasureResult,
     ExitBody,
     ExitResult,
     FamilyView,
+    NotesView,
+    NoteView,
     OutcomeBody,
     OutcomeView,
     PeriodView,
@@ -32,6 +36,7 @@ from shared.commands import CommandResult, IdempotencyRequest
 from shared.db import Connection
 from shared.events import DomainEvent, Envelope, EventRegistry, fold
 from shared.eventstore import CommandContext, PendingEvent, Stream
+from shared.personal import Sealer, is_sealed, subject_of
 from shared.service import ServiceCore
 
 __all__ = ["REGISTRY", "Allocation"]
@@ -46,6 +51,7 @@ REGISTRY = EventRegistry(
         families.FamilyExited,
         families.BudgetDisclosed,
         families.OutcomeRecorded,
+        families.PersonalDataErased,
     )
 )
 
@@ -56,6 +62,7 @@ class Allocation:
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
         self._store = core.store
+        self._sealer = Sealer()
 
     def _today(self) -> date:
         return self._core.clock().date()
@@ -212,11 +219,11 @@ class Allocation:
         principal: Principal,
         pilot_id: str,
         family_id: str,
-        command: Callable[[pilots.PilotState, pilots.PilotConfig], families.Command],
+        build: CommandBuilder,
         answer: Callable[[Envelope, DomainEvent], Recorded],
         status: int = 201,
     ) -> CommandResult:
-        """The shape every family command shares: load both streams, check team, decide, append."""
+        """What every family command shares: load, check the team, build, decide, append."""
 
         async def handle(conn: Connection) -> CommandResult:
             _, pilot = await self._pilot(conn, pilot_id)
@@ -225,11 +232,17 @@ class Allocation:
             family.require()
             assert family.team is not None
             require_team(principal, family.team)
-            events = families.decide(family, command(pilot, config))
+            command = await build(conn, pilot, config)
+            events = families.decide(family, command)
             appended = await self._append(conn, stream, events, context, pilot_id, family_id)
             return CommandResult(status, answer(appended[-1], events[-1]).model_dump(mode="json"))
 
         return await self._core.commands.run(handle, idempotency)
+
+    async def _seal(
+        self, conn: Connection, pilot_id: str, family_id: str, text: str | None
+    ) -> str | None:
+        return await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
 
     async def allocate(
         self,
@@ -242,6 +255,20 @@ class Allocation:
     ) -> CommandResult:
         """Allocate money for a period."""
         allocation_id = self._core.ids()
+
+        async def build(
+            conn: Connection, pilot: pilots.PilotState, config: pilots.PilotConfig
+        ) -> families.Command:
+            return families.AllocateBudget(
+                allocation_id=allocation_id,
+                amount_pence=body.amount_pence,
+                period_start=body.period_start,
+                period_end=body.period_end,
+                note=await self._seal(conn, pilot_id, family_id, body.note),
+                today=self._today(),
+                config=config,
+                pilot_version=pilot.version,
+            )
 
         def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
             assert isinstance(event, families.BudgetAllocated)
@@ -257,22 +284,7 @@ class Allocation:
             )
 
         return await self._family_command(
-            context,
-            idempotency,
-            principal,
-            pilot_id,
-            family_id,
-            lambda pilot, config: families.AllocateBudget(
-                allocation_id=allocation_id,
-                amount_pence=body.amount_pence,
-                period_start=body.period_start,
-                period_end=body.period_end,
-                note=body.note,
-                today=self._today(),
-                config=config,
-                pilot_version=pilot.version,
-            ),
-            answer,
+            context, idempotency, principal, pilot_id, family_id, build, answer
         )
 
     async def adjust(
@@ -287,6 +299,23 @@ class Allocation:
         """Raise or lower a period's allocation."""
         adjustment_id = self._core.ids()
 
+        async def build(
+            conn: Connection, _: pilots.PilotState, config: pilots.PilotConfig
+        ) -> families.Command:
+            reason = await self._seal(conn, pilot_id, family_id, body.reason)
+            assert reason is not None
+            # Allocation learns what is committed and spent from the spending and approval
+            # topics; until it consumes them, nothing is known to be committed or spent.
+            return families.AdjustBudget(
+                adjustment_id=adjustment_id,
+                delta_pence=body.delta_pence,
+                reason=reason,
+                period_start=body.period_start,
+                today=self._today(),
+                config=config,
+                committed_and_spent_pence=0,
+            )
+
         def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
             assert isinstance(event, families.BudgetAdjusted)
             return AdjustmentResult(
@@ -300,24 +329,8 @@ class Allocation:
                 period_allocated_pence=event.period_allocated_pence,
             )
 
-        # Allocation learns what is committed and spent from the spending and approval
-        # topics; until it consumes them, nothing is known to be committed or spent.
         return await self._family_command(
-            context,
-            idempotency,
-            principal,
-            pilot_id,
-            family_id,
-            lambda _, config: families.AdjustBudget(
-                adjustment_id=adjustment_id,
-                delta_pence=body.delta_pence,
-                reason=body.reason,
-                period_start=body.period_start,
-                today=self._today(),
-                config=config,
-                committed_and_spent_pence=0,
-            ),
-            answer,
+            context, idempotency, principal, pilot_id, family_id, build, answer
         )
 
     async def exit(
@@ -330,6 +343,20 @@ class Allocation:
         body: ExitBody,
     ) -> CommandResult:
         """The family leaves the pilot."""
+
+        async def build(
+            conn: Connection, _: pilots.PilotState, config: pilots.PilotConfig
+        ) -> families.Command:
+            reason = await self._seal(conn, pilot_id, family_id, body.reason)
+            assert reason is not None
+            return families.ExitFamily(
+                reason=reason,
+                exited_on=body.exited_on,
+                committed_pence=0,
+                spent_pence=0,
+                today=self._today(),
+                config=config,
+            )
 
         def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
             assert isinstance(event, families.FamilyExited)
@@ -345,21 +372,7 @@ class Allocation:
             )
 
         return await self._family_command(
-            context,
-            idempotency,
-            principal,
-            pilot_id,
-            family_id,
-            lambda _, config: families.ExitFamily(
-                reason=body.reason,
-                exited_on=body.exited_on,
-                committed_pence=0,
-                spent_pence=0,
-                today=self._today(),
-                config=config,
-            ),
-            answer,
-            status=200,
+            context, idempotency, principal, pilot_id, family_id, build, answer, status=200
         )
 
     async def disclose(
@@ -372,17 +385,18 @@ class Allocation:
         body: DisclosureBody,
     ) -> CommandResult:
         """Record that the family was told its budget."""
+        command = families.DiscloseBudget(
+            disclosed_on=body.disclosed_on,
+            amount_disclosed_pence=body.amount_disclosed_pence,
+            method=body.method,
+        )
         return await self._family_command(
             context,
             idempotency,
             principal,
             pilot_id,
             family_id,
-            lambda _, __: families.DiscloseBudget(
-                disclosed_on=body.disclosed_on,
-                amount_disclosed_pence=body.amount_disclosed_pence,
-                method=body.method,
-            ),
+            _given(command),
             _recorded(family_id),
         )
 
@@ -396,17 +410,85 @@ class Allocation:
         body: OutcomeBody,
     ) -> CommandResult:
         """Record an outcome for evaluation."""
+        command = families.RecordOutcome(outcome=body.outcome, occurred_on=body.occurred_on)
         return await self._family_command(
             context,
             idempotency,
             principal,
             pilot_id,
             family_id,
-            lambda _, __: families.RecordOutcome(
-                outcome=body.outcome, occurred_on=body.occurred_on
-            ),
+            _given(command),
             _recorded(family_id),
         )
+
+    async def erase(
+        self,
+        context: CommandContext,
+        idempotency: IdempotencyRequest | None,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        body: ErasureBody,
+    ) -> CommandResult:
+        """Delete the family's sealing keys here, and record that it was done."""
+
+        async def build(
+            conn: Connection, _: pilots.PilotState, __: pilots.PilotConfig
+        ) -> families.Command:
+            erased = await self._sealer.erase(conn, subject_of(pilot_id, family_id))
+            return families.ErasePersonalData(
+                basis=body.basis, erased_on=body.erased_on, keys_erased=erased
+            )
+
+        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
+            assert isinstance(event, families.PersonalDataErased)
+            return ErasureResult(
+                family_id=family_id,
+                event_id=envelope.id,
+                stream_version=envelope.stream_version,
+                keys_erased=event.keys_erased,
+            )
+
+        return await self._family_command(
+            context, idempotency, principal, pilot_id, family_id, build, answer, status=200
+        )
+
+    async def notes(self, principal: Principal, pilot_id: str, family_id: str) -> NotesView:
+        """The family's free text, opened (or marked erased), for those allowed to read it."""
+        async with self._core.pool.acquire() as conn:
+            stream, state = await self._family(conn, pilot_id, family_id)
+            state.require()
+            assert state.team is not None
+            require_team(principal, state.team)
+            subject = subject_of(pilot_id, family_id)
+            notes = []
+            for envelope in stream.envelopes:
+                for field in ("note", "reason"):
+                    sealed = envelope.data.get(field)
+                    if isinstance(sealed, str) and is_sealed(sealed):
+                        notes.append(
+                            NoteView(
+                                event_id=envelope.id,
+                                type=envelope.type,
+                                field=field,
+                                text=await self._sealer.open(conn, subject, sealed) or "",
+                            )
+                        )
+        return NotesView(family_id=family_id, notes=tuple(notes))
+
+
+CommandBuilder = Callable[
+    [Connection, pilots.PilotState, pilots.PilotConfig], Awaitable[families.Command]
+]
+
+
+def _given(command: families.Command) -> CommandBuilder:
+    async def build(
+        _: Connection, __: pilots.PilotState, ___: pilots.PilotConfig
+    ) -> families.Command:
+        return command
+
+    return build
 
 
 def _recorded(family_id: str) -> Callable[[Envelope, DomainEvent], Recorded]:

@@ -18,9 +18,12 @@ from services.allocation.schemas import (
     DisclosureBody,
     EnrolmentBody,
     EnrolmentResult,
+    ErasureBody,
+    ErasureResult,
     ExitBody,
     ExitResult,
     FamilyView,
+    NotesView,
     OutcomeBody,
     PilotView,
     Recorded,
@@ -95,6 +98,11 @@ async def get_pilot(request: web.Request) -> web.StreamResponse:
     return json_response(await request.app[ALLOCATION].pilot(request.match_info["pilot_id"]))
 
 
+async def get_notes(request: web.Request) -> web.StreamResponse:
+    view = await request.app[ALLOCATION].notes(principal_of(request), *_ids(request))
+    return json_response(view)
+
+
 async def get_family(request: web.Request) -> web.StreamResponse:
     view = await request.app[ALLOCATION].family(
         principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
@@ -133,6 +141,12 @@ post_exit = _family_route(
 post_disclosure = _family_route(
     DisclosureBody,
     lambda app, ctx, idem, request, body: app.disclose(
+        ctx, idem, principal_of(request), *_ids(request), body
+    ),
+)
+post_erasure = _family_route(
+    ErasureBody,
+    lambda app, ctx, idem, request, body: app.erase(
         ctx, idem, principal_of(request), *_ids(request), body
     ),
 )
@@ -239,6 +253,30 @@ def routes() -> list[Route]:
             body=DisclosureBody,
             response=Recorded,
             status=201,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_FAMILY}/erasure",
+            post_erasure,
+            "Erase the family's free text (crypto-shredding)",
+            frozenset({"admin"}),
+            body=ErasureBody,
+            response=ErasureResult,
+            description="Deletes the keys that seal the family's notes and reasons, and records "
+            "family.personal_data_erased. Amounts, events and hash chains are unchanged; the "
+            "text can no longer be read anywhere, Kafka included.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            f"{_FAMILY}/notes",
+            get_notes,
+            "The family's free text, opened",
+            frozenset({"admin", "case_system", "social_worker", "manager"}),
+            response=NotesView,
+            description="Notes and reasons are stored sealed; this opens them for the roles that "
+            "write them (workers and managers: own team). After an erasure each reads [erased].",
             tags=tags,
         ),
         Route(

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import Field, field_validator
 
-from services.allocation.families import DisclosureMethod, Outcome
+from services.allocation.families import DisclosureMethod, ErasureBasis, Outcome
 from services.allocation.pilots import PilotConfig
 from services.allocation.randomisation import Arm
 from shared.events import Frozen
@@ -21,9 +21,13 @@ __all__ = [
     "DisclosureBody",
     "EnrolmentBody",
     "EnrolmentResult",
+    "ErasureBody",
+    "ErasureResult",
     "ExitBody",
     "ExitResult",
     "FamilyView",
+    "NoteView",
+    "NotesView",
     "OutcomeBody",
     "PeriodView",
     "PilotView",
@@ -89,6 +93,13 @@ class OutcomeBody(CommandBody):
     occurred_on: IsoDate
 
 
+class ErasureBody(CommandBody):
+    """Make the family's free text unreadable everywhere; amounts and history stay."""
+
+    basis: ErasureBasis
+    erased_on: IsoDate
+
+
 class PilotView(Frozen):
     """A pilot's configuration in force."""
 
@@ -142,6 +153,28 @@ class ExitResult(Recorded):
     committed_pence: int
     spent_pence: int
     available_pence: int
+
+
+class ErasureResult(Recorded):
+    """How many sealing keys were deleted."""
+
+    keys_erased: int
+
+
+class NoteView(Frozen):
+    """One piece of the family's free text, opened; ``[erased]`` after an erasure."""
+
+    event_id: UUID
+    type: str
+    field: str
+    text: str
+
+
+class NotesView(Frozen):
+    """The family's free text, in the order it was recorded."""
+
+    family_id: str
+    notes: tuple[NoteView, ...]
 
 
 class PeriodView(Frozen):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from services.allocation.app import create_app
+from shared.events import Envelope
 from shared.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.support import connect_service_db, read_topic, serve, wait_for
@@ -650,3 +652,45 @@ async def test_operational_endpoints(client: Client) -> None:
     schema = document["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
     assert schema["properties"]["amount_pence"]["type"] == "integer"
     assert "amount_pence" in schema["required"]
+
+
+async def test_free_text_is_sealed_and_erasable(
+    client: Client, token: Callable[..., str], settings: Settings
+) -> None:
+    """Notes never reach Kafka readable; erasure makes them unreadable, amounts and chains stay."""
+    admin = await setup_wigan(client, token)
+    path = "/pilots/wigan/families/fam-1"
+    secret_text = "rent arrears for Jane at 12 Elm Street"
+    response = await client.post(
+        f"{path}/allocations", json={"amount_pence": 1200, "note": secret_text}, headers=auth(admin)
+    )
+    assert response.status == 201
+    notes = await (await client.get(f"{path}/notes", headers=auth(admin))).json()
+    assert "notes" in notes, notes
+    assert [n["text"] for n in notes["notes"]] == [secret_text]
+    records = await read_topic(settings, "ledger.allocation", expect=3)
+    allocated = next(r for r in records if r.value["type"] == "family.budget_allocated")
+    assert allocated.value["data"]["note"].startswith("sealed:v1:")
+    assert all("Jane" not in json.dumps(r.value) for r in records)
+    erased = await client.post(
+        f"{path}/erasure",
+        json={"basis": "subject_request", "erased_on": "2026-11-01"},
+        headers=auth(admin),
+    )
+    assert erased.status == 200
+    assert (await erased.json())["keys_erased"] == 1
+    notes = await (await client.get(f"{path}/notes", headers=auth(admin))).json()
+    assert [n["text"] for n in notes["notes"]] == ["[erased]"]
+    family = await (await client.get(path, headers=auth(admin))).json()
+    assert family["periods"][0]["allocated_pence"] == 1200
+    async with connect_service_db(settings, "allocation") as conn:
+        rows = await conn.fetch(
+            "SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version",
+            "family:wigan:fam-1",
+        )
+    envelopes = [Envelope.model_validate(json.loads(row["envelope"])) for row in rows]
+    assert [e.type for e in envelopes][-1] == "family.personal_data_erased"
+    assert all(e.hash == e.computed_hash() for e in envelopes)
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(envelopes))
+    auditor = token("auditor", "wigan")
+    assert (await client.get(f"{path}/notes", headers=auth(auditor))).status == 403
