@@ -268,11 +268,20 @@ async def _context(request: web.Request, handler: Handler) -> web.StreamResponse
         response.headers["X-Correlation-Id"] = correlation_id
         return response
     finally:
+        elapsed = time.perf_counter() - started
         metrics = request.app[METRICS]
         route = request.match_info.route.resource
         label = route.canonical if route is not None else "(unmatched)"
-        metrics.http_latency.labels(request.method, label).observe(time.perf_counter() - started)
+        metrics.http_latency.labels(request.method, label).observe(elapsed)
         metrics.http_requests(request.method, label, str(status)).inc()
+        # The route template, never the path: paths hold family references.
+        structlog.get_logger().info(
+            "request_handled",
+            method=request.method,
+            route=label,
+            status=status,
+            duration_ms=round(elapsed * 1000, 1),
+        )
         structlog.contextvars.unbind_contextvars("request_id", "correlation_id", "pilot_id")
 
 
