@@ -17,16 +17,16 @@ parked (a gap lets the pass look further on for the missing version).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
+from shared.background import BackgroundTask
 from shared.db import Connection, is_transient
 from shared.events import Envelope
 from shared.kafka import new_consumer, new_producer
@@ -91,7 +91,7 @@ class _DeadLetter:
     error: str
 
 
-class ConsumerRunner:
+class ConsumerRunner(BackgroundTask):
     """Consumes some topics into one service's database, in a background task."""
 
     def __init__(
@@ -108,6 +108,7 @@ class ConsumerRunner:
         metrics: Metrics,
         consumer_factory: Callable[[str, str, str], AIOKafkaConsumer] = new_consumer,
     ) -> None:
+        super().__init__(f"consumer:{name}")
         self.name = name
         self._pool = pool
         self._bootstrap = bootstrap
@@ -118,39 +119,7 @@ class ConsumerRunner:
         self._batch_size = batch_size
         self._metrics = metrics
         self._consumer_factory = consumer_factory
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
-
-    @property
-    def running(self) -> bool:
-        """The runner's task is alive."""
-        return self._task is not None and not self._task.done()
-
-    async def start(self) -> None:
-        """Begin consuming in the background."""
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Finish the batch in hand, leave the group, end the task."""
-        if self._task is None:
-            return
-        self._stopping = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
 
     async def _run(self) -> None:
         backoff = 0.1

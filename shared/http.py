@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -20,8 +21,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from shared.auth import Principal, decode_token, require_pilot, require_role
-from shared.commands import CommandResult, IdempotencyRequest, fingerprint
+from shared.commands import Caller, CommandResult, IdempotencyRequest, fingerprint
 from shared.errors import LedgerError
+from shared.events import Actor
+from shared.eventstore import CommandContext
 from shared.metrics import Metrics
 
 __all__ = [
@@ -30,8 +33,8 @@ __all__ = [
     "METRICS",
     "Handler",
     "Route",
+    "caller_of",
     "command_response",
-    "context_of",
     "idempotency_of",
     "json_response",
     "middlewares",
@@ -95,11 +98,6 @@ def principal_of(request: web.Request) -> Principal:
     return request[_PRINCIPAL]
 
 
-def context_of(request: web.Request) -> tuple[str, str]:
-    """The request id and correlation id of this request."""
-    return request[_REQUEST_ID], request[_CORRELATION]
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -145,6 +143,21 @@ def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
         scope=principal_of(request).sub,
         key=key,
         fingerprint=fingerprint(request.method, request.path, request.get(_BODY)),
+    )
+
+
+def caller_of(request: web.Request, occurred_at: datetime | None = None) -> Caller:
+    """Who sends this command; call after :func:`parse_body` (the key covers the body)."""
+    principal = principal_of(request)
+    return Caller(
+        principal=principal,
+        context=CommandContext(
+            actor=Actor(sub=principal.sub, role=principal.role),
+            correlation_id=request[_CORRELATION],
+            causation_id=request.headers.get("X-Causation-Id"),
+            occurred_at=occurred_at,
+        ),
+        idempotency=idempotency_of(request),
     )
 
 

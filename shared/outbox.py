@@ -26,11 +26,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Self
 
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from shared.background import BackgroundTask
 from shared.db import Connection, connect
 from shared.events import canonical_json, partition_key
 from shared.eventstore import OUTBOX_CHANNEL
@@ -51,7 +51,7 @@ _PENDING = "SELECT count(*) FROM outbox"
 _MAX_BACKOFF = 5.0
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundTask):
     """A background task that moves committed events from PostgreSQL to Kafka."""
 
     def __init__(
@@ -67,6 +67,7 @@ class OutboxRelay:
         clock: Callable[[], datetime],
         producer_factory: Callable[[str, str, str], AIOKafkaProducer] = new_producer,
     ) -> None:
+        super().__init__(f"relay:{topic}")
         self._dsn = dsn
         self._bootstrap = bootstrap
         self._topic = topic
@@ -76,47 +77,17 @@ class OutboxRelay:
         self._metrics = metrics
         self._clock = clock
         self._producer_factory = producer_factory
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
         self._kafka_ok = False
         self._log = structlog.get_logger().bind(component="relay", topic=topic)
-
-    @property
-    def running(self) -> bool:
-        """The relay's task is alive (leading, or waiting to lead)."""
-        return self._task is not None and not self._task.done()
 
     @property
     def kafka_reachable(self) -> bool:
         """The last attempt to reach Kafka succeeded."""
         return self._kafka_ok
 
-    async def start(self) -> None:
-        """Begin relaying in the background."""
-        self._task = asyncio.create_task(self._run(), name=f"relay:{self._topic}")
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Publish what is committed (up to ``grace`` seconds), then end the task."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            self._log.warning("relay_stop_timeout", grace_seconds=grace)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+    def _wake(self) -> None:
+        self._wakeup.set()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -162,12 +133,12 @@ class OutboxRelay:
             await conn.close()
 
     def _notified(self, *_: object) -> None:
-        self._wake.set()
+        self._wakeup.set()
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-        self._wake.clear()
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+        self._wakeup.clear()
 
     async def _publish_batch(self, conn: Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(_BATCH, self._batch_size)

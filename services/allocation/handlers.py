@@ -32,7 +32,7 @@ from services.allocation.schemas import (
     Recorded,
 )
 from shared.auth import Principal, require_team
-from shared.commands import CommandResult, IdempotencyRequest
+from shared.commands import Caller, CommandResult
 from shared.db import Connection
 from shared.events import DomainEvent, Envelope, EventRegistry, fold
 from shared.eventstore import CommandContext, PendingEvent, Stream
@@ -97,8 +97,7 @@ class Allocation:
 
     async def configure_pilot(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
+        caller: Caller,
         pilot_id: str,
         config: pilots.PilotConfig,
     ) -> CommandResult:
@@ -109,7 +108,7 @@ class Allocation:
             events = pilots.decide_configure(
                 state, pilots.ConfigurePilot(pilot_id=pilot_id, config=config)
             )
-            appended = await self._append(conn, stream, events, context, pilot_id, None)
+            appended = await self._append(conn, stream, events, caller.context, pilot_id, None)
             version = events[-1].version if events else state.version
             body = PilotView(
                 pilot_id=pilot_id,
@@ -119,7 +118,7 @@ class Allocation:
             )
             return CommandResult(201 if state.config is None else 200, body.model_dump(mode="json"))
 
-        return await self._core.commands.run(handle, idempotency)
+        return await self._core.commands.run(handle, caller.idempotency)
 
     async def pilot(self, pilot_id: str) -> PilotView:
         """The pilot's configuration in force."""
@@ -136,14 +135,12 @@ class Allocation:
 
     async def enrol(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         body: EnrolmentBody,
     ) -> CommandResult:
         """Enrol a family, randomising it to an arm where the pilot says so."""
-        require_team(principal, body.team)
+        require_team(caller.principal, body.team)
 
         async def handle(conn: Connection) -> CommandResult:
             pilot_stream, pilot = await self._pilot(conn, pilot_id)
@@ -169,9 +166,9 @@ class Allocation:
                     pilot_version=pilot.version,
                 ),
             )
-            await self._append(conn, pilot_stream, randomised, context, pilot_id, None)
+            await self._append(conn, pilot_stream, randomised, caller.context, pilot_id, None)
             appended = await self._append(
-                conn, family_stream, enrolled, context, pilot_id, body.family_id
+                conn, family_stream, enrolled, caller.context, pilot_id, body.family_id
             )
             event = enrolled[0]
             assert isinstance(event, families.FamilyEnrolled)
@@ -180,7 +177,7 @@ class Allocation:
             )
             return CommandResult(201, result.model_dump(mode="json"))
 
-        return await self._core.commands.run(handle, idempotency)
+        return await self._core.commands.run(handle, caller.idempotency)
 
     async def family(self, principal: Principal, pilot_id: str, family_id: str) -> FamilyView:
         """The family as recorded, for callers allowed to see it."""
@@ -214,9 +211,7 @@ class Allocation:
 
     async def _family_command(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         build: CommandBuilder,
@@ -231,13 +226,13 @@ class Allocation:
             stream, family = await self._family(conn, pilot_id, family_id)
             family.require()
             assert family.team is not None
-            require_team(principal, family.team)
+            require_team(caller.principal, family.team)
             command = await build(conn, pilot, config)
             events = families.decide(family, command)
-            appended = await self._append(conn, stream, events, context, pilot_id, family_id)
+            appended = await self._append(conn, stream, events, caller.context, pilot_id, family_id)
             return CommandResult(status, answer(appended[-1], events[-1]).model_dump(mode="json"))
 
-        return await self._core.commands.run(handle, idempotency)
+        return await self._core.commands.run(handle, caller.idempotency)
 
     async def _seal(
         self, conn: Connection, pilot_id: str, family_id: str, text: str | None
@@ -246,9 +241,7 @@ class Allocation:
 
     async def allocate(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         body: AllocationBody,
@@ -270,28 +263,13 @@ class Allocation:
                 pilot_version=pilot.version,
             )
 
-        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
-            assert isinstance(event, families.BudgetAllocated)
-            return AllocationResult(
-                family_id=family_id,
-                event_id=envelope.id,
-                stream_version=envelope.stream_version,
-                allocation_id=event.allocation_id,
-                amount_pence=event.amount_pence,
-                period_start=event.period_start,
-                period_end=event.period_end,
-                period_allocated_pence=event.period_allocated_pence,
-            )
-
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id, build, answer
+            caller, pilot_id, family_id, build, _answer(AllocationResult)
         )
 
     async def adjust(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         body: AdjustmentBody,
@@ -316,28 +294,13 @@ class Allocation:
                 committed_and_spent_pence=0,
             )
 
-        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
-            assert isinstance(event, families.BudgetAdjusted)
-            return AdjustmentResult(
-                family_id=family_id,
-                event_id=envelope.id,
-                stream_version=envelope.stream_version,
-                adjustment_id=event.adjustment_id,
-                delta_pence=event.delta_pence,
-                period_start=event.period_start,
-                period_end=event.period_end,
-                period_allocated_pence=event.period_allocated_pence,
-            )
-
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id, build, answer
+            caller, pilot_id, family_id, build, _answer(AdjustmentResult)
         )
 
     async def exit(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         body: ExitBody,
@@ -358,28 +321,13 @@ class Allocation:
                 config=config,
             )
 
-        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
-            assert isinstance(event, families.FamilyExited)
-            return ExitResult(
-                family_id=family_id,
-                event_id=envelope.id,
-                stream_version=envelope.stream_version,
-                exited_on=event.exited_on,
-                allocated_pence=event.allocated_pence,
-                committed_pence=event.committed_pence,
-                spent_pence=event.spent_pence,
-                available_pence=event.available_pence,
-            )
-
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id, build, answer, status=200
+            caller, pilot_id, family_id, build, _answer(ExitResult), status=200
         )
 
     async def disclose(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         body: DisclosureBody,
@@ -391,20 +339,16 @@ class Allocation:
             method=body.method,
         )
         return await self._family_command(
-            context,
-            idempotency,
-            principal,
+            caller,
             pilot_id,
             family_id,
             _given(command),
-            _recorded(family_id),
+            _answer(Recorded),
         )
 
     async def record_outcome(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         body: OutcomeBody,
@@ -412,20 +356,16 @@ class Allocation:
         """Record an outcome for evaluation."""
         command = families.RecordOutcome(outcome=body.outcome, occurred_on=body.occurred_on)
         return await self._family_command(
-            context,
-            idempotency,
-            principal,
+            caller,
             pilot_id,
             family_id,
             _given(command),
-            _recorded(family_id),
+            _answer(Recorded),
         )
 
     async def erase(
         self,
-        context: CommandContext,
-        idempotency: IdempotencyRequest | None,
-        principal: Principal,
+        caller: Caller,
         pilot_id: str,
         family_id: str,
         body: ErasureBody,
@@ -440,17 +380,8 @@ class Allocation:
                 basis=body.basis, erased_on=body.erased_on, keys_erased=erased
             )
 
-        def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
-            assert isinstance(event, families.PersonalDataErased)
-            return ErasureResult(
-                family_id=family_id,
-                event_id=envelope.id,
-                stream_version=envelope.stream_version,
-                keys_erased=event.keys_erased,
-            )
-
         return await self._family_command(
-            context, idempotency, principal, pilot_id, family_id, build, answer, status=200
+            caller, pilot_id, family_id, build, _answer(ErasureResult), status=200
         )
 
     async def notes(self, principal: Principal, pilot_id: str, family_id: str) -> NotesView:
@@ -491,10 +422,16 @@ def _given(command: families.Command) -> CommandBuilder:
     return build
 
 
-def _recorded(family_id: str) -> Callable[[Envelope, DomainEvent], Recorded]:
-    def answer(envelope: Envelope, _: DomainEvent) -> Recorded:
-        return Recorded(
-            family_id=family_id, event_id=envelope.id, stream_version=envelope.stream_version
-        )
+def _answer(model: type[Recorded]) -> Callable[[Envelope, DomainEvent], Recorded]:
+    """A command's answer: the result model filled from its event and envelope."""
+
+    def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
+        values = {
+            **event.model_dump(),
+            "family_id": envelope.family_id,
+            "event_id": envelope.id,
+            "stream_version": envelope.stream_version,
+        }
+        return model.model_validate({name: values[name] for name in model.model_fields})
 
     return answer

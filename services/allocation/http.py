@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TypeVar
 
 from aiohttp import web
@@ -29,14 +28,12 @@ from services.allocation.schemas import (
     Recorded,
 )
 from shared.auth import ROLES
-from shared.commands import CommandResult, IdempotencyRequest
-from shared.events import Actor
-from shared.eventstore import CommandContext
+from shared.commands import Caller, CommandResult
 from shared.http import (
+    Handler,
     Route,
+    caller_of,
     command_response,
-    context_of,
-    idempotency_of,
     json_response,
     parse_body,
     principal_of,
@@ -52,44 +49,27 @@ _FAMILY = "/pilots/{pilot_id}/families/{family_id}"
 _WRITERS = frozenset({"case_system", "social_worker", "admin"})
 
 
-def _command_context(request: web.Request, occurred_at: datetime | None = None) -> CommandContext:
-    principal = principal_of(request)
-    _, correlation_id = context_of(request)
-    return CommandContext(
-        actor=Actor(sub=principal.sub, role=principal.role),
-        correlation_id=correlation_id,
-        causation_id=request.headers.get("X-Causation-Id"),
-        occurred_at=occurred_at,
-    )
+FamilyMethod = Callable[[Allocation, Caller, str, str, BodyT], Awaitable[CommandResult]]
 
 
-FamilyCommand = Callable[
-    [Allocation, CommandContext, IdempotencyRequest | None, web.Request, BodyT],
-    Awaitable[CommandResult],
-]
-
-
-def _family_route(
-    body_model: type[BodyT], call: FamilyCommand[BodyT]
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _family_command(body_model: type[BodyT], method: FamilyMethod[BodyT]) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await parse_body(request, body_model)
-        result = await call(
-            request.app[ALLOCATION],
-            _command_context(request, body.occurred_at),
-            idempotency_of(request),
-            request,
-            body,
-        )
+        caller = caller_of(request, body.occurred_at)
+        result = await method(request.app[ALLOCATION], caller, *_ids(request), body)
         return command_response(request, result)
 
     return handler
 
 
+def _ids(request: web.Request) -> tuple[str, str]:
+    return request.match_info["pilot_id"], request.match_info["family_id"]
+
+
 async def put_pilot(request: web.Request) -> web.StreamResponse:
     config = await parse_body(request, PilotConfig)
     result = await request.app[ALLOCATION].configure_pilot(
-        _command_context(request), idempotency_of(request), request.match_info["pilot_id"], config
+        caller_of(request), request.match_info["pilot_id"], config
     )
     return command_response(request, result)
 
@@ -98,64 +78,30 @@ async def get_pilot(request: web.Request) -> web.StreamResponse:
     return json_response(await request.app[ALLOCATION].pilot(request.match_info["pilot_id"]))
 
 
-async def get_notes(request: web.Request) -> web.StreamResponse:
-    view = await request.app[ALLOCATION].notes(principal_of(request), *_ids(request))
-    return json_response(view)
+async def post_family(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, EnrolmentBody)
+    result = await request.app[ALLOCATION].enrol(
+        caller_of(request, body.occurred_at), request.match_info["pilot_id"], body
+    )
+    return command_response(request, result)
 
 
 async def get_family(request: web.Request) -> web.StreamResponse:
-    view = await request.app[ALLOCATION].family(
-        principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
+    return json_response(
+        await request.app[ALLOCATION].family(principal_of(request), *_ids(request))
     )
-    return json_response(view)
 
 
-def _ids(request: web.Request) -> tuple[str, str]:
-    return request.match_info["pilot_id"], request.match_info["family_id"]
+async def get_notes(request: web.Request) -> web.StreamResponse:
+    return json_response(await request.app[ALLOCATION].notes(principal_of(request), *_ids(request)))
 
 
-post_family = _family_route(
-    EnrolmentBody,
-    lambda app, ctx, idem, request, body: app.enrol(
-        ctx, idem, principal_of(request), request.match_info["pilot_id"], body
-    ),
-)
-post_allocation = _family_route(
-    AllocationBody,
-    lambda app, ctx, idem, request, body: app.allocate(
-        ctx, idem, principal_of(request), *_ids(request), body
-    ),
-)
-post_adjustment = _family_route(
-    AdjustmentBody,
-    lambda app, ctx, idem, request, body: app.adjust(
-        ctx, idem, principal_of(request), *_ids(request), body
-    ),
-)
-post_exit = _family_route(
-    ExitBody,
-    lambda app, ctx, idem, request, body: app.exit(
-        ctx, idem, principal_of(request), *_ids(request), body
-    ),
-)
-post_disclosure = _family_route(
-    DisclosureBody,
-    lambda app, ctx, idem, request, body: app.disclose(
-        ctx, idem, principal_of(request), *_ids(request), body
-    ),
-)
-post_erasure = _family_route(
-    ErasureBody,
-    lambda app, ctx, idem, request, body: app.erase(
-        ctx, idem, principal_of(request), *_ids(request), body
-    ),
-)
-post_outcome = _family_route(
-    OutcomeBody,
-    lambda app, ctx, idem, request, body: app.record_outcome(
-        ctx, idem, principal_of(request), *_ids(request), body
-    ),
-)
+post_allocation = _family_command(AllocationBody, Allocation.allocate)
+post_adjustment = _family_command(AdjustmentBody, Allocation.adjust)
+post_exit = _family_command(ExitBody, Allocation.exit)
+post_disclosure = _family_command(DisclosureBody, Allocation.disclose)
+post_erasure = _family_command(ErasureBody, Allocation.erase)
+post_outcome = _family_command(OutcomeBody, Allocation.record_outcome)
 
 
 def routes() -> list[Route]:

@@ -1,0 +1,58 @@
+"""Long-lived background work with ``start()``/``stop()`` and ``async with``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Self
+
+__all__ = ["BackgroundTask"]
+
+
+class BackgroundTask:
+    """A task that runs until asked to stop, finishes what it holds, and is then awaited.
+
+    Subclasses implement :meth:`_run` and look at ``self._stopping`` between units of work.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """The task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Begin in the background."""
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=self._name)
+
+    def _wake(self) -> None:
+        """Hook: interrupt an idle wait so that the stop is seen at once."""
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Ask the task to finish within ``grace`` seconds; cancel it after that."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        raise NotImplementedError
