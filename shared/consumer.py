@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from shared.background import BackgroundTask
 from shared.db import Connection, is_transient
+from shared.errors import ConcurrencyError
 from shared.events import Envelope
 from shared.kafka import new_consumer, new_producer
 from shared.metrics import Metrics
@@ -175,7 +176,7 @@ class ConsumerRunner(BackgroundTask):
         except _CarefulRetryNeededError:
             dead = await self._apply_batch(partition, records, careful=True)
         except Exception as error:
-            if not is_transient(error):
+            if not _retriable(error):
                 raise
             # Nothing was committed: go back to where the effects stand and try again.
             self._log.warning("consumer_batch_retry", error=repr(error))
@@ -283,7 +284,7 @@ class ConsumerRunner(BackgroundTask):
             else:
                 await self._handler(conn, envelope)
         except Exception as error:
-            if is_transient(error):
+            if _retriable(error):
                 raise
             if not careful:
                 raise _CarefulRetryNeededError from error
@@ -361,6 +362,11 @@ class ConsumerRunner(BackgroundTask):
                 await consumer.seek_to_beginning(partition)
             else:
                 consumer.seek(partition, offset)
+
+
+def _retriable(error: BaseException) -> bool:
+    """A lost connection or a lost race: the batch is tried again, nothing is dead-lettered."""
+    return is_transient(error) or isinstance(error, ConcurrencyError)
 
 
 def _decode(value: bytes | None) -> Envelope | str:

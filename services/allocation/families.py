@@ -10,8 +10,7 @@ carries it, never reads it.
 
 from __future__ import annotations
 
-import calendar
-from datetime import date, timedelta
+from datetime import date
 from typing import Literal
 from uuid import UUID
 
@@ -21,6 +20,7 @@ from services.allocation.pilots import PilotConfig
 from services.allocation.randomisation import Arm
 from shared.errors import ConflictError, NotFoundError, PolicyViolationError, UnprocessableError
 from shared.events import DomainEvent, Frozen
+from shared.periods import Period, period_containing
 
 __all__ = [
     "AdjustBudget",
@@ -59,34 +59,6 @@ DisclosureMethod = Literal["in_person", "phone", "letter", "email", "other"]
 def stream_id(pilot_id: str, family_id: str) -> str:
     """The family's stream."""
     return f"family:{pilot_id}:{family_id}"
-
-
-def _add_months(day: date, months: int) -> date:
-    month0 = day.month - 1 + months
-    year, month = day.year + month0 // 12, month0 % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-class Period(Frozen):
-    """One budget period of a family: ``start`` to ``end`` inclusive."""
-
-    start: date
-    end: date
-
-
-def period_containing(enrolled_on: date, months: int, day: date) -> Period:
-    """The family's period that contains ``day`` (the first one for a day before enrolment)."""
-    index = 0
-    if day >= enrolled_on:
-        index = ((day.year - enrolled_on.year) * 12 + day.month - enrolled_on.month) // months
-        while _add_months(enrolled_on, index * months) > day:
-            index -= 1
-        while _add_months(enrolled_on, (index + 1) * months) <= day:
-            index += 1
-    start = _add_months(enrolled_on, index * months)
-    return Period(
-        start=start, end=_add_months(enrolled_on, (index + 1) * months) - timedelta(days=1)
-    )
 
 
 # Commands: the handler loads the pilot's configuration in force and passes it in.

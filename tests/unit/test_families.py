@@ -13,6 +13,7 @@ from services.allocation import families
 from services.allocation.pilots import PilotConfig
 from shared.errors import ConflictError, NotFoundError, PolicyViolationError, UnprocessableError
 from shared.events import DomainEvent
+from shared.periods import period_containing
 
 CONFIG = PilotConfig(
     name="Wigan", period_months=12, family_cap_pence=400_000, categories=("other",)
@@ -174,10 +175,8 @@ def test_unknown_family_is_not_found() -> None:
 def test_periods_tile_time_from_enrolment(enrolled: date, months: int, offset: int) -> None:
     """Every day after enrolment lies in exactly one period, which starts on a period boundary."""
     day = date.fromordinal(enrolled.toordinal() + offset)
-    period = families.period_containing(enrolled, months, day)
+    period = period_containing(enrolled, months, day)
     assert period.start <= day <= period.end
-    following = families.period_containing(
-        enrolled, months, date.fromordinal(period.end.toordinal() + 1)
-    )
+    following = period_containing(enrolled, months, date.fromordinal(period.end.toordinal() + 1))
     assert following.start.toordinal() == period.end.toordinal() + 1
-    assert families.period_containing(enrolled, months, period.start) == period
+    assert period_containing(enrolled, months, period.start) == period

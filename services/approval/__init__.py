@@ -1,0 +1,1 @@
+"""The approval service: decisions on spend requests and holds on families' balances."""

@@ -1,0 +1,52 @@
+"""The approval service: decisions on spend requests, holds on families' balances."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from aiohttp import web
+
+from services.approval.handlers import Approval
+from services.approval.http import APPROVAL, routes
+from shared.kafka import SERVICE_TOPICS
+from shared.service import ConsumerSpec, ServiceCore, build_service_app
+from shared.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+    ids: Callable[[], UUID] = uuid4,
+) -> web.Application:
+    """The approval service's aiohttp application."""
+
+    def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
+        approval = Approval(core)
+        app[APPROVAL] = approval
+        return (
+            ConsumerSpec(
+                "approval.decisions",
+                (SERVICE_TOPICS["allocation"], SERVICE_TOPICS["spending"]),
+                approval.on_event,
+            ),
+        )
+
+    return build_service_app(
+        service="approval",
+        settings=settings,
+        routes=routes(),
+        description="Decisions on spend requests under each pilot's policy, holds on families' "
+        "balances, and the managers' queue.",
+        setup=setup,
+        clock=clock,
+        ids=ids,
+    )

@@ -1,0 +1,177 @@
+"""Approval's views: pilots' policies, families, and requests as approval sees them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.approval.decisions import Policy, RequestFacts, Tier
+from shared.db import Connection
+from shared.events import Envelope
+
+__all__ = [
+    "family_version",
+    "pending",
+    "policy",
+    "record_family",
+    "record_policy",
+    "record_purchase",
+    "record_request",
+    "request_facts",
+    "request_row",
+    "set_status",
+    "waiting",
+    "waiting_families",
+]
+
+_POLICY = """
+INSERT INTO policy_view (pilot_id, version, config) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING
+"""
+_READ_POLICY = "SELECT version, config FROM policy_view WHERE pilot_id = $1 AND version = $2"
+_ENROLLED = """
+INSERT INTO family_view (pilot_id, family_id, team, stream_version) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+"""
+_FAMILY_VERSION = """
+UPDATE family_view SET stream_version = GREATEST(stream_version, $3)
+WHERE pilot_id = $1 AND family_id = $2
+"""
+_READ_FAMILY_VERSION = (
+    "SELECT stream_version FROM family_view WHERE pilot_id = $1 AND family_id = $2"
+)
+_REQUEST = """
+INSERT INTO requests (request_id, pilot_id, family_id, team, amount_pence, category, requested_by,
+    family_involved, policy_version, allocation_version, period_start, period_end, requested_at,
+    status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'waiting')
+ON CONFLICT DO NOTHING
+"""
+_WAITING = """
+SELECT * FROM requests WHERE pilot_id = $1 AND family_id = $2 AND status = 'waiting'
+ORDER BY requested_at, request_id FOR UPDATE
+"""
+_WAITING_FAMILIES = (
+    "SELECT DISTINCT family_id FROM requests WHERE pilot_id = $1 AND status = 'waiting'"
+)
+_ROW = "SELECT * FROM requests WHERE request_id = $1 AND pilot_id = $2 FOR UPDATE"
+_STATUS = """
+UPDATE requests SET status = $2, approved_pence = $3, decided_at = COALESCE($4, decided_at)
+WHERE request_id = $1
+"""
+_PURCHASE = "UPDATE requests SET purchased_pence = purchased_pence + $2 WHERE request_id = $1"
+_PENDING = """
+SELECT * FROM requests
+WHERE pilot_id = $1 AND status = 'referred' AND ($2::text IS NULL OR team = $2)
+ORDER BY requested_at, request_id
+"""
+
+
+async def record_policy(conn: Connection, envelope: Envelope) -> None:
+    """A pilot configuration version, kept for the requests it will judge."""
+    await conn.execute(
+        _POLICY, envelope.pilot_id, envelope.data["version"], envelope.data["config"]
+    )
+
+
+async def policy(conn: Connection, pilot_id: str, version: int) -> Policy | None:
+    """The policy of one configuration version, once approval has seen it."""
+    row = await conn.fetchrow(_READ_POLICY, pilot_id, version)
+    if row is None:
+        return None
+    tiers = tuple(Tier.model_validate(tier) for tier in row["config"].get("approval_tiers", ()))
+    return Policy(version=row["version"], tiers=tiers)
+
+
+async def record_family(conn: Connection, envelope: Envelope) -> None:
+    """A family's team and how far approval has read its allocation stream."""
+    assert envelope.family_id is not None
+    if envelope.type == "family.enrolled":
+        await conn.execute(
+            _ENROLLED,
+            envelope.pilot_id,
+            envelope.family_id,
+            envelope.data["team"],
+            envelope.stream_version,
+        )
+    await conn.execute(
+        _FAMILY_VERSION, envelope.pilot_id, envelope.family_id, envelope.stream_version
+    )
+
+
+async def family_version(conn: Connection, pilot_id: str, family_id: str) -> int:
+    """The family's allocation stream version approval has applied (0 if none)."""
+    return int(await conn.fetchval(_READ_FAMILY_VERSION, pilot_id, family_id) or 0)
+
+
+async def record_request(conn: Connection, envelope: Envelope) -> None:
+    """A spend request, waiting for approval's decision."""
+    data: dict[str, Any] = envelope.data
+    await conn.execute(
+        _REQUEST,
+        UUID(data["request_id"]),
+        envelope.pilot_id,
+        envelope.family_id,
+        data["team"],
+        data["amount_pence"],
+        data["category"],
+        data["requested_by"],
+        data["family_involved"],
+        data["pilot_version"],
+        data["allocation_version"],
+        date.fromisoformat(data["period_start"]),
+        date.fromisoformat(data["period_end"]),
+        envelope.occurred_at,
+    )
+
+
+async def waiting(conn: Connection, pilot_id: str, family_id: str) -> list[asyncpg.Record]:
+    """The family's undecided requests, oldest first, locked."""
+    return list(await conn.fetch(_WAITING, pilot_id, family_id))
+
+
+async def waiting_families(conn: Connection, pilot_id: str) -> list[str]:
+    """Families of the pilot with undecided requests."""
+    return [row["family_id"] for row in await conn.fetch(_WAITING_FAMILIES, pilot_id)]
+
+
+async def request_row(conn: Connection, pilot_id: str, request_id: UUID) -> asyncpg.Record | None:
+    """One request, locked."""
+    return await conn.fetchrow(_ROW, request_id, pilot_id)
+
+
+def request_facts(row: asyncpg.Record) -> RequestFacts:
+    """The decider's view of a request row."""
+    return RequestFacts(
+        request_id=row["request_id"],
+        family_id=row["family_id"],
+        team=row["team"],
+        amount_pence=row["amount_pence"],
+        requested_by=row["requested_by"],
+        requested_at=row["requested_at"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+    )
+
+
+async def set_status(
+    conn: Connection,
+    request_id: UUID,
+    status: str,
+    approved_pence: int,
+    decided_at: datetime | None,
+) -> None:
+    """Where the request now stands."""
+    await conn.execute(_STATUS, request_id, status, approved_pence, decided_at)
+
+
+async def record_purchase(conn: Connection, request_id: UUID, amount_pence: int) -> None:
+    """Money bought against the request (what a release will not give back)."""
+    await conn.execute(_PURCHASE, request_id, amount_pence)
+
+
+async def pending(conn: Connection, pilot_id: str, team: str | None) -> list[asyncpg.Record]:
+    """Requests awaiting a manager, oldest first (one team's, or all)."""
+    return list(await conn.fetch(_PENDING, pilot_id, team))

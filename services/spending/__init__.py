@@ -1,0 +1,1 @@
+"""The spending service: spend requests and purchases."""

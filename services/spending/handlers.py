@@ -1,0 +1,355 @@
+"""Spending's application: requests, withdrawals, purchases, refunds and closes.
+
+Each command runs in one transaction. Facts owned by other services come from spending's
+views (``views.py``); where the caller has seen a newer fact than a view holds, the
+handler waits for the view (``shared.consistency``) rather than answer from the past.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from uuid import UUID
+
+from services.spending import requests, views
+from services.spending.schemas import (
+    CloseBody,
+    PurchaseBody,
+    PurchaseLine,
+    PurchaseResult,
+    RefundBody,
+    RefundResult,
+    RequestAccepted,
+    RequestView,
+    SpendRequestBody,
+    WithdrawBody,
+)
+from shared.auth import Principal, require_team
+from shared.commands import Caller, CommandResult
+from shared.consistency import NotYetConsistentError, wait_for_view
+from shared.db import Connection
+from shared.errors import ForbiddenError, NotFoundError, UnprocessableError
+from shared.events import DomainEvent, Envelope, EventRegistry, fold
+from shared.eventstore import PendingEvent, Stream
+from shared.periods import period_containing
+from shared.personal import Sealer, subject_of
+from shared.service import ServiceCore
+
+__all__ = ["REGISTRY", "Spending"]
+
+REGISTRY = EventRegistry(
+    (
+        requests.SpendRequested,
+        requests.SpendWithdrawn,
+        requests.PurchaseRecorded,
+        requests.PurchaseRefunded,
+        requests.RequestClosed,
+    )
+)
+# How long a command waits for a view to reach what the caller has seen.
+VIEW_WAIT_SECONDS = 5.0
+DECISION_WAIT_SECONDS = 3.0
+
+_INDEX_REQUEST = """
+INSERT INTO request_index (request_id, pilot_id, family_id, team) VALUES ($1, $2, $3, $4)
+"""
+_REQUEST_TEAM = "SELECT team FROM request_index WHERE request_id = $1 AND pilot_id = $2"
+_INDEX_PURCHASE = (
+    "INSERT INTO purchase_index (purchase_id, pilot_id, request_id) VALUES ($1, $2, $3)"
+)
+_PURCHASE_REQUEST = "SELECT request_id FROM purchase_index WHERE purchase_id = $1 AND pilot_id = $2"
+
+
+class Spending:
+    """Spend requests and the purchases made against them."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+        self._store = core.store
+        self._sealer = Sealer()
+
+    async def _load(
+        self, conn: Connection, pilot_id: str, request_id: UUID
+    ) -> tuple[Stream, requests.RequestState]:
+        stream = await self._store.load(conn, requests.stream_id(pilot_id, request_id))
+        state = fold(stream.envelopes, REGISTRY, requests.initial_state(), requests.evolve)
+        return stream, state
+
+    async def _append(
+        self,
+        conn: Connection,
+        stream: Stream,
+        events: Sequence[DomainEvent],
+        caller: Caller,
+        pilot_id: str,
+        family_id: str,
+    ) -> tuple[Envelope, ...]:
+        envelopes = await self._store.append(
+            conn, stream, [PendingEvent(e, pilot_id, family_id) for e in events], caller.context
+        )
+        for envelope in envelopes:
+            self._core.metrics.events_appended.labels(envelope.type).inc()
+        return envelopes
+
+    async def request(self, caller: Caller, pilot_id: str, body: SpendRequestBody) -> CommandResult:
+        """Record a spend request for approval to decide."""
+        principal = caller.principal
+        if principal.role == "social_worker" and body.requested_by != principal.sub:
+            raise ForbiddenError(
+                "social workers make requests in their own name", code="forbidden_requester"
+            )
+        if body.allocation_version is not None:
+            seen = body.allocation_version
+
+            async def caught_up(conn: Connection) -> bool:
+                family = await views.family_of(conn, pilot_id, body.family_id)
+                return family is not None and family.stream_version >= seen
+
+            if not await wait_for_view(self._core.pool, caught_up, seconds=VIEW_WAIT_SECONDS):
+                raise NotYetConsistentError(
+                    f"spending has not yet seen allocation version {seen} of this family; retry"
+                )
+        request_id = self._core.ids()
+        requested_on = (caller.context.occurred_at or self._core.clock()).date()
+
+        async def handle(conn: Connection) -> CommandResult:
+            pilot = await views.pilot_of(conn, pilot_id)
+            if pilot is None:
+                raise NotFoundError("no such pilot")
+            family = await views.family_of(conn, pilot_id, body.family_id)
+            if family is None:
+                raise UnprocessableError("no such family in this pilot", code="unknown_family")
+            require_team(principal, family.team)
+            _refuse_family(family, requested_on)
+            if body.category not in pilot.categories:
+                raise UnprocessableError(
+                    f"category {body.category} is not one of {', '.join(pilot.categories)}",
+                    code="unknown_category",
+                )
+            period = period_containing(family.enrolled_on, pilot.period_months, requested_on)
+            purpose = await self._sealer.seal(
+                conn, subject_of(pilot_id, body.family_id), body.purpose
+            )
+            assert purpose is not None
+            command = requests.RequestSpend(
+                request_id=request_id,
+                family_id=body.family_id,
+                team=family.team,
+                amount_pence=body.amount_pence,
+                category=body.category,
+                purpose=purpose,
+                requested_by=body.requested_by,
+                family_involved=body.family_involved,
+                needed_by=body.needed_by,
+                pilot_version=pilot.version,
+                allocation_version=max(family.stream_version, body.allocation_version or 0),
+                period_start=period.start,
+                period_end=period.end,
+            )
+            stream, state = await self._load(conn, pilot_id, request_id)
+            events = requests.decide(state, command)
+            appended = await self._append(conn, stream, events, caller, pilot_id, body.family_id)
+            await conn.execute(_INDEX_REQUEST, request_id, pilot_id, body.family_id, family.team)
+            result = RequestAccepted(
+                request_id=request_id,
+                status="submitted",
+                stream_version=appended[-1].stream_version,
+            )
+            return CommandResult(202, result.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, caller.idempotency)
+
+    async def view(self, principal: Principal, pilot_id: str, request_id: UUID) -> RequestView:
+        """A request with its status and money, for callers allowed to see it."""
+        async with self._core.pool.acquire() as conn:
+            stream, state = await self._load(conn, pilot_id, request_id)
+            decision = await views.decision_of(conn, request_id)
+        request = state.require()
+        require_team(principal, request.team)
+        return _view(pilot_id, state, decision, stream.version)
+
+    async def _decision(self, request_id: UUID) -> requests.Decision | None:
+        """Approval's decision, waiting briefly for one the caller may already have seen."""
+        found: list[requests.Decision | None] = [None]
+
+        async def decided(conn: Connection) -> bool:
+            found[0] = await views.decision_of(conn, request_id)
+            return found[0] is not None and found[0].outcome != "referred"
+
+        await wait_for_view(self._core.pool, decided, seconds=DECISION_WAIT_SECONDS)
+        return found[0]
+
+    async def _request_command(
+        self, caller: Caller, pilot_id: str, request_id: UUID, command: requests.Command
+    ) -> CommandResult:
+        """Load, check the team, decide, append; answer with the request as it now stands."""
+
+        async def handle(conn: Connection) -> CommandResult:
+            stream, state = await self._load(conn, pilot_id, request_id)
+            request = state.require()
+            require_team(caller.principal, request.team)
+            events = requests.decide(state, command)
+            appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
+            for event in events:
+                state = requests.evolve(state, event)
+            decision = await views.decision_of(conn, request_id)
+            body = _view(pilot_id, state, decision, appended[-1].stream_version)
+            return CommandResult(200, body.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, caller.idempotency)
+
+    async def withdraw(
+        self, caller: Caller, pilot_id: str, request_id: UUID, body: WithdrawBody
+    ) -> CommandResult:
+        """Withdraw a request before anything is bought."""
+        await self._require_visible(caller.principal, pilot_id, request_id)
+        async with self._core.pool.acquire() as conn:
+            reason = await self._seal_for_request(conn, pilot_id, request_id, body.reason)
+        command = requests.WithdrawRequest(
+            reason=reason, decision=await self._current_decision(request_id)
+        )
+        return await self._request_command(caller, pilot_id, request_id, command)
+
+    async def purchase(
+        self, caller: Caller, pilot_id: str, request_id: UUID, body: PurchaseBody
+    ) -> CommandResult:
+        """Record a purchase against an approved request."""
+        await self._require_visible(caller.principal, pilot_id, request_id)
+        purchase_id = self._core.ids()
+        command = requests.RecordPurchase(
+            purchase_id=purchase_id,
+            amount_pence=body.amount_pence,
+            purchased_on=body.purchased_on,
+            method=body.method,
+            vendor=body.vendor,
+            receipt_ref=body.receipt_ref,
+            decision=await self._decision(request_id),
+        )
+
+        async def handle(conn: Connection) -> CommandResult:
+            stream, state = await self._load(conn, pilot_id, request_id)
+            request = state.require()
+            require_team(caller.principal, request.team)
+            events = requests.decide(state, command)
+            appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
+            await conn.execute(_INDEX_PURCHASE, purchase_id, pilot_id, request_id)
+            result = PurchaseResult(
+                purchase_id=purchase_id,
+                request_id=request_id,
+                amount_pence=body.amount_pence,
+                stream_version=appended[-1].stream_version,
+            )
+            return CommandResult(201, result.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, caller.idempotency)
+
+    async def refund(
+        self, caller: Caller, pilot_id: str, purchase_id: UUID, body: RefundBody
+    ) -> CommandResult:
+        """Record money returned from a purchase."""
+        async with self._core.pool.acquire() as conn:
+            request_id = await conn.fetchval(_PURCHASE_REQUEST, purchase_id, pilot_id)
+            if request_id is None:
+                raise NotFoundError("no such purchase")
+            reason = await self._seal_for_request(conn, pilot_id, request_id, body.reason)
+        refund_id = self._core.ids()
+        command = requests.RefundPurchase(
+            refund_id=refund_id,
+            purchase_id=purchase_id,
+            amount_pence=body.amount_pence,
+            reason=reason,
+        )
+
+        async def handle(conn: Connection) -> CommandResult:
+            stream, state = await self._load(conn, pilot_id, request_id)
+            request = state.require()
+            events = requests.decide(state, command)
+            appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
+            result = RefundResult(
+                refund_id=refund_id,
+                purchase_id=purchase_id,
+                request_id=request_id,
+                amount_pence=body.amount_pence,
+                stream_version=appended[-1].stream_version,
+            )
+            return CommandResult(201, result.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, caller.idempotency)
+
+    async def close(
+        self, caller: Caller, pilot_id: str, request_id: UUID, _: CloseBody
+    ) -> CommandResult:
+        """Close a request, releasing what was approved and not spent."""
+        await self._require_visible(caller.principal, pilot_id, request_id)
+        command = requests.CloseRequest(decision=await self._decision(request_id))
+        return await self._request_command(caller, pilot_id, request_id, command)
+
+    async def _current_decision(self, request_id: UUID) -> requests.Decision | None:
+        async with self._core.pool.acquire() as conn:
+            return await views.decision_of(conn, request_id)
+
+    async def _require_visible(self, principal: Principal, pilot_id: str, request_id: UUID) -> None:
+        async with self._core.pool.acquire() as conn:
+            team = await conn.fetchval(_REQUEST_TEAM, request_id, pilot_id)
+        if team is None:
+            raise NotFoundError("no such spend request")
+        require_team(principal, team)
+
+    async def _seal_for_request(
+        self, conn: Connection, pilot_id: str, request_id: UUID, text: str
+    ) -> str:
+        family_id = await conn.fetchval(
+            "SELECT family_id FROM request_index WHERE request_id = $1", request_id
+        )
+        sealed = await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
+        assert sealed is not None
+        return sealed
+
+
+def _refuse_family(family: views.FamilyView, on: date) -> None:
+    if family.exited_on is not None and family.exited_on <= on:
+        raise UnprocessableError(
+            f"the family left the pilot on {family.exited_on}", code="family_exited"
+        )
+    if family.arm == "control":
+        raise UnprocessableError(
+            "the family is in the control arm and has no budget", code="control_arm"
+        )
+
+
+def _view(
+    pilot_id: str,
+    state: requests.RequestState,
+    decision: requests.Decision | None,
+    stream_version: int,
+) -> RequestView:
+    request = state.require()
+    status = requests.status_of(state, decision)
+    approved = decision.approved_pence if decision and decision.outcome == "approved" else 0
+    released = approved - state.purchased_pence if status in {"closed", "withdrawn"} else 0
+    return RequestView(
+        request_id=request.request_id,
+        pilot_id=pilot_id,
+        family_id=request.family_id,
+        team=request.team,
+        status=status,
+        amount_pence=request.amount_pence,
+        category=request.category,
+        requested_by=request.requested_by,
+        family_involved=request.family_involved,
+        needed_by=request.needed_by,
+        approved_pence=approved,
+        spent_pence=state.spent_pence,
+        released_pence=max(0, released),
+        purchases=tuple(
+            PurchaseLine(
+                purchase_id=purchase_id,
+                amount_pence=amount,
+                refunded_pence=state.refunds.get(purchase_id, 0),
+            )
+            for purchase_id, amount in state.purchases.items()
+        ),
+        period_start=request.period_start,
+        period_end=request.period_end,
+        stream_version=stream_version,
+    )

@@ -1,0 +1,135 @@
+"""Spending's HTTP bodies and responses (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field, StringConstraints
+
+from services.spending.requests import PurchaseMethod, Status
+from shared.events import Frozen
+from shared.types import CommandBody, Identifier, IsoDate, Pence, Text
+
+__all__ = [
+    "CloseBody",
+    "PurchaseBody",
+    "PurchaseLine",
+    "PurchaseResult",
+    "RefundBody",
+    "RefundResult",
+    "RequestAccepted",
+    "RequestView",
+    "SpendRequestBody",
+    "WithdrawBody",
+]
+
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class SpendRequestBody(CommandBody):
+    """Ask to spend with a family. ``purpose`` is sealed: erasable, never logged or exported."""
+
+    family_id: Identifier
+    amount_pence: Pence
+    category: Identifier = Field(description="One of the pilot's categories.")
+    purpose: Text
+    requested_by: Identifier = Field(description="The worker making the request.")
+    family_involved: bool = Field(strict=True, description="Was the family part of the decision?")
+    needed_by: IsoDate | None = None
+    allocation_version: int | None = Field(
+        default=None,
+        ge=1,
+        strict=True,
+        description="The family's stream_version from your last allocation response: the "
+        "request waits (briefly) until spending has seen it, and approval decides only once "
+        "it has too, so a fresh allocation is never missed.",
+    )
+
+
+class WithdrawBody(CommandBody):
+    """Withdraw a request before anything is bought."""
+
+    reason: Text
+
+
+class PurchaseBody(CommandBody):
+    """Record money spent against an approved request."""
+
+    amount_pence: Pence
+    purchased_on: IsoDate
+    method: PurchaseMethod
+    vendor: Reference | None = Field(default=None, description="A business, never a person.")
+    receipt_ref: Reference | None = None
+
+
+class RefundBody(CommandBody):
+    """Record money returned from a purchase."""
+
+    amount_pence: Pence
+    reason: Text
+
+
+class CloseBody(CommandBody):
+    """Close a request: release what was approved and not spent."""
+
+
+class RequestAccepted(Frozen):
+    """A request recorded; approval decides next."""
+
+    request_id: UUID
+    status: Status
+    stream_version: int
+
+
+class RequestView(Frozen):
+    """A spend request and its money."""
+
+    request_id: UUID
+    pilot_id: str
+    family_id: str
+    team: str
+    status: Status
+    amount_pence: int
+    category: str
+    requested_by: str
+    family_involved: bool
+    needed_by: date | None
+    approved_pence: int
+    spent_pence: int = Field(description="Purchases minus refunds.")
+    released_pence: int = Field(description="Approved but released by a close or withdrawal.")
+    purchases: tuple[PurchaseLine, ...]
+    period_start: date
+    period_end: date
+    stream_version: int
+
+
+class PurchaseLine(Frozen):
+    """A purchase as part of its request."""
+
+    purchase_id: UUID
+    amount_pence: int
+    refunded_pence: int
+
+
+class PurchaseResult(Frozen):
+    """A purchase recorded against a request."""
+
+    purchase_id: UUID
+    request_id: UUID
+    amount_pence: int
+    stream_version: int
+
+
+class RefundResult(Frozen):
+    """A refund recorded against a purchase."""
+
+    refund_id: UUID
+    purchase_id: UUID
+    request_id: UUID
+    amount_pence: int
+    stream_version: int
+
+
+RequestView.model_rebuild()

@@ -1,0 +1,228 @@
+"""Spending and approval end to end through HTTP, on the real services, PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from shared.settings import Settings
+from tests.e2e.system import System, auth, running_system
+
+
+@pytest.fixture
+async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+    async with running_system(settings, token) as system:
+        await system.configure()
+        yield system
+
+
+async def test_small_request_is_approved_then_bought_and_closed(system: System) -> None:
+    """Within the auto tier and affordable: approved at once; purchase; close releases the rest."""
+    version = await system.enrol("fam-1", allocate=100_000)
+    accepted = await system.request("fam-1", 2_000, version=version)
+    assert accepted["status"] == "submitted"
+    request_id = accepted["request_id"]
+    approved = await system.settled(request_id, "approved", "rejected")
+    assert approved["status"] == "approved"
+    assert approved["approved_pence"] == 2_000
+    path = f"/pilots/wigan/spend-requests/{request_id}"
+    purchase = await system.spending.post(
+        f"{path}/purchases",
+        json={
+            "amount_pence": 1_500,
+            "purchased_on": "2026-03-01",
+            "method": "card",
+            "vendor": "Tesco",
+        },
+        headers=system.worker(),
+    )
+    assert purchase.status == 201, await purchase.text()
+    assert (await system.status(request_id))["status"] == "partially_spent"
+    closed = await system.spending.post(f"{path}/close", json={}, headers=system.worker())
+    assert closed.status == 200
+    body = await closed.json()
+    assert body["status"] == "closed"
+    assert body["spent_pence"] == 1_500
+    assert body["released_pence"] == 500
+
+
+async def test_large_request_goes_to_a_manager(system: System) -> None:
+    """Above the auto tier: awaiting a manager of the team; approved; purchases; a refund."""
+    version = await system.enrol("fam-2", allocate=400_000)
+    request_id = (await system.request("fam-2", 150_000, version=version))["request_id"]
+    await system.settled(request_id, "awaiting_approval")
+    queue = await (
+        await system.approval.get(
+            "/pilots/wigan/approvals?status=pending", headers=system.manager()
+        )
+    ).json()
+    assert [item["request_id"] for item in queue["requests"]] == [request_id]
+    assert queue["requests"][0]["available_pence"] == 400_000
+    other_team = await (
+        await system.approval.get("/pilots/wigan/approvals", headers=system.manager("m-9", "t-9"))
+    ).json()
+    assert other_team["requests"] == []
+    approve = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{request_id}/approve",
+        json={"note": "agreed in supervision"},
+        headers=system.manager(),
+    )
+    assert approve.status == 200, await approve.text()
+    assert (await approve.json())["available_pence"] == 250_000
+    path = f"/pilots/wigan/spend-requests/{request_id}"
+    first = await system.spending.post(
+        f"{path}/purchases",
+        json={"amount_pence": 100_000, "purchased_on": "2026-03-02", "method": "invoice"},
+        headers=system.finance(),
+    )
+    assert first.status == 201, await first.text()
+    second = await system.spending.post(
+        f"{path}/purchases",
+        json={"amount_pence": 50_000, "purchased_on": "2026-03-03", "method": "transfer"},
+        headers=system.finance(),
+    )
+    assert second.status == 201
+    assert (await system.status(request_id))["status"] == "spent"
+    purchase_id = (await first.json())["purchase_id"]
+    refund = await system.spending.post(
+        f"/pilots/wigan/purchases/{purchase_id}/refunds",
+        json={"amount_pence": 20_000, "reason": "returned"},
+        headers=system.finance(),
+    )
+    assert refund.status == 201, await refund.text()
+    too_much = await system.spending.post(
+        f"/pilots/wigan/purchases/{purchase_id}/refunds",
+        json={"amount_pence": 80_001, "reason": "x"},
+        headers=system.finance(),
+    )
+    assert (await too_much.json())["code"] == "exceeds_purchase"
+    assert (await system.status(request_id))["spent_pence"] == 130_000
+
+
+async def test_self_approval_is_refused(system: System) -> None:
+    """A manager cannot approve a request made in their name."""
+    version = await system.enrol("fam-3", allocate=400_000)
+    body = {
+        "family_id": "fam-3",
+        "amount_pence": 90_000,
+        "category": "therapeutic",
+        "purpose": "therapy",
+        "requested_by": "m-1",
+        "family_involved": False,
+        "allocation_version": version,
+    }
+    case_system = auth(system.token("case_system", "wigan", sub="cms"))
+    response = await system.spending.post(
+        "/pilots/wigan/spend-requests", json=body, headers=case_system
+    )
+    assert response.status == 202, await response.text()
+    request_id = (await response.json())["request_id"]
+    await system.settled(request_id, "awaiting_approval")
+    refused = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{request_id}/approve", json={}, headers=system.manager("m-1")
+    )
+    assert refused.status == 403
+    assert (await refused.json())["code"] == "self_approval"
+    other = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{request_id}/approve", json={}, headers=system.manager("m-2")
+    )
+    assert other.status == 200
+
+
+async def test_purchases_may_not_exceed_the_approval(system: System) -> None:
+    """Total purchases above the approved amount are refused with exceeds_approved."""
+    version = await system.enrol("fam-4", allocate=100_000)
+    request_id = (await system.request("fam-4", 3_000, version=version))["request_id"]
+    await system.settled(request_id, "approved")
+    path = f"/pilots/wigan/spend-requests/{request_id}/purchases"
+    ok = await system.spending.post(
+        path,
+        json={"amount_pence": 2_000, "purchased_on": "2026-03-01", "method": "cash"},
+        headers=system.worker(),
+    )
+    assert ok.status == 201
+    over = await system.spending.post(
+        path,
+        json={"amount_pence": 1_001, "purchased_on": "2026-03-01", "method": "cash"},
+        headers=system.worker(),
+    )
+    assert over.status == 422
+    assert (await over.json())["code"] == "exceeds_approved"
+
+
+async def test_unaffordable_request_is_rejected(system: System) -> None:
+    """More than is available: rejected with insufficient_funds, whatever the tier."""
+    version = await system.enrol("fam-5", allocate=1_000)
+    request_id = (await system.request("fam-5", 1_001, version=version))["request_id"]
+    rejected = await system.settled(request_id, "rejected", "approved", "awaiting_approval")
+    assert rejected["status"] == "rejected"
+
+
+async def test_refused_families_and_categories(system: System) -> None:
+    """Unknown, exited and control-arm families and unknown categories: 422, nothing recorded."""
+    await system.enrol("gone", allocate=10_000)
+    exit_ = await system.allocation.post(
+        "/pilots/wigan/families/gone/exit",
+        json={"reason": "moved", "exited_on": "2026-02-01"},
+        headers=system.admin(),
+    )
+    version = (await exit_.json())["stream_version"]
+    exited = await system.request("gone", 100, version=version, expect=422)
+    assert exited["code"] == "family_exited"
+    unknown = await system.request("nobody", 100, expect=422)
+    assert unknown["code"] == "unknown_family"
+    version = await system.enrol("fam-6", allocate=10_000)
+    category = await system.request("fam-6", 100, version=version, category="holidays", expect=422)
+    assert category["code"] == "unknown_category"
+    await system.configure(allocation={"mode": "randomised", "treatment_ratio": 0.5, "seed": "s"})
+    arms = {}
+    for number in range(4):
+        response = await system.allocation.post(
+            "/pilots/wigan/families",
+            json={
+                "family_id": f"r-{number}",
+                "team": "t-1",
+                "worker": "sw-1",
+                "enrolled_on": "2026-01-05",
+            },
+            headers=system.admin(),
+        )
+        body = await response.json()
+        arms[f"r-{number}"] = (body["arm"], body["stream_version"])
+    control, (_, control_version) = next((f, v) for f, v in arms.items() if v[0] == "control")
+    refused = await system.request(control, 100, version=control_version, expect=422)
+    assert refused["code"] == "control_arm"
+
+
+async def test_manager_rejection_and_withdrawal(system: System) -> None:
+    """A manager may reject; a worker may withdraw before buying; the hold comes back."""
+    version = await system.enrol("fam-7", allocate=400_000)
+    first = (await system.request("fam-7", 100_000, version=version))["request_id"]
+    second = (await system.request("fam-7", 100_000, version=version))["request_id"]
+    await system.settled(first, "awaiting_approval")
+    await system.settled(second, "awaiting_approval")
+    reject = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{first}/reject",
+        json={"reason": "try the school fund"},
+        headers=system.manager(),
+    )
+    assert reject.status == 200
+    assert (await system.settled(first, "rejected"))["approved_pence"] == 0
+    approve = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{second}/approve", json={}, headers=system.manager()
+    )
+    assert (await approve.json())["available_pence"] == 300_000
+    await system.settled(second, "approved")
+    withdrawn = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{second}/withdraw",
+        json={"reason": "no longer needed"},
+        headers=system.worker(),
+    )
+    assert withdrawn.status == 200
+    assert (await withdrawn.json())["released_pence"] == 100_000
+    third = (await system.request("fam-7", 400_000, version=version))["request_id"]
+    # Only affordable once the withdrawn hold is released.
+    assert (await system.settled(third, "awaiting_approval", "rejected"))[
+        "status"
+    ] == "awaiting_approval"
