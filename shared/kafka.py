@@ -6,6 +6,7 @@ import contextlib
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.settings import Settings
@@ -58,6 +59,9 @@ def new_consumer(bootstrap: str, group_id: str, client_id: str) -> AIOKafkaConsu
         isolation_level="read_committed",
         auto_offset_reset="earliest",
         max_poll_records=None,
+        # Co-partitioned topics (same key, same partition count) land on the same consumer:
+        # a family's allocation and spending events are handled by one replica.
+        partition_assignment_strategy=(RangePartitionAssignor,),
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
     )

@@ -31,7 +31,7 @@ from shared.openapi import openapi_document
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceName, Settings
 
-__all__ = ["CORE", "ConsumerSpec", "Readiness", "ServiceCore", "build_service_app"]
+__all__ = ["CONSUMERS", "CORE", "ConsumerSpec", "Readiness", "ServiceCore", "build_service_app"]
 
 _VERSION = "0.1.0"
 
@@ -83,6 +83,7 @@ class Readiness:
 
 
 CORE = web.AppKey("core", ServiceCore)
+CONSUMERS = web.AppKey("consumers", dict[str, ConsumerRunner])
 READINESS = web.AppKey("readiness", Readiness)
 
 Setup = Callable[[web.Application, ServiceCore], Sequence[ConsumerSpec]]
@@ -168,6 +169,7 @@ async def _run_service(
             readiness.add("kafka", _kafka_reachable(relay))
             await relay.start()
         runners = [_runner(spec, settings, pool, metrics) for spec in specs]
+        app[CONSUMERS] = {spec.name: runner for spec, runner in zip(specs, runners, strict=True)}
         for runner in runners:
             await runner.start()
             readiness.add(f"consumer:{runner.name}", _running(runner))

@@ -32,12 +32,11 @@ def create_app(
     def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
         approval = Approval(core)
         app[APPROVAL] = approval
+        # One runner per topic, so that each moves at its own pace (approval.handlers
+        # explains how a request waits for the allocation it was made after).
         return (
-            ConsumerSpec(
-                "approval.decisions",
-                (SERVICE_TOPICS["allocation"], SERVICE_TOPICS["spending"]),
-                approval.on_event,
-            ),
+            ConsumerSpec("approval.allocation", (SERVICE_TOPICS["allocation"],), approval.on_event),
+            ConsumerSpec("approval.spending", (SERVICE_TOPICS["spending"],), approval.on_event),
         )
 
     return build_service_app(

@@ -7,7 +7,9 @@ family's money never see the same ``available``, whatever arrives concurrently.
 Causality: a request names the pilot configuration version and the family's allocation
 stream version it was made after. It waits (status ``waiting``, no decision) until
 approval's views have both, so a fresh allocation is never missed; each allocation or
-configuration event approval applies retries the requests waiting on it.
+configuration event approval applies retries the requests waiting on it. Allocation and
+spending are consumed by separate runners; advisory locks (``_serialise``) keep a request
+from being recorded as waiting while the event that would wake it slips past.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ REGISTRY = EventRegistry(
     )
 )
 POLICY = Actor(sub="policy", role="system")
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
 _STATUS_AFTER = {
     "decision.referred": "referred",
     "decision.approved": "approved",
@@ -89,6 +93,7 @@ class Approval:
 
     async def on_event(self, conn: Connection, envelope: Envelope) -> None:
         """Apply one event of allocation or spending, deciding what it makes decidable."""
+        await _serialise(conn, envelope)
         kind = envelope.type
         if kind == "pilot.configured":
             await views.record_policy(conn, envelope)
@@ -215,6 +220,20 @@ class Approval:
             rows = await views.pending(conn, pilot_id, team)
             items = [await _pending_item(conn, row) for row in rows]
         return PendingList(requests=tuple(items))
+
+
+async def _serialise(conn: Connection, envelope: Envelope) -> None:
+    """Lock what this event may wake, so that no waiting request misses its wake-up.
+
+    A request recorded as waiting by one consumer while another applies the allocation it
+    waits for must not be missed by both: family events lock the family (and share the
+    pilot), configuration events lock the whole pilot. Held until the batch commits.
+    """
+    if envelope.family_id is None:
+        await conn.execute(_LOCK, f"pilot:{envelope.pilot_id}")
+        return
+    await conn.execute(_LOCK_SHARED, f"pilot:{envelope.pilot_id}")
+    await conn.execute(_LOCK, f"family:{envelope.pilot_id}:{envelope.family_id}")
 
 
 async def _pending_item(conn: Connection, row: asyncpg.Record) -> PendingRequest:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from shared.service import CONSUMERS
 from shared.settings import Settings
 from tests.e2e.system import System, auth, running_system
+from tests.support import connect_service_db, wait_for
 
 
 @pytest.fixture
@@ -226,3 +230,32 @@ async def test_manager_rejection_and_withdrawal(system: System) -> None:
     assert (await system.settled(third, "awaiting_approval", "rejected"))[
         "status"
     ] == "awaiting_approval"
+
+
+async def test_request_waits_for_the_allocation_it_was_made_after(
+    system: System, settings: Settings
+) -> None:
+    """Allocate, then request at once while approval has not read the allocation: approved later."""
+    async def has_policy() -> bool:
+        async with connect_service_db(settings, "approval") as conn:
+            return bool(await conn.fetchval("SELECT count(*) FROM policy_view"))
+
+    await wait_for(has_policy)  # so that only the allocation can be what the request waits for
+    held_back = system.approval.app[CONSUMERS]["approval.allocation"]
+    await held_back.stop()
+    await system.enrol("fam-c")
+    version = await system.allocate("fam-c", 10_000)
+    request_id = (await system.request("fam-c", 5_000, version=version))["request_id"]
+
+    async def waiting() -> bool:
+        async with connect_service_db(settings, "approval") as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM requests WHERE request_id = $1", uuid.UUID(request_id)
+            )
+        return status == "waiting"
+
+    await wait_for(waiting)
+    await asyncio.sleep(0.5)
+    assert (await system.status(request_id))["status"] == "submitted"
+    await held_back.start()
+    assert (await system.settled(request_id, "approved", "rejected"))["status"] == "approved"
