@@ -26,7 +26,7 @@ import asyncpg
 from shared.db import Connection
 from shared.events import Envelope, Frozen
 
-__all__ = ["BALANCE_EVENT_TYPES", "Balance", "apply", "balance_of", "lock"]
+__all__ = ["BALANCE_EVENT_TYPES", "Balance", "apply", "balance_of", "lock", "of_family"]
 
 _ENSURE = """
 INSERT INTO balances (pilot_id, family_id, period_start, period_end) VALUES ($1, $2, $3, $4)
@@ -43,6 +43,10 @@ WHERE pilot_id = $1 AND family_id = $2 AND period_start = $3
 _LOCK = """
 SELECT allocated_pence, held_pence, spent_pence, period_end FROM balances
 WHERE pilot_id = $1 AND family_id = $2 AND period_start = $3 FOR UPDATE
+"""
+_FAMILY = """
+SELECT period_start, allocated_pence, held_pence, spent_pence, period_end FROM balances
+WHERE pilot_id = $1 AND family_id = $2
 """
 _READ = """
 SELECT allocated_pence, held_pence, spent_pence, period_end FROM balances
@@ -116,6 +120,12 @@ async def balance_of(
             spent_pence=0,
         )
     return _balance(period_start, row)
+
+
+async def of_family(conn: Connection, pilot_id: str, family_id: str) -> dict[date, Balance]:
+    """Every period of the family that has facts, by period start."""
+    rows = await conn.fetch(_FAMILY, pilot_id, family_id)
+    return {row["period_start"]: _balance(row["period_start"], row) for row in rows}
 
 
 def _balance(period_start: date, row: asyncpg.Record) -> Balance:

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from services.allocation.handlers import Allocation
 from services.allocation.http import ALLOCATION, routes
+from shared import balances
+from shared.kafka import SERVICE_TOPICS
 from shared.service import ConsumerSpec, ServiceCore, build_service_app
 from shared.settings import Settings
 
@@ -30,7 +32,14 @@ def create_app(
 
     def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
         app[ALLOCATION] = Allocation(core)
-        return ()
+        # What is committed and spent: adjustments may not go below it, exits record it.
+        return (
+            ConsumerSpec(
+                "allocation.balances",
+                (SERVICE_TOPICS["spending"], SERVICE_TOPICS["approval"]),
+                balances.apply,
+            ),
+        )
 
     return build_service_app(
         service="allocation",

@@ -42,6 +42,7 @@ __all__ = [
     "Period",
     "PersonalDataErased",
     "RecordOutcome",
+    "Spend",
     "decide",
     "evolve",
     "initial_state",
@@ -89,6 +90,13 @@ class AllocateBudget(Frozen):
     pilot_version: int
 
 
+class Spend(Frozen):
+    """What spending and approval have committed and spent in one period, as known here."""
+
+    committed_pence: int = 0
+    spent_pence: int = 0
+
+
 class AdjustBudget(Frozen):
     """Raise or lower a period's allocation; never below what is committed and spent."""
 
@@ -98,7 +106,7 @@ class AdjustBudget(Frozen):
     period_start: date | None
     today: date
     config: PilotConfig
-    committed_and_spent_pence: int = Field(ge=0)
+    spend: dict[date, Spend] = Field(description="By period start.")
 
 
 class ExitFamily(Frozen):
@@ -106,10 +114,9 @@ class ExitFamily(Frozen):
 
     reason: str
     exited_on: date
-    committed_pence: int = Field(ge=0)
-    spent_pence: int = Field(ge=0)
     today: date
     config: PilotConfig
+    spend: dict[date, Spend] = Field(description="By period start.")
 
 
 class DiscloseBudget(Frozen):
@@ -373,7 +380,8 @@ def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: 
         _refuse_control(state)
         period = _resolve_period(state, command.config, command.today, command.period_start, None)
         total = state.allocated.get(period.start, 0) + command.delta_pence
-        floor = command.committed_and_spent_pence
+        spend = command.spend.get(period.start, Spend())
+        floor = spend.committed_pence + spend.spent_pence
         if total < floor:
             raise PolicyViolationError(
                 f"the period's allocation would be {total} pence, below the {floor} pence "
@@ -406,6 +414,7 @@ def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: 
             max(command.today, state.enrolment_date),
         )
         allocated = state.allocated.get(current.start, 0)
+        spend = command.spend.get(current.start, Spend())
         return [
             FamilyExited(
                 reason=command.reason,
@@ -413,9 +422,9 @@ def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: 
                 period_start=current.start,
                 period_end=current.end,
                 allocated_pence=allocated,
-                committed_pence=command.committed_pence,
-                spent_pence=command.spent_pence,
-                available_pence=allocated - command.committed_pence - command.spent_pence,
+                committed_pence=spend.committed_pence,
+                spent_pence=spend.spent_pence,
+                available_pence=allocated - spend.committed_pence - spend.spent_pence,
             )
         ]
     if isinstance(command, DiscloseBudget):

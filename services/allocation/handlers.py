@@ -31,6 +31,7 @@ from services.allocation.schemas import (
     PilotView,
     Recorded,
 )
+from shared import balances
 from shared.auth import Principal, require_team
 from shared.commands import Caller, CommandResult
 from shared.db import Connection
@@ -282,8 +283,6 @@ class Allocation:
         ) -> families.Command:
             reason = await self._seal(conn, pilot_id, family_id, body.reason)
             assert reason is not None
-            # Allocation learns what is committed and spent from the spending and approval
-            # topics; until it consumes them, nothing is known to be committed or spent.
             return families.AdjustBudget(
                 adjustment_id=adjustment_id,
                 delta_pence=body.delta_pence,
@@ -291,7 +290,7 @@ class Allocation:
                 period_start=body.period_start,
                 today=self._today(),
                 config=config,
-                committed_and_spent_pence=0,
+                spend=await _spend(conn, pilot_id, family_id),
             )
 
         return await self._family_command(
@@ -315,10 +314,9 @@ class Allocation:
             return families.ExitFamily(
                 reason=reason,
                 exited_on=body.exited_on,
-                committed_pence=0,
-                spent_pence=0,
                 today=self._today(),
                 config=config,
+                spend=await _spend(conn, pilot_id, family_id),
             )
 
         return await self._family_command(
@@ -411,6 +409,15 @@ class Allocation:
 CommandBuilder = Callable[
     [Connection, pilots.PilotState, pilots.PilotConfig], Awaitable[families.Command]
 ]
+
+
+async def _spend(conn: Connection, pilot_id: str, family_id: str) -> dict[date, families.Spend]:
+    """Committed and spent per period, from the balances allocation consumes."""
+    periods = await balances.of_family(conn, pilot_id, family_id)
+    return {
+        start: families.Spend(committed_pence=b.committed_pence, spent_pence=b.spent_pence)
+        for start, b in periods.items()
+    }
 
 
 def _given(command: families.Command) -> CommandBuilder:

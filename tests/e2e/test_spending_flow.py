@@ -236,6 +236,7 @@ async def test_request_waits_for_the_allocation_it_was_made_after(
     system: System, settings: Settings
 ) -> None:
     """Allocate, then request at once while approval has not read the allocation: approved later."""
+
     async def has_policy() -> bool:
         async with connect_service_db(settings, "approval") as conn:
             return bool(await conn.fetchval("SELECT count(*) FROM policy_view"))
@@ -252,10 +253,66 @@ async def test_request_waits_for_the_allocation_it_was_made_after(
             status = await conn.fetchval(
                 "SELECT status FROM requests WHERE request_id = $1", uuid.UUID(request_id)
             )
-        return status == "waiting"
+        return bool(status == "waiting")
 
     await wait_for(waiting)
     await asyncio.sleep(0.5)
     assert (await system.status(request_id))["status"] == "submitted"
     await held_back.start()
     assert (await system.settled(request_id, "approved", "rejected"))["status"] == "approved"
+
+
+async def test_allocation_learns_what_is_committed_and_spent(
+    system: System, settings: Settings
+) -> None:
+    """Adjustments stop at committed + spent; an exit records the balance as it stood."""
+    version = await system.enrol("fam-8", allocate=400_000)
+    request_id = (await system.request("fam-8", 300_000, version=version))["request_id"]
+    await system.settled(request_id, "awaiting_approval")
+    approved = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{request_id}/approve", json={}, headers=system.manager()
+    )
+    assert approved.status == 200
+
+    async def allocation_knows(held: int, spent: int) -> bool:
+        async with connect_service_db(settings, "allocation") as conn:
+            row = await conn.fetchrow(
+                "SELECT held_pence, spent_pence FROM balances WHERE family_id = 'fam-8'"
+            )
+        return row is not None and (row["held_pence"], row["spent_pence"]) == (held, spent)
+
+    await wait_for(lambda: allocation_knows(300_000, 0))
+    path = "/pilots/wigan/families/fam-8/adjustments"
+    refused = await system.allocation.post(
+        path, json={"delta_pence": -100_001, "reason": "over-allocated"}, headers=system.admin()
+    )
+    assert refused.status == 422
+    assert (await refused.json())["code"] == "below_committed_and_spent"
+    await system.settled(request_id, "approved")
+    purchase = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{request_id}/purchases",
+        json={"amount_pence": 120_000, "purchased_on": "2026-04-01", "method": "invoice"},
+        headers=system.finance(),
+    )
+    assert purchase.status == 201
+    closed = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{request_id}/close", json={}, headers=system.finance()
+    )
+    assert closed.status == 200
+    await wait_for(lambda: allocation_knows(0, 120_000))
+    lowered = await system.allocation.post(
+        path, json={"delta_pence": -280_000, "reason": "need was smaller"}, headers=system.admin()
+    )
+    assert lowered.status == 201, await lowered.text()
+    exited = await system.allocation.post(
+        "/pilots/wigan/families/fam-8/exit",
+        json={"reason": "case closed", "exited_on": "2026-05-01"},
+        headers=system.admin(),
+    )
+    body = await exited.json()
+    assert (body["allocated_pence"], body["committed_pence"], body["spent_pence"]) == (
+        120_000,
+        0,
+        120_000,
+    )
+    assert body["available_pence"] == 0

@@ -117,7 +117,11 @@ def test_adjustment_cannot_go_below_committed_and_spent() -> None:
             period_start=None,
             today=date(2026, 6, 1),
             config=CONFIG,
-            committed_and_spent_pence=floor,
+            spend={
+                date(2026, 4, 1): families.Spend(
+                    committed_pence=floor // 2, spent_pence=floor - floor // 2
+                )
+            },
         )
 
     events = families.decide(state, adjust(-100_000, 200_000))
@@ -135,10 +139,9 @@ def test_exit_records_the_balance_and_stops_allocations() -> None:
     exit_ = families.ExitFamily(
         reason="closed",
         exited_on=date(2026, 9, 1),
-        committed_pence=10_000,
-        spent_pence=50_000,
         today=date(2026, 9, 1),
         config=CONFIG,
+        spend={date(2026, 4, 1): families.Spend(committed_pence=10_000, spent_pence=50_000)},
     )
     [event] = families.decide(state, exit_)
     assert isinstance(event, families.FamilyExited)
