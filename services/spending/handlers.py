@@ -48,6 +48,7 @@ REGISTRY = EventRegistry(
 )
 # How long a command waits for a view to reach what the caller has seen.
 VIEW_WAIT_SECONDS = 5.0
+UNKNOWN_FAMILY_WAIT_SECONDS = 1.0
 DECISION_WAIT_SECONDS = 3.0
 
 _INDEX_REQUEST = """
@@ -98,17 +99,7 @@ class Spending:
             raise ForbiddenError(
                 "social workers make requests in their own name", code="forbidden_requester"
             )
-        if body.allocation_version is not None:
-            seen = body.allocation_version
-
-            async def caught_up(conn: Connection) -> bool:
-                family = await views.family_of(conn, pilot_id, body.family_id)
-                return family is not None and family.stream_version >= seen
-
-            if not await wait_for_view(self._core.pool, caught_up, seconds=VIEW_WAIT_SECONDS):
-                raise NotYetConsistentError(
-                    f"spending has not yet seen allocation version {seen} of this family; retry"
-                )
+        await self._await_views(pilot_id, body.family_id, body.allocation_version)
         request_id = self._core.ids()
         requested_on = (caller.context.occurred_at or self._core.clock()).date()
 
@@ -158,6 +149,27 @@ class Spending:
             return CommandResult(202, result.model_dump(mode="json"))
 
         return await self._core.commands.run(handle, caller.idempotency)
+
+    async def _await_views(self, pilot_id: str, family_id: str, seen: int | None) -> None:
+        """Wait until the views hold the family (at the version the caller saw) and its pilot.
+
+        A family is enrolled under a pilot configuration; its events and the pilot's travel
+        on different partitions, so either may arrive first. Without a version from the
+        caller, a family not seen within a short wait is taken to be unknown (422).
+        """
+
+        async def caught_up(conn: Connection) -> bool:
+            family = await views.family_of(conn, pilot_id, family_id)
+            if family is None or family.stream_version < (seen or 0):
+                return False
+            pilot = await views.pilot_of(conn, pilot_id)
+            return pilot is not None and pilot.version >= family.pilot_version
+
+        seconds = VIEW_WAIT_SECONDS if seen is not None else UNKNOWN_FAMILY_WAIT_SECONDS
+        if not await wait_for_view(self._core.pool, caught_up, seconds=seconds) and seen:
+            raise NotYetConsistentError(
+                f"spending has not yet seen allocation version {seen} of this family; retry"
+            )
 
     async def view(self, principal: Principal, pilot_id: str, request_id: UUID) -> RequestView:
         """A request with its status and money, for callers allowed to see it."""

@@ -9,6 +9,8 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+from pydantic import Field
+
 from services.spending.requests import Decision
 from shared.db import Connection
 from shared.events import Envelope, Frozen
@@ -21,8 +23,9 @@ ON CONFLICT (pilot_id) DO UPDATE SET version = excluded.version, config = exclud
 WHERE pilot_view.version < excluded.version
 """
 _ENROLLED = """
-INSERT INTO family_view (pilot_id, family_id, team, arm, enrolled_on, stream_version)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+INSERT INTO family_view
+    (pilot_id, family_id, team, arm, enrolled_on, pilot_version, stream_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
 """
 _FAMILY_VERSION = """
 UPDATE family_view SET stream_version = GREATEST(stream_version, $3)
@@ -61,6 +64,7 @@ class FamilyView(Frozen):
     team: str
     arm: str
     enrolled_on: date
+    pilot_version: int = Field(description="The pilot configuration it was enrolled under.")
     exited_on: date | None
     stream_version: int
 
@@ -85,6 +89,7 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
                 data["team"],
                 data["arm"],
                 date.fromisoformat(data["enrolled_on"]),
+                data["pilot_version"],
                 envelope.stream_version,
             )
         elif kind == "family.exited":
@@ -121,6 +126,7 @@ async def family_of(conn: Connection, pilot_id: str, family_id: str) -> FamilyVi
         team=row["team"],
         arm=row["arm"],
         enrolled_on=row["enrolled_on"],
+        pilot_version=row["pilot_version"],
         exited_on=row["exited_on"],
         stream_version=row["stream_version"],
     )

@@ -10,6 +10,7 @@ CREATE TABLE family_view (
     team            text    NOT NULL,
     arm             text    NOT NULL,
     enrolled_on     date    NOT NULL,
+    pilot_version   integer NOT NULL,
     exited_on       date,
     stream_version  integer NOT NULL,
     PRIMARY KEY (pilot_id, family_id)
