@@ -17,6 +17,7 @@ parked (a gap lets the pass look further on for the missing version).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -146,7 +147,7 @@ class ConsumerRunner(BackgroundTask):
                 loop = asyncio.get_running_loop()
                 retried_at = loop.time()
                 while not self._stopping:
-                    batches = await consumer.getmany(timeout_ms=200, max_records=self._batch_size)
+                    batches = await self._poll(consumer)
                     for partition, records in batches.items():
                         await self._process(consumer, producer, partition, records)
                     await self._observe_lag(consumer)
@@ -157,6 +158,34 @@ class ConsumerRunner(BackgroundTask):
                 await consumer.stop()
         finally:
             await producer.stop()
+
+    async def start(self) -> None:
+        """Begin consuming in the background."""
+        self._stop_requested = asyncio.Event()
+        await super().start()
+
+    def _wake(self) -> None:
+        self._stop_requested.set()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """The next records, or none as soon as a stop is asked for.
+
+        A poll does not return while the consumer first joins its group (seconds): racing
+        it against the stop lets the consumer leave cleanly instead of being cancelled.
+        """
+        poll = asyncio.ensure_future(consumer.getmany(timeout_ms=200, max_records=self._batch_size))
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not poll.done():
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+            return {}
+        batches: dict[TopicPartition, list[Any]] = poll.result()
+        return batches
 
     async def stored_offsets(self) -> dict[tuple[str, int], int]:
         """Where this consumer's effects have got to, per topic and partition."""
@@ -356,6 +385,7 @@ class ConsumerRunner(BackgroundTask):
     ) -> None:
         """Start each newly assigned partition where this consumer's effects stand."""
         stored = await self.stored_offsets()
+        self._log.info("partitions_assigned", partitions=len(assigned))
         for partition in assigned:
             offset = stored.get((partition.topic, partition.partition))
             if offset is None:

@@ -44,7 +44,7 @@ class Infrastructure:
             "pg_pool_min": 1,
             "pg_pool_max": 8,
             "relay_poll_seconds": 0.2,
-            "shutdown_grace_seconds": 4.0,
+            "shutdown_grace_seconds": 6.0,
             **overrides,
         }
         return Settings.model_validate(values)
