@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -31,9 +31,22 @@ from shared.openapi import openapi_document
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceName, Settings
 
-__all__ = ["CONSUMERS", "CORE", "ConsumerSpec", "Readiness", "ServiceCore", "build_service_app"]
+__all__ = [
+    "CONSUMERS",
+    "CORE",
+    "ConsumerSpec",
+    "Readiness",
+    "ServiceCore",
+    "build_service_app",
+    "utcnow",
+]
 
 _VERSION = "0.1.0"
+
+
+def utcnow() -> datetime:
+    """The ledger's clock in production: now, in UTC."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID, uuid4
 
 from aiohttp import web
@@ -12,20 +12,16 @@ from services.spending import views
 from services.spending.handlers import Spending
 from services.spending.http import SPENDING, routes
 from shared.kafka import SERVICE_TOPICS
-from shared.service import ConsumerSpec, ServiceCore, build_service_app
+from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
 from shared.settings import Settings
 
 __all__ = ["create_app"]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     settings: Settings,
     *,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     ids: Callable[[], UUID] = uuid4,
 ) -> web.Application:
     """The spending service's aiohttp application."""

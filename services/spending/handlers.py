@@ -7,7 +7,7 @@ handler waits for the view (``shared.consistency``) rather than answer from the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from uuid import UUID
 
@@ -36,6 +36,8 @@ from shared.personal import Sealer, subject_of
 from shared.service import ServiceCore
 
 __all__ = ["REGISTRY", "Spending"]
+
+Answer = Callable[[Envelope], CommandResult]
 
 REGISTRY = EventRegistry(
     (
@@ -192,9 +194,14 @@ class Spending:
         return found[0]
 
     async def _request_command(
-        self, caller: Caller, pilot_id: str, request_id: UUID, command: requests.Command
+        self,
+        caller: Caller,
+        pilot_id: str,
+        request_id: UUID,
+        command: requests.Command,
+        answer: Answer | None = None,
     ) -> CommandResult:
-        """Load, check the team, decide, append; answer with the request as it now stands."""
+        """Load, check the team, decide, append; answer (by default with the request's view)."""
 
         async def handle(conn: Connection) -> CommandResult:
             stream, state = await self._load(conn, pilot_id, request_id)
@@ -202,6 +209,10 @@ class Spending:
             require_team(caller.principal, request.team)
             events = requests.decide(state, command)
             appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
+            if isinstance(command, requests.RecordPurchase):
+                await conn.execute(_INDEX_PURCHASE, command.purchase_id, pilot_id, request_id)
+            if answer is not None:
+                return answer(appended[-1])
             for event in events:
                 state = requests.evolve(state, event)
             decision = await views.decision_of(conn, request_id)
@@ -238,22 +249,16 @@ class Spending:
             decision=await self._decision(request_id),
         )
 
-        async def handle(conn: Connection) -> CommandResult:
-            stream, state = await self._load(conn, pilot_id, request_id)
-            request = state.require()
-            require_team(caller.principal, request.team)
-            events = requests.decide(state, command)
-            appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
-            await conn.execute(_INDEX_PURCHASE, purchase_id, pilot_id, request_id)
+        def answer(envelope: Envelope) -> CommandResult:
             result = PurchaseResult(
                 purchase_id=purchase_id,
                 request_id=request_id,
                 amount_pence=body.amount_pence,
-                stream_version=appended[-1].stream_version,
+                stream_version=envelope.stream_version,
             )
             return CommandResult(201, result.model_dump(mode="json"))
 
-        return await self._core.commands.run(handle, caller.idempotency)
+        return await self._request_command(caller, pilot_id, request_id, command, answer)
 
     async def refund(
         self, caller: Caller, pilot_id: str, purchase_id: UUID, body: RefundBody
@@ -272,21 +277,17 @@ class Spending:
             reason=reason,
         )
 
-        async def handle(conn: Connection) -> CommandResult:
-            stream, state = await self._load(conn, pilot_id, request_id)
-            request = state.require()
-            events = requests.decide(state, command)
-            appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
+        def answer(envelope: Envelope) -> CommandResult:
             result = RefundResult(
                 refund_id=refund_id,
                 purchase_id=purchase_id,
                 request_id=request_id,
                 amount_pence=body.amount_pence,
-                stream_version=appended[-1].stream_version,
+                stream_version=envelope.stream_version,
             )
             return CommandResult(201, result.model_dump(mode="json"))
 
-        return await self._core.commands.run(handle, caller.idempotency)
+        return await self._request_command(caller, pilot_id, request_id, command, answer)
 
     async def close(
         self, caller: Caller, pilot_id: str, request_id: UUID, _: CloseBody
