@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from typing import Self
@@ -9,7 +10,7 @@ from typing import Self
 __all__ = ["BackgroundTask"]
 
 
-class BackgroundTask:
+class BackgroundTask(abc.ABC):
     """A task that runs until asked to stop, finishes what it holds, and is then awaited.
 
     Subclasses implement :meth:`_run` and look at ``self._stopping`` between units of work.
@@ -54,5 +55,6 @@ class BackgroundTask:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
+    @abc.abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """The work, until ``self._stopping``."""
