@@ -31,8 +31,9 @@ class BackgroundTask(abc.ABC):
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self._name)
 
+    @abc.abstractmethod
     def _wake(self) -> None:
-        """Hook: interrupt an idle wait so that the stop is seen at once."""
+        """Interrupt an idle wait, so that a stop is seen at once."""
 
     async def stop(self, grace: float = 5.0) -> None:
         """Ask the task to finish within ``grace`` seconds; cancel it after that."""
