@@ -39,14 +39,12 @@ __all__ = [
     "FamilyState",
     "Outcome",
     "OutcomeRecorded",
-    "Period",
     "PersonalDataErased",
     "RecordOutcome",
     "Spend",
     "decide",
     "evolve",
     "initial_state",
-    "period_containing",
     "stream_id",
 ]
 
