@@ -103,6 +103,9 @@ class Approval:
         await balances.apply(conn, envelope)
         if envelope.family_id is None:
             return
+        if kind == "family.personal_data_erased":
+            # Managers' notes and reasons here are sealed with approval's own keys.
+            await self._sealer.erase(conn, subject_of(envelope.pilot_id, envelope.family_id))
         if kind.startswith("family."):
             await views.record_family(conn, envelope)
             await self._decide_waiting(conn, envelope.pilot_id, envelope.family_id, envelope)

@@ -14,6 +14,7 @@ from pydantic import Field
 from services.spending.requests import Decision
 from shared.db import Connection
 from shared.events import Envelope, Frozen
+from shared.personal import Sealer, subject_of
 
 __all__ = ["FamilyView", "PilotView", "apply", "decision_of", "family_of", "pilot_of"]
 
@@ -92,6 +93,9 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
                 data["pilot_version"],
                 envelope.stream_version,
             )
+        elif kind == "family.personal_data_erased":
+            # The family's purposes and reasons here are sealed with spending's own keys.
+            await Sealer().erase(conn, subject_of(envelope.pilot_id, envelope.family_id))
         elif kind == "family.exited":
             await conn.execute(
                 _EXITED,

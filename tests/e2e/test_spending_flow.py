@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from shared.service import CONSUMERS
-from shared.settings import Settings
+from shared.settings import ServiceName, Settings
 from tests.e2e.system import System, auth, running_system
 from tests.support import connect_service_db, wait_for
 
@@ -316,3 +316,41 @@ async def test_allocation_learns_what_is_committed_and_spent(
         120_000,
     )
     assert body["available_pence"] == 0
+
+
+async def test_erasure_reaches_every_service(system: System, settings: Settings) -> None:
+    """After an erasure, no service holds a key that opens the family's free text."""
+    version = await system.enrol("fam-9", allocate=400_000)
+    request_id = (await system.request("fam-9", 100_000, version=version))["request_id"]
+    await system.settled(request_id, "awaiting_approval")
+    rejected = await system.approval.post(
+        f"/pilots/wigan/spend-requests/{request_id}/reject",
+        json={"reason": "speak to the family first"},
+        headers=system.manager(),
+    )
+    assert rejected.status == 200
+
+    async def live_keys(service: ServiceName) -> int:
+        async with connect_service_db(settings, service) as conn:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM personal_keys WHERE subject = 'wigan:fam-9' "
+                    "AND key IS NOT NULL"
+                )
+            )
+
+    assert await live_keys("spending") == 1
+    assert await live_keys("approval") == 1
+    erased = await system.allocation.post(
+        "/pilots/wigan/families/fam-9/erasure",
+        json={"basis": "subject_request", "erased_on": "2026-11-01"},
+        headers=system.admin(),
+    )
+    assert erased.status == 200
+
+    async def all_erased() -> bool:
+        return sum([await live_keys(s) for s in ("allocation", "spending", "approval")]) == 0
+
+    await wait_for(all_erased)
+    view = await system.status(request_id)
+    assert (view["status"], view["amount_pence"]) == ("rejected", 100_000)
