@@ -19,6 +19,7 @@ first (:func:`lock`), which is what keeps ``available`` from going below zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 
 import asyncpg
@@ -26,7 +27,7 @@ import asyncpg
 from shared.db import Connection
 from shared.events import Envelope, Frozen
 
-__all__ = ["BALANCE_EVENT_TYPES", "Balance", "apply", "balance_of", "lock", "of_family"]
+__all__ = ["BALANCE_EVENT_TYPES", "Balance", "apply", "balance_of", "fold", "lock", "of_family"]
 
 _ENSURE = """
 INSERT INTO balances (pilot_id, family_id, period_start, period_end) VALUES ($1, $2, $3, $4)
@@ -78,6 +79,40 @@ _SUMS: dict[str, tuple[int, int, str]] = {
 }
 _TOTALS = frozenset({"family.budget_allocated", "family.budget_adjusted"})
 BALANCE_EVENT_TYPES = _TOTALS | frozenset(_SUMS)
+
+
+def fold(envelopes: Iterable[Envelope]) -> dict[date, Balance]:
+    """The balances that a sequence of facts adds up to, by period start (pure).
+
+    The same rules as :func:`apply`: reporting answers ``as_of`` questions with it, and the
+    tests hold the SQL projection to it.
+    """
+    totals: dict[date, list[int]] = {}
+    ends: dict[date, date] = {}
+    for envelope in envelopes:
+        if envelope.type not in BALANCE_EVENT_TYPES:
+            continue
+        data = envelope.data
+        start = date.fromisoformat(data["period_start"])
+        ends[start] = date.fromisoformat(data["period_end"])
+        row = totals.setdefault(start, [0, 0, 0])
+        if envelope.type in _TOTALS:
+            row[0] = int(data["period_allocated_pence"])
+            continue
+        held, spent, field = _SUMS[envelope.type]
+        amount = int(data[field])
+        row[1] += held * amount
+        row[2] += spent * amount
+    return {
+        start: Balance(
+            period_start=start,
+            period_end=ends[start],
+            allocated_pence=allocated,
+            committed_pence=held,
+            spent_pence=spent,
+        )
+        for start, (allocated, held, spent) in totals.items()
+    }
 
 
 async def apply(conn: Connection, envelope: Envelope) -> None:

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from services.allocation.app import create_app as allocation_app
 from services.approval.app import create_app as approval_app
+from services.reporting.app import create_app as reporting_app
 from services.spending.app import create_app as spending_app
 from shared.settings import Settings
 from tests.support import serve, wait_for
@@ -34,6 +35,7 @@ class System:
     spending: Client
     approval: Client
     token: Callable[..., str]
+    reporting: Client | None = None
     pilot: str = "wigan"
 
     def admin(self) -> dict[str, str]:
@@ -132,10 +134,17 @@ class System:
 
 
 @asynccontextmanager
-async def running_system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
-    """The three services on one broker, each with its own database."""
+async def running_system(
+    settings: Settings, token: Callable[..., str], *, reporting: bool = False
+) -> AsyncIterator[System]:
+    """The services on one broker, each with its own database (reporting if asked)."""
     async with AsyncExitStack() as stack:
         allocation = await stack.enter_async_context(serve(settings, "allocation", allocation_app))
         spending = await stack.enter_async_context(serve(settings, "spending", spending_app))
         approval = await stack.enter_async_context(serve(settings, "approval", approval_app))
-        yield System(allocation, spending, approval, token)
+        system = System(allocation, spending, approval, token)
+        if reporting:
+            system.reporting = await stack.enter_async_context(
+                serve(settings, "reporting", reporting_app)
+            )
+        yield system

@@ -1,0 +1,1 @@
+"""The reporting service: balances, history and evaluation figures, rebuilt from the log."""

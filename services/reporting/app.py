@@ -1,0 +1,46 @@
+"""The reporting service: projections of every topic, and the questions they answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from aiohttp import web
+
+from services.reporting import projections
+from services.reporting.handlers import Reporting
+from services.reporting.http import REPORTING, routes
+from shared.kafka import SERVICE_TOPICS
+from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
+from shared.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    ids: Callable[[], UUID] = uuid4,
+) -> web.Application:
+    """The reporting service's aiohttp application."""
+
+    def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
+        app[REPORTING] = Reporting(core)
+        return (
+            ConsumerSpec(
+                "reporting.projections", tuple(SERVICE_TOPICS.values()), projections.apply
+            ),
+        )
+
+    return build_service_app(
+        service="reporting",
+        settings=settings,
+        routes=routes(),
+        description="Balances (now or as of a moment) and every family's history, projected "
+        "from all three topics and rebuildable from them.",
+        setup=setup,
+        clock=clock,
+        ids=ids,
+    )

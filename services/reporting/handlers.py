@@ -1,0 +1,89 @@
+"""Reporting's queries: balances (now or as of a moment) and a family's history."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from services.reporting.schemas import BalanceView, HistoryView
+from shared import balances
+from shared.auth import Principal, require_team
+from shared.db import Connection
+from shared.errors import NotFoundError
+from shared.events import Envelope
+from shared.periods import period_containing
+from shared.service import ServiceCore
+
+__all__ = ["Reporting"]
+
+_FAMILY = "SELECT team, enrolled_on FROM family_view WHERE pilot_id = $1 AND family_id = $2"
+_PILOT = "SELECT config FROM pilot_view WHERE pilot_id = $1"
+_HISTORY = """
+SELECT envelope FROM history
+WHERE pilot_id = $1 AND family_id = $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3)
+ORDER BY recorded_at, source, stream_version
+"""
+
+
+class Reporting:
+    """Answers from reporting's projections."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+
+    async def _family(
+        self, conn: Connection, principal: Principal, pilot_id: str, family_id: str
+    ) -> tuple[date, int]:
+        family = await conn.fetchrow(_FAMILY, pilot_id, family_id)
+        pilot = await conn.fetchrow(_PILOT, pilot_id)
+        if family is None or pilot is None:
+            raise NotFoundError("no such family in this pilot")
+        require_team(principal, family["team"])
+        enrolled_on: date = family["enrolled_on"]
+        return enrolled_on, int(pilot["config"]["period_months"])
+
+    async def balance(
+        self, principal: Principal, pilot_id: str, family_id: str, as_of: datetime | None
+    ) -> BalanceView:
+        """The balance of the period containing now, or ``as_of`` from the recorded facts."""
+        moment = as_of or self._core.clock()
+        async with self._core.pool.acquire() as conn:
+            enrolled_on, months = await self._family(conn, principal, pilot_id, family_id)
+            period = period_containing(enrolled_on, months, moment.date())
+            if as_of is None:
+                balance = await balances.balance_of(
+                    conn, pilot_id, family_id, period.start, period.end
+                )
+            else:
+                facts = await _history(conn, pilot_id, family_id, as_of)
+                balance = balances.fold(facts).get(period.start) or balances.Balance(
+                    period_start=period.start,
+                    period_end=period.end,
+                    allocated_pence=0,
+                    committed_pence=0,
+                    spent_pence=0,
+                )
+        return BalanceView(
+            pilot_id=pilot_id,
+            family_id=family_id,
+            period_start=balance.period_start,
+            period_end=balance.period_end,
+            allocated_pence=balance.allocated_pence,
+            committed_pence=balance.committed_pence,
+            spent_pence=balance.spent_pence,
+            available_pence=balance.available_pence,
+            as_of=moment,
+        )
+
+    async def history(self, principal: Principal, pilot_id: str, family_id: str) -> HistoryView:
+        """Every event of the family, from every service, in recorded order."""
+        async with self._core.pool.acquire() as conn:
+            await self._family(conn, principal, pilot_id, family_id)
+            events = await _history(conn, pilot_id, family_id, None)
+        return HistoryView(pilot_id=pilot_id, family_id=family_id, events=tuple(events))
+
+
+async def _history(
+    conn: Connection, pilot_id: str, family_id: str, until: datetime | None
+) -> list[Envelope]:
+    rows = await conn.fetch(_HISTORY, pilot_id, family_id, until)
+    return [Envelope.model_validate(row["envelope"]) for row in rows]

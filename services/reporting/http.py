@@ -1,0 +1,62 @@
+"""Reporting's routes: balances and history (uptake, exports and the dashboard follow)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.reporting.handlers import Reporting
+from services.reporting.schemas import BalanceQuery, BalanceView, HistoryView
+from shared.auth import ROLES
+from shared.http import Route, json_response, principal_of
+
+__all__ = ["REPORTING", "routes"]
+
+REPORTING = web.AppKey("reporting", Reporting)
+_FAMILY = "/pilots/{pilot_id}/families/{family_id}"
+
+
+async def get_balance(request: web.Request) -> web.StreamResponse:
+    query = BalanceQuery.model_validate(dict(request.query))
+    view = await request.app[REPORTING].balance(
+        principal_of(request),
+        request.match_info["pilot_id"],
+        request.match_info["family_id"],
+        query.as_of,
+    )
+    return json_response(view)
+
+
+async def get_history(request: web.Request) -> web.StreamResponse:
+    view = await request.app[REPORTING].history(
+        principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
+    )
+    return json_response(view)
+
+
+def routes() -> list[Route]:
+    """Reporting's endpoints of API.md built so far."""
+    tags = ("reporting",)
+    return [
+        Route(
+            "GET",
+            f"{_FAMILY}/balance",
+            get_balance,
+            "A family's balance, now or as of a moment",
+            ROLES,
+            response=BalanceView,
+            query=BalanceQuery,
+            description="available = allocated - committed - spent for the budget period "
+            "containing now, or as_of: then answered by adding up the facts recorded up to "
+            "that moment. Social workers and managers see their own team's families only.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            f"{_FAMILY}/history",
+            get_history,
+            "Every event of the family, in order, with hash-chain fields",
+            frozenset({"auditor", "manager", "admin"}),
+            response=HistoryView,
+            tags=tags,
+        ),
+    ]

@@ -1,0 +1,120 @@
+"""Reporting through HTTP: balances now and as of a moment, and a family's history."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from shared.events import Envelope
+from shared.settings import Settings
+from tests.e2e.system import Client, System, auth, running_system
+from tests.support import wait_for
+
+
+@pytest.fixture
+async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+    async with running_system(settings, token, reporting=True) as system:
+        await system.configure()
+        yield system
+
+
+def reporting(system: System) -> Client:
+    assert system.reporting is not None
+    return system.reporting
+
+
+async def balance(system: System, family: str, as_of: datetime | None = None) -> dict[str, Any]:
+    query = "" if as_of is None else f"?as_of={quote(as_of.isoformat())}"
+    response = await reporting(system).get(
+        f"/pilots/wigan/families/{family}/balance{query}", headers=system.admin()
+    )
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_balance_now_and_as_of_before_and_after_a_purchase(system: System) -> None:
+    """The balance follows the facts; as_of answers from what was recorded by then."""
+    version = await system.enrol("fam-1", allocate=100_000)
+    request_id = (await system.request("fam-1", 30_000, version=version))["request_id"]
+    await system.settled(request_id, "approved")
+
+    async def shows(allocated: int, committed: int, spent: int) -> bool:
+        now = await balance(system, "fam-1")
+        return (now["allocated_pence"], now["committed_pence"], now["spent_pence"]) == (
+            allocated,
+            committed,
+            spent,
+        )
+
+    await wait_for(lambda: shows(100_000, 30_000, 0))
+    before_purchase = datetime.now(UTC)
+    purchase = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{request_id}/purchases",
+        json={"amount_pence": 12_500, "purchased_on": "2026-03-01", "method": "card"},
+        headers=system.worker(),
+    )
+    assert purchase.status == 201
+    await wait_for(lambda: shows(100_000, 17_500, 12_500))
+    then = await balance(system, "fam-1", before_purchase)
+    assert (then["committed_pence"], then["spent_pence"], then["available_pence"]) == (
+        30_000,
+        0,
+        70_000,
+    )
+    now = await balance(system, "fam-1", datetime.now(UTC))
+    assert (now["committed_pence"], now["spent_pence"], now["available_pence"]) == (
+        17_500,
+        12_500,
+        70_000,
+    )
+    before_anything = await balance(system, "fam-1", datetime(2000, 1, 1, tzinfo=UTC))
+    assert before_anything["allocated_pence"] == 0
+
+
+async def test_history_holds_every_service_in_order_with_its_chains(system: System) -> None:
+    """Every event of the family from all three services, in order, each chain verifiable."""
+    version = await system.enrol("fam-2", allocate=50_000)
+    request_id = (await system.request("fam-2", 5_000, version=version))["request_id"]
+    await system.settled(request_id, "approved")
+    path = "/pilots/wigan/families/fam-2/history"
+    expected = [
+        "family.enrolled",
+        "family.budget_allocated",
+        "spend_request.requested",
+        "decision.approved",
+    ]
+
+    async def complete() -> list[dict[str, Any]] | None:
+        response = await reporting(system).get(path, headers=auth(system.token("auditor", "wigan")))
+        events = list((await response.json())["events"])
+        return events if [e["type"] for e in events] == expected else None
+
+    events = await wait_for(complete)
+    envelopes = [Envelope.model_validate(event) for event in events]
+    assert {e.source for e in envelopes} == {
+        "ledger/allocation",
+        "ledger/spending",
+        "ledger/approval",
+    }
+    assert all(e.hash == e.computed_hash() for e in envelopes)
+    by_stream = itertools.groupby(
+        sorted(envelopes, key=lambda e: (e.stream_id, e.stream_version)), key=lambda e: e.stream_id
+    )
+    for _, stream in by_stream:
+        chain = list(stream)
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(chain))
+    refused = await reporting(system).get(path, headers=system.worker())
+    assert refused.status == 403
+    other_team = await reporting(system).get(
+        "/pilots/wigan/families/fam-2/balance", headers=system.worker("sw-9", "t-9")
+    )
+    assert other_team.status == 403
+    bad = await reporting(system).get(
+        "/pilots/wigan/families/fam-2/balance?as_of=yesterday", headers=system.admin()
+    )
+    assert (bad.status, (await bad.json())["code"]) == (422, "validation_failed")
