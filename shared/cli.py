@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import cast
 
 from aiohttp import web
+from tqdm import tqdm
 
+from shared import audit
 from shared.auth import ROLES, Role, mint_token
 from shared.db import connect, dsn
-from shared.kafka import ensure_topics
+from shared.kafka import SERVICE_TOPICS, ensure_topics
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations, ensure_database, migrations_of
 from shared.settings import SERVICE_NAMES, ServiceName, Settings
@@ -88,6 +90,39 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def verify(settings: Settings, pilot_id: str | None) -> list[audit.Problem]:
+    """Every problem of every owning service's store and topic."""
+    problems: list[audit.Problem] = []
+    for service, topic in SERVICE_TOPICS.items():
+        if service not in installed_services():
+            continue
+        conn = await connect(dsn(settings, settings.database_of(service)))
+        try:
+            events = await audit.load_store(conn, pilot_id)
+        finally:
+            await conn.close()
+        problems += audit.check_store(service, events)
+        with tqdm(
+            desc=f"reading {settings.topic(topic)}", unit="event", disable=None, file=sys.stderr
+        ) as bar:
+            published = await audit.read_topic(
+                settings.kafka_bootstrap, settings.topic(topic), pilot_id, bar.update
+            )
+        problems += audit.check_topic(service, events, published)
+        print(f"{service}: {len(events)} events checked", file=sys.stderr)
+    return problems
+
+
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    problems = asyncio.run(verify(settings, args.pilot))
+    for problem in problems:
+        print(f"broken: {problem}")
+    if problems:
+        return 1
+    print("ok: every hash chain holds and Kafka holds the same events")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="The devolved budgets ledger.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
 
     topics = commands.add_parser("topics", help="create the ledger's Kafka topics")
     topics.set_defaults(run=_topics)
+
+    audit_command = commands.add_parser("audit", help="check the ledger's history")
+    audit_actions = audit_command.add_subparsers(dest="action", required=True)
+    verifying = audit_actions.add_parser(
+        "verify", help="check hash chains and that Kafka holds the same events"
+    )
+    verifying.add_argument("--pilot")
+    verifying.set_defaults(run=_audit_verify)
     return parser
 
 

@@ -1,0 +1,172 @@
+"""Verifying the ledger: every stream's hash chain, and that Kafka holds the same events.
+
+For each service that owns a topic, every event in its store must (1) hash to the ``hash``
+it carries, (2) chain to the event before it (``prev_hash``, genesis for version 1) with no
+version missing, and (3) be on the service's topic with the same hash, unless it is still
+waiting in the outbox. Every event on the topic must still be in the store. An event that
+was altered, removed or moved shows up as the first broken link of its stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.db import Connection
+from shared.events import GENESIS_HASH, Envelope
+
+__all__ = ["Problem", "check_store", "check_topic", "load_store", "read_topic"]
+
+_EVENTS = """
+SELECT e.envelope, e.stream_version, e.event_id, o.position IS NOT NULL AS pending
+FROM events e LEFT JOIN outbox o USING (position)
+WHERE $1::text IS NULL OR e.pilot_id = $1
+ORDER BY e.stream_id, e.stream_version, e.position
+"""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken link."""
+
+    service: str
+    stream_id: str
+    stream_version: int
+    event_id: str
+    detail: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.service}: stream {self.stream_id} version {self.stream_version} "
+            f"(event {self.event_id}): {self.detail}"
+        )
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as its store holds it."""
+
+    envelope: Envelope
+    row_version: int
+    pending: bool
+
+
+async def load_store(conn: Connection, pilot_id: str | None) -> list[StoredEvent]:
+    """Every event of a service's store (of one pilot, if named), by stream and version."""
+    rows = await conn.fetch(_EVENTS, pilot_id)
+    return [
+        StoredEvent(Envelope.model_validate(row["envelope"]), row["stream_version"], row["pending"])
+        for row in rows
+    ]
+
+
+def check_store(service: str, events: Iterable[StoredEvent]) -> list[Problem]:
+    """Hashes, chains and versions of every stream (pure)."""
+    problems: list[Problem] = []
+    for stream_id, stream in groupby(events, key=lambda e: e.envelope.stream_id):
+        previous_hash, expected_version = GENESIS_HASH, 1
+        for stored in stream:
+            detail = _broken_link(stored, expected_version, previous_hash)
+            if detail is not None:
+                envelope = stored.envelope
+                problems.append(
+                    Problem(service, stream_id, envelope.stream_version, str(envelope.id), detail)
+                )
+                break  # the first broken link of a stream is the one to report
+            previous_hash, expected_version = stored.envelope.hash, expected_version + 1
+    return problems
+
+
+def _broken_link(stored: StoredEvent, expected_version: int, previous_hash: str) -> str | None:
+    envelope = stored.envelope
+    if envelope.hash != envelope.computed_hash():
+        return "its content does not match its hash: it was altered"
+    if stored.row_version != envelope.stream_version:
+        return "its row says another version: it was moved"
+    if envelope.stream_version != expected_version:
+        return f"version {expected_version} is missing: an event was removed"
+    if envelope.prev_hash != previous_hash:
+        return "it does not chain to the event before it: events were reordered"
+    return None
+
+
+def check_topic(
+    service: str, events: Sequence[StoredEvent], published: dict[str, str]
+) -> list[Problem]:
+    """The store and the topic hold the same events with the same hashes (pure)."""
+    problems: list[Problem] = []
+    stored_ids = set()
+    for stored in events:
+        envelope = stored.envelope
+        event_id = str(envelope.id)
+        stored_ids.add(event_id)
+        on_topic = published.get(event_id)
+        if on_topic is None and not stored.pending:
+            detail = "it is in the store but not on the topic"
+        elif on_topic is not None and on_topic != envelope.hash:
+            detail = "the topic holds it with another hash: one copy was altered"
+        else:
+            continue
+        problems.append(
+            Problem(service, envelope.stream_id, envelope.stream_version, event_id, detail)
+        )
+    problems.extend(
+        Problem(service, "?", 0, event_id, "it is on the topic but gone from the store")
+        for event_id in sorted(set(published) - stored_ids)
+    )
+    return problems
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    pilot_id: str | None,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, str]:
+    """Every committed event on a topic (of one pilot, if named): event id to hash."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        published: dict[str, str] = {}
+        while not await _at_end(consumer, ends):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    envelope = Envelope.model_validate_json(record.value)
+                    if pilot_id is None or envelope.pilot_id == pilot_id:
+                        published[str(envelope.id)] = envelope.hash
+                if progress is not None:
+                    progress(len(records))
+        return published
+    finally:
+        await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for partition, end in ends.items():
+        if await consumer.position(partition) < end:
+            return False
+    return True
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(partition["partition"] for partition in description["partitions"])
