@@ -19,7 +19,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.db import Connection
 from shared.events import GENESIS_HASH, Envelope
 
-__all__ = ["Problem", "check_store", "check_topic", "load_store", "read_topic"]
+__all__ = [
+    "Problem",
+    "check_store",
+    "check_topic",
+    "in_order",
+    "load_store",
+    "read_events",
+    "read_topic",
+]
 
 _EVENTS = """
 SELECT e.envelope, e.stream_version, e.event_id, o.position IS NOT NULL AS pending
@@ -121,13 +129,13 @@ def check_topic(
     return problems
 
 
-async def read_topic(
+async def read_events(
     bootstrap: str,
     topic: str,
-    pilot_id: str | None,
+    keep: Callable[[Envelope], bool],
     progress: Callable[[int], object] | None = None,
-) -> dict[str, str]:
-    """Every committed event on a topic (of one pilot, if named): event id to hash."""
+) -> list[Envelope]:
+    """Every committed event on a topic that ``keep`` accepts, read from the start to the end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -140,19 +148,35 @@ async def read_topic(
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        published: dict[str, str] = {}
+        events: list[Envelope] = []
         while not await _at_end(consumer, ends):
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
-                for record in records:
-                    envelope = Envelope.model_validate_json(record.value)
-                    if pilot_id is None or envelope.pilot_id == pilot_id:
-                        published[str(envelope.id)] = envelope.hash
+                decoded = (Envelope.model_validate_json(record.value) for record in records)
+                events.extend(envelope for envelope in decoded if keep(envelope))
                 if progress is not None:
                     progress(len(records))
-        return published
+        return events
     finally:
         await consumer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    pilot_id: str | None,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, str]:
+    """Every committed event on a topic (of one pilot, if named): event id to hash."""
+    events = await read_events(
+        bootstrap, topic, lambda e: pilot_id is None or e.pilot_id == pilot_id, progress
+    )
+    return {str(envelope.id): envelope.hash for envelope in events}
+
+
+def in_order(events: Iterable[Envelope]) -> list[Envelope]:
+    """History order: recorded time, then source, then version (a batch shares its time)."""
+    return sorted(events, key=lambda e: (e.time, e.source, e.stream_id, e.stream_version))
 
 
 async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

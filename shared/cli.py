@@ -17,6 +17,7 @@ from tqdm import tqdm
 from shared import audit
 from shared.auth import ROLES, Role, mint_token
 from shared.db import connect, dsn
+from shared.events import Envelope, canonical_json
 from shared.kafka import SERVICE_TOPICS, ensure_topics
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations, ensure_database, migrations_of
@@ -123,6 +124,39 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def replay(
+    settings: Settings, pilot_id: str | None, family_id: str | None, as_of: datetime | None
+) -> list[Envelope]:
+    """The history straight from Kafka: every topic, filtered, in order."""
+
+    def keep(envelope: Envelope) -> bool:
+        return (
+            (pilot_id is None or envelope.pilot_id == pilot_id)
+            and (family_id is None or envelope.family_id == family_id)
+            and (as_of is None or envelope.time <= as_of)
+        )
+
+    events: list[Envelope] = []
+    for topic in SERVICE_TOPICS.values():
+        with tqdm(
+            desc=f"reading {settings.topic(topic)}", unit="event", disable=None, file=sys.stderr
+        ) as bar:
+            events += await audit.read_events(
+                settings.kafka_bootstrap, settings.topic(topic), keep, bar.update
+            )
+    return audit.in_order(events)
+
+
+def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    if as_of is not None and as_of.tzinfo is None:
+        print("--as-of needs a time zone, e.g. 2026-04-01T12:00:00Z", file=sys.stderr)
+        return 2
+    for envelope in asyncio.run(replay(settings, args.pilot, args.family, as_of)):
+        print(canonical_json(envelope.to_json_dict()).decode())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="The devolved budgets ledger.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     verifying.add_argument("--pilot")
     verifying.set_defaults(run=_audit_verify)
+    replaying = audit_actions.add_parser(
+        "replay", help="print the history from Kafka, in order, one JSON event per line"
+    )
+    replaying.add_argument("--pilot")
+    replaying.add_argument("--family")
+    replaying.add_argument("--as-of", help="only events recorded up to this RFC 3339 time")
+    replaying.set_defaults(run=_audit_replay)
     return parser
 
 

@@ -1,8 +1,9 @@
-"""``ledger audit verify``: ok on an untouched ledger; names an altered, removed or moved event."""
+"""``ledger audit``: verify names altered, removed or moved events; replay prints history."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,12 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
 
 
 async def run_verify(settings: Settings) -> tuple[int, str]:
-    """The CLI as an auditor runs it, against this test's databases and topics."""
+    """``ledger audit verify`` against this test's databases and topics."""
+    return await run_ledger(settings, "audit", "verify")
+
+
+async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
+    """The CLI as an auditor runs it, against this test's databases and topics (stdout)."""
     env = {
         **os.environ,
         "LEDGER_PG_PORT": str(settings.pg_port),
@@ -39,11 +45,10 @@ async def run_verify(settings: Settings) -> tuple[int, str]:
     }
     process = await asyncio.create_subprocess_exec(
         LEDGER,
-        "audit",
-        "verify",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     output, _ = await process.communicate()
     assert process.returncode is not None
@@ -132,3 +137,52 @@ async def test_verify_names_the_first_broken_link(
             first["envelope"],
         )
         await expect_broken(second["event_id"], "moved")
+
+
+async def test_replay_prints_a_familys_history_from_kafka_in_order(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """One JSON event per line, filtered by pilot and family, cut at --as-of."""
+    admin = auth(token("admin", "wigan"))
+    await client.put(
+        "/pilots/wigan",
+        json={
+            "name": "Wigan",
+            "period_months": 12,
+            "family_cap_pence": 400_000,
+            "categories": ["other"],
+        },
+        headers=admin,
+    )
+    for family in ("fam-a", "fam-b"):
+        await client.post(
+            "/pilots/wigan/families",
+            json={"family_id": family, "team": "t", "worker": "w", "enrolled_on": "2026-01-05"},
+            headers=admin,
+        )
+    first = await client.post(
+        "/pilots/wigan/families/fam-a/allocations", json={"amount_pence": 100}, headers=admin
+    )
+    cut = (await first.json())["event_id"]
+    await client.post(
+        "/pilots/wigan/families/fam-a/allocations", json={"amount_pence": 200}, headers=admin
+    )
+    await read_topic(settings, "ledger.allocation", expect=5)
+    code, output = await run_ledger(
+        settings, "audit", "replay", "--pilot", "wigan", "--family", "fam-a"
+    )
+    assert code == 0
+    events = [json.loads(line) for line in output.splitlines()]
+    assert [(e["type"], e["stream_version"]) for e in events] == [
+        ("family.enrolled", 1),
+        ("family.budget_allocated", 2),
+        ("family.budget_allocated", 3),
+    ]
+    assert {e["family_id"] for e in events} == {"fam-a"}
+    as_of = next(e["time"] for e in events if e["id"] == cut)
+    code, output = await run_ledger(
+        settings, "audit", "replay", "--family", "fam-a", "--as-of", as_of
+    )
+    assert [json.loads(line)["id"] for line in output.splitlines()][-1] == cut
+    whole = (await run_ledger(settings, "audit", "replay", "--pilot", "wigan"))[1].splitlines()
+    assert len(whole) == 5  # the configuration, fam-a's three events, fam-b's enrolment
