@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from services.reporting.schemas import BalanceView, HistoryView
+from services.reporting.transactions import transactions_csv
 from shared import balances
 from shared.auth import Principal, require_team
 from shared.db import Connection
@@ -17,6 +18,10 @@ __all__ = ["Reporting"]
 
 _FAMILY = "SELECT team, enrolled_on FROM family_view WHERE pilot_id = $1 AND family_id = $2"
 _PILOT = "SELECT config FROM pilot_view WHERE pilot_id = $1"
+_PILOT_EVENTS = """
+SELECT envelope FROM history WHERE pilot_id = $1 AND type = ANY($2::text[])
+ORDER BY recorded_at, source, stream_version
+"""
 _HISTORY = """
 SELECT envelope FROM history
 WHERE pilot_id = $1 AND family_id = $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3)
@@ -80,6 +85,14 @@ class Reporting:
             await self._family(conn, principal, pilot_id, family_id)
             events = await _history(conn, pilot_id, family_id, None)
         return HistoryView(pilot_id=pilot_id, family_id=family_id, events=tuple(events))
+
+    async def transactions(self, pilot_id: str) -> str:
+        """Every purchase and refund of the pilot as CSV."""
+        async with self._core.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _PILOT_EVENTS, pilot_id, ["purchase.recorded", "purchase.refunded"]
+            )
+        return transactions_csv(Envelope.model_validate(row["envelope"]) for row in rows)
 
 
 async def _history(

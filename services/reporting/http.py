@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.reporting.handlers import Reporting
 from services.reporting.schemas import BalanceQuery, BalanceView, HistoryView
+from services.reporting.transactions import COLUMNS
 from shared.auth import ROLES
 from shared.http import Route, json_response, principal_of
 
@@ -33,6 +34,17 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     return json_response(view)
 
 
+async def get_transactions(request: web.Request) -> web.StreamResponse:
+    pilot_id = request.match_info["pilot_id"]
+    body = await request.app[REPORTING].transactions(pilot_id)
+    return web.Response(
+        text=body,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{pilot_id}-transactions.csv"'},
+    )
+
+
 def routes() -> list[Route]:
     """Reporting's endpoints of API.md built so far."""
     tags = ("reporting",)
@@ -57,6 +69,17 @@ def routes() -> list[Route]:
             "Every event of the family, in order, with hash-chain fields",
             frozenset({"auditor", "manager", "admin"}),
             response=HistoryView,
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/transactions.csv",
+            get_transactions,
+            "Every purchase and refund, one row each (CSV)",
+            frozenset({"admin", "auditor", "finance"}),
+            content_type="text/csv",
+            description="Columns: " + ", ".join(COLUMNS) + ". Refunds are negative and carry "
+            "their purchase's method and vendor. The free-text purpose is never exported.",
             tags=tags,
         ),
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -118,3 +120,58 @@ async def test_history_holds_every_service_in_order_with_its_chains(system: Syst
         "/pilots/wigan/families/fam-2/balance?as_of=yesterday", headers=system.admin()
     )
     assert (bad.status, (await bad.json())["code"]) == (422, "validation_failed")
+
+
+async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System) -> None:
+    """Rows match what was posted; no purpose; formula-like vendors stay text; roles enforced."""
+    version = await system.enrol("fam-3", allocate=100_000)
+    request_id = (await system.request("fam-3", 40_000, version=version))["request_id"]
+    await system.settled(request_id, "approved")
+    path = f"/pilots/wigan/spend-requests/{request_id}/purchases"
+    posted = []
+    for amount, vendor in ((25_000, "Argos"), (4_999, '=HYPERLINK("x")')):
+        response = await system.spending.post(
+            path,
+            json={
+                "amount_pence": amount,
+                "purchased_on": "2026-03-04",
+                "method": "card",
+                "vendor": vendor,
+            },
+            headers=system.worker(),
+        )
+        posted.append((await response.json())["purchase_id"])
+    refund = await system.spending.post(
+        f"/pilots/wigan/purchases/{posted[0]}/refunds",
+        json={"amount_pence": 1_050, "reason": "returned"},
+        headers=system.finance(),
+    )
+    assert refund.status == 201
+
+    async def rows() -> list[dict[str, str]] | None:
+        response = await reporting(system).get(
+            "/pilots/wigan/transactions.csv", headers=system.finance()
+        )
+        assert response.status == 200
+        assert response.content_type == "text/csv"
+        text = await response.text()
+        found = list(csv.DictReader(io.StringIO(text)))
+        return found if len(found) == 3 else None
+
+    found = await wait_for(rows)
+    assert [(r["kind"], r["purchase_id"], r["amount_pence"], r["amount_gbp"]) for r in found] == [
+        ("purchase", posted[0], "25000", "250.00"),
+        ("purchase", posted[1], "4999", "49.99"),
+        ("refund", posted[0], "-1050", "-10.50"),
+    ]
+    assert found[2]["vendor"] == "Argos"
+    assert found[2]["method"] == "card"
+    assert found[1]["vendor"].startswith("'=")
+    assert all(r["family_id"] == "fam-3" and r["request_id"] == request_id for r in found)
+    assert all(r["category"] == "practical" for r in found)
+    text = await (
+        await reporting(system).get("/pilots/wigan/transactions.csv", headers=system.admin())
+    ).text()
+    assert "school uniform" not in text  # the purpose every request in these tests carries
+    refused = await reporting(system).get("/pilots/wigan/transactions.csv", headers=system.worker())
+    assert refused.status == 403
