@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from services.reporting.schemas import BalanceView, HistoryView
+from services.reporting import uptake
+from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared import balances
 from shared.auth import Principal, require_team
@@ -14,7 +15,20 @@ from shared.events import Envelope
 from shared.periods import period_containing
 from shared.service import ServiceCore
 
-__all__ = ["Reporting"]
+__all__ = ["UPTAKE_EVENT_TYPES", "Reporting"]
+
+UPTAKE_EVENT_TYPES = [
+    "family.enrolled",
+    "family.budget_allocated",
+    "family.budget_adjusted",
+    "family.budget_disclosed",
+    "family.outcome_recorded",
+    "spend_request.requested",
+    "decision.approved",
+    "decision.rejected",
+    "purchase.recorded",
+    "purchase.refunded",
+]
 
 _FAMILY = "SELECT team, enrolled_on FROM family_view WHERE pilot_id = $1 AND family_id = $2"
 _PILOT = "SELECT config FROM pilot_view WHERE pilot_id = $1"
@@ -93,6 +107,26 @@ class Reporting:
                 _PILOT_EVENTS, pilot_id, ["purchase.recorded", "purchase.refunded"]
             )
         return transactions_csv(Envelope.model_validate(row["envelope"]) for row in rows)
+
+    async def uptake(self, pilot_id: str, *, suppress_small_cells: bool) -> UptakeView:
+        """The pilot's figures, from every fact recorded so far."""
+        async with self._core.pool.acquire() as conn:
+            pilot = await conn.fetchrow(_PILOT, pilot_id)
+            if pilot is None:
+                raise NotFoundError("no such pilot")
+            rows = await conn.fetch(_PILOT_EVENTS, pilot_id, UPTAKE_EVENT_TYPES)
+        figures = uptake.compute(
+            (Envelope.model_validate(row["envelope"]) for row in rows),
+            pilot["config"].get("forecast_spend_per_family_pence"),
+        )
+        if suppress_small_cells:
+            figures = {scope: uptake.suppress(f) for scope, f in figures.items()}
+        return UptakeView(
+            pilot_id=pilot_id,
+            as_of=self._core.clock(),
+            all=figures.pop("all"),
+            arms=figures,
+        )
 
 
 async def _history(

@@ -5,7 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.reporting.handlers import Reporting
-from services.reporting.schemas import BalanceQuery, BalanceView, HistoryView
+from services.reporting.schemas import (
+    BalanceQuery,
+    BalanceView,
+    HistoryView,
+    UptakeQuery,
+    UptakeView,
+)
 from services.reporting.transactions import COLUMNS
 from shared.auth import ROLES
 from shared.http import Route, json_response, principal_of
@@ -45,6 +51,14 @@ async def get_transactions(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def get_uptake(request: web.Request) -> web.StreamResponse:
+    query = UptakeQuery.model_validate(dict(request.query))
+    view = await request.app[REPORTING].uptake(
+        request.match_info["pilot_id"], suppress_small_cells=query.suppress_small_cells
+    )
+    return json_response(view)
+
+
 def routes() -> list[Route]:
     """Reporting's endpoints of API.md built so far."""
     tags = ("reporting",)
@@ -69,6 +83,18 @@ def routes() -> list[Route]:
             "Every event of the family, in order, with hash-chain fields",
             frozenset({"auditor", "manager", "admin"}),
             response=HistoryView,
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/uptake",
+            get_uptake,
+            "Uptake and evaluation figures, per pilot and per arm",
+            frozenset({"admin", "manager", "auditor"}),
+            response=UptakeView,
+            query=UptakeQuery,
+            description="Computed from every recorded fact. Definitions are on each field; "
+            "suppress_small_cells=true shows counts of 1 to 4 families as <5.",
             tags=tags,
         ),
         Route(

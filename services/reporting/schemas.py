@@ -6,9 +6,10 @@ from datetime import date, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.reporting.uptake import Figures
 from shared.events import Envelope, Frozen
 
-__all__ = ["BalanceQuery", "BalanceView", "HistoryView"]
+__all__ = ["BalanceQuery", "BalanceView", "HistoryView", "UptakeQuery", "UptakeView"]
 
 
 class BalanceQuery(BaseModel):
@@ -39,3 +40,20 @@ class HistoryView(Frozen):
     pilot_id: str
     family_id: str
     events: tuple[Envelope, ...]
+
+
+class UptakeQuery(BaseModel):
+    """``suppress_small_cells``: show counts of 1 to 4 families as "<5", as publication needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suppress_small_cells: bool = False
+
+
+class UptakeView(Frozen):
+    """A pilot's uptake and evaluation figures, overall and per arm where it randomises."""
+
+    pilot_id: str
+    as_of: datetime
+    all: Figures
+    arms: dict[str, Figures] = Field(description="Per arm (treatment, control) when randomised.")

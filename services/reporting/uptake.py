@@ -1,0 +1,211 @@
+"""Uptake and evaluation figures, computed from a pilot's recorded events (pure).
+
+Definitions (also in the OpenAPI document): a family "with spend" has purchases minus
+refunds above zero; medians and the share under £20 are over purchases (not refunds);
+spend against forecast is net spend / (families enrolled x forecast per family); time to
+decision runs from the request to its first approval or rejection (a referral to a manager
+is not a decision); the median transaction is the lower median, so it stays whole pence.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import Envelope
+
+__all__ = ["Figures", "compute", "suppress"]
+
+SMALL_CELL = 5
+
+
+@dataclass
+class _Family:
+    arm: str = "treatment"
+    requested: bool = False
+    net_spend: int = 0
+    told: bool = False
+    allocated: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # period -> (version, total)
+
+
+class Figures(BaseModel):
+    """The figures of a pilot, or of one arm of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    families_enrolled: int | str = Field(0, description="Families enrolled.")
+    families_with_request: int | str = Field(0, description="Families with a spend request.")
+    families_with_spend: int | str = Field(
+        0, description="Families whose purchases minus refunds are above zero."
+    )
+    uptake_rate: float | None = Field(None, description="families_with_spend / families_enrolled.")
+    requests: int = Field(0, description="Spend requests made.")
+    approved: int = Field(0, description="Requests approved (automatically or by a manager).")
+    rejected: int = Field(0, description="Requests rejected (insufficient funds or by a manager).")
+    allocated_pence: int = Field(0, description="Allocations and adjustments, every period.")
+    spent_pence: int = Field(0, description="Purchases minus refunds.")
+    spend_vs_forecast: float | None = Field(
+        None, description="spent_pence / (families_enrolled x forecast per family)."
+    )
+    median_transaction_pence: int | None = Field(
+        None, description="Lower median of purchase amounts (refunds excluded)."
+    )
+    share_transactions_under_2000_pence: float | None = Field(
+        None, description="Share of purchases under £20."
+    )
+    spent_by_category_pence: dict[str, int] = Field(
+        default_factory=dict, description="Purchases minus refunds by category."
+    )
+    median_hours_to_decision: float | None = Field(
+        None, description="Median hours from request to its first approval or rejection."
+    )
+    share_requests_family_involved: float | None = Field(
+        None, description="Share of requests made with the family involved."
+    )
+    share_families_told_budget: float | None = Field(
+        None, description="Share of families told what their budget is."
+    )
+    outcomes: dict[str, int | str] = Field(
+        default_factory=dict, description="Families' recorded outcomes, counted by outcome."
+    )
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+@dataclass
+class _Facts:
+    """What the figures are counted from, gathered in one pass over the events."""
+
+    families: dict[str, _Family] = field(default_factory=lambda: defaultdict(_Family))
+    requests: dict[str, tuple[str, bool, datetime]] = field(default_factory=dict)
+    decided: dict[str, datetime] = field(default_factory=dict)
+    verdicts: list[tuple[str, str]] = field(default_factory=list)  # family, approved|rejected
+    purchases: list[tuple[str, int, str]] = field(default_factory=list)  # family, pence, category
+    refunds: list[tuple[str, int, str]] = field(default_factory=list)
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, event: Envelope) -> None:
+        data, family_id, kind = event.data, event.family_id or "", event.type
+        family = self.families[family_id] if family_id else None
+        if kind == "family.enrolled" and family is not None:
+            family.arm = data["arm"]
+        elif kind in {"family.budget_allocated", "family.budget_adjusted"} and family is not None:
+            known = family.allocated.get(data["period_start"], (0, 0))
+            if event.stream_version > known[0]:  # the period's latest total counts
+                family.allocated[data["period_start"]] = (
+                    event.stream_version,
+                    data["period_allocated_pence"],
+                )
+        elif kind == "family.budget_disclosed" and family is not None:
+            family.told = True
+        elif kind == "family.outcome_recorded":
+            self.outcomes.append((family_id, data["outcome"]))
+        elif kind == "spend_request.requested" and family is not None:
+            family.requested = True
+            self.requests[data["request_id"]] = (
+                family_id,
+                data["family_involved"],
+                event.occurred_at,
+            )
+        elif kind in {"decision.approved", "decision.rejected"}:
+            self.verdicts.append((family_id, kind.removeprefix("decision.")))
+            at = datetime.fromisoformat(data["decided_at"])
+            self.decided[data["request_id"]] = min(self.decided.get(data["request_id"], at), at)
+        elif kind in {"purchase.recorded", "purchase.refunded"} and family is not None:
+            sign = 1 if kind == "purchase.recorded" else -1
+            line = (family_id, int(data["amount_pence"]), data["category"])
+            (self.purchases if sign > 0 else self.refunds).append(line)
+            family.net_spend += sign * line[1]
+
+
+def compute(events: Iterable[Envelope], forecast_pence: int | None) -> dict[str, Figures]:
+    """Figures for the whole pilot (key ``all``) and for each arm when families differ."""
+    facts = _Facts()
+    for event in events:
+        facts.add(event)
+    arms = sorted({family.arm for family in facts.families.values()})
+    scopes: dict[str, set[str]] = {"all": set(facts.families)}
+    if arms != ["treatment"]:
+        for arm in arms:
+            scopes[arm] = {f for f, family in facts.families.items() if family.arm == arm}
+    return {scope: _figures(facts, members, forecast_pence) for scope, members in scopes.items()}
+
+
+def _figures(facts: _Facts, members: set[str], forecast_pence: int | None) -> Figures:
+    families = [facts.families[f] for f in members]
+    requests = {r: v for r, v in facts.requests.items() if v[0] in members}
+    amounts = [amount for f, amount, _ in facts.purchases if f in members]
+    categories: Counter[str] = Counter()
+    for f, amount, category in facts.purchases:
+        if f in members:
+            categories[category] += amount
+    for f, amount, category in facts.refunds:
+        if f in members:
+            categories[category] -= amount
+    hours = [
+        (facts.decided[r] - at).total_seconds() / 3600
+        for r, (_, _, at) in requests.items()
+        if r in facts.decided
+    ]
+    enrolled = len(families)
+    spent = sum(family.net_spend for family in families)
+    with_spend = sum(family.net_spend > 0 for family in families)
+    return Figures(
+        families_enrolled=enrolled,
+        families_with_request=sum(family.requested for family in families),
+        families_with_spend=with_spend,
+        uptake_rate=_share(with_spend, enrolled),
+        requests=len(requests),
+        approved=sum(f in members and v == "approved" for f, v in facts.verdicts),
+        rejected=sum(f in members and v == "rejected" for f, v in facts.verdicts),
+        allocated_pence=sum(total for family in families for _, total in family.allocated.values()),
+        spent_pence=spent,
+        spend_vs_forecast=_share(spent, enrolled * forecast_pence) if forecast_pence else None,
+        median_transaction_pence=statistics.median_low(amounts) if amounts else None,
+        share_transactions_under_2000_pence=_share(sum(a < 2000 for a in amounts), len(amounts)),
+        spent_by_category_pence=dict(sorted(categories.items())),
+        median_hours_to_decision=round(statistics.median(hours), 4) if hours else None,
+        share_requests_family_involved=_share(
+            sum(involved for _, involved, _ in requests.values()), len(requests)
+        ),
+        share_families_told_budget=_share(sum(family.told for family in families), enrolled),
+        outcomes=dict(sorted(Counter(o for f, o in facts.outcomes if f in members).items())),
+    )
+
+
+def suppress(figures: Figures) -> Figures:
+    """Published statistics: 1 to 4 families shown as "<5"; rates built on them hidden."""
+
+    def cell(value: int | str) -> int | str:
+        return "<5" if isinstance(value, int) and 0 < value < SMALL_CELL else value
+
+    small = {
+        name
+        for name in ("families_enrolled", "families_with_request", "families_with_spend")
+        if cell(getattr(figures, name)) == "<5"
+    }
+    return figures.model_copy(
+        update={
+            "families_enrolled": cell(figures.families_enrolled),
+            "families_with_request": cell(figures.families_with_request),
+            "families_with_spend": cell(figures.families_with_spend),
+            "uptake_rate": (
+                None
+                if small & {"families_enrolled", "families_with_spend"}
+                else figures.uptake_rate
+            ),
+            "share_families_told_budget": (
+                None if "families_enrolled" in small else figures.share_families_told_budget
+            ),
+            "outcomes": {name: cell(count) for name, count in figures.outcomes.items()},
+        }
+    )

@@ -1,0 +1,149 @@
+"""Uptake figures from a hand-made history: every figure, per arm, and small-cell suppression."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from services.reporting.uptake import compute, suppress
+from shared.events import Envelope
+
+START = datetime(2026, 3, 2, 9, tzinfo=UTC)
+_ids = count(1)
+
+
+def event(kind: str, family: str, version: int = 1, hours: float = 0, **data: Any) -> Envelope:
+    moment = START + timedelta(hours=hours)
+    return Envelope.model_validate(
+        {
+            "id": f"00000000-0000-0000-0000-{next(_ids):012d}",
+            "type": kind,
+            "source": "test",
+            "time": moment,
+            "subject": "s",
+            "schema_version": 1,
+            "pilot_id": "p",
+            "family_id": family,
+            "stream_id": f"s:{family}",
+            "stream_version": version,
+            "occurred_at": moment,
+            "actor": {"sub": "x", "role": "admin"},
+            "correlation_id": "c",
+            "causation_id": None,
+            "data": data,
+            "prev_hash": "0",
+            "hash": "0",
+        }
+    )
+
+
+def history() -> list[Envelope]:
+    period: dict[str, Any] = {"period_start": "2026-01-01", "period_end": "2026-12-31"}
+    events = [
+        event("family.enrolled", f, arm=arm)
+        for f, arm in [
+            ("t1", "treatment"),
+            ("t2", "treatment"),
+            ("t3", "treatment"),
+            ("c1", "control"),
+        ]
+    ]
+    events += [
+        event("family.budget_allocated", "t1", 2, period_allocated_pence=100_000, **period),
+        event("family.budget_adjusted", "t1", 3, period_allocated_pence=80_000, **period),
+        event("family.budget_allocated", "t2", 2, period_allocated_pence=50_000, **period),
+        event("family.budget_disclosed", "t1", 4),
+        event("spend_request.requested", "t1", request_id="r1", family_involved=True),
+        event("spend_request.requested", "t1", request_id="r2", family_involved=False),
+        event("spend_request.requested", "t2", request_id="r3", family_involved=True),
+        event(
+            "decision.referred",
+            "t1",
+            hours=1,
+            request_id="r2",
+            decided_at=(START + timedelta(hours=1)).isoformat(),
+        ),
+        event(
+            "decision.approved",
+            "t1",
+            hours=0.5,
+            request_id="r1",
+            decided_at=(START + timedelta(hours=0.5)).isoformat(),
+        ),
+        event(
+            "decision.approved",
+            "t1",
+            hours=3,
+            request_id="r2",
+            decided_at=(START + timedelta(hours=3)).isoformat(),
+        ),
+        event(
+            "decision.rejected",
+            "t2",
+            hours=2,
+            request_id="r3",
+            decided_at=(START + timedelta(hours=2)).isoformat(),
+        ),
+        event("purchase.recorded", "t1", amount_pence=1_500, category="relationship"),
+        event("purchase.recorded", "t1", amount_pence=30_000, category="practical"),
+        event("purchase.recorded", "t1", amount_pence=1_999, category="relationship"),
+        event("purchase.refunded", "t1", amount_pence=500, category="practical"),
+        event("family.outcome_recorded", "t1", outcome="remained_at_home"),
+        event("family.outcome_recorded", "c1", outcome="entered_care"),
+    ]
+    return events
+
+
+def test_every_figure_follows_its_definition() -> None:
+    """Counts, money, shares, medians and time to decision, for the pilot and each arm."""
+    figures = compute(history(), forecast_pence=100_000)
+    pilot, treatment, control = figures["all"], figures["treatment"], figures["control"]
+    assert (pilot.families_enrolled, pilot.families_with_request, pilot.families_with_spend) == (
+        4,
+        2,
+        1,
+    )
+    assert pilot.uptake_rate == 0.25
+    assert (pilot.requests, pilot.approved, pilot.rejected) == (3, 2, 1)
+    assert pilot.allocated_pence == 130_000  # t1's latest total of the period, plus t2's
+    assert pilot.spent_pence == 1_500 + 30_000 + 1_999 - 500
+    assert pilot.spend_vs_forecast == round(32_999 / 400_000, 4)
+    assert pilot.median_transaction_pence == 1_999
+    assert pilot.share_transactions_under_2000_pence == round(2 / 3, 4)
+    assert pilot.spent_by_category_pence == {"practical": 29_500, "relationship": 3_499}
+    assert pilot.median_hours_to_decision == 2.0  # 0.5, 3 (not the referral at 1) and 2
+    assert pilot.share_requests_family_involved == round(2 / 3, 4)
+    assert pilot.share_families_told_budget == 0.25
+    assert pilot.outcomes == {"entered_care": 1, "remained_at_home": 1}
+    assert (treatment.families_enrolled, control.families_enrolled) == (3, 1)
+    assert treatment.outcomes == {"remained_at_home": 1}
+    assert control.outcomes == {"entered_care": 1}
+    assert control.requests == 0
+    assert control.median_transaction_pence is None
+
+
+def test_every_interleaving_gives_the_same_figures() -> None:
+    """The order across topics does not matter: reversed, the history adds up the same."""
+    assert compute(reversed(history()), forecast_pence=100_000) == compute(history(), 100_000)
+
+
+def test_a_pilot_without_arms_reports_one_scope() -> None:
+    """No control arm: only the whole pilot."""
+    only_treated = [e for e in history() if e.family_id != "c1"]
+    assert set(compute(only_treated, None)) == {"all"}
+    assert compute(only_treated, None)["all"].spend_vs_forecast is None
+
+
+def test_small_cells_are_suppressed_for_publication() -> None:
+    """1 to 4 families become "<5"; rates built on them are hidden; money stays."""
+    published = suppress(compute(history(), forecast_pence=100_000)["all"])
+    assert (
+        published.families_enrolled,
+        published.families_with_request,
+        published.families_with_spend,
+    ) == ("<5", "<5", "<5")
+    assert published.uptake_rate is None
+    assert published.share_families_told_budget is None
+    assert published.outcomes == {"entered_care": "<5", "remained_at_home": "<5"}
+    assert published.spent_pence == 32_999
