@@ -175,3 +175,61 @@ async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System
     assert "school uniform" not in text  # the purpose every request in these tests carries
     refused = await reporting(system).get("/pilots/wigan/transactions.csv", headers=system.worker())
     assert refused.status == 403
+
+
+async def test_uptake_matches_what_was_posted(system: System) -> None:
+    """HTTP figures equal the sums of what this test did; suppression hides small counts."""
+    versions = {f: await system.enrol(f, allocate=10_000) for f in ("u1", "u2", "u3")}
+    bought = []
+    for family, amount in (("u1", 1_500), ("u1", 2_500), ("u2", 9_999)):
+        request_id = (await system.request(family, amount, version=versions[family]))["request_id"]
+        await system.settled(request_id, "approved")
+        if family == "u1":
+            response = await system.spending.post(
+                f"/pilots/wigan/spend-requests/{request_id}/purchases",
+                json={"amount_pence": amount, "purchased_on": "2026-03-05", "method": "cash"},
+                headers=system.worker(),
+            )
+            assert response.status == 201
+            bought.append(amount)
+    told = await system.allocation.post(
+        "/pilots/wigan/families/u3/disclosures",
+        json={"disclosed_on": "2026-02-01", "method": "letter"},
+        headers=system.worker(),
+    )
+    assert told.status == 201
+    manager = system.manager()
+
+    async def figures() -> dict[str, Any] | None:
+        response = await reporting(system).get("/pilots/wigan/uptake", headers=manager)
+        body = dict(await response.json())
+        done = (
+            body["all"]["spent_pence"] == sum(bought) and body["all"]["share_families_told_budget"]
+        )
+        return body if done else None
+
+    body = await wait_for(figures)
+    pilot = body["all"]
+    assert body["arms"] == {}
+    assert (
+        pilot["families_enrolled"],
+        pilot["families_with_request"],
+        pilot["families_with_spend"],
+    ) == (3, 2, 1)
+    assert (pilot["requests"], pilot["approved"], pilot["rejected"]) == (3, 3, 0)
+    assert pilot["allocated_pence"] == 30_000
+    assert pilot["spend_vs_forecast"] == round(sum(bought) / (3 * 400_000), 4)
+    assert pilot["median_transaction_pence"] == 1_500
+    assert pilot["share_transactions_under_2000_pence"] == 0.5
+    assert pilot["spent_by_category_pence"] == {"practical": sum(bought)}
+    assert pilot["share_families_told_budget"] == round(1 / 3, 4)
+    assert pilot["median_hours_to_decision"] is not None
+    published = await (
+        await reporting(system).get(
+            "/pilots/wigan/uptake?suppress_small_cells=true", headers=manager
+        )
+    ).json()
+    assert published["all"]["families_enrolled"] == "<5"
+    assert published["all"]["uptake_rate"] is None
+    refused = await reporting(system).get("/pilots/wigan/uptake", headers=system.worker())
+    assert refused.status == 403
