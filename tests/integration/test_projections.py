@@ -1,0 +1,182 @@
+"""Reporting's projections do not depend on how the three topics interleave."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.allocation import families as allocation
+from services.approval import decisions
+from services.reporting import projections
+from services.spending import requests as spending
+from shared.cli import migrate
+from shared.db import dsn, open_pool
+from shared.events import DomainEvent, Envelope
+from shared.eventstore import EventStore, PendingEvent, Stream
+from shared.settings import Settings
+from tests.integration.fixtures import CONTEXT, utcnow
+
+PERIOD: dict[str, Any] = {"period_start": date(2026, 1, 1), "period_end": date(2026, 12, 31)}
+R1, R2, P1 = UUID(int=1), UUID(int=2), UUID(int=3)
+
+
+def stream(source: str, stream_id: str, family: str, events: list[DomainEvent]) -> list[Envelope]:
+    store = EventStore(f"ledger/{source}", utcnow, lambda: UUID(int=0))
+    sealed = store.seal(
+        Stream(stream_id, ()), [PendingEvent(e, "p", family) for e in events], CONTEXT
+    )
+    # The store's id factory is fixed here; give each event a distinct, stable id.
+    return [
+        e.model_copy(
+            update={"id": uuid5(NAMESPACE_URL, f"{source}/{stream_id}/{e.stream_version}")}
+        )
+        for e in sealed
+    ]
+
+
+def topics() -> dict[str, list[Envelope]]:
+    """Each topic's events, in the order that topic holds them."""
+    enrolled = allocation.FamilyEnrolled(
+        family_id="f",
+        team="t",
+        worker="w",
+        enrolled_on=date(2026, 1, 1),
+        stratum=None,
+        arm="treatment",
+        pilot_version=1,
+    )
+    allocated = allocation.BudgetAllocated(
+        allocation_id=UUID(int=9),
+        amount_pence=50_000,
+        note=None,
+        pilot_version=1,
+        period_allocated_pence=50_000,
+        **PERIOD,
+    )
+    adjusted = allocation.BudgetAdjusted(
+        adjustment_id=UUID(int=8),
+        delta_pence=-5_000,
+        reason="r",
+        period_allocated_pence=45_000,
+        **PERIOD,
+    )
+    requested = [
+        spending.SpendRequested(
+            request_id=r,
+            family_id="f",
+            team="t",
+            amount_pence=amount,
+            category="practical",
+            purpose="x",
+            requested_by="w",
+            family_involved=True,
+            needed_by=None,
+            pilot_version=1,
+            allocation_version=2,
+            **PERIOD,
+        )
+        for r, amount in ((R1, 10_000), (R2, 20_000))
+    ]
+    purchase = spending.PurchaseRecorded(
+        purchase_id=P1,
+        request_id=R1,
+        amount_pence=7_000,
+        purchased_on=date(2026, 2, 1),
+        method="card",
+        vendor=None,
+        receipt_ref=None,
+        category="practical",
+        **PERIOD,
+    )
+    refund = spending.PurchaseRefunded(
+        refund_id=UUID(int=4),
+        purchase_id=P1,
+        request_id=R1,
+        amount_pence=1_000,
+        reason="r",
+        category="practical",
+        **PERIOD,
+    )
+    closed = spending.RequestClosed(request_id=R1, purchased_pence=7_000)
+    moment = utcnow()
+
+    def approved(request: UUID, amount: int) -> decisions.RequestApproved:
+        return decisions.RequestApproved(
+            request_id=request,
+            family_id="f",
+            amount_pence=amount,
+            policy_version=1,
+            requested_at=moment,
+            decided_at=moment,
+            decided_by="policy",
+            approved_pence=amount,
+            rule="auto_tier",
+            **PERIOD,
+        )
+
+    released = decisions.HoldReleased(request_id=R1, released_pence=3_000, cause="closed", **PERIOD)
+    return {
+        "allocation": stream("allocation", "family:p:f", "f", [enrolled, allocated, adjusted]),
+        "spending": stream("spending", "request:p:1", "f", [requested[0], purchase, refund, closed])
+        + stream("spending", "request:p:2", "f", [requested[1]]),
+        "approval": stream("approval", "decision:p:1", "f", [approved(R1, 10_000), released])
+        + stream("approval", "decision:p:2", "f", [approved(R2, 20_000)]),
+    }
+
+
+TOPICS = topics()
+LABELS = [name for name, events in TOPICS.items() for _ in events]
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    await migrate(settings, ["reporting"])
+    async with open_pool(
+        dsn(settings, settings.database_of("reporting")), min_size=1, max_size=2
+    ) as pool:
+        yield pool
+
+
+async def projected(pool: asyncpg.Pool[asyncpg.Record], order: list[str]) -> tuple[Any, ...]:
+    """Apply the topics in this interleaving, read every projection, undo it all."""
+    cursors = {name: iter(events) for name, events in TOPICS.items()}
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            for name in order:
+                await projections.apply(conn, next(cursors[name]))
+            state = (
+                [
+                    tuple(r)
+                    for r in await conn.fetch("SELECT * FROM balances ORDER BY period_start")
+                ],
+                [tuple(r) for r in await conn.fetch("SELECT * FROM family_view")],
+                [
+                    r["event_id"]
+                    for r in await conn.fetch("SELECT event_id FROM history ORDER BY event_id")
+                ],
+            )
+        finally:
+            await transaction.rollback()
+    return state
+
+
+@given(order=st.permutations(LABELS))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+async def test_any_interleaving_gives_the_same_projections(
+    pool: asyncpg.Pool[asyncpg.Record], order: list[str]
+) -> None:
+    """Balances, families and history come out the same however the topics interleave."""
+    reference = await projected(pool, LABELS)
+    assert reference[0] == [("p", "f", date(2026, 1, 1), date(2026, 12, 31), 45_000, 20_000, 6_000)]
+    assert await projected(pool, order) == reference
