@@ -142,8 +142,8 @@ async def read_events(
         isolation_level="read_committed",
         group_id=None,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -188,8 +188,8 @@ async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         [description] = await admin.describe_topics([topic])
     finally:
         await admin.close()

@@ -138,11 +138,12 @@ class ConsumerRunner(BackgroundTask):
     async def _consume(self) -> None:
         consumer = self._consumer_factory(self._bootstrap, self._group_id, self.name)
         producer = new_producer(self._bootstrap, f"{self.name}-deadletter")
-        await producer.start()
         try:
+            # Starts inside the try: a client that failed to start still has connections to close.
+            await producer.start()
             consumer.subscribe(list(self._topics), listener=_SeekToStored(self, consumer))
-            await consumer.start()
             try:
+                await consumer.start()
                 await self.retry_parked()
                 loop = asyncio.get_running_loop()
                 retried_at = loop.time()
@@ -155,9 +156,10 @@ class ConsumerRunner(BackgroundTask):
                         await self.retry_parked()
                         retried_at = loop.time()
             finally:
-                await consumer.stop()
+                await asyncio.shield(consumer.stop())
         finally:
-            await producer.stop()
+            # Shielded: a stop cut short by cancellation still closes the connections.
+            await asyncio.shield(producer.stop())
 
     async def start(self) -> None:
         """Begin consuming in the background."""

@@ -71,8 +71,8 @@ def new_consumer(bootstrap: str, group_id: str, client_id: str) -> AIOKafkaConsu
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create the ledger's topics where missing; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [name for name in ledger_topics(settings) if name not in existing]
         if wanted:

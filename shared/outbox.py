@@ -118,8 +118,9 @@ class OutboxRelay(BackgroundTask):
             producer = self._producer_factory(
                 self._bootstrap, f"relay-{self._topic}", self._transactional_id
             )
-            await producer.start()
             try:
+                # Inside the try: a producer that failed to start still has connections to close.
+                await producer.start()
                 self._kafka_ok = True
                 while True:
                     published = await self._publish_batch(conn, producer)
@@ -128,7 +129,8 @@ class OutboxRelay(BackgroundTask):
                             return
                         await self._idle()
             finally:
-                await producer.stop()
+                # Shielded: a stop cut short by cancellation still closes the connections.
+                await asyncio.shield(producer.stop())
         finally:
             await conn.close()
 
