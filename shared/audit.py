@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.db import Connection
 from shared.events import GENESIS_HASH, Envelope
+from shared.kafka import partitions_of
 
 __all__ = [
     "Problem",
@@ -144,7 +144,7 @@ async def read_events(
     )
     try:
         await consumer.start()
-        partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -184,13 +184,3 @@ async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
         if await consumer.position(partition) < end:
             return False
     return True
-
-
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(partition["partition"] for partition in description["partitions"])

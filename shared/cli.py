@@ -1,4 +1,4 @@
-"""The ``ledger`` command: tokens, serving a service, migrations and topics."""
+"""The ``ledger`` command: tokens, serving, migrations, topics, audits and rebuilds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Never, cast
 
 from aiohttp import web
 from tqdm import tqdm
@@ -157,6 +157,41 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _Bar:
+    """A progress bar whose total grows as a rebuild finds more to read."""
+
+    def __init__(self, bar: tqdm[Never]) -> None:
+        self._bar = bar
+
+    def expect(self, records: int) -> None:
+        self._bar.total = (self._bar.total or 0) + records
+        self._bar.refresh()
+
+    def advance(self, records: int) -> object:
+        return self._bar.update(records)
+
+
+def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
+    configure_logging("reporting", settings.log_format, settings.log_level)
+    # Imported here: the shared library does not depend on a service to load.
+    from services.reporting.rebuild import rebuild  # noqa: PLC0415
+
+    with tqdm(desc="rebuilding", unit="offset", total=0, disable=None, file=sys.stderr) as bar:
+        report = asyncio.run(rebuild(settings, _Bar(bar)))
+    print(
+        f"rebuilt from {report.records} events in {report.seconds:.1f} s "
+        f"({report.records_per_second:.0f} events/s), and switched"
+    )
+    if not report.compared:
+        print("not compared: the live consumer was behind the rebuild at the switch")
+    for table in report.tables:
+        verdict = "equal" if table.equal else "different (the rebuilt rows are now live)"
+        print(
+            f"{table.table}: {table.live_rows} rows live, {table.rebuilt_rows} rebuilt: {verdict}"
+        )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="The devolved budgets ledger.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +228,15 @@ def _parser() -> argparse.ArgumentParser:
     replaying.add_argument("--family")
     replaying.add_argument("--as-of", help="only events recorded up to this RFC 3339 time")
     replaying.set_defaults(run=_audit_replay)
+
+    projections = commands.add_parser("projections", help="reporting's projections")
+    projection_actions = projections.add_subparsers(dest="action", required=True)
+    rebuilding = projection_actions.add_parser(
+        "rebuild",
+        help="rebuild reporting's projections from the start of the topics while it answers, "
+        "then switch to them",
+    )
+    rebuilding.set_defaults(run=_projections_rebuild)
     return parser
 
 

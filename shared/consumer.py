@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,7 +108,6 @@ class ConsumerRunner(BackgroundTask):
         deadletter_topic: str,
         batch_size: int,
         metrics: Metrics,
-        consumer_factory: Callable[[str, str, str], AIOKafkaConsumer] = new_consumer,
     ) -> None:
         super().__init__(f"consumer:{name}")
         self.name = name
@@ -120,7 +119,6 @@ class ConsumerRunner(BackgroundTask):
         self._deadletter_topic = deadletter_topic
         self._batch_size = batch_size
         self._metrics = metrics
-        self._consumer_factory = consumer_factory
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
 
     async def _run(self) -> None:
@@ -136,7 +134,7 @@ class ConsumerRunner(BackgroundTask):
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _consume(self) -> None:
-        consumer = self._consumer_factory(self._bootstrap, self._group_id, self.name)
+        consumer = new_consumer(self._bootstrap, self._group_id, self.name)
         producer = new_producer(self._bootstrap, f"{self.name}-deadletter")
         try:
             # Starts inside the try: a client that failed to start still has connections to close.
@@ -150,7 +148,8 @@ class ConsumerRunner(BackgroundTask):
                 while not self._stopping:
                     batches = await self._poll(consumer)
                     for partition, records in batches.items():
-                        await self._process(consumer, producer, partition, records)
+                        dead = await self._process(consumer, partition, records)
+                        await self._send_dead_letters(producer, dead or [])
                     await self._observe_lag(consumer)
                     if loop.time() - retried_at > _RETRY_PARKED_SECONDS:
                         await self.retry_parked()
@@ -195,17 +194,62 @@ class ConsumerRunner(BackgroundTask):
             rows = await conn.fetch(_STORED_OFFSETS, self.name)
         return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
 
-    async def _process(
-        self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        partition: TopicPartition,
-        records: Sequence[Any],
-    ) -> None:
+    async def catch_up(
+        self, targets: Mapping[TopicPartition, int], progress: Callable[[int], object]
+    ) -> int:
+        """Apply every record before ``targets``, outside any group; return how many were read.
+
+        ``progress`` is told how many offsets each step passed (transaction markers take
+        offsets too), so that it adds up to the targets minus the stored offsets.
+
+        For rebuilding projections: each partition starts where this runner's effects stand
+        and stops exactly at its target, so the result can be compared with, and swapped
+        for, a live consumer's at the same offsets. A record that cannot be applied is
+        parked as usual but not dead-lettered again: the live consumer did that already.
+        """
+        stored = await self.stored_offsets()
+        pending = {
+            partition: target
+            for partition, target in targets.items()
+            if stored.get((partition.topic, partition.partition), 0) < target
+        }
+        if not pending:
+            return 0
+        consumer = new_consumer(self._bootstrap, None, self.name)
+        read = 0
         try:
-            dead = await self._apply_batch(partition, records, careful=False)
+            await consumer.start()
+            consumer.assign(list(pending))
+            await _seek(consumer, list(pending), stored)
+            positions = {partition: await consumer.position(partition) for partition in pending}
+            while pending:
+                batches = await consumer.getmany(
+                    *pending, timeout_ms=500, max_records=self._batch_size
+                )
+                for partition, records in batches.items():
+                    wanted = [record for record in records if record.offset < pending[partition]]
+                    dead = await self._process(consumer, partition, wanted) if wanted else []
+                    if dead is not None:  # None: it is read again from the stored offset
+                        read += len(wanted)
+                for partition in list(pending):
+                    position = min(await consumer.position(partition), pending[partition])
+                    progress(max(0, position - positions[partition]))
+                    positions[partition] = max(position, positions[partition])
+                    if position >= pending[partition]:
+                        consumer.pause(partition)
+                        del pending[partition]
+        finally:
+            await asyncio.shield(consumer.stop())
+        return read
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, records: Sequence[Any]
+    ) -> list[_DeadLetter] | None:
+        """Apply one partition's batch: what to dead-letter, or None to read it again."""
+        try:
+            return await self._apply_batch(partition, records, careful=False)
         except _CarefulRetryNeededError:
-            dead = await self._apply_batch(partition, records, careful=True)
+            return await self._apply_batch(partition, records, careful=True)
         except Exception as error:
             if not _retriable(error):
                 raise
@@ -214,7 +258,11 @@ class ConsumerRunner(BackgroundTask):
             stored = (await self.stored_offsets()).get((partition.topic, partition.partition), 0)
             consumer.seek(partition, stored)
             await asyncio.sleep(0.5)
-            return
+            return None
+
+    async def _send_dead_letters(
+        self, producer: AIOKafkaProducer, dead: Sequence[_DeadLetter]
+    ) -> None:
         for letter in dead:
             await producer.send_and_wait(
                 self._deadletter_topic,
@@ -386,14 +434,21 @@ class ConsumerRunner(BackgroundTask):
         self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]
     ) -> None:
         """Start each newly assigned partition where this consumer's effects stand."""
-        stored = await self.stored_offsets()
         self._log.info("partitions_assigned", partitions=len(assigned))
-        for partition in assigned:
-            offset = stored.get((partition.topic, partition.partition))
-            if offset is None:
-                await consumer.seek_to_beginning(partition)
-            else:
-                consumer.seek(partition, offset)
+        await _seek(consumer, assigned, await self.stored_offsets())
+
+
+async def _seek(
+    consumer: AIOKafkaConsumer,
+    partitions: Sequence[TopicPartition],
+    stored: Mapping[tuple[str, int], int],
+) -> None:
+    for partition in partitions:
+        offset = stored.get((partition.topic, partition.partition))
+        if offset is None:
+            await consumer.seek_to_beginning(partition)
+        else:
+            consumer.seek(partition, offset)
 
 
 def _retriable(error: BaseException) -> bool:

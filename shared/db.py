@@ -58,11 +58,15 @@ async def connect(database_dsn: str) -> asyncpg.Connection[asyncpg.Record]:
 
 @asynccontextmanager
 async def open_pool(
-    database_dsn: str, *, min_size: int, max_size: int
+    database_dsn: str, *, min_size: int, max_size: int, schema: str | None = None
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for the lifetime of the ``async with`` block."""
+    """A pool for the lifetime of the ``async with`` block; ``schema`` replaces the search path."""
     async with asyncpg.create_pool(
-        database_dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        database_dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema} if schema else None,
     ) as pool:
         yield pool
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
@@ -18,6 +19,8 @@ __all__ = [
     "ledger_topics",
     "new_consumer",
     "new_producer",
+    "partitions_of",
+    "topic_bounds",
 ]
 
 SERVICE_TOPICS = {
@@ -49,8 +52,11 @@ def new_producer(
     )
 
 
-def new_consumer(bootstrap: str, group_id: str, client_id: str) -> AIOKafkaConsumer:
-    """A consumer whose position lives with its effects, not in auto-committed offsets."""
+def new_consumer(bootstrap: str, group_id: str | None, client_id: str) -> AIOKafkaConsumer:
+    """A consumer whose position lives with its effects, not in auto-committed offsets.
+
+    Without a ``group_id`` it joins no group: partitions are assigned to it directly.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group_id,
@@ -89,3 +95,33 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return wanted
     finally:
         await admin.close()
+
+
+async def topic_bounds(
+    bootstrap: str, topics: list[str]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The first and the next offset of every partition of ``topics`` (committed records)."""
+    partitions = [
+        TopicPartition(topic, number)
+        for topic in topics
+        for number in await partitions_of(bootstrap, topic)
+    ]
+    consumer = new_consumer(bootstrap, None, "ledger-topic-bounds")
+    try:
+        await consumer.start()
+        beginnings: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return beginnings, ends
+    finally:
+        await asyncio.shield(consumer.stop())
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of a topic, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(partition["partition"] for partition in description["partitions"])

@@ -38,6 +38,7 @@ __all__ = [
     "Readiness",
     "ServiceCore",
     "build_service_app",
+    "consumer_runner",
     "utcnow",
 ]
 
@@ -181,7 +182,7 @@ async def _run_service(
             readiness.add("relay", _running(relay))
             readiness.add("kafka", _kafka_reachable(relay))
             await relay.start()
-        runners = [_runner(spec, settings, pool, metrics) for spec in specs]
+        runners = [consumer_runner(spec, settings, pool, metrics) for spec in specs]
         app[CONSUMERS] = {spec.name: runner for spec, runner in zip(specs, runners, strict=True)}
         for runner in runners:
             await runner.start()
@@ -222,9 +223,10 @@ def _relay(
     )
 
 
-def _runner(
+def consumer_runner(
     spec: ConsumerSpec, settings: Settings, pool: asyncpg.Pool[asyncpg.Record], metrics: Metrics
 ) -> ConsumerRunner:
+    """The runner of a consumer a service names, with its configured topics and group."""
     name = f"{settings.topic_prefix}{spec.name}"
     return ConsumerRunner(
         name=name,

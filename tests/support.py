@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,7 +21,9 @@ from shared.cli import migrate
 from shared.db import dsn
 from shared.settings import ServiceName, Settings
 
-__all__ = ["Record", "connect_service_db", "read_topic", "serve", "wait_for"]
+__all__ = ["Record", "connect_service_db", "read_topic", "run_ledger", "serve", "wait_for"]
+
+LEDGER = str(Path(sys.executable).parent / "ledger")
 
 
 @asynccontextmanager
@@ -112,3 +117,25 @@ async def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: fl
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
+    """The CLI as an auditor runs it, against this test's databases and topics (stdout)."""
+    env = {
+        **os.environ,
+        "LEDGER_PG_PORT": str(settings.pg_port),
+        "LEDGER_PG_USER": settings.pg_user,
+        "LEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LEDGER_DATABASE_PREFIX": settings.database_prefix,
+        "LEDGER_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    process = await asyncio.create_subprocess_exec(
+        LEDGER,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()

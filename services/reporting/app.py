@@ -11,7 +11,6 @@ from aiohttp import web
 from services.reporting import projections
 from services.reporting.handlers import Reporting
 from services.reporting.http import REPORTING, routes
-from shared.kafka import SERVICE_TOPICS
 from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
 from shared.settings import Settings
 
@@ -28,11 +27,7 @@ def create_app(
 
     def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
         app[REPORTING] = Reporting(core)
-        return (
-            ConsumerSpec(
-                "reporting.projections", tuple(SERVICE_TOPICS.values()), projections.apply
-            ),
-        )
+        return (projections.CONSUMER,)
 
     return build_service_app(
         service="reporting",

@@ -12,8 +12,13 @@ from datetime import date
 from shared import balances
 from shared.db import Connection
 from shared.events import Envelope
+from shared.kafka import SERVICE_TOPICS
+from shared.service import ConsumerSpec
 
-__all__ = ["apply"]
+__all__ = ["CONSUMER", "TABLES", "apply"]
+
+# The tables the projections consumer writes, and nothing else writes: what a rebuild replaces.
+TABLES = ("history", "family_view", "pilot_view", "balances")
 
 _HISTORY = """
 INSERT INTO history (event_id, pilot_id, family_id, stream_id, stream_version, type, source,
@@ -61,3 +66,6 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
     elif envelope.type == "pilot.configured":
         await conn.execute(_PILOT, envelope.pilot_id, data["version"], data["config"])
     await balances.apply(conn, envelope)
+
+
+CONSUMER = ConsumerSpec("reporting.projections", tuple(SERVICE_TOPICS.values()), apply)

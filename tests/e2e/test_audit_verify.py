@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -16,9 +12,7 @@ from services.allocation.app import create_app
 from shared.cli import migrate
 from shared.settings import Settings
 from tests.e2e.system import Client, auth
-from tests.support import connect_service_db, read_topic, serve
-
-LEDGER = str(Path(sys.executable).parent / "ledger")
+from tests.support import connect_service_db, read_topic, run_ledger, serve
 
 
 @pytest.fixture
@@ -31,28 +25,6 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
 async def run_verify(settings: Settings) -> tuple[int, str]:
     """``ledger audit verify`` against this test's databases and topics."""
     return await run_ledger(settings, "audit", "verify")
-
-
-async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
-    """The CLI as an auditor runs it, against this test's databases and topics (stdout)."""
-    env = {
-        **os.environ,
-        "LEDGER_PG_PORT": str(settings.pg_port),
-        "LEDGER_PG_USER": settings.pg_user,
-        "LEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "LEDGER_DATABASE_PREFIX": settings.database_prefix,
-        "LEDGER_TOPIC_PREFIX": settings.topic_prefix,
-    }
-    process = await asyncio.create_subprocess_exec(
-        LEDGER,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 async def test_verify_names_the_first_broken_link(
