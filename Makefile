@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: up down clean status test lint typecheck bench install
 
 $(STAMP): pyproject.toml
+	deploy/system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -28,6 +29,7 @@ status: $(STAMP)
 
 # The suite starts its own PostgreSQL and Kafka on free ports, so it runs beside `make up`.
 test: $(STAMP)
+	deploy/system-packages --tests
 	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,5 +1,6 @@
 """Measure the write path: HTTP command latency and throughput, commit-to-Kafka latency,
-and the outbox relay's catch-up rate. Starts its own PostgreSQL and Kafka like the tests.
+the outbox relay's catch-up rate, and the rate of rebuilding reporting's projections from
+the topics. Starts its own PostgreSQL and Kafka like the tests.
 
     python -m bench [--commands 2000] [--concurrency 16] [--backlog 20000]
 """
@@ -26,8 +27,9 @@ from tqdm import tqdm
 
 from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
 from services.allocation.app import create_app
+from services.reporting.rebuild import rebuild
 from shared.auth import mint_token
-from shared.cli import migrate
+from shared.cli import ProgressBar, migrate
 from shared.db import dsn, open_pool
 from shared.events import Actor, DomainEvent
 from shared.eventstore import CommandContext, EventStore, PendingEvent, Stream
@@ -205,6 +207,18 @@ async def relay_backlog(settings: Settings, backlog: int) -> dict[str, Any]:
     }
 
 
+async def projections_rebuild(settings: Settings) -> dict[str, Any]:
+    """Time ``ledger projections rebuild`` over everything on the settings' topics."""
+    await migrate(settings, ["reporting"])
+    with tqdm(desc="rebuilding projections", unit="offset", total=0) as bar:
+        report = await rebuild(settings, ProgressBar(bar))
+    return {
+        "events": report.records,
+        "seconds": round(report.seconds, 2),
+        "events_per_s": round(report.records_per_second),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     home = LOCAL / f"bench-{unique_name()}"
     ensure_kafka_jars()
@@ -234,6 +248,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await ensure_topics(backlog_settings)
         await migrate(backlog_settings, ["allocation"])
         results["relay"] = await relay_backlog(backlog_settings, args.backlog)
+        results["rebuild_sustained_events"] = await projections_rebuild(settings)
+        await migrate(backlog_settings, ["reporting"])
+        results["rebuild_backlog"] = await projections_rebuild(backlog_settings)
         return results
     finally:
         kafka.stop()

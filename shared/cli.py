@@ -23,7 +23,7 @@ from shared.logging import configure_logging
 from shared.migrations import apply_migrations, ensure_database, migrations_of
 from shared.settings import SERVICE_NAMES, ServiceName, Settings
 
-__all__ = ["main"]
+__all__ = ["ProgressBar", "main"]
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,7 +157,7 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class _Bar:
+class ProgressBar:
     """A progress bar whose total grows as a rebuild finds more to read."""
 
     def __init__(self, bar: tqdm[Never]) -> None:
@@ -177,7 +177,7 @@ def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
     from services.reporting.rebuild import rebuild  # noqa: PLC0415
 
     with tqdm(desc="rebuilding", unit="offset", total=0, disable=None, file=sys.stderr) as bar:
-        report = asyncio.run(rebuild(settings, _Bar(bar)))
+        report = asyncio.run(rebuild(settings, ProgressBar(bar)))
     print(
         f"rebuilt from {report.records} events in {report.seconds:.1f} s "
         f"({report.records_per_second:.0f} events/s), and switched"

@@ -1,10 +1,11 @@
-"""Reporting's queries: balances (now or as of a moment) and a family's history."""
+"""Reporting's queries: balances, history, uptake, transactions and the dashboard."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from services.reporting import uptake
+from services.reporting import dashboard, uptake
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared import balances
@@ -108,17 +109,20 @@ class Reporting:
             )
         return transactions_csv(Envelope.model_validate(row["envelope"]) for row in rows)
 
-    async def uptake(self, pilot_id: str, *, suppress_small_cells: bool) -> UptakeView:
-        """The pilot's figures, from every fact recorded so far."""
+    async def _facts(self, pilot_id: str) -> tuple[dict[str, Any], uptake.Facts]:
+        """The pilot's configuration and the facts of every event recorded so far."""
         async with self._core.pool.acquire() as conn:
             pilot = await conn.fetchrow(_PILOT, pilot_id)
             if pilot is None:
                 raise NotFoundError("no such pilot")
             rows = await conn.fetch(_PILOT_EVENTS, pilot_id, UPTAKE_EVENT_TYPES)
-        figures = uptake.compute(
-            (Envelope.model_validate(row["envelope"]) for row in rows),
-            pilot["config"].get("forecast_spend_per_family_pence"),
-        )
+        config: dict[str, Any] = pilot["config"]
+        return config, uptake.gather(Envelope.model_validate(row["envelope"]) for row in rows)
+
+    async def uptake(self, pilot_id: str, *, suppress_small_cells: bool) -> UptakeView:
+        """The pilot's figures, from every fact recorded so far."""
+        config, facts = await self._facts(pilot_id)
+        figures = uptake.compute(facts, config.get("forecast_spend_per_family_pence"))
         if suppress_small_cells:
             figures = {scope: uptake.suppress(f) for scope, f in figures.items()}
         return UptakeView(
@@ -126,6 +130,18 @@ class Reporting:
             as_of=self._core.clock(),
             all=figures.pop("all"),
             arms=figures,
+        )
+
+    async def dashboard(self, pilot_id: str) -> str:
+        """The pilot's dashboard page, small cells suppressed."""
+        config, facts = await self._facts(pilot_id)
+        figures = uptake.compute(facts, config.get("forecast_spend_per_family_pence"))
+        return dashboard.render(
+            pilot_id,
+            str(config.get("name", pilot_id)),
+            self._core.clock(),
+            {scope: uptake.suppress(f) for scope, f in figures.items()},
+            dashboard.charts(facts),
         )
 
 

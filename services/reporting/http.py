@@ -1,4 +1,4 @@
-"""Reporting's routes: balances and history (uptake, exports and the dashboard follow)."""
+"""Reporting's routes: balances, history, uptake, transactions and the dashboard."""
 
 from __future__ import annotations
 
@@ -59,8 +59,23 @@ async def get_uptake(request: web.Request) -> web.StreamResponse:
     return json_response(view)
 
 
+async def get_dashboard(request: web.Request) -> web.StreamResponse:
+    page = await request.app[REPORTING].dashboard(request.match_info["pilot_id"])
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        charset="utf-8",
+        # The page is self-contained: it may load nothing, run nothing, be framed by no one.
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "img-src data:; frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 def routes() -> list[Route]:
-    """Reporting's endpoints of API.md built so far."""
+    """Reporting's endpoints of API.md."""
     tags = ("reporting",)
     return [
         Route(
@@ -106,6 +121,18 @@ def routes() -> list[Route]:
             content_type="text/csv",
             description="Columns: " + ", ".join(COLUMNS) + ". Refunds are negative and carry "
             "their purchase's method and vendor. The free-text purpose is never exported.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/dashboard",
+            get_dashboard,
+            "The pilot's dashboard: uptake figures and charts (HTML)",
+            frozenset({"admin", "manager", "auditor"}),
+            content_type="text/html",
+            description="One self-contained page for a laptop or a phone: the uptake figures "
+            "per pilot and arm, spend by category, transaction sizes, families with spend by "
+            "month and time to decision. Counts of 1 to 4 families are shown as <5.",
             tags=tags,
         ),
     ]

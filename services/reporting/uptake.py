@@ -13,13 +13,13 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import Envelope
 
-__all__ = ["Figures", "compute", "suppress"]
+__all__ = ["SMALL_CELL", "Facts", "Figures", "compute", "gather", "small_cell", "suppress"]
 
 SMALL_CELL = 5
 
@@ -82,15 +82,16 @@ def _share(part: int, whole: int) -> float | None:
 
 
 @dataclass
-class _Facts:
-    """What the figures are counted from, gathered in one pass over the events."""
+class Facts:
+    """What the figures (and the dashboard's charts) are counted from, in one pass."""
 
     families: dict[str, _Family] = field(default_factory=lambda: defaultdict(_Family))
     requests: dict[str, tuple[str, bool, datetime]] = field(default_factory=dict)
     decided: dict[str, datetime] = field(default_factory=dict)
     verdicts: list[tuple[str, str]] = field(default_factory=list)  # family, approved|rejected
-    purchases: list[tuple[str, int, str]] = field(default_factory=list)  # family, pence, category
-    refunds: list[tuple[str, int, str]] = field(default_factory=list)
+    # family, pence, category, day (a purchase's date; a refund's date of record)
+    purchases: list[tuple[str, int, str, date]] = field(default_factory=list)
+    refunds: list[tuple[str, int, str, date]] = field(default_factory=list)
     outcomes: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, event: Envelope) -> None:
@@ -122,16 +123,22 @@ class _Facts:
             self.decided[data["request_id"]] = min(self.decided.get(data["request_id"], at), at)
         elif kind in {"purchase.recorded", "purchase.refunded"} and family is not None:
             sign = 1 if kind == "purchase.recorded" else -1
-            line = (family_id, int(data["amount_pence"]), data["category"])
+            day = date.fromisoformat(data["purchased_on"]) if sign > 0 else event.occurred_at.date()
+            line = (family_id, int(data["amount_pence"]), data["category"], day)
             (self.purchases if sign > 0 else self.refunds).append(line)
             family.net_spend += sign * line[1]
 
 
-def compute(events: Iterable[Envelope], forecast_pence: int | None) -> dict[str, Figures]:
-    """Figures for the whole pilot (key ``all``) and for each arm when families differ."""
-    facts = _Facts()
+def gather(events: Iterable[Envelope]) -> Facts:
+    """The facts of a pilot's events, given in recorded order."""
+    facts = Facts()
     for event in events:
         facts.add(event)
+    return facts
+
+
+def compute(facts: Facts, forecast_pence: int | None) -> dict[str, Figures]:
+    """Figures for the whole pilot (key ``all``) and for each arm when families differ."""
     arms = sorted({family.arm for family in facts.families.values()})
     scopes: dict[str, set[str]] = {"all": set(facts.families)}
     if arms != ["treatment"]:
@@ -140,15 +147,15 @@ def compute(events: Iterable[Envelope], forecast_pence: int | None) -> dict[str,
     return {scope: _figures(facts, members, forecast_pence) for scope, members in scopes.items()}
 
 
-def _figures(facts: _Facts, members: set[str], forecast_pence: int | None) -> Figures:
+def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Figures:
     families = [facts.families[f] for f in members]
     requests = {r: v for r, v in facts.requests.items() if v[0] in members}
-    amounts = [amount for f, amount, _ in facts.purchases if f in members]
+    amounts = [amount for f, amount, _, _ in facts.purchases if f in members]
     categories: Counter[str] = Counter()
-    for f, amount, category in facts.purchases:
+    for f, amount, category, _ in facts.purchases:
         if f in members:
             categories[category] += amount
-    for f, amount, category in facts.refunds:
+    for f, amount, category, _ in facts.refunds:
         if f in members:
             categories[category] -= amount
     hours = [
@@ -182,22 +189,24 @@ def _figures(facts: _Facts, members: set[str], forecast_pence: int | None) -> Fi
     )
 
 
+def small_cell(value: int | str) -> int | str:
+    """A count of families as published: 1 to 4 shown as "<5"."""
+    return "<5" if isinstance(value, int) and 0 < value < SMALL_CELL else value
+
+
 def suppress(figures: Figures) -> Figures:
     """Published statistics: 1 to 4 families shown as "<5"; rates built on them hidden."""
-
-    def cell(value: int | str) -> int | str:
-        return "<5" if isinstance(value, int) and 0 < value < SMALL_CELL else value
 
     small = {
         name
         for name in ("families_enrolled", "families_with_request", "families_with_spend")
-        if cell(getattr(figures, name)) == "<5"
+        if small_cell(getattr(figures, name)) == "<5"
     }
     return figures.model_copy(
         update={
-            "families_enrolled": cell(figures.families_enrolled),
-            "families_with_request": cell(figures.families_with_request),
-            "families_with_spend": cell(figures.families_with_spend),
+            "families_enrolled": small_cell(figures.families_enrolled),
+            "families_with_request": small_cell(figures.families_with_request),
+            "families_with_spend": small_cell(figures.families_with_spend),
             "uptake_rate": (
                 None
                 if small & {"families_enrolled", "families_with_spend"}
@@ -206,6 +215,6 @@ def suppress(figures: Figures) -> Figures:
             "share_families_told_budget": (
                 None if "families_enrolled" in small else figures.share_families_told_budget
             ),
-            "outcomes": {name: cell(count) for name, count in figures.outcomes.items()},
+            "outcomes": {name: small_cell(count) for name, count in figures.outcomes.items()},
         }
     )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
-from services.reporting.uptake import compute, suppress
+from services.reporting.uptake import compute, gather, suppress
 from shared.events import Envelope
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -85,9 +85,27 @@ def history() -> list[Envelope]:
             request_id="r3",
             decided_at=(START + timedelta(hours=2)).isoformat(),
         ),
-        event("purchase.recorded", "t1", amount_pence=1_500, category="relationship"),
-        event("purchase.recorded", "t1", amount_pence=30_000, category="practical"),
-        event("purchase.recorded", "t1", amount_pence=1_999, category="relationship"),
+        event(
+            "purchase.recorded",
+            "t1",
+            amount_pence=1_500,
+            category="relationship",
+            purchased_on="2026-02-01",
+        ),
+        event(
+            "purchase.recorded",
+            "t1",
+            amount_pence=30_000,
+            category="practical",
+            purchased_on="2026-02-01",
+        ),
+        event(
+            "purchase.recorded",
+            "t1",
+            amount_pence=1_999,
+            category="relationship",
+            purchased_on="2026-02-01",
+        ),
         event("purchase.refunded", "t1", amount_pence=500, category="practical"),
         event("family.outcome_recorded", "t1", outcome="remained_at_home"),
         event("family.outcome_recorded", "c1", outcome="entered_care"),
@@ -97,7 +115,7 @@ def history() -> list[Envelope]:
 
 def test_every_figure_follows_its_definition() -> None:
     """Counts, money, shares, medians and time to decision, for the pilot and each arm."""
-    figures = compute(history(), forecast_pence=100_000)
+    figures = compute(gather(history()), forecast_pence=100_000)
     pilot, treatment, control = figures["all"], figures["treatment"], figures["control"]
     assert (pilot.families_enrolled, pilot.families_with_request, pilot.families_with_spend) == (
         4,
@@ -125,19 +143,21 @@ def test_every_figure_follows_its_definition() -> None:
 
 def test_every_interleaving_gives_the_same_figures() -> None:
     """The order across topics does not matter: reversed, the history adds up the same."""
-    assert compute(reversed(history()), forecast_pence=100_000) == compute(history(), 100_000)
+    assert compute(gather(reversed(history())), forecast_pence=100_000) == compute(
+        gather(history()), 100_000
+    )
 
 
 def test_a_pilot_without_arms_reports_one_scope() -> None:
     """No control arm: only the whole pilot."""
     only_treated = [e for e in history() if e.family_id != "c1"]
-    assert set(compute(only_treated, None)) == {"all"}
-    assert compute(only_treated, None)["all"].spend_vs_forecast is None
+    assert set(compute(gather(only_treated), None)) == {"all"}
+    assert compute(gather(only_treated), None)["all"].spend_vs_forecast is None
 
 
 def test_small_cells_are_suppressed_for_publication() -> None:
     """1 to 4 families become "<5"; rates built on them are hidden; money stays."""
-    published = suppress(compute(history(), forecast_pence=100_000)["all"])
+    published = suppress(compute(gather(history()), forecast_pence=100_000)["all"])
     assert (
         published.families_enrolled,
         published.families_with_request,

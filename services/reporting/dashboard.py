@@ -1,0 +1,274 @@
+"""A pilot's dashboard: its uptake figures and four charts, as one self-contained HTML page.
+
+Rendered on the server as HTML and inline SVG: no script, nothing fetched from elsewhere
+(the response's Content-Security-Policy forbids it), so it prints, works offline and reads
+the same on a phone and a laptop. Counts of families follow publication rules: 1 to 4 are
+shown as "<5", in the tables and in the charts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from html import escape
+
+from services.reporting.uptake import Facts, Figures, small_cell
+
+__all__ = ["Bar", "Charts", "charts", "render"]
+
+# Upper bounds in pence (exclusive) and labels of the transaction size bands.
+_SIZE_BANDS = (
+    (2_000, "under £20"),
+    (5_000, "£20 to £50"),
+    (10_000, "£50 to £100"),
+    (25_000, "£100 to £250"),
+    (50_000, "£250 to £500"),
+    (100_000, "£500 to £1,000"),
+    (None, "£1,000 or more"),
+)
+# Upper bounds in hours (exclusive) and labels of the time-to-decision bands.
+_HOUR_BANDS = (
+    (1, "under an hour"),
+    (4, "1 to 4 hours"),
+    (24, "4 to 24 hours"),
+    (72, "1 to 3 days"),
+    (168, "3 to 7 days"),
+    (None, "a week or more"),
+)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: its label, its length, and what is written beside it."""
+
+    label: str
+    value: int
+    shown: str
+
+
+@dataclass(frozen=True)
+class Charts:
+    """The dashboard's charts, as bars."""
+
+    spend_by_category: tuple[Bar, ...]
+    transaction_sizes: tuple[Bar, ...]
+    families_with_spend: tuple[Bar, ...]  # by month, cumulative
+    time_to_decision: tuple[Bar, ...]
+
+
+def charts(facts: Facts) -> Charts:
+    """The four charts of a pilot, from its facts (pure)."""
+    by_category: Counter[str] = Counter()
+    for _, amount, category, _ in facts.purchases:
+        by_category[category] += amount
+    for _, amount, category, _ in facts.refunds:
+        by_category[category] -= amount
+    hours = [
+        (facts.decided[request] - at).total_seconds() / 3600
+        for request, (_, _, at) in facts.requests.items()
+        if request in facts.decided
+    ]
+    return Charts(
+        spend_by_category=tuple(
+            Bar(category, pence, _money(pence)) for category, pence in sorted(by_category.items())
+        ),
+        transaction_sizes=_banded([amount for _, amount, _, _ in facts.purchases], _SIZE_BANDS),
+        families_with_spend=_families_with_spend(facts),
+        time_to_decision=_banded(hours, _HOUR_BANDS),
+    )
+
+
+def _banded(values: Sequence[float], bands: Sequence[tuple[int | None, str]]) -> tuple[Bar, ...]:
+    counts = Counter(
+        next(label for bound, label in bands if bound is None or value < bound) for value in values
+    )
+    return tuple(Bar(label, counts[label], str(counts[label])) for _, label in bands)
+
+
+def _families_with_spend(facts: Facts) -> tuple[Bar, ...]:
+    """At the end of each month, how many families' purchases minus refunds were above zero."""
+    changes = sorted(
+        [(day, family, amount) for family, amount, _, day in facts.purchases]
+        + [(day, family, -amount) for family, amount, _, day in facts.refunds]
+    )
+    if not changes:
+        return ()
+    net: Counter[str] = Counter()
+    bars: list[Bar] = []
+    month = _month(changes[0][0])
+    position = 0
+    while position < len(changes):
+        while position < len(changes) and _month(changes[position][0]) == month:
+            _, family, amount = changes[position]
+            net[family] += amount
+            position += 1
+        with_spend = sum(pence > 0 for pence in net.values())
+        bars.append(Bar(f"{month[0]}-{month[1]:02d}", with_spend, str(small_cell(with_spend))))
+        month = (month[0] + month[1] // 12, month[1] % 12 + 1)
+    return tuple(bars)
+
+
+def _month(day: date) -> tuple[int, int]:
+    return day.year, day.month
+
+
+_MISSING = "\u2013"  # an en dash: nothing to show yet, or hidden for a small cell
+
+
+def _money(pence: int | None) -> str:
+    if pence is None:
+        return _MISSING
+    sign = "-" if pence < 0 else ""
+    return f"{sign}£{abs(pence) // 100:,}.{abs(pence) % 100:02d}"
+
+
+def _share(value: float | None) -> str:
+    return _MISSING if value is None else f"{value * 100:.1f}%"
+
+
+def _hours(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.1f}"
+
+
+def _number(value: int | str) -> str:
+    return f"{value:,}" if isinstance(value, int) else value
+
+
+_ROWS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
+    ("Families enrolled", lambda f: _number(f.families_enrolled)),
+    ("Families with a request", lambda f: _number(f.families_with_request)),
+    ("Families with spend", lambda f: _number(f.families_with_spend)),
+    ("Uptake rate", lambda f: _share(f.uptake_rate)),
+    ("Requests", lambda f: _number(f.requests)),
+    ("Approved", lambda f: _number(f.approved)),
+    ("Rejected", lambda f: _number(f.rejected)),
+    ("Allocated", lambda f: _money(f.allocated_pence)),
+    ("Spent (purchases minus refunds)", lambda f: _money(f.spent_pence)),
+    ("Spend against forecast", lambda f: _share(f.spend_vs_forecast)),
+    ("Median transaction", lambda f: _money(f.median_transaction_pence)),
+    ("Transactions under £20", lambda f: _share(f.share_transactions_under_2000_pence)),
+    ("Median hours to decision", lambda f: _hours(f.median_hours_to_decision)),
+    ("Requests with the family involved", lambda f: _share(f.share_requests_family_involved)),
+    ("Families told their budget", lambda f: _share(f.share_families_told_budget)),
+)
+
+_STYLE = """
+body{font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;
+background:#f6f6f4}
+header,main{max-width:72rem;margin:0 auto;padding:1rem}
+header{border-bottom:4px solid #2a6f97}
+h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.15rem;margin:0 0 .6rem}
+.meta{color:#555;margin:0}
+.grid{display:grid;gap:1rem;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));
+align-items:start}
+.wide{grid-column:1/-1}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1rem;overflow-x:auto}
+table{border-collapse:collapse;width:100%}
+th,td{padding:.35rem .5rem;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left;white-space:normal}
+thead th{border-bottom:2px solid #bbb}
+svg{width:100%;height:auto;display:block}
+.bar{fill:#2a6f97}.negative{fill:#b5473a}.label,.value{font-size:13px;fill:#1b1b1b}
+.empty{color:#555;font-style:italic}
+footer{max-width:72rem;margin:0 auto;padding:1rem;color:#555;font-size:.9rem}
+"""
+
+
+def render(
+    pilot_id: str, name: str, as_of: datetime, figures: dict[str, Figures], chart: Charts
+) -> str:
+    """The whole page. ``figures`` come suppressed (small cells already "<5")."""
+    scopes = list(figures)
+    head = "".join(f"<th scope='col'>{escape(_scope(scope))}</th>" for scope in scopes)
+    rows = "".join(
+        f"<tr><th scope='row'>{escape(label)}</th>"
+        + "".join(f"<td>{escape(show(figures[scope]))}</td>" for scope in scopes)
+        + "</tr>"
+        for label, show in _ROWS
+    )
+    outcomes = sorted({outcome for f in figures.values() for outcome in f.outcomes})
+    outcome_rows = "".join(
+        f"<tr><th scope='row'>{escape(outcome.replace('_', ' '))}</th>"
+        + "".join(
+            f"<td>{escape(_number(figures[scope].outcomes.get(outcome, 0)))}</td>"
+            for scope in scopes
+        )
+        + "</tr>"
+        for outcome in outcomes
+    )
+    sections = [
+        _section(
+            "Figures",
+            f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>",
+            wide=True,
+        ),
+        _section(
+            "Outcomes",
+            f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{outcome_rows}</tbody></table>"
+            if outcomes
+            else "<p class='empty'>No outcomes recorded yet.</p>",
+        ),
+        _section("Spend by category", _bar_chart("Spend by category", chart.spend_by_category)),
+        _section(
+            "Transaction sizes (purchases)",
+            _bar_chart("Purchases by size", chart.transaction_sizes),
+        ),
+        _section(
+            "Families with spend, by month",
+            _bar_chart("Families with spend at the end of each month", chart.families_with_spend),
+        ),
+        _section(
+            "Time from request to decision",
+            _bar_chart("Requests by time to first decision", chart.time_to_decision),
+        ),
+    ]
+    title = escape(f"{name}: devolved budgets")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        "<link rel='icon' href='data:,'>"
+        f"<title>{title}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>{title}</h1><p class='meta'>Pilot {escape(pilot_id)} · figures as of "
+        f"{escape(as_of.strftime('%d %B %Y %H:%M UTC'))}</p></header>"
+        f"<main class='grid'>{''.join(sections)}</main>"
+        "<footer>Counts of 1 to 4 families are shown as &lt;5, and rates built on them are "
+        "left out, as published statistics require. A family with spend has purchases minus "
+        "refunds above zero; medians and sizes count purchases, not refunds.</footer>"
+        "</body></html>"
+    )
+
+
+def _scope(scope: str) -> str:
+    return "All families" if scope == "all" else f"{scope.capitalize()} arm"
+
+
+def _section(heading: str, body: str, *, wide: bool = False) -> str:
+    kind = " class='wide'" if wide else ""
+    return f"<section{kind}><h2>{escape(heading)}</h2>{body}</section>"
+
+
+def _bar_chart(title: str, bars: Sequence[Bar]) -> str:
+    """Horizontal bars, one per row, labelled on the left, their value on the right."""
+    if not bars:
+        return "<p class='empty'>Nothing recorded yet.</p>"
+    row, label_width, bar_width = 26, 120, 200
+    longest = max(abs(bar.value) for bar in bars) or 1
+    height = row * len(bars) + 8
+    shapes = []
+    for index, bar in enumerate(bars):
+        y = 4 + index * row
+        # A suppressed count ("<5") is not drawn to scale: its length would give it away.
+        length = 0 if bar.shown == "<5" else round(bar_width * abs(bar.value) / longest)
+        kind = "negative" if bar.value < 0 else "bar"
+        shapes.append(
+            f"<text class='label' x='0' y='{y + 18}'>{escape(bar.label)}</text>"
+            f"<rect class='{kind}' x='{label_width}' y='{y + 4}' width='{length}' height='18'/>"
+            f"<text class='value' x='{label_width + length + 6}' y='{y + 18}'>"
+            f"{escape(bar.shown)}</text>"
+        )
+    return (
+        f"<svg viewBox='0 0 380 {height}' role='img' aria-label='{escape(title)}'>"
+        f"<title>{escape(title)}</title>{''.join(shapes)}</svg>"
+    )
