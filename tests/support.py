@@ -21,7 +21,15 @@ from shared.cli import migrate
 from shared.db import dsn
 from shared.settings import ServiceName, Settings
 
-__all__ = ["Record", "connect_service_db", "read_topic", "run_ledger", "serve", "wait_for"]
+__all__ = [
+    "Record",
+    "connect_service_db",
+    "read_topic",
+    "reporting_caught_up",
+    "run_ledger",
+    "serve",
+    "wait_for",
+]
 
 LEDGER = str(Path(sys.executable).parent / "ledger")
 
@@ -139,3 +147,13 @@ async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
     output, _ = await process.communicate()
     assert process.returncode is not None
     return process.returncode, output.decode()
+
+
+async def reporting_caught_up(settings: Settings) -> bool:
+    """Reporting's history holds every event the three stores hold."""
+    stored = 0
+    for service in ("allocation", "spending", "approval"):
+        async with connect_service_db(settings, service) as conn:
+            stored += await conn.fetchval("SELECT count(*) FROM events")
+    async with connect_service_db(settings, "reporting") as conn:
+        return bool(await conn.fetchval("SELECT count(*) FROM history") == stored)

@@ -12,7 +12,7 @@ from services.reporting.projections import TABLES
 from shared.service import CONSUMERS
 from shared.settings import Settings
 from tests.e2e.system import System, running_system
-from tests.support import connect_service_db, run_ledger, wait_for
+from tests.support import connect_service_db, reporting_caught_up, run_ledger, wait_for
 
 FAMILIES = [f"fam-{n}" for n in range(6)]
 
@@ -36,16 +36,6 @@ async def digests(settings: Settings) -> dict[str, str]:
         }
 
 
-async def caught_up(settings: Settings) -> bool:
-    """Reporting's history holds every event the three stores hold."""
-    stored = 0
-    for service in ("allocation", "spending", "approval"):
-        async with connect_service_db(settings, service) as conn:
-            stored += await conn.fetchval("SELECT count(*) FROM events")
-    async with connect_service_db(settings, "reporting") as conn:
-        return bool(await conn.fetchval("SELECT count(*) FROM history") == stored)
-
-
 def verdicts(output: str) -> dict[str, str]:
     """Each table's verdict as the rebuild printed it."""
     found = re.findall(r"^(\w+): \d+ rows live, \d+ rebuilt: (\w+)", output, re.MULTILINE)
@@ -60,7 +50,7 @@ async def test_rebuild_under_traffic_switches_to_projections_equal_to_live(
     for family in FAMILIES:
         version = await system.enrol(family, allocate=100_000)
         await system.request(family, 2_500, version=version)
-    await wait_for(lambda: caught_up(settings), timeout=30)
+    await wait_for(lambda: reporting_caught_up(settings), timeout=30)
     async with connect_service_db(settings, "reporting") as conn:
         # A projection that drifted from the facts: the rebuild must put it right.
         await conn.execute(
@@ -100,7 +90,7 @@ async def test_rebuild_under_traffic_switches_to_projections_equal_to_live(
     assert statuses
     assert set(statuses) == {200}
 
-    await wait_for(lambda: caught_up(settings), timeout=30)
+    await wait_for(lambda: reporting_caught_up(settings), timeout=30)
     async with connect_service_db(settings, "reporting") as conn:
         spent = await conn.fetchval("SELECT spent_pence FROM balances WHERE family_id = 'fam-0'")
     assert spent == 0
@@ -121,7 +111,7 @@ async def test_rebuild_ahead_of_a_stopped_consumer_hands_over_its_offsets(
     assert system.reporting is not None
     for family in FAMILIES[:3]:
         await system.enrol(family, allocate=50_000)
-    await wait_for(lambda: caught_up(settings), timeout=30)
+    await wait_for(lambda: reporting_caught_up(settings), timeout=30)
     live = system.reporting.app[CONSUMERS]["reporting.projections"]
     await live.stop()
     for family in FAMILIES[:3]:
@@ -132,7 +122,7 @@ async def test_rebuild_ahead_of_a_stopped_consumer_hands_over_its_offsets(
     assert code == 0, output
     assert "not compared: the live consumer was behind" in output
     await live.start()
-    await wait_for(lambda: caught_up(settings), timeout=30)
+    await wait_for(lambda: reporting_caught_up(settings), timeout=30)
     async with connect_service_db(settings, "reporting") as conn:
         held = await conn.fetch("SELECT held_pence FROM balances")
     assert [row["held_pence"] for row in held] == [1_000] * 3
