@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Loads docker-compose.yml as Docker Compose does, offline (Go modules from the Go proxy).
+COMPOSE_CHECK := .local/tools/compose-check
 
 .PHONY: up down clean status test lint typecheck bench install
 
@@ -14,6 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(COMPOSE_CHECK): deploy/compose-check/main.go deploy/compose-check/go.mod deploy/compose-check/go.sum
+	cd deploy/compose-check && go build -o $(abspath $(COMPOSE_CHECK)) .
 
 up: $(STAMP)
 	$(BIN)/python deploy/stack.py up
@@ -28,13 +33,14 @@ status: $(STAMP)
 	$(BIN)/python deploy/stack.py status
 
 # The suite starts its own PostgreSQL and Kafka on free ports, so it runs beside `make up`.
-test: $(STAMP)
+test: $(STAMP) $(COMPOSE_CHECK)
 	deploy/system-packages --tests
 	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/hadolint deploy/Dockerfile
+	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

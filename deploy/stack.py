@@ -404,19 +404,33 @@ def _secret() -> str:
     return path.read_text().strip()
 
 
+def stack_variables(pg: Postgres, kafka: Kafka) -> dict[str, str]:
+    """The settings the local stack gives the services and the CLI, over the caller's own."""
+    return {
+        "LEDGER_JWT_SECRET": os.environ.get("LEDGER_JWT_SECRET") or _secret(),
+        "LEDGER_PG_PORT": str(pg.port),
+        "LEDGER_PG_USER": pg.user,
+        "LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "LEDGER_LOG_FORMAT": os.environ.get("LEDGER_LOG_FORMAT", "json"),
+    }
+
+
 def service_env(pg: Postgres, kafka: Kafka) -> dict[str, str]:
     """The environment the services and the CLI run with in the local stack."""
-    env = dict(os.environ)
-    env.setdefault("LEDGER_JWT_SECRET", _secret())
-    env["LEDGER_PG_PORT"] = str(pg.port)
-    env["LEDGER_PG_USER"] = pg.user
-    env["LEDGER_KAFKA_BOOTSTRAP"] = kafka.bootstrap
-    env.setdefault("LEDGER_LOG_FORMAT", "json")
-    return env
+    return {**os.environ, **stack_variables(pg, kafka)}
 
 
 def existing_services() -> list[str]:
     return [name for name in SERVICES if (ROOT / "services" / name / "app.py").exists()]
+
+
+# What `make up` runs, as `ledger` arguments; docker-compose.yml runs the same (tested).
+SETUP_COMMANDS = (("topics",), ("migrate",))
+
+
+def serve_command(service: str) -> list[str]:
+    """The ``ledger`` arguments that run one service."""
+    return ["serve", service]
 
 
 def _ledger() -> str:
@@ -440,8 +454,8 @@ def up() -> None:
     kafka.start()
     env = service_env(pg, kafka)
     print("• topics and migrations …", flush=True)
-    subprocess.run([_ledger(), "topics"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([_ledger(), "migrate"], env=env, check=True)
+    for command in SETUP_COMMANDS:
+        subprocess.run([_ledger(), *command], env=env, check=True, stdout=subprocess.DEVNULL)
     ports = {}
     for name in existing_services():
         port = _env_port(f"LEDGER_{name.upper()}_PORT", DEFAULT_PORTS[name])
@@ -451,7 +465,7 @@ def up() -> None:
             continue
         if port_open(port):
             raise StackError(f"port {port} for {name} is taken; set LEDGER_{name.upper()}_PORT")
-        spawn([_ledger(), "serve", name], LOCAL / "logs" / f"{name}.log", pid_file, env)
+        spawn([_ledger(), *serve_command(name)], LOCAL / "logs" / f"{name}.log", pid_file, env)
     for name, port in ports.items():
         wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz answering 200 on {port}")
     (LOCAL / "env").write_text(

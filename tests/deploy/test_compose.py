@@ -1,0 +1,204 @@
+"""docker-compose.yml and deploy/Dockerfile, checked without a Docker engine.
+
+``deploy/compose-check`` loads the compose file as Docker Compose does (interpolation, the
+Compose Specification's JSON schema, normalisation, consistency); these tests then hold it
+to what ``make up`` runs (``deploy/stack.py``) and to what ops teams need: health checks,
+start order, scaling, secrets kept out of the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from deploy.stack import (
+    ROOT,
+    SERVICES,
+    SETUP_COMMANDS,
+    Kafka,
+    Postgres,
+    serve_command,
+    stack_variables,
+)
+from shared.cli import migrate
+from shared.settings import Settings
+
+COMPOSE_CHECK = Path(os.environ.get("LEDGER_COMPOSE_CHECK", ROOT / ".local/tools/compose-check"))
+DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+SETTINGS_VARIABLES = {f"LEDGER_{name.upper()}" for name in Settings.model_fields}
+
+
+def example_secrets() -> dict[str, str]:
+    """The variables .env.example leaves for the operator to fill in, filled in."""
+    names = re.findall(r"^([A-Z_]+)=$", ENV_EXAMPLE, re.MULTILINE)
+    return {name: f"test-{name.lower()}" for name in names}
+
+
+def load_compose(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the offline compose loader with only the given environment (no stray LEDGER_*)."""
+    if not COMPOSE_CHECK.exists():
+        pytest.fail(f"{COMPOSE_CHECK} is missing: `make test` builds it from deploy/compose-check")
+    env = {"PATH": os.environ["PATH"], **extra_env}
+    return subprocess.run(
+        [str(COMPOSE_CHECK), "docker-compose.yml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def project() -> dict[str, Any]:
+    loaded = load_compose(example_secrets())
+    assert loaded.returncode == 0, loaded.stderr
+    resolved: dict[str, Any] = json.loads(loaded.stdout)
+    return resolved
+
+
+def test_the_compose_file_is_valid_and_needs_its_secrets(project: dict[str, Any]) -> None:
+    """Valid with the secrets .env.example names; refused, naming them, without them."""
+    assert set(project["services"]) == {"postgres", "kafka", "topics", *SERVICES}
+    bare = load_compose({})
+    assert bare.returncode == 1
+    for secret in ("LEDGER_JWT_SECRET", "POSTGRES_PASSWORD", "REPORTING_DB_PASSWORD"):
+        assert secret in bare.stderr
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    assert required == set(example_secrets())  # every secret is documented, none committed
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_compose_runs_what_make_up_runs(
+    project: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Same commands, one image, known variables only, same databases, topics and versions."""
+    services = project["services"]
+    ledger = {name: services[name] for name in (*SERVICES, "topics")}
+    assert len({service["image"] for service in ledger.values()}) == 1
+    for name in SERVICES:
+        assert services[name]["command"] == serve_command(name)
+    assert tuple(services["topics"]["command"]) in SETUP_COMMANDS
+    # `make up` also runs `migrate`; in compose, PostgreSQL's init script creates the
+    # databases and each service migrates its own when it starts.
+    monkeypatch.setenv("LEDGER_JWT_SECRET", "not-a-secret")
+    local = stack_variables(Postgres(tmp_path, 5432), Kafka(tmp_path, 9092, 9093))
+    assert set(local) <= SETTINGS_VARIABLES
+    for name, service in ledger.items():
+        environment = service["environment"]
+        unknown = {key for key in environment if key.startswith("LEDGER_")} - SETTINGS_VARIABLES
+        assert not unknown, (name, unknown)
+        needed = {"LEDGER_KAFKA_BOOTSTRAP"} if name == "topics" else set(local)
+        assert needed <= set(environment), name
+        assert environment["LEDGER_DATABASE_PREFIX"] == Settings().database_prefix
+        assert environment["LEDGER_TOPIC_PREFIX"] == Settings().topic_prefix
+        assert int(environment["LEDGER_TOPIC_PARTITIONS"]) == Settings().topic_partitions
+    for name in SERVICES:
+        assert services[name]["environment"]["LEDGER_PG_USER"] == f"ledger_{name}"
+    pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
+    kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert kafka_version is not None
+    assert services["kafka"]["image"] == f"apache/kafka:{kafka_version.group(1)}"
+    assert services["postgres"]["image"].startswith("postgres:15")  # as deploy/system-packages
+
+
+def test_services_are_health_checked_ordered_and_scalable(project: dict[str, Any]) -> None:
+    services = project["services"]
+    ranges = []
+    for name in SERVICES:
+        service = services[name]
+        assert "/readyz" in " ".join(service["healthcheck"]["test"])
+        assert "127.0.0.1:8080" in " ".join(service["healthcheck"]["test"])
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert service["stop_signal"] == "SIGTERM"
+        assert "container_name" not in service  # a fixed name cannot be scaled
+        [port] = service["ports"]
+        assert port["target"] == 8080
+        low, high = (int(part) for part in port["published"].split("-"))
+        assert high > low  # a range: each scaled replica gets a host port of its own
+        ranges.append((low, high))
+    ranges.sort()
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+    for name in ("postgres", "kafka"):
+        assert services[name]["healthcheck"]["test"]
+        [data] = [v for v in services[name]["volumes"] if v["type"] == "volume"]
+        assert data["source"] in project["volumes"]  # kept across restarts and upgrades
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_the_dockerfile_is_multi_stage_non_root_and_stops_on_sigterm() -> None:
+    stages = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
+    assert len(stages) >= 2
+    final = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    users = re.findall(r"^USER (\S+)", final, re.MULTILINE)
+    assert users
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert re.search(r"^STOPSIGNAL SIGTERM$", final, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/readyz", final, re.MULTILINE)
+    assert re.search(r'^ENTRYPOINT \["ledger"\]$', final, re.MULTILINE)
+    assert not re.search(r"gcc|build-essential|apt-get install", final)
+    for name in SERVICES:
+        assert f"LEDGER_{name.upper()}_PORT=8080" in final
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql comes with postgresql-15")
+async def test_the_init_script_gives_each_service_its_own_role_and_database(
+    settings: Settings,
+) -> None:
+    """Run for real against the tests' PostgreSQL: each role owns and migrates its database,
+    and may not connect to another service's."""
+    passwords = {f"{name.upper()}_DB_PASSWORD": f"pw-{name}" for name in SERVICES}
+    script = ROOT / "deploy" / "postgres" / "init-databases.sh"
+    admin = await asyncpg.connect(
+        host=settings.pg_host, port=settings.pg_port, user=settings.pg_user, database="postgres"
+    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            str(script),
+            env={
+                "PATH": os.environ["PATH"],
+                "POSTGRES_USER": settings.pg_user,
+                "PGHOST": settings.pg_host,
+                "PGPORT": str(settings.pg_port),
+                **passwords,
+            },
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, errors = await process.communicate()
+        assert process.returncode == 0, errors.decode()
+        for name in SERVICES:
+            owner = await admin.fetchval(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
+                f"ledger_{name}",
+            )
+            assert owner == f"ledger_{name}"
+        own = settings.model_copy(
+            update={"pg_user": "ledger_reporting", "database_prefix": "ledger_"}
+        )
+        await migrate(own, ["reporting"])  # as its owner, the service can build its schema
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(
+                host=settings.pg_host,
+                port=settings.pg_port,
+                user="ledger_spending",
+                database="ledger_reporting",
+            )
+    finally:
+        for name in SERVICES:
+            await admin.execute(f'DROP DATABASE IF EXISTS "ledger_{name}"')
+            await admin.execute(f'DROP ROLE IF EXISTS "ledger_{name}"')
+        await admin.close()
