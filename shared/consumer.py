@@ -307,6 +307,7 @@ class ConsumerRunner(BackgroundTask):
             }
             changed: dict[str, int] = {}
             applied = 0
+            effects: list[Envelope] = []  # applied now, not redeliveries
             for record in fresh:
                 key = record.key.decode(errors="replace") if record.key else ""
                 error: str | None
@@ -330,10 +331,25 @@ class ConsumerRunner(BackgroundTask):
                         )
                 else:
                     applied += 1
+                    envelope = envelopes[record.offset]
+                    if isinstance(envelope, Envelope) and changed.get(envelope.stream_id) == (
+                        envelope.stream_version
+                    ):
+                        effects.append(envelope)
             if changed:
                 await conn.execute(_SAVE_VERSIONS, self.name, list(changed), list(changed.values()))
             await conn.execute(_SAVE_OFFSET, self.name, topic, number, fresh[-1].offset + 1)
         self._metrics.events_consumed.labels(self.name, topic).inc(applied)
+        for envelope in effects:  # committed: a request can be followed through every service
+            self._log.info(
+                "event_applied",
+                type=envelope.type,
+                event_id=str(envelope.id),
+                correlation_id=envelope.correlation_id,
+                pilot_id=envelope.pilot_id,
+                stream_id=envelope.stream_id,
+                stream_version=envelope.stream_version,
+            )
         return dead
 
     async def _apply_one(
@@ -356,12 +372,19 @@ class ConsumerRunner(BackgroundTask):
                 f"{_GAP}stream {envelope.stream_id} jumped from version {last} "
                 f"to {envelope.stream_version}: an earlier event is missing"
             )
+        # Whatever the handler logs carries the event's ids.
+        context = structlog.contextvars.bound_contextvars(
+            correlation_id=envelope.correlation_id,
+            event_id=str(envelope.id),
+            pilot_id=envelope.pilot_id,
+        )
         try:
-            if careful:
-                async with conn.transaction():  # a savepoint: a failure undoes this record only
+            with context:
+                if careful:
+                    async with conn.transaction():  # a savepoint: a failure undoes this one
+                        await self._handler(conn, envelope)
+                else:
                     await self._handler(conn, envelope)
-            else:
-                await self._handler(conn, envelope)
         except Exception as error:
             if _retriable(error):
                 raise

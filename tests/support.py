@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
 
 from shared.cli import migrate
 from shared.db import dsn
@@ -28,6 +29,7 @@ __all__ = [
     "reporting_caught_up",
     "run_ledger",
     "serve",
+    "settings_env",
     "wait_for",
 ]
 
@@ -127,20 +129,22 @@ async def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: fl
         await asyncio.sleep(interval)
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a ``ledger`` process these settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEDGER_")}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        env[f"LEDGER_{name.upper()}"] = text
+    return env
+
+
 async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
     """The CLI as an auditor runs it, against this test's databases and topics (stdout)."""
-    env = {
-        **os.environ,
-        "LEDGER_PG_PORT": str(settings.pg_port),
-        "LEDGER_PG_USER": settings.pg_user,
-        "LEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "LEDGER_DATABASE_PREFIX": settings.database_prefix,
-        "LEDGER_TOPIC_PREFIX": settings.topic_prefix,
-    }
     process = await asyncio.create_subprocess_exec(
         LEDGER,
         *args,
-        env=env,
+        env=settings_env(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
