@@ -17,6 +17,7 @@ import asyncpg
 from shared.db import Connection
 from shared.errors import ConcurrencyError
 from shared.events import GENESIS_HASH, Actor, DomainEvent, Envelope, chain_hash, format_time
+from shared.metrics import Metrics
 
 __all__ = [
     "OUTBOX_CHANNEL",
@@ -90,10 +91,17 @@ def _subject(pilot_id: str, family_id: str | None) -> str:
 class EventStore:
     """Reads and appends streams in one service's database, inside the caller's transaction."""
 
-    def __init__(self, source: str, clock: Callable[[], datetime], ids: Callable[[], UUID]) -> None:
+    def __init__(
+        self,
+        source: str,
+        clock: Callable[[], datetime],
+        ids: Callable[[], UUID],
+        metrics: Metrics | None = None,
+    ) -> None:
         self._source = source
         self._clock = clock
         self._ids = ids
+        self._metrics = metrics
 
     async def load(self, conn: Connection, stream_id: str) -> Stream:
         """Every event of one stream, in order."""
@@ -163,4 +171,7 @@ class EventStore:
                 ) from error
             raise
         await conn.execute(_NOTIFY, OUTBOX_CHANNEL)
+        if self._metrics is not None:
+            for envelope in envelopes:
+                self._metrics.events_appended.labels(envelope.type).inc()
         return envelopes

@@ -30,7 +30,8 @@ class Metrics:
         )
         self.events_appended = Counter(
             "ledger_events_appended",
-            "Events appended to this service's store, by type.",
+            "Events appended to this service's store, by type (counted inside the writing "
+            "transaction: the rare one that is rolled back afterwards is counted too).",
             ["type"],
             registry=self.registry,
         )

@@ -167,7 +167,7 @@ async def _run_service(
             await apply_migrations(
                 conn, migrations_of("shared") + migrations_of(f"services.{service}")
             )
-        store = EventStore(f"ledger/{service}", clock, ids)
+        store = EventStore(f"ledger/{service}", clock, ids, metrics)
         core = ServiceCore(service, settings, pool, store, CommandRunner(pool), metrics, clock, ids)
         app[CORE] = core
         specs = setup(app, core)

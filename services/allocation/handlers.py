@@ -87,12 +87,9 @@ class Allocation:
         pilot_id: str,
         family_id: str | None,
     ) -> tuple[Envelope, ...]:
-        envelopes = await self._store.append(
+        return await self._store.append(
             conn, stream, [PendingEvent(event, pilot_id, family_id) for event in events], context
         )
-        for envelope in envelopes:
-            self._core.metrics.events_appended.labels(envelope.type).inc()
-        return envelopes
 
     # Pilots
 

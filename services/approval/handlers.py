@@ -77,7 +77,6 @@ class Approval:
         )
         for envelope in envelopes:
             await balances.apply(conn, envelope)
-            self._core.metrics.events_appended.labels(envelope.type).inc()
             status = _STATUS_AFTER.get(envelope.type)
             if status is not None:
                 await views.set_status(

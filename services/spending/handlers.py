@@ -87,12 +87,9 @@ class Spending:
         pilot_id: str,
         family_id: str,
     ) -> tuple[Envelope, ...]:
-        envelopes = await self._store.append(
+        return await self._store.append(
             conn, stream, [PendingEvent(e, pilot_id, family_id) for e in events], caller.context
         )
-        for envelope in envelopes:
-            self._core.metrics.events_appended.labels(envelope.type).inc()
-        return envelopes
 
     async def request(self, caller: Caller, pilot_id: str, body: SpendRequestBody) -> CommandResult:
         """Record a spend request for approval to decide."""

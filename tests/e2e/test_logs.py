@@ -1,9 +1,11 @@
-"""The services' logs: JSON lines that follow a request across services, and hold no
-personal data.
+"""Operating the services: JSON logs that follow a request across services and hold no
+personal data, and the metrics ops teams scrape.
 
 A spend request sent with an ``X-Correlation-Id`` is followed through the logs of the
 services its events reach. Free text (a purpose, a manager's note, a rejection reason, a
-refund reason) and text sent in a refused request never appear in any log line.
+refund reason) and text sent in a refused request never appear in any log line. The same
+work shows on ``/metrics``: requests per route, latency, events appended per type, relay
+lag, consumer lag per partition and idempotent replays.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def spend_request(amount: int, purpose: str) -> dict[str, Any]:
     }
 
 
-async def test_a_request_is_followed_by_its_correlation_id_and_no_log_holds_free_text(
+async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_text(
     settings: Settings, token: Callable[..., str], tmp_path: Path
 ) -> None:
     correlation = f"case-system-{uuid.uuid4()}"
@@ -88,14 +90,24 @@ async def test_a_request_is_followed_by_its_correlation_id_and_no_log_holds_free
         await pilot_with_a_family(services, http, admin)
         spending = f"{services.url('spending')}/pilots/wigan"
 
+        first_try = {**worker, "X-Correlation-Id": correlation, "Idempotency-Key": "k-1"}
         small = await call(
             http,
             "POST",
             f"{spending}/spend-requests",
             spend_request(2_500, PURPOSE),
-            {**worker, "X-Correlation-Id": correlation},
+            first_try,
             202,
         )
+        retried = await call(
+            http,
+            "POST",
+            f"{spending}/spend-requests",
+            spend_request(2_500, PURPOSE),
+            first_try,
+            202,
+        )
+        assert retried == small
         large = await call(
             http,
             "POST",
@@ -152,6 +164,10 @@ async def test_a_request_is_followed_by_its_correlation_id_and_no_log_holds_free
         )
         await wait_for(lambda: reporting_caught_up(settings), timeout=30)
 
+        metrics = {}
+        for name in SERVICE_NAMES:
+            async with http.get(f"{services.url(name)}/metrics") as response:
+                metrics[name] = await response.text()
         logs = {name: services.log_lines(name) for name in SERVICE_NAMES}
         texts = {name: services.log_path(name).read_text() for name in SERVICE_NAMES}
 
@@ -175,3 +191,29 @@ async def test_a_request_is_followed_by_its_correlation_id_and_no_log_holds_free
     for name, text in texts.items():
         for secret in PRIVATE:
             assert secret not in text, (name, secret)
+
+    spent = metrics["spending"]
+    route = 'route="/pilots/{pilot_id}/spend-requests"'
+    assert sample(spent, "ledger_http_requests_total", route, 'status="202"') == 4
+    assert sample(spent, "ledger_http_requests_total", route, 'status="422"') == 1
+    assert sample(spent, "ledger_http_request_duration_seconds_count", route) == 5
+    assert sample(spent, "ledger_events_appended_total", 'type="spend_request.requested"') == 3
+    assert sample(spent, "ledger_idempotent_replays_total") == 1
+    assert sample(spent, "ledger_relay_lag_seconds") is not None
+    decisions = metrics["approval"]
+    assert sample(decisions, "ledger_events_appended_total", 'type="decision.approved"') == 2
+    assert sample(decisions, "ledger_events_appended_total", 'type="decision.rejected"') == 1
+    spending_topic = 'topic="' + settings.topic("ledger.spending")
+    assert sample(decisions, "ledger_consumer_lag", spending_topic) == 0  # caught up
+    assert sample(metrics["reporting"], "ledger_consumer_lag", 'partition="0"') is not None
+
+
+def sample(exposition: str, name: str, *labels: str) -> float | None:
+    """The sum of a metric's samples whose labels contain every given fragment."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith((name + "{", name + " "))
+        if all(label in line for label in labels)
+    ]
+    return sum(values) if values else None
