@@ -177,7 +177,11 @@ def _digest(schema: str, table: str) -> str:
 
 def _qualified(schema: str, table: str) -> str:
     """A quoted ``schema.table``: identifiers cannot be query parameters."""
-    return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
+    return f"{_quoted(schema)}.{_quoted(table)}"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 async def _switch(live: Connection, live_schema: str, consumer: str) -> None:
@@ -185,7 +189,9 @@ async def _switch(live: Connection, live_schema: str, consumer: str) -> None:
     await live.execute(f"CREATE SCHEMA {_RETIRED}")
     for table in TABLES:
         await live.execute(f"ALTER TABLE {_qualified(live_schema, table)} SET SCHEMA {_RETIRED}")
-        await live.execute(f"ALTER TABLE {_qualified(_FRESH, table)} SET SCHEMA {live_schema}")
+        await live.execute(
+            f"ALTER TABLE {_qualified(_FRESH, table)} SET SCHEMA {_quoted(live_schema)}"
+        )
     for table in _TRACKING:
         target, source = _qualified(live_schema, table), _qualified(_FRESH, table)
         await live.execute(f"DELETE FROM {target} WHERE consumer = $1", consumer)  # noqa: S608
