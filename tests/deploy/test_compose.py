@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -154,7 +153,6 @@ def test_the_dockerfile_is_multi_stage_non_root_and_stops_on_sigterm() -> None:
         assert f"LEDGER_{name.upper()}_PORT=8080" in final
 
 
-@pytest.mark.skipif(shutil.which("psql") is None, reason="psql comes with postgresql-15")
 async def test_the_init_script_gives_each_service_its_own_role_and_database(
     settings: Settings,
 ) -> None:

@@ -1,0 +1,61 @@
+"""constraints.txt pins every Python dependency, and the suite runs on exactly those pins.
+
+The image (deploy/Dockerfile) installs under the same file, so what ops teams run is what
+passed here, not whatever PyPI serves on the day the image is built.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import metadata
+
+from deploy.stack import ROOT
+
+PROJECT = "devolved-budgets-ledger"
+# The installer's own tools: in every venv, never imported by the ledger.
+INSTALLER = {"pip", "setuptools", "wheel"}
+
+
+def normalised(name: str) -> str:
+    """A distribution's name as the package index compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    entries = [line for line in lines if line.strip() and not line.startswith("#")]
+    pinned = {}
+    for entry in entries:
+        name, _, version = entry.partition("==")
+        assert version, f"not pinned to one version: {entry!r}"
+        pinned[normalised(name)] = version
+    return pinned
+
+
+def declared() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    return {normalised(re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def test_every_declared_dependency_is_pinned() -> None:
+    assert declared() <= set(pins())
+
+
+def test_the_suite_runs_on_exactly_the_pinned_versions() -> None:
+    installed = {
+        normalised(dist.metadata["Name"]): dist.version for dist in metadata.distributions()
+    }
+    installed.pop(PROJECT)
+    for name in INSTALLER:
+        installed.pop(name, None)
+    assert installed == pins()
+
+
+def test_the_image_installs_under_the_same_pins() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^COPY .*\bconstraints\.txt\b", dockerfile, re.MULTILINE)
+    assert re.search(r"pip install .*--constraint constraints\.txt \.", dockerfile)
+    build_context = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "!constraints.txt" in build_context
