@@ -457,8 +457,24 @@ class ConsumerRunner(BackgroundTask):
         self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]
     ) -> None:
         """Start each newly assigned partition where this consumer's effects stand."""
-        self._log.info("partitions_assigned", partitions=len(assigned))
+        self._log.info("partitions_assigned", partitions=_names(assigned))
         await _seek(consumer, assigned, await self.stored_offsets())
+
+    def release(self, revoked: Sequence[TopicPartition]) -> None:
+        """Stop reporting lag for partitions another replica now holds.
+
+        Nothing to flush: progress is committed with each batch. Without this a replica
+        would show the lag it last saw on a partition it gave up, frozen, next to the new
+        owner's live figure.
+        """
+        self._log.info("partitions_revoked", partitions=_names(revoked))
+        for partition in revoked:
+            self._metrics.consumer_lag.remove(self.name, partition.topic, str(partition.partition))
+
+
+def _names(partitions: Sequence[TopicPartition]) -> list[str]:
+    """Partitions as ops read them in logs: ``topic:partition``, sorted."""
+    return sorted(f"{partition.topic}:{partition.partition}" for partition in partitions)
 
 
 async def _seek(
@@ -495,7 +511,8 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Nothing to flush: progress is committed with each batch."""
+        """Hand the partitions over."""
+        self._runner.release(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Seek to the stored offsets."""

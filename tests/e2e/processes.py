@@ -1,7 +1,8 @@
 """The four services as separate ``ledger serve`` processes, as ``make up`` runs them.
 
-For what only a real process shows: signals, exit codes, and the JSON log lines each
-service writes (kept in one file per service).
+For what only a real process shows: signals, exit codes, scaled replicas, and the JSON log
+lines each process writes (kept in one file per instance). An instance is a service's
+first process, named for the service, or a further replica, ``reporting-2`` and so on.
 """
 
 from __future__ import annotations
@@ -22,36 +23,54 @@ from shared.cli import migrate
 from shared.settings import SERVICE_NAMES, Settings
 from tests.support import LEDGER, settings_env, wait_for
 
-__all__ = ["ServiceProcesses", "service_processes"]
+__all__ = ["ServiceProcesses", "sample", "service_processes"]
 
 
 class ServiceProcesses:
-    """Start, signal and read the logs of each service's process."""
+    """Start, signal and read the logs of each service's processes."""
 
     def __init__(self, settings: Settings, logs: Path) -> None:
-        ports = {f"{name}_port": free_port() for name in SERVICE_NAMES}
+        self._ports: dict[str, int] = {name: free_port() for name in SERVICE_NAMES}
+        ports = {f"{name}_port": port for name, port in self._ports.items()}
         self.settings = settings.model_copy(update={**ports, "log_format": "json"})
         self._logs = logs
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{getattr(self.settings, f'{service}_port')}"
+    def url(self, instance: str) -> str:
+        return f"http://127.0.0.1:{self._ports[instance]}"
 
-    def log_path(self, service: str) -> Path:
-        return self._logs / f"{service}.log"
+    def log_path(self, instance: str) -> Path:
+        return self._logs / f"{instance}.log"
 
-    def log_lines(self, service: str) -> list[dict[str, Any]]:
-        """Every JSON line the service has logged (a line that is not JSON fails the test)."""
-        text = self.log_path(service).read_text() if self.log_path(service).exists() else ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    def log_lines(self, instance: str) -> list[dict[str, Any]]:
+        """Every JSON line the instance has logged (a line that is not JSON fails the test).
 
-    async def start(self, service: str) -> None:
-        """Start the service and wait until ``/readyz`` says it is ready."""
-        with self.log_path(service).open("ab") as log:
-            self._processes[service] = await asyncio.create_subprocess_exec(
+        Read while the process runs, the last line may be half written: only lines ended
+        by a newline count.
+        """
+        path = self.log_path(instance)
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+    async def metrics(self, instance: str) -> str:
+        """What the instance serves on ``/metrics``."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url(instance)}/metrics") as response,
+        ):
+            return await response.text()
+
+    async def start(self, service: str, replica: int = 1) -> str:
+        """Start an instance of the service, wait until ``/readyz`` says it is ready, and
+        return its name. A replica shares the service's settings but for its port."""
+        instance = service if replica == 1 else f"{service}-{replica}"
+        port = self._ports.setdefault(instance, free_port())
+        settings = self.settings.model_copy(update={f"{service}_port": port})
+        with self.log_path(instance).open("ab") as log:
+            self._processes[instance] = await asyncio.create_subprocess_exec(
                 LEDGER,
                 *serve_command(service),
-                env=settings_env(self.settings),
+                env=settings_env(settings),
                 stdout=log,
                 stderr=log,
             )
@@ -60,25 +79,26 @@ class ServiceProcesses:
             try:
                 async with (
                     aiohttp.ClientSession() as session,
-                    session.get(f"{self.url(service)}/readyz") as response,
+                    session.get(f"{self.url(instance)}/readyz") as response,
                 ):
                     return response.status == 200
             except aiohttp.ClientError:
                 return False
 
         await wait_for(ready, timeout=60, interval=0.2)
+        return instance
 
-    async def terminate(self, service: str) -> tuple[int, float]:
-        """SIGTERM the service; its exit code and how long it took to exit."""
-        process = self._processes.pop(service)
+    async def terminate(self, instance: str) -> tuple[int, float]:
+        """SIGTERM the instance; its exit code and how long it took to exit."""
+        process = self._processes.pop(instance)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), timeout=30)
         return code, time.monotonic() - started
 
     async def stop_all(self) -> None:
-        for service in list(self._processes):
-            process = self._processes.pop(service)
+        for instance in list(self._processes):
+            process = self._processes.pop(instance)
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -98,3 +118,14 @@ async def service_processes(settings: Settings, logs: Path) -> AsyncIterator[Ser
         yield processes
     finally:
         await processes.stop_all()
+
+
+def sample(exposition: str, name: str, *labels: str) -> float | None:
+    """The sum of a metric's samples whose labels contain every given fragment."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith((name + "{", name + " "))
+        if all(label in line for label in labels)
+    ]
+    return sum(values) if values else None

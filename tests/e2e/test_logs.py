@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from shared.settings import SERVICE_NAMES, Settings
-from tests.e2e.processes import ServiceProcesses, service_processes
+from tests.e2e.processes import ServiceProcesses, sample, service_processes
 from tests.e2e.system import auth
 from tests.support import reporting_caught_up, wait_for
 
@@ -164,10 +164,7 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
         )
         await wait_for(lambda: reporting_caught_up(settings), timeout=30)
 
-        metrics = {}
-        for name in SERVICE_NAMES:
-            async with http.get(f"{services.url(name)}/metrics") as response:
-                metrics[name] = await response.text()
+        metrics = {name: await services.metrics(name) for name in SERVICE_NAMES}
         logs = {name: services.log_lines(name) for name in SERVICE_NAMES}
         texts = {name: services.log_path(name).read_text() for name in SERVICE_NAMES}
 
@@ -206,14 +203,3 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
     spending_topic = 'topic="' + settings.topic("ledger.spending")
     assert sample(decisions, "ledger_consumer_lag", spending_topic) == 0  # caught up
     assert sample(metrics["reporting"], "ledger_consumer_lag", 'partition="0"') is not None
-
-
-def sample(exposition: str, name: str, *labels: str) -> float | None:
-    """The sum of a metric's samples whose labels contain every given fragment."""
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in exposition.splitlines()
-        if line.startswith((name + "{", name + " "))
-        if all(label in line for label in labels)
-    ]
-    return sum(values) if values else None

@@ -1,0 +1,104 @@
+"""A pilot whose families have budgets, and a case system posting to it as case systems do.
+
+For tests that load the services running as processes (``tests.e2e.processes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from tests.e2e.processes import ServiceProcesses
+from tests.e2e.system import auth
+
+__all__ = ["keep_requesting", "post_until_acknowledged", "set_up_pilot"]
+
+
+async def set_up_pilot(
+    services: ServiceProcesses, http: aiohttp.ClientSession, admin: str, families: Sequence[str]
+) -> None:
+    """Wigan, deciding up to £1,000 on the worker's say, and each family enrolled in team
+    t-1 with £40,000: enough that no request in a test is refused for want of funds."""
+    headers = auth(admin)
+    url = services.url("allocation")
+    async with http.put(
+        f"{url}/pilots/wigan",
+        json={
+            "name": "Wigan",
+            "period_months": 12,
+            "family_cap_pence": 4_000_000,
+            "approval_tiers": [{"up_to_pence": 100_000, "approver": "auto"}],
+            "categories": ["practical"],
+        },
+        headers=headers,
+    ) as response:
+        assert response.status == 201, await response.text()
+    for family in families:
+        async with http.post(
+            f"{url}/pilots/wigan/families",
+            json={
+                "family_id": family,
+                "team": "t-1",
+                "worker": "sw-1",
+                "enrolled_on": "2026-01-05",
+            },
+            headers=headers,
+        ) as response:
+            assert response.status == 201, await response.text()
+        async with http.post(
+            f"{url}/pilots/wigan/families/{family}/allocations",
+            json={"amount_pence": 4_000_000},
+            headers=headers,
+        ) as response:
+            assert response.status == 201, await response.text()
+
+
+async def post_until_acknowledged(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any]:
+    """A case system's retry loop: the same Idempotency-Key until the ledger says 202."""
+    headers = {**headers, "Idempotency-Key": str(uuid.uuid4())}
+    while True:
+        try:
+            async with http.post(url, json=body, headers=headers) as response:
+                if response.status == 202:
+                    return dict(await response.json())
+                assert response.status >= 500, await response.text()  # away, not refused
+        except aiohttp.ClientError:
+            pass  # the service is stopping or starting
+        await asyncio.sleep(0.1)
+
+
+async def keep_requesting(
+    http: aiohttp.ClientSession,
+    services: ServiceProcesses,
+    worker: dict[str, str],
+    families: Sequence[str],
+    seed: int,
+    stop: asyncio.Event,
+    acknowledged: dict[str, tuple[str, int]],
+) -> None:
+    """Post small spend requests for random families until told to stop, recording each
+    acknowledged request's family and amount by its id."""
+    rng = random.Random(seed)
+    while not stop.is_set():
+        family, amount = rng.choice(families), rng.randint(100, 999)
+        accepted = await post_until_acknowledged(
+            http,
+            f"{services.url('spending')}/pilots/wigan/spend-requests",
+            {
+                "family_id": family,
+                "amount_pence": amount,
+                "category": "practical",
+                "purpose": "a bus pass",
+                "requested_by": "sw-1",
+                "family_involved": True,
+            },
+            worker,
+        )
+        acknowledged[accepted["request_id"]] = (family, amount)
