@@ -79,12 +79,17 @@ class OutboxRelay(BackgroundTask):
         self._producer_factory = producer_factory
         self._wakeup = asyncio.Event()
         self._kafka_ok = False
+        self._standing_by = False
         self._log = structlog.get_logger().bind(component="relay", topic=topic)
 
     @property
-    def kafka_reachable(self) -> bool:
-        """The last attempt to reach Kafka succeeded."""
-        return self._kafka_ok
+    def healthy(self) -> bool:
+        """Leading with Kafka reachable at the last attempt, or standing by for the leader.
+
+        A replica whose relay waits for another to let go of the lock is as ready to take
+        commands as the leader: what it commits, the leader publishes.
+        """
+        return self._kafka_ok or self._standing_by
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -110,10 +115,14 @@ class OutboxRelay(BackgroundTask):
         conn = await connect(self._dsn)
         try:
             await conn.add_listener(OUTBOX_CHANNEL, self._notified)
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
-                if self._stopping:
-                    return
-                await self._idle()
+            self._standing_by = True
+            try:
+                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                    if self._stopping:
+                        return
+                    await self._idle()
+            finally:
+                self._standing_by = False
             self._log.info("relay_leading")
             producer = self._producer_factory(
                 self._bootstrap, f"relay-{self._topic}", self._transactional_id

@@ -179,8 +179,7 @@ async def _run_service(
         readiness.add("database", database)
         relay = _relay(service, settings, database_dsn, metrics, clock)
         if relay is not None:
-            readiness.add("relay", _running(relay))
-            readiness.add("kafka", _kafka_reachable(relay))
+            readiness.add("relay", _relay_healthy(relay))
             await relay.start()
         runners = [consumer_runner(spec, settings, pool, metrics) for spec in specs]
         app[CONSUMERS] = {spec.name: runner for spec, runner in zip(specs, runners, strict=True)}
@@ -253,9 +252,9 @@ def _running(component: _Component) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-def _kafka_reachable(relay: OutboxRelay) -> Callable[[], Awaitable[bool]]:
+def _relay_healthy(relay: OutboxRelay) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return relay.kafka_reachable
+        return relay.running and relay.healthy
 
     return check
 

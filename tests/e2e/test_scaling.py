@@ -1,6 +1,8 @@
-"""Scaled consumers, as ``docker compose up --scale reporting=3`` runs them.
+"""Scaled services, as ``docker compose up --scale reporting=3 --scale approval=2`` runs them.
 
-Three reporting processes share one consumer group. Each holds one partition of every topic
+Two approval processes decide every request once between them, wherever its allocation and
+spending events land (they coordinate through approval's database). Three reporting
+processes share one consumer group. Each holds one partition of every topic
 (the same number on each, so a family's events on all topics meet in one replica), applies
 only what it holds and reports lag only for that. When one replica is stopped under load,
 the others take its partitions over from the offsets stored with its effects: every event
@@ -23,7 +25,7 @@ from shared.kafka import SERVICE_TOPICS
 from shared.settings import Settings
 from tests.e2e.processes import ServiceProcesses, service_processes
 from tests.e2e.system import auth
-from tests.e2e.workload import keep_requesting, set_up_pilot
+from tests.e2e.workload import decided, keep_requesting, set_up_pilot
 from tests.support import connect_service_db, reporting_caught_up, wait_for
 
 FAMILIES = [f"fam-{n}" for n in range(12)]
@@ -47,6 +49,7 @@ async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_th
     ):
         more = [services.start("reporting", replica) for replica in range(2, REPLICAS + 1)]
         replicas = ["reporting", *await asyncio.gather(*more)]
+        await services.start("approval", 2)
         shared_out = await wait_for(lambda: assignment(services, replicas, partitions), 60)
         for held in shared_out.values():
             numbers = {name.rsplit(":", 1)[1] for name in held}
@@ -72,6 +75,7 @@ async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_th
         finally:
             stop.set()
             await asyncio.gather(*clients)
+        await wait_for(lambda: decided(settings, set(acknowledged)), timeout=60)
         await wait_for(lambda: reporting_caught_up(settings), timeout=60)
 
         # Lag is reported for what a replica holds, and for nothing it gave up.
@@ -85,7 +89,7 @@ async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_th
         if line["event"] == "event_applied"
     )
     assert all(count == 1 for count in applied.values())
-    for replica in everyone:  # each did a share of the work
+    for replica in [*everyone, "approval", "approval-2"]:  # each did a share of the work
         assert any(line["event"] == "event_applied" for line in services.log_lines(replica))
     stored: set[str] = set()
     for service in ("allocation", "spending", "approval"):

@@ -19,7 +19,7 @@ import aiohttp
 from shared.settings import SERVICE_NAMES, Settings
 from tests.e2e.processes import service_processes
 from tests.e2e.system import auth
-from tests.e2e.workload import keep_requesting, set_up_pilot
+from tests.e2e.workload import decided, keep_requesting, set_up_pilot
 from tests.support import connect_service_db, read_topic, reporting_caught_up, wait_for
 
 FAMILIES = [f"fam-{n}" for n in range(6)]
@@ -88,15 +88,3 @@ async def test_sigterm_under_load_loses_nothing_and_repeats_nothing(
         async with connect_service_db(settings, service) as conn:
             rows = await conn.fetch("SELECT family_id, held_pence FROM balances")
         assert {row["family_id"]: row["held_pence"] for row in rows} == held, service
-
-
-async def decided(settings: Settings, requests: set[str]) -> bool:
-    """Approval has approved every request, each exactly once."""
-    async with connect_service_db(settings, "approval") as conn:
-        rows = await conn.fetch(
-            "SELECT envelope->'data'->>'request_id' AS id FROM events "
-            "WHERE envelope->>'type' = 'decision.approved'"
-        )
-    approved = Counter(row["id"] for row in rows)
-    assert all(count == 1 for count in approved.values())
-    return set(approved) == requests

@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
+from shared.settings import Settings
 from tests.e2e.processes import ServiceProcesses
 from tests.e2e.system import auth
+from tests.support import connect_service_db
 
-__all__ = ["keep_requesting", "post_until_acknowledged", "set_up_pilot"]
+__all__ = ["decided", "keep_requesting", "post_until_acknowledged", "set_up_pilot"]
 
 
 async def set_up_pilot(
@@ -102,3 +105,15 @@ async def keep_requesting(
             worker,
         )
         acknowledged[accepted["request_id"]] = (family, amount)
+
+
+async def decided(settings: Settings, requests: set[str]) -> bool:
+    """Approval has approved every request, each exactly once."""
+    async with connect_service_db(settings, "approval") as conn:
+        rows = await conn.fetch(
+            "SELECT envelope->'data'->>'request_id' AS id FROM events "
+            "WHERE envelope->>'type' = 'decision.approved'"
+        )
+    approved = Counter(row["id"] for row in rows)
+    assert all(count == 1 for count in approved.values())
+    return set(approved) == requests
