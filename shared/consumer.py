@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 from pydantic import ValidationError
 
 from shared.background import BackgroundTask
@@ -120,6 +121,7 @@ class ConsumerRunner(BackgroundTask):
         self._batch_size = batch_size
         self._metrics = metrics
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
+        self._lag_shown: set[TopicPartition] = set()  # partitions /metrics shows lag for
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -448,28 +450,37 @@ class ConsumerRunner(BackgroundTask):
             highwater = consumer.highwater(partition)
             if highwater is None:
                 continue
-            position = await consumer.position(partition)
-            self._metrics.consumer_lag.labels(
-                self.name, partition.topic, str(partition.partition)
-            ).set(max(0, highwater - position))
+            try:
+                position = await consumer.position(partition)
+            except IllegalStateError:
+                continue  # revoked by a rebalance while we asked
+            # Checked again after the wait: a partition given up meanwhile must stay gone.
+            if partition in consumer.assignment():
+                self._metrics.consumer_lag.labels(
+                    self.name, partition.topic, str(partition.partition)
+                ).set(max(0, highwater - position))
+                self._lag_shown.add(partition)
 
     async def seek_to_stored(
         self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]
     ) -> None:
         """Start each newly assigned partition where this consumer's effects stand."""
         self._log.info("partitions_assigned", partitions=_names(assigned))
+        # The lag of what another replica now holds is that replica's to show. Pruned here,
+        # not only on revocation: until the new assignment is in place the consumer still
+        # lists the old one, and lag observed in between would come back, frozen.
+        self._show_lag_only_for(assigned)
         await _seek(consumer, assigned, await self.stored_offsets())
 
     def release(self, revoked: Sequence[TopicPartition]) -> None:
-        """Stop reporting lag for partitions another replica now holds.
-
-        Nothing to flush: progress is committed with each batch. Without this a replica
-        would show the lag it last saw on a partition it gave up, frozen, next to the new
-        owner's live figure.
-        """
+        """Hand partitions over. Nothing to flush: progress is committed with each batch."""
         self._log.info("partitions_revoked", partitions=_names(revoked))
-        for partition in revoked:
+        self._show_lag_only_for(self._lag_shown - set(revoked))
+
+    def _show_lag_only_for(self, partitions: Collection[TopicPartition]) -> None:
+        for partition in self._lag_shown - set(partitions):
             self._metrics.consumer_lag.remove(self.name, partition.topic, str(partition.partition))
+        self._lag_shown &= set(partitions)
 
 
 def _names(partitions: Sequence[TopicPartition]) -> list[str]:

@@ -1,13 +1,17 @@
 """Scaled services, as ``docker compose up --scale reporting=3 --scale approval=2`` runs them.
 
-Two approval processes decide every request once between them, wherever its allocation and
-spending events land (they coordinate through approval's database). Three reporting
-processes share one consumer group. Each holds one partition of every topic
+Three reporting processes share one consumer group. Each holds one partition of every topic
 (the same number on each, so a family's events on all topics meet in one replica), applies
-only what it holds and reports lag only for that. When one replica is stopped under load,
-the others take its partitions over from the offsets stored with its effects: every event
-is applied exactly once across the replicas, and reporting's balances are the sums of what
-was acknowledged.
+only what it holds and reports lag only for that. When one is stopped under load, the
+others take its partitions over from the offsets stored with its effects.
+
+Two approval processes decide every request once between them, wherever its allocation and
+spending events land (they coordinate through approval's database). One of them publishes
+approval's events; when it is stopped under load, the other's relay takes over.
+
+Afterwards every event was applied exactly once across the reporting replicas, every
+acknowledged request was decided once and reached reporting, and reporting's balances are
+the sums of what was acknowledged.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from tests.support import connect_service_db, reporting_caught_up, wait_for
 FAMILIES = [f"fam-{n}" for n in range(12)]
 REPLICAS = 3
 CLIENTS = 3
+APPROVALS = ("approval", "approval-2")
 _LAG = re.compile(r"^ledger_consumer_lag\{(?P<labels>[^}]*)\}", re.MULTILINE)
 
 
-async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_that_leaves(
+async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
     settings: Settings, token: Callable[..., str], tmp_path: Path
 ) -> None:
     partitions = {
@@ -49,7 +54,7 @@ async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_th
     ):
         more = [services.start("reporting", replica) for replica in range(2, REPLICAS + 1)]
         replicas = ["reporting", *await asyncio.gather(*more)]
-        await services.start("approval", 2)
+        assert await services.start("approval", 2) == APPROVALS[1]
         shared_out = await wait_for(lambda: assignment(services, replicas, partitions), 60)
         for held in shared_out.values():
             numbers = {name.rsplit(":", 1)[1] for name in held}
@@ -72,6 +77,12 @@ async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_th
             assert code == 0
             taken_over = await wait_for(lambda: assignment(services, replicas, partitions), 60)
             await asyncio.sleep(2.0)  # the others carry on with its partitions
+            [publishing] = [a for a in APPROVALS if leads_relay(services, a)]
+            code, _ = await services.terminate(publishing)
+            assert code == 0
+            [standing_by] = [a for a in APPROVALS if a != publishing]
+            await wait_for(lambda: leads_relay(services, standing_by), timeout=30)
+            await asyncio.sleep(2.0)  # it decides and publishes alone
         finally:
             stop.set()
             await asyncio.gather(*clients)
@@ -89,7 +100,7 @@ async def test_reporting_replicas_share_the_partitions_and_take_over_from_one_th
         if line["event"] == "event_applied"
     )
     assert all(count == 1 for count in applied.values())
-    for replica in [*everyone, "approval", "approval-2"]:  # each did a share of the work
+    for replica in [*everyone, *APPROVALS]:  # each did a share of the work
         assert any(line["event"] == "event_applied" for line in services.log_lines(replica))
     stored: set[str] = set()
     for service in ("allocation", "spending", "approval"):
@@ -119,6 +130,11 @@ def holding(services: ServiceProcesses, replica: str) -> set[str] | None:
     if not changes or changes[-1]["event"] != "partitions_assigned":
         return None
     return set(changes[-1]["partitions"])
+
+
+def leads_relay(services: ServiceProcesses, instance: str) -> bool:
+    """The instance's relay has taken the lead and publishes the service's events."""
+    return any(line["event"] == "relay_leading" for line in services.log_lines(instance))
 
 
 def assignment(
