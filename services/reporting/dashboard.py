@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from html import escape
 
-from services.reporting.uptake import Facts, Figures, small_cell
+from services.reporting.uptake import (
+    Facts,
+    Figures,
+    hours_to_decision,
+    small_cell,
+    spent_by_category,
+)
 
 __all__ = ["Bar", "Charts", "charts", "render"]
 
@@ -60,23 +66,15 @@ class Charts:
 
 def charts(facts: Facts) -> Charts:
     """The four charts of a pilot, from its facts (pure)."""
-    by_category: Counter[str] = Counter()
-    for _, amount, category, _ in facts.purchases:
-        by_category[category] += amount
-    for _, amount, category, _ in facts.refunds:
-        by_category[category] -= amount
-    hours = [
-        (facts.decided[request] - at).total_seconds() / 3600
-        for request, (_, _, at) in facts.requests.items()
-        if request in facts.decided
-    ]
+    everyone = facts.families.keys()
     return Charts(
         spend_by_category=tuple(
-            Bar(category, pence, _money(pence)) for category, pence in sorted(by_category.items())
+            Bar(category, pence, _money(pence))
+            for category, pence in spent_by_category(facts, everyone).items()
         ),
         transaction_sizes=_banded([amount for _, amount, _, _ in facts.purchases], _SIZE_BANDS),
         families_with_spend=_families_with_spend(facts),
-        time_to_decision=_banded(hours, _HOUR_BANDS),
+        time_to_decision=_banded(hours_to_decision(facts, everyone), _HOUR_BANDS),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -19,7 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import Envelope
 
-__all__ = ["SMALL_CELL", "Facts", "Figures", "compute", "gather", "small_cell", "suppress"]
+__all__ = [
+    "SMALL_CELL",
+    "Facts",
+    "Figures",
+    "compute",
+    "gather",
+    "hours_to_decision",
+    "small_cell",
+    "spent_by_category",
+    "suppress",
+]
 
 SMALL_CELL = 5
 
@@ -151,18 +161,7 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
     families = [facts.families[f] for f in members]
     requests = {r: v for r, v in facts.requests.items() if v[0] in members}
     amounts = [amount for f, amount, _, _ in facts.purchases if f in members]
-    categories: Counter[str] = Counter()
-    for f, amount, category, _ in facts.purchases:
-        if f in members:
-            categories[category] += amount
-    for f, amount, category, _ in facts.refunds:
-        if f in members:
-            categories[category] -= amount
-    hours = [
-        (facts.decided[r] - at).total_seconds() / 3600
-        for r, (_, _, at) in requests.items()
-        if r in facts.decided
-    ]
+    hours = hours_to_decision(facts, members)
     enrolled = len(families)
     spent = sum(family.net_spend for family in families)
     with_spend = sum(family.net_spend > 0 for family in families)
@@ -179,7 +178,7 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
         spend_vs_forecast=_share(spent, enrolled * forecast_pence) if forecast_pence else None,
         median_transaction_pence=statistics.median_low(amounts) if amounts else None,
         share_transactions_under_2000_pence=_share(sum(a < 2000 for a in amounts), len(amounts)),
-        spent_by_category_pence=dict(sorted(categories.items())),
+        spent_by_category_pence=spent_by_category(facts, members),
         median_hours_to_decision=round(statistics.median(hours), 4) if hours else None,
         share_requests_family_involved=_share(
             sum(involved for _, involved, _ in requests.values()), len(requests)
@@ -187,6 +186,27 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
         share_families_told_budget=_share(sum(family.told for family in families), enrolled),
         outcomes=dict(sorted(Counter(o for f, o in facts.outcomes if f in members).items())),
     )
+
+
+def spent_by_category(facts: Facts, members: Collection[str]) -> dict[str, int]:
+    """Purchases minus refunds of these families, per category, in category order."""
+    categories: Counter[str] = Counter()
+    for family, amount, category, _ in facts.purchases:
+        if family in members:
+            categories[category] += amount
+    for family, amount, category, _ in facts.refunds:
+        if family in members:
+            categories[category] -= amount
+    return dict(sorted(categories.items()))
+
+
+def hours_to_decision(facts: Facts, members: Collection[str]) -> list[float]:
+    """Hours from each decided request of these families to its first decision."""
+    return [
+        (facts.decided[request] - at).total_seconds() / 3600
+        for request, (family, _, at) in facts.requests.items()
+        if family in members and request in facts.decided
+    ]
 
 
 def small_cell(value: int | str) -> int | str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from shared.kafka import SERVICE_TOPICS
 from shared.settings import Settings
 from tests.e2e.processes import ServiceProcesses, service_processes
 from tests.e2e.system import auth
-from tests.e2e.workload import decided, keep_requesting, set_up_pilot
+from tests.e2e.workload import decided, held_by_family, requests_flowing, set_up_pilot
 from tests.support import connect_service_db, reporting_caught_up, wait_for
 
 FAMILIES = [f"fam-{n}" for n in range(12)]
@@ -47,7 +47,6 @@ async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
         for topic in SERVICE_TOPICS.values()
         for number in range(settings.topic_partitions)
     }
-    acknowledged: dict[str, tuple[str, int]] = {}  # request id -> family, amount
     async with (
         service_processes(settings, tmp_path) as services,
         aiohttp.ClientSession() as http,
@@ -63,14 +62,7 @@ async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
         await set_up_pilot(services, http, token("admin", "wigan"), FAMILIES)
 
         worker = auth(token("social_worker", "wigan", sub="sw-1", team="t-1"))
-        stop = asyncio.Event()
-        clients = [
-            asyncio.create_task(
-                keep_requesting(http, services, worker, FAMILIES, seed, stop, acknowledged)
-            )
-            for seed in range(CLIENTS)
-        ]
-        try:
+        async with requests_flowing(http, services, worker, FAMILIES, CLIENTS) as acknowledged:
             await asyncio.sleep(2.0)  # every replica is applying what it holds
             leaving = replicas.pop()
             code, _ = await services.terminate(leaving)
@@ -83,9 +75,6 @@ async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
             [standing_by] = [a for a in APPROVALS if a != publishing]
             await wait_for(lambda: leads_relay(services, standing_by), timeout=30)
             await asyncio.sleep(2.0)  # it decides and publishes alone
-        finally:
-            stop.set()
-            await asyncio.gather(*clients)
         await wait_for(lambda: decided(settings, set(acknowledged)), timeout=60)
         await wait_for(lambda: reporting_caught_up(settings), timeout=60)
 
@@ -110,12 +99,9 @@ async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
             }
     assert set(applied) == stored
 
-    requested: dict[str, int] = defaultdict(int)
-    for family, amount in acknowledged.values():
-        requested[family] += amount
     async with connect_service_db(settings, "reporting") as conn:
         rows = await conn.fetch("SELECT family_id, held_pence FROM balances")
-    assert {row["family_id"]: row["held_pence"] for row in rows} == requested
+    assert {row["family_id"]: row["held_pence"] for row in rows} == held_by_family(acknowledged)
 
 
 def holding(services: ServiceProcesses, replica: str) -> set[str] | None:

@@ -10,7 +10,7 @@ what was acknowledged: nothing applied twice, nothing dropped.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import aiohttp
 from shared.settings import SERVICE_NAMES, Settings
 from tests.e2e.processes import service_processes
 from tests.e2e.system import auth
-from tests.e2e.workload import decided, keep_requesting, set_up_pilot
+from tests.e2e.workload import decided, held_by_family, requests_flowing, set_up_pilot
 from tests.support import connect_service_db, read_topic, reporting_caught_up, wait_for
 
 FAMILIES = [f"fam-{n}" for n in range(6)]
@@ -30,21 +30,13 @@ GRACE_LIMIT_SECONDS = 10
 async def test_sigterm_under_load_loses_nothing_and_repeats_nothing(
     settings: Settings, token: Callable[..., str], tmp_path: Path
 ) -> None:
-    acknowledged: dict[str, tuple[str, int]] = {}  # request id -> family, amount
     async with (
         service_processes(settings, tmp_path) as services,
         aiohttp.ClientSession() as http,
     ):
         await set_up_pilot(services, http, token("admin", "wigan"), FAMILIES)
         worker = auth(token("social_worker", "wigan", sub="sw-1", team="t-1"))
-        stop = asyncio.Event()
-        clients = [
-            asyncio.create_task(
-                keep_requesting(http, services, worker, FAMILIES, seed, stop, acknowledged)
-            )
-            for seed in range(CLIENTS)
-        ]
-        try:
+        async with requests_flowing(http, services, worker, FAMILIES, CLIENTS) as acknowledged:
             for name in SERVICE_NAMES:
                 await asyncio.sleep(1.0)  # requests are flowing through every service
                 code, seconds = await services.terminate(name)
@@ -52,9 +44,6 @@ async def test_sigterm_under_load_loses_nothing_and_repeats_nothing(
                 assert seconds < GRACE_LIMIT_SECONDS, (name, seconds)
                 await services.start(name)
             await asyncio.sleep(1.0)  # the restarted services carry on
-        finally:
-            stop.set()
-            await asyncio.gather(*clients)
 
         for name in SERVICE_NAMES:
             assert any(line["event"] == "service_stopped" for line in services.log_lines(name))
@@ -81,9 +70,7 @@ async def test_sigterm_under_load_loses_nothing_and_repeats_nothing(
         == requested
     )
 
-    held: dict[str, int] = defaultdict(int)
-    for family, amount in acknowledged.values():
-        held[family] += amount
+    held = held_by_family(acknowledged)
     for service in ("approval", "allocation", "reporting"):
         async with connect_service_db(settings, service) as conn:
             rows = await conn.fetch("SELECT family_id, held_pence FROM balances")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,13 @@ from tests.e2e.processes import ServiceProcesses
 from tests.e2e.system import auth
 from tests.support import connect_service_db
 
-__all__ = ["decided", "keep_requesting", "post_until_acknowledged", "set_up_pilot"]
+__all__ = [
+    "decided",
+    "held_by_family",
+    "post_until_acknowledged",
+    "requests_flowing",
+    "set_up_pilot",
+]
 
 
 async def set_up_pilot(
@@ -77,34 +84,55 @@ async def post_until_acknowledged(
         await asyncio.sleep(0.1)
 
 
-async def keep_requesting(
+@asynccontextmanager
+async def requests_flowing(
     http: aiohttp.ClientSession,
     services: ServiceProcesses,
     worker: dict[str, str],
     families: Sequence[str],
-    seed: int,
-    stop: asyncio.Event,
-    acknowledged: dict[str, tuple[str, int]],
-) -> None:
-    """Post small spend requests for random families until told to stop, recording each
-    acknowledged request's family and amount by its id."""
-    rng = random.Random(seed)
-    while not stop.is_set():
-        family, amount = rng.choice(families), rng.randint(100, 999)
-        accepted = await post_until_acknowledged(
-            http,
-            f"{services.url('spending')}/pilots/wigan/spend-requests",
-            {
-                "family_id": family,
-                "amount_pence": amount,
-                "category": "practical",
-                "purpose": "a bus pass",
-                "requested_by": "sw-1",
-                "family_involved": True,
-            },
-            worker,
-        )
-        acknowledged[accepted["request_id"]] = (family, amount)
+    clients: int,
+) -> AsyncIterator[dict[str, tuple[str, int]]]:
+    """Clients posting small spend requests for random families while the block runs.
+
+    Yields what the ledger acknowledged, request id -> (family, amount), filled in as it
+    goes; the clients stop, each after its request in hand, on the way out.
+    """
+    acknowledged: dict[str, tuple[str, int]] = {}
+    stop = asyncio.Event()
+
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            family, amount = rng.choice(families), rng.randint(100, 999)
+            accepted = await post_until_acknowledged(
+                http,
+                f"{services.url('spending')}/pilots/wigan/spend-requests",
+                {
+                    "family_id": family,
+                    "amount_pence": amount,
+                    "category": "practical",
+                    "purpose": "a bus pass",
+                    "requested_by": "sw-1",
+                    "family_involved": True,
+                },
+                worker,
+            )
+            acknowledged[accepted["request_id"]] = (family, amount)
+
+    tasks = [asyncio.create_task(client(seed)) for seed in range(clients)]
+    try:
+        yield acknowledged
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def held_by_family(acknowledged: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """What the acknowledged requests hold on each family's balance, once all are approved."""
+    held: dict[str, int] = defaultdict(int)
+    for family, amount in acknowledged.values():
+        held[family] += amount
+    return dict(held)
 
 
 async def decided(settings: Settings, requests: set[str]) -> bool:
