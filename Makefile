@@ -41,11 +41,13 @@ test: $(STAMP) $(COMPOSE_CHECK)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/lint-imports
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -28,16 +28,17 @@ from tqdm import tqdm
 from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
 from services.allocation.app import create_app
 from services.reporting.rebuild import rebuild
-from shared.auth import mint_token
-from shared.cli import ProgressBar, migrate
-from shared.db import dsn, open_pool
-from shared.events import Actor, DomainEvent
-from shared.eventstore import CommandContext, EventStore, PendingEvent, Stream
-from shared.kafka import ensure_topics
-from shared.logging import configure_logging
-from shared.metrics import Metrics
-from shared.outbox import OutboxRelay
-from shared.settings import Settings
+from shared.cli.progress import ProgressBar
+from shared.core.db import dsn, open_pool
+from shared.core.events import Actor, DomainEvent
+from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
+from shared.core.kafka import ensure_topics
+from shared.core.logging import configure_logging
+from shared.core.metrics import Metrics
+from shared.core.outbox import OutboxRelay
+from shared.core.settings import Settings
+from shared.web.auth import mint_token
+from shared.web.registry import ledger_topics, migrate
 
 SECRET = "bench-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghij"  # noqa: S105
 
@@ -61,9 +62,10 @@ async def http_commands(  # noqa: PLR0915 - one scenario, read top to bottom
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", settings.allocation_port)
+    port = settings.port_of("allocation", 8081)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    base = f"http://127.0.0.1:{settings.allocation_port}"
+    base = f"http://127.0.0.1:{port}"
     token = mint_token(
         SECRET, sub="bench", role="admin", pilot="bench", team=None, now=datetime.now(UTC)
     )
@@ -231,12 +233,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pg_port=postgres.port,
             kafka_bootstrap=kafka.bootstrap,
             jwt_secret=SecretStr(SECRET),
-            allocation_port=free_port(),
+            ports={"allocation": free_port()},
             log_format="json",
             log_level="WARNING",
             relay_poll_seconds=0.5,
         )
-        await ensure_topics(settings)
+        await ensure_topics(settings, ledger_topics())
         await migrate(settings, ["allocation"])
         results = {
             "sustained": await http_commands(settings, args.commands, args.concurrency),
@@ -245,7 +247,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         backlog_settings = settings.model_copy(
             update={"database_prefix": "backlog_", "topic_prefix": "backlog."}
         )
-        await ensure_topics(backlog_settings)
+        await ensure_topics(backlog_settings, ledger_topics())
         await migrate(backlog_settings, ["allocation"])
         results["relay"] = await relay_backlog(backlog_settings, args.backlog)
         results["rebuild_sustained_events"] = await projections_rebuild(settings)

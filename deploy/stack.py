@@ -30,8 +30,6 @@ LOCAL = ROOT / ".local"
 KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LOG4J = ROOT / "deploy" / "kafka" / "log4j2.properties"
 KAFKA_LIBS = LOCAL / "kafka-libs"
-SERVICES = ("allocation", "spending", "approval", "reporting")
-DEFAULT_PORTS = {"allocation": 8081, "spending": 8082, "approval": 8083, "reporting": 8084}
 
 
 class StackError(RuntimeError):
@@ -420,8 +418,19 @@ def service_env(pg: Postgres, kafka: Kafka) -> dict[str, str]:
     return {**os.environ, **stack_variables(pg, kafka)}
 
 
-def existing_services() -> list[str]:
-    return [name for name in SERVICES if (ROOT / "services" / name / "app.py").exists()]
+def installed_services() -> dict[str, int]:
+    """Each installed service's name and default port, as the ledger's registry finds them.
+
+    Imported here, not at the top: ``make down`` runs this file without the ledger installed.
+    """
+    from shared.web.registry import services  # noqa: PLC0415
+
+    return {definition.name: definition.default_port for definition in services()}
+
+
+def _started() -> list[str]:
+    """The services `make up` started and has a pid file of."""
+    return sorted(path.stem for path in (LOCAL / "run").glob("*.pid"))
 
 
 # What `make up` runs, as `ledger` arguments; docker-compose.yml runs the same (tested).
@@ -457,8 +466,8 @@ def up() -> None:
     for command in SETUP_COMMANDS:
         subprocess.run([_ledger(), *command], env=env, check=True, stdout=subprocess.DEVNULL)
     ports = {}
-    for name in existing_services():
-        port = _env_port(f"LEDGER_{name.upper()}_PORT", DEFAULT_PORTS[name])
+    for name, default_port in installed_services().items():
+        port = _env_port(f"LEDGER_{name.upper()}_PORT", default_port)
         ports[name] = port
         pid_file = LOCAL / "run" / f"{name}.pid"
         if read_pid(pid_file) is not None:
@@ -482,7 +491,7 @@ def up() -> None:
 
 
 def down() -> None:
-    for name in SERVICES:
+    for name in _started():
         if stop_pid(LOCAL / "run" / f"{name}.pid"):
             print(f"stopped {name}")
     kafka = local_kafka()
@@ -501,7 +510,9 @@ def status() -> None:
             {
                 "postgres": local_postgres().running(),
                 "kafka": local_kafka().running(),
-                **{name: read_pid(LOCAL / "run" / f"{name}.pid") is not None for name in SERVICES},
+                **{
+                    name: read_pid(LOCAL / "run" / f"{name}.pid") is not None for name in _started()
+                },
             },
             indent=2,
         )

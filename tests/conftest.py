@@ -14,9 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
-from shared.auth import Role, mint_token
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from shared.core.kafka import ensure_topics
+from shared.core.settings import Settings
+from shared.web.auth import Role, mint_token
+from shared.web.registry import ledger_topics
 
 JWT_SECRET = "test-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghijklmnop"
 
@@ -73,7 +74,7 @@ def infra() -> Iterator[Infrastructure]:
 async def settings(infra: Infrastructure) -> Settings:
     """Settings for one test: its own databases (created and migrated) and topics."""
     settings = infra.settings()
-    await ensure_topics(settings)
+    await ensure_topics(settings, ledger_topics())
     return settings
 
 

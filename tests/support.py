@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
-from shared.cli import migrate
-from shared.db import dsn
-from shared.settings import ServiceName, Settings
+from shared.core.db import dsn
+from shared.core.settings import Settings
+from shared.web.registry import migrate, services
 
 __all__ = [
+    "SERVICE_NAMES",
     "Record",
     "connect_service_db",
     "read_topic",
@@ -34,11 +35,13 @@ __all__ = [
 ]
 
 LEDGER = str(Path(sys.executable).parent / "ledger")
+SERVICE_NAMES = tuple(definition.name for definition in services())
+"""The installed services, as the registry finds them."""
 
 
 @asynccontextmanager
 async def serve(
-    settings: Settings, service: ServiceName, create_app: Callable[[Settings], web.Application]
+    settings: Settings, service: str, create_app: Callable[[Settings], web.Application]
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """The service's real app on a real port, its database migrated first."""
     await migrate(settings, [service])
@@ -47,9 +50,7 @@ async def serve(
 
 
 @asynccontextmanager
-async def connect_service_db(
-    settings: Settings, service: ServiceName
-) -> AsyncIterator[asyncpg.Connection]:
+async def connect_service_db(settings: Settings, service: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to a service's database, for looking behind the API."""
     conn = await asyncpg.connect(dsn(settings, settings.database_of(service)))
     try:
@@ -134,6 +135,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("LEDGER_")}
     for name in Settings.model_fields:
         value = getattr(settings, name)
+        if name == "ports":
+            env.update({f"LEDGER_{service.upper()}_PORT": str(p) for service, p in value.items()})
+            continue
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         env[f"LEDGER_{name.upper()}"] = text
     return env

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from services.allocation.handlers import Allocation
 from services.allocation.http import ALLOCATION, routes
-from shared import balances
-from shared.kafka import SERVICE_TOPICS
-from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
-from shared.settings import Settings
+from shared.contracts import allocation, approval, balances, spending
+from shared.core.settings import Settings
+from shared.web.registry import ServiceDefinition
+from shared.web.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
 
-__all__ = ["create_app"]
+__all__ = ["SERVICE", "create_app"]
 
 
 def create_app(
@@ -31,15 +31,13 @@ def create_app(
         # What is committed and spent: adjustments may not go below it, exits record it.
         return (
             ConsumerSpec(
-                "allocation.balances",
-                (SERVICE_TOPICS["spending"], SERVICE_TOPICS["approval"]),
-                balances.apply,
+                "allocation.balances", (spending.TOPIC, approval.TOPIC), balances.apply_envelope
             ),
         )
 
     return build_service_app(
-        service="allocation",
-        settings=settings,
+        SERVICE,
+        settings,
         routes=routes(),
         description="Pilots (configuration and policy versions), families (enrolment, "
         "randomisation to an arm, exit) and budget allocations.",
@@ -47,3 +45,12 @@ def create_app(
         clock=clock,
         ids=ids,
     )
+
+
+SERVICE = ServiceDefinition(
+    name="allocation",
+    default_port=8081,
+    create_app=create_app,
+    migrations="services.allocation",
+    topic=allocation.TOPIC,
+)

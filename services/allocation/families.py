@@ -2,62 +2,65 @@
 
 Stream ``family:<pilot_id>:<family_id>``. A family's budget periods run from its enrolment
 date in steps of the pilot's ``period_months``; allocations and adjustments belong to one
-period, and the pilot's ``family_cap_pence`` bounds each period's total.
+period, and the pilot's ``family_cap_pence`` bounds each period's total. The events are
+allocation's contract (:mod:`shared.contracts.allocation`); one function per command
+decides them.
 
-Free text (notes, reasons) arrives here already sealed (``shared.personal``): the decider
-carries it, never reads it.
+Free text (notes, reasons) arrives here already sealed (:mod:`shared.core.personal`): the
+decider carries it, never reads it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Literal
+from typing import Any
 from uuid import UUID
 
 from pydantic import Field
 
-from services.allocation.pilots import PilotConfig
-from services.allocation.randomisation import Arm
-from shared.errors import ConflictError, NotFoundError, PolicyViolationError, UnprocessableError
-from shared.events import DomainEvent, Frozen
-from shared.periods import Period, period_containing
+from shared.contracts.allocation import (
+    FAMILY_STREAM,
+    REGISTRY,
+    Arm,
+    BudgetAdjusted,
+    BudgetAllocated,
+    BudgetDisclosed,
+    DisclosureMethod,
+    ErasureBasis,
+    FamilyEnrolled,
+    FamilyExited,
+    Outcome,
+    OutcomeRecorded,
+    PersonalDataErased,
+    PilotConfig,
+)
+from shared.contracts.periods import Period, period_containing
+from shared.core.deciders import Decider
+from shared.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PolicyViolationError,
+    UnprocessableError,
+)
+from shared.core.events import DomainEvent, Frozen
 
 __all__ = [
+    "DECIDER",
     "AdjustBudget",
     "AllocateBudget",
-    "BudgetAdjusted",
-    "BudgetAllocated",
-    "BudgetDisclosed",
+    "Command",
     "DiscloseBudget",
-    "DisclosureMethod",
     "EnrolFamily",
     "ErasePersonalData",
-    "ErasureBasis",
     "ExitFamily",
-    "FamilyEnrolled",
-    "FamilyExited",
     "FamilyState",
-    "Outcome",
-    "OutcomeRecorded",
-    "PersonalDataErased",
     "RecordOutcome",
     "Spend",
     "decide",
     "evolve",
     "initial_state",
-    "stream_id",
 ]
-
-ErasureBasis = Literal["subject_request", "retention_expired", "court_order", "other"]
-Outcome = Literal[
-    "entered_care", "child_protection_plan", "reunified", "remained_at_home", "case_closed"
-]
-DisclosureMethod = Literal["in_person", "phone", "letter", "email", "other"]
-
-
-def stream_id(pilot_id: str, family_id: str) -> str:
-    """The family's stream."""
-    return f"family:{pilot_id}:{family_id}"
 
 
 # Commands: the handler loads the pilot's configuration in force and passes it in.
@@ -149,86 +152,6 @@ Command = (
     | RecordOutcome
     | ErasePersonalData
 )
-
-# Events
-
-
-class FamilyEnrolled(DomainEvent):
-    """A family joined the pilot, in an arm that never changes."""
-
-    event_type = "family.enrolled"
-    family_id: str
-    team: str
-    worker: str
-    enrolled_on: date
-    stratum: str | None
-    arm: Arm
-    pilot_version: int
-
-
-class BudgetAllocated(DomainEvent):
-    """Money allocated to a family for one period."""
-
-    event_type = "family.budget_allocated"
-    allocation_id: UUID
-    amount_pence: int
-    period_start: date
-    period_end: date
-    note: str | None
-    pilot_version: int
-    period_allocated_pence: int = Field(description="The period's allocation after this event.")
-
-
-class BudgetAdjusted(DomainEvent):
-    """A period's allocation raised (positive delta) or lowered (negative)."""
-
-    event_type = "family.budget_adjusted"
-    adjustment_id: UUID
-    delta_pence: int
-    reason: str
-    period_start: date
-    period_end: date
-    period_allocated_pence: int
-
-
-class FamilyExited(DomainEvent):
-    """The family left the pilot; the balance of its current period as it stood."""
-
-    event_type = "family.exited"
-    reason: str
-    exited_on: date
-    period_start: date | None
-    period_end: date | None
-    allocated_pence: int
-    committed_pence: int
-    spent_pence: int
-    available_pence: int
-
-
-class BudgetDisclosed(DomainEvent):
-    """The family was told how much is available to them (transparency)."""
-
-    event_type = "family.budget_disclosed"
-    disclosed_on: date
-    amount_disclosed_pence: int | None
-    method: DisclosureMethod
-
-
-class OutcomeRecorded(DomainEvent):
-    """An outcome for the family, for evaluation by arm."""
-
-    event_type = "family.outcome_recorded"
-    outcome: Outcome
-    occurred_on: date
-
-
-class PersonalDataErased(DomainEvent):
-    """The family's sealing keys were deleted: its free text can no longer be read anywhere."""
-
-    event_type = "family.personal_data_erased"
-    basis: ErasureBasis
-    erased_on: date
-    keys_erased: int
 
 
 # State
@@ -347,91 +270,118 @@ def _within_cap(config: PilotConfig, total: int) -> None:
         )
 
 
-def decide(state: FamilyState, command: Command) -> list[DomainEvent]:  # noqa: C901, PLR0911 - one arm per command
-    """The events a command produces, or the error that refuses it."""
-    if isinstance(command, EnrolFamily):
-        if state.enrolled:
-            raise ConflictError("this family is already enrolled", code="already_enrolled")
-        return [FamilyEnrolled(**command.model_dump())]
-    state = state.require()
-    if isinstance(command, AllocateBudget):
-        _refuse_exited(state)
-        _refuse_control(state)
-        period = _resolve_period(
-            state, command.config, command.today, command.period_start, command.period_end
+def _enrol(state: FamilyState, command: EnrolFamily) -> list[DomainEvent]:
+    if state.enrolled:
+        raise ConflictError("this family is already enrolled", code="already_enrolled")
+    return [FamilyEnrolled(**command.model_dump())]
+
+
+def _allocate(state: FamilyState, command: AllocateBudget) -> list[DomainEvent]:
+    _refuse_exited(state)
+    _refuse_control(state)
+    period = _resolve_period(
+        state, command.config, command.today, command.period_start, command.period_end
+    )
+    total = state.allocated.get(period.start, 0) + command.amount_pence
+    _within_cap(command.config, total)
+    return [
+        BudgetAllocated(
+            allocation_id=command.allocation_id,
+            amount_pence=command.amount_pence,
+            period_start=period.start,
+            period_end=period.end,
+            note=command.note,
+            pilot_version=command.pilot_version,
+            period_allocated_pence=total,
         )
-        total = state.allocated.get(period.start, 0) + command.amount_pence
-        _within_cap(command.config, total)
-        return [
-            BudgetAllocated(
-                allocation_id=command.allocation_id,
-                amount_pence=command.amount_pence,
-                period_start=period.start,
-                period_end=period.end,
-                note=command.note,
-                pilot_version=command.pilot_version,
-                period_allocated_pence=total,
-            )
-        ]
-    if isinstance(command, AdjustBudget):
-        _refuse_exited(state)
-        _refuse_control(state)
-        period = _resolve_period(state, command.config, command.today, command.period_start, None)
-        total = state.allocated.get(period.start, 0) + command.delta_pence
-        spend = command.spend.get(period.start, Spend())
-        floor = spend.committed_pence + spend.spent_pence
-        if total < floor:
-            raise PolicyViolationError(
-                f"the period's allocation would be {total} pence, below the {floor} pence "
-                "already committed and spent",
-                code="below_committed_and_spent",
-            )
-        _within_cap(command.config, total)
-        return [
-            BudgetAdjusted(
-                adjustment_id=command.adjustment_id,
-                delta_pence=command.delta_pence,
-                reason=command.reason,
-                period_start=period.start,
-                period_end=period.end,
-                period_allocated_pence=total,
-            )
-        ]
-    if isinstance(command, ExitFamily):
-        if state.exited_on is not None:
-            raise ConflictError(
-                f"the family already left on {state.exited_on}", code="already_exited"
-            )
-        if command.exited_on < state.enrolment_date:
-            raise UnprocessableError(
-                "a family cannot leave before it was enrolled", code="invalid_date"
-            )
-        current = period_containing(
-            state.enrolment_date,
-            command.config.period_months,
-            max(command.today, state.enrolment_date),
+    ]
+
+
+def _adjust(state: FamilyState, command: AdjustBudget) -> list[DomainEvent]:
+    _refuse_exited(state)
+    _refuse_control(state)
+    period = _resolve_period(state, command.config, command.today, command.period_start, None)
+    total = state.allocated.get(period.start, 0) + command.delta_pence
+    spend = command.spend.get(period.start, Spend())
+    floor = spend.committed_pence + spend.spent_pence
+    if total < floor:
+        raise PolicyViolationError(
+            f"the period's allocation would be {total} pence, below the {floor} pence "
+            "already committed and spent",
+            code="below_committed_and_spent",
         )
-        allocated = state.allocated.get(current.start, 0)
-        spend = command.spend.get(current.start, Spend())
-        return [
-            FamilyExited(
-                reason=command.reason,
-                exited_on=command.exited_on,
-                period_start=current.start,
-                period_end=current.end,
-                allocated_pence=allocated,
-                committed_pence=spend.committed_pence,
-                spent_pence=spend.spent_pence,
-                available_pence=allocated - spend.committed_pence - spend.spent_pence,
-            )
-        ]
-    if isinstance(command, DiscloseBudget):
-        _refuse_control(state)
-        if command.disclosed_on < state.enrolment_date:
-            raise UnprocessableError("a disclosure cannot precede enrolment", code="invalid_date")
-        return [BudgetDisclosed(**command.model_dump())]
-    if isinstance(command, ErasePersonalData):
-        return [PersonalDataErased(**command.model_dump())]
+    _within_cap(command.config, total)
+    return [
+        BudgetAdjusted(
+            adjustment_id=command.adjustment_id,
+            delta_pence=command.delta_pence,
+            reason=command.reason,
+            period_start=period.start,
+            period_end=period.end,
+            period_allocated_pence=total,
+        )
+    ]
+
+
+def _exit(state: FamilyState, command: ExitFamily) -> list[DomainEvent]:
+    if state.exited_on is not None:
+        raise ConflictError(f"the family already left on {state.exited_on}", code="already_exited")
+    if command.exited_on < state.enrolment_date:
+        raise UnprocessableError(
+            "a family cannot leave before it was enrolled", code="invalid_date"
+        )
+    current = period_containing(
+        state.enrolment_date, command.config.period_months, max(command.today, state.enrolment_date)
+    )
+    allocated = state.allocated.get(current.start, 0)
+    spend = command.spend.get(current.start, Spend())
+    return [
+        FamilyExited(
+            reason=command.reason,
+            exited_on=command.exited_on,
+            period_start=current.start,
+            period_end=current.end,
+            allocated_pence=allocated,
+            committed_pence=spend.committed_pence,
+            spent_pence=spend.spent_pence,
+            available_pence=allocated - spend.committed_pence - spend.spent_pence,
+        )
+    ]
+
+
+def _disclose(state: FamilyState, command: DiscloseBudget) -> list[DomainEvent]:
+    _refuse_control(state)
+    if command.disclosed_on < state.enrolment_date:
+        raise UnprocessableError("a disclosure cannot precede enrolment", code="invalid_date")
+    return [BudgetDisclosed(**command.model_dump())]
+
+
+def _record_outcome(state: FamilyState, command: RecordOutcome) -> list[DomainEvent]:
     if command.occurred_on < state.enrolment_date:
         raise UnprocessableError("an outcome cannot precede enrolment", code="invalid_date")
     return [OutcomeRecorded(**command.model_dump())]
+
+
+def _erase(_: FamilyState, command: ErasePersonalData) -> list[DomainEvent]:
+    return [PersonalDataErased(**command.model_dump())]
+
+
+# Every command but enrolment is for an enrolled family (NotFoundError otherwise).
+_RULES: dict[type[Frozen], Callable[[FamilyState, Any], list[DomainEvent]]] = {
+    AllocateBudget: _allocate,
+    AdjustBudget: _adjust,
+    ExitFamily: _exit,
+    DiscloseBudget: _disclose,
+    RecordOutcome: _record_outcome,
+    ErasePersonalData: _erase,
+}
+
+
+def decide(state: FamilyState, command: Command) -> list[DomainEvent]:
+    """The events a command produces, or the error that refuses it."""
+    if isinstance(command, EnrolFamily):
+        return _enrol(state, command)
+    return _RULES[type(command)](state.require(), command)
+
+
+DECIDER = Decider(FAMILY_STREAM, initial_state, evolve, decide, REGISTRY)

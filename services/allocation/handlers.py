@@ -1,12 +1,13 @@
-"""Allocation's application: each command loads its streams, decides, appends, answers.
+"""Allocation's application: each command loads its aggregates, decides, appends, answers.
 
-Every method runs in one transaction through the command runner; nothing here speaks
-HTTP. Team checks happen here because only the loaded family knows its team.
+Every method runs in one transaction through the command runner, and every decision goes
+through the shared executor (:mod:`shared.core.deciders`); nothing here speaks HTTP. Team
+checks happen here because only the loaded family knows its team.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import date
 
 from services.allocation import families, pilots
@@ -31,30 +32,20 @@ from services.allocation.schemas import (
     PilotView,
     Recorded,
 )
-from shared import balances
-from shared.auth import Principal, require_team
-from shared.commands import Caller, CommandResult
-from shared.db import Connection
-from shared.events import DomainEvent, Envelope, EventRegistry, fold
-from shared.eventstore import CommandContext, PendingEvent, Stream
-from shared.personal import Sealer, is_sealed, subject_of
-from shared.service import ServiceCore
+from shared.contracts import balances
+from shared.contracts.allocation import FamilyEnrolled, FamilyRandomised, PilotConfig
+from shared.core.aggregates import Aggregate, Decided
+from shared.core.commands import CommandResult
+from shared.core.db import Connection
+from shared.core.personal import Sealer, is_sealed, subject_of
+from shared.web.auth import Principal, require_team
+from shared.web.http import Caller
+from shared.web.service import ServiceCore
 
-__all__ = ["REGISTRY", "Allocation"]
+__all__ = ["Allocation"]
 
-REGISTRY = EventRegistry(
-    (
-        pilots.PilotConfigured,
-        pilots.FamilyRandomised,
-        families.FamilyEnrolled,
-        families.BudgetAllocated,
-        families.BudgetAdjusted,
-        families.FamilyExited,
-        families.BudgetDisclosed,
-        families.OutcomeRecorded,
-        families.PersonalDataErased,
-    )
-)
+Pilot = Aggregate[pilots.PilotState, pilots.Command]
+Family = Aggregate[families.FamilyState, families.Command]
 
 
 class Allocation:
@@ -62,34 +53,16 @@ class Allocation:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
-        self._store = core.store
         self._sealer = Sealer()
 
     def _today(self) -> date:
         return self._core.clock().date()
 
-    async def _pilot(self, conn: Connection, pilot_id: str) -> tuple[Stream, pilots.PilotState]:
-        stream = await self._store.load(conn, pilots.stream_id(pilot_id))
-        return stream, fold(stream.envelopes, REGISTRY, pilots.initial_state(), pilots.evolve)
+    async def _pilot(self, conn: Connection, pilot_id: str) -> Pilot:
+        return await self._core.aggregates.load(conn, pilots.DECIDER, pilot_id)
 
-    async def _family(
-        self, conn: Connection, pilot_id: str, family_id: str
-    ) -> tuple[Stream, families.FamilyState]:
-        stream = await self._store.load(conn, families.stream_id(pilot_id, family_id))
-        return stream, fold(stream.envelopes, REGISTRY, families.initial_state(), families.evolve)
-
-    async def _append(
-        self,
-        conn: Connection,
-        stream: Stream,
-        events: Sequence[DomainEvent],
-        context: CommandContext,
-        pilot_id: str,
-        family_id: str | None,
-    ) -> tuple[Envelope, ...]:
-        return await self._store.append(
-            conn, stream, [PendingEvent(event, pilot_id, family_id) for event in events], context
-        )
+    async def _family(self, conn: Connection, pilot_id: str, family_id: str) -> Family:
+        return await self._core.aggregates.load(conn, families.DECIDER, pilot_id, family_id)
 
     # Pilots
 
@@ -97,36 +70,36 @@ class Allocation:
         self,
         caller: Caller,
         pilot_id: str,
-        config: pilots.PilotConfig,
+        config: PilotConfig,
     ) -> CommandResult:
         """Create the pilot (201) or record a new version of its configuration (200)."""
 
         async def handle(conn: Connection) -> CommandResult:
-            stream, state = await self._pilot(conn, pilot_id)
-            events = pilots.decide_configure(
-                state, pilots.ConfigurePilot(pilot_id=pilot_id, config=config)
+            pilot = await self._pilot(conn, pilot_id)
+            command = pilots.ConfigurePilot(pilot_id=pilot_id, config=config)
+            decided = await self._core.aggregates.execute(
+                conn, pilot, command, caller.context, None
             )
-            appended = await self._append(conn, stream, events, caller.context, pilot_id, None)
-            version = events[-1].version if events else state.version
             body = PilotView(
                 pilot_id=pilot_id,
-                version=version,
+                version=decided.state.version,
                 config=config,
-                stream_version=appended[-1].stream_version if appended else stream.version,
+                stream_version=decided.stream_version,
             )
-            return CommandResult(201 if state.config is None else 200, body.model_dump(mode="json"))
+            created = pilot.state.config is None
+            return CommandResult(201 if created else 200, body.model_dump(mode="json"))
 
         return await self._core.commands.run(handle, caller.idempotency)
 
     async def pilot(self, pilot_id: str) -> PilotView:
         """The pilot's configuration in force."""
         async with self._core.pool.acquire() as conn:
-            stream, state = await self._pilot(conn, pilot_id)
+            pilot = await self._pilot(conn, pilot_id)
         return PilotView(
             pilot_id=pilot_id,
-            version=state.version,
-            config=state.require(),
-            stream_version=stream.version,
+            version=pilot.state.version,
+            config=pilot.state.require(),
+            stream_version=pilot.stream.version,
         )
 
     # Families
@@ -141,18 +114,25 @@ class Allocation:
         require_team(caller.principal, body.team)
 
         async def handle(conn: Connection) -> CommandResult:
-            pilot_stream, pilot = await self._pilot(conn, pilot_id)
-            pilot.require()
-            family_stream, family = await self._family(conn, pilot_id, body.family_id)
+            pilot = await self._pilot(conn, pilot_id)
+            pilot.state.require()
+            family = await self._family(conn, pilot_id, body.family_id)
             stratum = body.stratum or pilots.NO_STRATUM
-            # Decide both before appending either: a refusal leaves the register untouched.
-            randomised = pilots.decide_randomise(
+            # The register first: its refusal, or the family's, leaves nothing recorded.
+            randomised = await self._core.aggregates.execute(
+                conn,
                 pilot,
                 pilots.RandomiseFamily(
                     family_id=body.family_id, stratum=stratum, enrolled_on=body.enrolled_on
                 ),
+                caller.context,
+                None,
             )
-            enrolled = families.decide(
+            arm = next(
+                (e.arm for e in randomised.events if isinstance(e, FamilyRandomised)), "treatment"
+            )
+            enrolled = await self._core.aggregates.execute(
+                conn,
                 family,
                 families.EnrolFamily(
                     family_id=body.family_id,
@@ -160,18 +140,16 @@ class Allocation:
                     worker=body.worker,
                     enrolled_on=body.enrolled_on,
                     stratum=body.stratum,
-                    arm=randomised[0].arm if randomised else "treatment",
-                    pilot_version=pilot.version,
+                    arm=arm,
+                    pilot_version=pilot.state.version,
                 ),
+                caller.context,
+                body.family_id,
             )
-            await self._append(conn, pilot_stream, randomised, caller.context, pilot_id, None)
-            appended = await self._append(
-                conn, family_stream, enrolled, caller.context, pilot_id, body.family_id
-            )
-            event = enrolled[0]
-            assert isinstance(event, families.FamilyEnrolled)
+            event = enrolled.events[0]
+            assert isinstance(event, FamilyEnrolled)
             result = EnrolmentResult(
-                family_id=body.family_id, arm=event.arm, stream_version=appended[-1].stream_version
+                family_id=body.family_id, arm=event.arm, stream_version=enrolled.stream_version
             )
             return CommandResult(201, result.model_dump(mode="json"))
 
@@ -180,8 +158,8 @@ class Allocation:
     async def family(self, principal: Principal, pilot_id: str, family_id: str) -> FamilyView:
         """The family as recorded, for callers allowed to see it."""
         async with self._core.pool.acquire() as conn:
-            stream, state = await self._family(conn, pilot_id, family_id)
-        state.require()
+            family = await self._family(conn, pilot_id, family_id)
+        state = family.state.require()
         assert state.team is not None
         assert state.worker is not None
         assert state.arm is not None
@@ -204,7 +182,7 @@ class Allocation:
             ),
             disclosures=state.disclosures,
             outcomes=tuple(OutcomeView(outcome=o, occurred_on=d) for o, d in state.outcomes),
-            stream_version=stream.version,
+            stream_version=family.stream.version,
         )
 
     async def _family_command(
@@ -213,22 +191,23 @@ class Allocation:
         pilot_id: str,
         family_id: str,
         build: CommandBuilder,
-        answer: Callable[[Envelope, DomainEvent], Recorded],
+        answer: Callable[[Decided[families.FamilyState]], Recorded],
         status: int = 201,
     ) -> CommandResult:
         """What every family command shares: load, check the team, build, decide, append."""
 
         async def handle(conn: Connection) -> CommandResult:
-            _, pilot = await self._pilot(conn, pilot_id)
-            config = pilot.require()
-            stream, family = await self._family(conn, pilot_id, family_id)
-            family.require()
-            assert family.team is not None
-            require_team(caller.principal, family.team)
-            command = await build(conn, pilot, config)
-            events = families.decide(family, command)
-            appended = await self._append(conn, stream, events, caller.context, pilot_id, family_id)
-            return CommandResult(status, answer(appended[-1], events[-1]).model_dump(mode="json"))
+            pilot = await self._pilot(conn, pilot_id)
+            config = pilot.state.require()
+            family = await self._family(conn, pilot_id, family_id)
+            team = family.state.require().team
+            assert team is not None
+            require_team(caller.principal, team)
+            command = await build(conn, pilot.state, config)
+            decided = await self._core.aggregates.execute(
+                conn, family, command, caller.context, family_id
+            )
+            return CommandResult(status, answer(decided).model_dump(mode="json"))
 
         return await self._core.commands.run(handle, caller.idempotency)
 
@@ -248,7 +227,7 @@ class Allocation:
         allocation_id = self._core.ids()
 
         async def build(
-            conn: Connection, pilot: pilots.PilotState, config: pilots.PilotConfig
+            conn: Connection, pilot: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
             return families.AllocateBudget(
                 allocation_id=allocation_id,
@@ -276,7 +255,7 @@ class Allocation:
         adjustment_id = self._core.ids()
 
         async def build(
-            conn: Connection, _: pilots.PilotState, config: pilots.PilotConfig
+            conn: Connection, _: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
             reason = await self._seal(conn, pilot_id, family_id, body.reason)
             assert reason is not None
@@ -304,7 +283,7 @@ class Allocation:
         """The family leaves the pilot."""
 
         async def build(
-            conn: Connection, _: pilots.PilotState, config: pilots.PilotConfig
+            conn: Connection, _: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
             reason = await self._seal(conn, pilot_id, family_id, body.reason)
             assert reason is not None
@@ -368,7 +347,7 @@ class Allocation:
         """Delete the family's sealing keys here, and record that it was done."""
 
         async def build(
-            conn: Connection, _: pilots.PilotState, __: pilots.PilotConfig
+            conn: Connection, _: pilots.PilotState, __: PilotConfig
         ) -> families.Command:
             erased = await self._sealer.erase(conn, subject_of(pilot_id, family_id))
             return families.ErasePersonalData(
@@ -382,13 +361,13 @@ class Allocation:
     async def notes(self, principal: Principal, pilot_id: str, family_id: str) -> NotesView:
         """The family's free text, opened (or marked erased), for those allowed to read it."""
         async with self._core.pool.acquire() as conn:
-            stream, state = await self._family(conn, pilot_id, family_id)
-            state.require()
-            assert state.team is not None
-            require_team(principal, state.team)
+            family = await self._family(conn, pilot_id, family_id)
+            team = family.state.require().team
+            assert team is not None
+            require_team(principal, team)
             subject = subject_of(pilot_id, family_id)
             notes = []
-            for envelope in stream.envelopes:
+            for envelope in family.stream.envelopes:
                 for field in ("note", "reason"):
                     sealed = envelope.data.get(field)
                     if isinstance(sealed, str) and is_sealed(sealed):
@@ -403,9 +382,7 @@ class Allocation:
         return NotesView(family_id=family_id, notes=tuple(notes))
 
 
-CommandBuilder = Callable[
-    [Connection, pilots.PilotState, pilots.PilotConfig], Awaitable[families.Command]
-]
+CommandBuilder = Callable[[Connection, pilots.PilotState, PilotConfig], Awaitable[families.Command]]
 
 
 async def _spend(conn: Connection, pilot_id: str, family_id: str) -> dict[date, families.Spend]:
@@ -418,18 +395,17 @@ async def _spend(conn: Connection, pilot_id: str, family_id: str) -> dict[date, 
 
 
 def _given(command: families.Command) -> CommandBuilder:
-    async def build(
-        _: Connection, __: pilots.PilotState, ___: pilots.PilotConfig
-    ) -> families.Command:
+    async def build(_: Connection, __: pilots.PilotState, ___: PilotConfig) -> families.Command:
         return command
 
     return build
 
 
-def _answer(model: type[Recorded]) -> Callable[[Envelope, DomainEvent], Recorded]:
+def _answer(model: type[Recorded]) -> Callable[[Decided[families.FamilyState]], Recorded]:
     """A command's answer: the result model filled from its event and envelope."""
 
-    def answer(envelope: Envelope, event: DomainEvent) -> Recorded:
+    def answer(decided: Decided[families.FamilyState]) -> Recorded:
+        envelope, event = decided.envelopes[-1], decided.events[-1]
         values = {
             **event.model_dump(),
             "family_id": envelope.family_id,

@@ -8,7 +8,6 @@ from typing import TypeVar
 from aiohttp import web
 
 from services.allocation.handlers import Allocation
-from services.allocation.pilots import PilotConfig
 from services.allocation.schemas import (
     AdjustmentBody,
     AdjustmentResult,
@@ -27,94 +26,73 @@ from services.allocation.schemas import (
     PilotView,
     Recorded,
 )
-from shared.auth import ROLES
-from shared.commands import Caller, CommandResult
-from shared.http import (
-    Handler,
+from shared.contracts.allocation import PilotConfig
+from shared.core.commands import CommandResult
+from shared.core.types import CommandBody
+from shared.web.auth import ROLES
+from shared.web.http import (
+    Caller,
+    PathParams,
     Route,
-    caller_of,
-    command_response,
+    command_route,
     json_response,
-    parse_body,
     principal_of,
 )
-from shared.types import CommandBody
 
 __all__ = ["ALLOCATION", "routes"]
 
 ALLOCATION = web.AppKey("allocation", Allocation)
-BodyT = TypeVar("BodyT", bound=CommandBody)
 
+BodyT = TypeVar("BodyT", bound=CommandBody)
 _FAMILY = "/pilots/{pilot_id}/families/{family_id}"
 _WRITERS = frozenset({"case_system", "social_worker", "admin"})
 
 
-FamilyMethod = Callable[[Allocation, Caller, str, str, BodyT], Awaitable[CommandResult]]
-
-
-def _family_command(body_model: type[BodyT], method: FamilyMethod[BodyT]) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = await parse_body(request, body_model)
-        caller = caller_of(request, body.occurred_at)
-        result = await method(request.app[ALLOCATION], caller, *_ids(request), body)
-        return command_response(request, result)
-
-    return handler
-
-
-def _ids(request: web.Request) -> tuple[str, str]:
-    return request.match_info["pilot_id"], request.match_info["family_id"]
-
-
-async def put_pilot(request: web.Request) -> web.StreamResponse:
-    config = await parse_body(request, PilotConfig)
-    result = await request.app[ALLOCATION].configure_pilot(
-        caller_of(request), request.match_info["pilot_id"], config
-    )
-    return command_response(request, result)
-
-
 async def get_pilot(request: web.Request) -> web.StreamResponse:
-    return json_response(await request.app[ALLOCATION].pilot(request.match_info["pilot_id"]))
-
-
-async def post_family(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, EnrolmentBody)
-    result = await request.app[ALLOCATION].enrol(
-        caller_of(request, body.occurred_at), request.match_info["pilot_id"], body
-    )
-    return command_response(request, result)
+    return json_response(await request.app[ALLOCATION].pilot(PathParams(request).pilot_id))
 
 
 async def get_family(request: web.Request) -> web.StreamResponse:
-    return json_response(
-        await request.app[ALLOCATION].family(principal_of(request), *_ids(request))
+    path = PathParams(request)
+    family = await request.app[ALLOCATION].family(
+        principal_of(request), path.pilot_id, path.family_id
     )
+    return json_response(family)
 
 
 async def get_notes(request: web.Request) -> web.StreamResponse:
-    return json_response(await request.app[ALLOCATION].notes(principal_of(request), *_ids(request)))
+    path = PathParams(request)
+    notes = await request.app[ALLOCATION].notes(
+        principal_of(request), path.pilot_id, path.family_id
+    )
+    return json_response(notes)
 
 
-post_allocation = _family_command(AllocationBody, Allocation.allocate)
-post_adjustment = _family_command(AdjustmentBody, Allocation.adjust)
-post_exit = _family_command(ExitBody, Allocation.exit)
-post_disclosure = _family_command(DisclosureBody, Allocation.disclose)
-post_erasure = _family_command(ErasureBody, Allocation.erase)
-post_outcome = _family_command(OutcomeBody, Allocation.record_outcome)
+def _on_family(
+    method: Callable[[Allocation, Caller, str, str, BodyT], Awaitable[CommandResult]],
+) -> Callable[[Allocation, Caller, PathParams, BodyT], Awaitable[CommandResult]]:
+    """A family command of the application, run on the family the path names."""
+
+    def run(
+        app: Allocation, caller: Caller, path: PathParams, body: BodyT
+    ) -> Awaitable[CommandResult]:
+        return method(app, caller, path.pilot_id, path.family_id, body)
+
+    return run
 
 
 def routes() -> list[Route]:
     """Every allocation endpoint of API.md."""
     tags = ("allocation",)
     return [
-        Route(
+        command_route(
             "PUT",
             "/pilots/{pilot_id}",
-            put_pilot,
             "Create a pilot or change its configuration",
             frozenset({"admin"}),
+            app=ALLOCATION,
             body=PilotConfig,
+            run=lambda app, caller, path, body: app.configure_pilot(caller, path.pilot_id, body),
             response=PilotView,
             status=201,
             description="201 when the pilot is created, 200 when a new version is recorded "
@@ -131,13 +109,14 @@ def routes() -> list[Route]:
             response=PilotView,
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             "/pilots/{pilot_id}/families",
-            post_family,
             "Enrol a family",
             _WRITERS,
+            app=ALLOCATION,
             body=EnrolmentBody,
+            run=lambda app, caller, path, body: app.enrol(caller, path.pilot_id, body),
             response=EnrolmentResult,
             status=201,
             description="Randomised pilots assign treatment or control by permuted blocks "
@@ -155,13 +134,14 @@ def routes() -> list[Route]:
             description="Social workers and managers see their own team's families only.",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_FAMILY}/allocations",
-            post_allocation,
             "Allocate money for a period",
             frozenset({"admin"}),
+            app=ALLOCATION,
             body=AllocationBody,
+            run=_on_family(Allocation.allocate),
             response=AllocationResult,
             status=201,
             description="Periods start on the enrolment date and run period_months; the "
@@ -169,45 +149,49 @@ def routes() -> list[Route]:
             "the pilot's cap for the period.",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_FAMILY}/adjustments",
-            post_adjustment,
             "Adjust a period's allocation",
             frozenset({"admin"}),
+            app=ALLOCATION,
             body=AdjustmentBody,
+            run=_on_family(Allocation.adjust),
             response=AdjustmentResult,
             status=201,
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_FAMILY}/exit",
-            post_exit,
             "The family leaves the pilot",
             _WRITERS,
+            app=ALLOCATION,
             body=ExitBody,
+            run=_on_family(Allocation.exit),
             response=ExitResult,
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_FAMILY}/disclosures",
-            post_disclosure,
             "The family was told what their budget is",
             frozenset({"case_system", "social_worker"}),
+            app=ALLOCATION,
             body=DisclosureBody,
+            run=_on_family(Allocation.disclose),
             response=Recorded,
             status=201,
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_FAMILY}/erasure",
-            post_erasure,
             "Erase the family's free text (crypto-shredding)",
             frozenset({"admin"}),
+            app=ALLOCATION,
             body=ErasureBody,
+            run=_on_family(Allocation.erase),
             response=ErasureResult,
             description="Deletes the keys that seal the family's notes and reasons, and records "
             "family.personal_data_erased. Amounts, events and hash chains are unchanged; the "
@@ -225,13 +209,14 @@ def routes() -> list[Route]:
             "write them (workers and managers: own team). After an erasure each reads [erased].",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_FAMILY}/outcomes",
-            post_outcome,
             "Record an outcome for evaluation",
             _WRITERS,
+            app=ALLOCATION,
             body=OutcomeBody,
+            run=_on_family(Allocation.record_outcome),
             response=Recorded,
             status=201,
             tags=tags,

@@ -17,24 +17,12 @@ from __future__ import annotations
 
 import hashlib
 from fractions import Fraction
-from typing import Literal
 
-__all__ = ["MAX_DENOMINATOR", "Arm", "arm_for", "block_of", "ratio_fraction"]
+from shared.contracts.allocation import Arm, ratio_fraction
 
-Arm = Literal["treatment", "control"]
-MAX_DENOMINATOR = 20
+__all__ = ["arm_for", "block_of"]
+
 _SPACE = 2**64
-
-
-def ratio_fraction(ratio: float) -> Fraction:
-    """The ratio as a small fraction, or ValueError when it is not one (0.37, 0.999…)."""
-    fraction = Fraction(ratio).limit_denominator(MAX_DENOMINATOR)
-    if abs(float(fraction) - ratio) > 1e-9 or not 0 < fraction < 1:
-        raise ValueError(
-            f"treatment_ratio must be a fraction between 0 and 1 with a denominator of at most "
-            f"{MAX_DENOMINATOR} (such as 0.5, 0.25 or 1/3); got {ratio}"
-        )
-    return fraction
 
 
 def _block_size(fraction: Fraction) -> int:

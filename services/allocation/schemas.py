@@ -7,11 +7,9 @@ from uuid import UUID
 
 from pydantic import Field, field_validator
 
-from services.allocation.families import DisclosureMethod, ErasureBasis, Outcome
-from services.allocation.pilots import PilotConfig
-from services.allocation.randomisation import Arm
-from shared.events import Frozen
-from shared.types import CommandBody, Identifier, IsoDate, Pence, SignedPence, Text
+from shared.contracts.allocation import Arm, DisclosureMethod, ErasureBasis, Outcome, PilotConfig
+from shared.core.events import Frozen
+from shared.core.types import CommandBody, Identifier, IsoDate, Pence, SignedPence, Text
 
 __all__ = [
     "AdjustmentBody",

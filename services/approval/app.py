@@ -10,11 +10,12 @@ from aiohttp import web
 
 from services.approval.handlers import Approval
 from services.approval.http import APPROVAL, routes
-from shared.kafka import SERVICE_TOPICS
-from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
-from shared.settings import Settings
+from shared.contracts import allocation, approval, spending
+from shared.core.settings import Settings
+from shared.web.registry import ServiceDefinition
+from shared.web.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
 
-__all__ = ["create_app"]
+__all__ = ["SERVICE", "create_app"]
 
 
 def create_app(
@@ -26,18 +27,18 @@ def create_app(
     """The approval service's aiohttp application."""
 
     def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
-        approval = Approval(core)
-        app[APPROVAL] = approval
+        service = Approval(core)
+        app[APPROVAL] = service
         # One runner per topic, so that each moves at its own pace (approval.handlers
         # explains how a request waits for the allocation it was made after).
         return (
-            ConsumerSpec("approval.allocation", (SERVICE_TOPICS["allocation"],), approval.on_event),
-            ConsumerSpec("approval.spending", (SERVICE_TOPICS["spending"],), approval.on_event),
+            ConsumerSpec("approval.allocation", (allocation.TOPIC,), service.on_event),
+            ConsumerSpec("approval.spending", (spending.TOPIC,), service.on_event),
         )
 
     return build_service_app(
-        service="approval",
-        settings=settings,
+        SERVICE,
+        settings,
         routes=routes(),
         description="Decisions on spend requests under each pilot's policy, holds on families' "
         "balances, and the managers' queue.",
@@ -45,3 +46,12 @@ def create_app(
         clock=clock,
         ids=ids,
     )
+
+
+SERVICE = ServiceDefinition(
+    name="approval",
+    default_port=8083,
+    create_app=create_app,
+    migrations="services.approval",
+    topic=approval.TOPIC,
+)

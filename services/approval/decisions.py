@@ -4,7 +4,8 @@ Stream ``decision:<pilot_id>:<request_id>``. The pilot's policy version in force
 request was made judges it: within an ``auto`` tier and affordable, approved at once (a
 hold for the full amount); not affordable, rejected (``insufficient_funds``); otherwise
 referred to a manager of the family's team, who approves (affordability checked again) or
-rejects. Closing or withdrawing an approved request releases what was not bought.
+rejects. Closing or withdrawing an approved request releases what was not bought. The
+events are approval's contract (:mod:`shared.contracts.approval`).
 """
 
 from __future__ import annotations
@@ -15,46 +16,39 @@ from uuid import UUID
 
 from pydantic import Field
 
-from shared.errors import ConflictError, ForbiddenError, UnprocessableError
-from shared.events import DomainEvent, Frozen
+from shared.contracts.allocation import ApprovalTier
+from shared.contracts.approval import (
+    REGISTRY,
+    HoldReleased,
+    RequestApproved,
+    RequestReferred,
+    RequestRejected,
+)
+from shared.core.deciders import Decider
+from shared.core.errors import ConflictError, ForbiddenError, UnprocessableError
+from shared.core.events import DomainEvent, Frozen
 
 __all__ = [
+    "DECIDER",
+    "Command",
     "DecideAutomatically",
     "DecideByManager",
     "DecisionState",
-    "HoldReleased",
     "Policy",
     "ReleaseHold",
-    "RequestApproved",
     "RequestFacts",
-    "RequestReferred",
-    "RequestRejected",
-    "Tier",
     "approver_for",
     "decide",
     "evolve",
     "initial_state",
-    "stream_id",
 ]
-
-
-def stream_id(pilot_id: str, request_id: UUID) -> str:
-    """The decision's stream."""
-    return f"decision:{pilot_id}:{request_id}"
-
-
-class Tier(Frozen):
-    """Requests up to this amount go to this approver."""
-
-    up_to_pence: int
-    approver: Literal["auto", "manager"]
 
 
 class Policy(Frozen):
     """The part of a pilot's configuration that decides requests."""
 
     version: int
-    tiers: tuple[Tier, ...] = ()
+    tiers: tuple[ApprovalTier, ...] = ()
 
 
 def approver_for(policy: Policy, amount_pence: int) -> Literal["auto", "manager"]:
@@ -114,57 +108,6 @@ class ReleaseHold(Frozen):
 
 Command = DecideAutomatically | DecideByManager | ReleaseHold
 
-# Events
-
-
-class _Decided(DomainEvent):
-    request_id: UUID
-    family_id: str
-    amount_pence: int
-    policy_version: int
-    requested_at: datetime
-    decided_at: datetime
-    decided_by: str = Field(description="The manager, or 'policy' for an automatic decision.")
-    period_start: date
-    period_end: date
-
-
-class RequestReferred(_Decided):
-    """The request needs a manager of the family's team."""
-
-    event_type = "decision.referred"
-    team: str
-
-
-class RequestApproved(_Decided):
-    """The request is approved: a hold of ``approved_pence`` on the family's balance."""
-
-    event_type = "decision.approved"
-    approved_pence: int
-    rule: Literal["auto_tier", "manager"]
-    note: str | None = None
-
-
-class RequestRejected(_Decided):
-    """The request is refused."""
-
-    event_type = "decision.rejected"
-    reason_code: Literal["insufficient_funds", "manager"]
-    available_pence: int | None = None
-    reason: str | None = Field(default=None, description="Sealed free text (manager's reason).")
-
-
-class HoldReleased(DomainEvent):
-    """What was approved and not bought returns to the family's available balance."""
-
-    event_type = "decision.hold_released"
-    request_id: UUID
-    released_pence: int
-    cause: Literal["closed", "withdrawn"]
-    period_start: date
-    period_end: date
-
-
 # State
 
 
@@ -217,6 +160,10 @@ def decide(state: DecisionState, command: Command) -> list[DomainEvent]:
         return _decide_automatically(state, command)
     if isinstance(command, DecideByManager):
         return _decide_by_manager(state, command)
+    return _release_hold(state, command)
+
+
+def _release_hold(state: DecisionState, command: ReleaseHold) -> list[DomainEvent]:
     if state.status != "approved":
         return []  # nothing is held: a request never approved, or already released
     released = state.approved_pence - command.purchased_pence
@@ -273,3 +220,6 @@ def _decide_by_manager(state: DecisionState, command: DecideByManager) -> list[D
             approved_pence=request.amount_pence, rule="manager", note=command.note, **facts
         )
     ]
+
+
+DECIDER = Decider("decision", initial_state, evolve, decide, REGISTRY)

@@ -1,6 +1,6 @@
 """Approval's application: it reacts to allocation and spending, and takes managers' decisions.
 
-Every decision locks the family period's balance row first (``shared.balances.lock``) and
+Every decision locks the family period's balance row first (``shared.contracts.balances.lock``) and
 applies its own events to the balances in the same transaction: two decisions on one
 family's money never see the same ``available``, whatever arrives concurrently.
 
@@ -14,42 +14,37 @@ from being recorded as waiting while the event that would wake it slips past.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from services.approval import decisions, views
+from services.approval import decisions, process
 from services.approval.schemas import DecisionBody, DecisionResult, PendingList, PendingRequest
-from shared import balances
-from shared.auth import Principal
-from shared.commands import Caller, CommandResult
-from shared.db import Connection
-from shared.errors import NotFoundError
-from shared.events import Actor, DomainEvent, Envelope, EventRegistry, fold
-from shared.eventstore import CommandContext, PendingEvent
-from shared.personal import Sealer, subject_of
-from shared.service import ServiceCore
-
-__all__ = ["REGISTRY", "Approval"]
-
-REGISTRY = EventRegistry(
-    (
-        decisions.RequestReferred,
-        decisions.RequestApproved,
-        decisions.RequestRejected,
-        decisions.HoldReleased,
-    )
+from shared.contracts import balances, decode
+from shared.contracts.allocation import PersonalDataErased, PilotConfigured, family_stream_version
+from shared.contracts.approval import DecisionMade, RequestApproved
+from shared.contracts.spending import (
+    PurchaseRecorded,
+    RequestClosed,
+    SpendRequested,
+    SpendWithdrawn,
 )
+from shared.core.aggregates import Decided
+from shared.core.commands import CommandResult
+from shared.core.db import Connection
+from shared.core.errors import NotFoundError
+from shared.core.events import Actor, Envelope
+from shared.core.eventstore import CommandContext
+from shared.core.personal import Sealer, subject_of
+from shared.web.auth import Principal
+from shared.web.http import Caller
+from shared.web.service import ServiceCore
+
+__all__ = ["Approval"]
+
 POLICY = Actor(sub="policy", role="system")
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 _LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
-_STATUS_AFTER = {
-    "decision.referred": "referred",
-    "decision.approved": "approved",
-    "decision.rejected": "rejected",
-}
 
 
 class Approval:
@@ -57,7 +52,6 @@ class Approval:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
-        self._store = core.store
         self._sealer = Sealer()
 
     async def _decide(
@@ -67,70 +61,65 @@ class Approval:
         facts: decisions.RequestFacts,
         command: decisions.Command,
         context: CommandContext,
-    ) -> tuple[Envelope, ...]:
+    ) -> Decided[decisions.DecisionState]:
         """Decide on the request's stream, append, and apply the events to the balances."""
-        stream = await self._store.load(conn, decisions.stream_id(pilot_id, facts.request_id))
-        state = fold(stream.envelopes, REGISTRY, decisions.initial_state(), decisions.evolve)
-        events: Sequence[DomainEvent] = decisions.decide(state, command)
-        envelopes = await self._store.append(
-            conn, stream, [PendingEvent(e, pilot_id, facts.family_id) for e in events], context
+        decision = await self._core.aggregates.load(
+            conn, decisions.DECIDER, pilot_id, facts.request_id
         )
-        for envelope in envelopes:
-            await balances.apply(conn, envelope)
-            status = _STATUS_AFTER.get(envelope.type)
-            if status is not None:
-                await views.set_status(
-                    conn,
-                    facts.request_id,
-                    status,
-                    int(envelope.data.get("approved_pence", 0)),
-                    datetime.fromisoformat(envelope.data["decided_at"]),
-                )
-        return envelopes
+        decided = await self._core.aggregates.execute(
+            conn, decision, command, context, facts.family_id
+        )
+        for event in decided.events:
+            await balances.apply(conn, pilot_id, facts.family_id, event)
+            if isinstance(event, DecisionMade):
+                approved = event.approved_pence if isinstance(event, RequestApproved) else 0
+                status = decided.state.status
+                await process.set_status(conn, facts.request_id, status, approved, event.decided_at)
+        return decided
 
     # Reactions to other services' events (the consumer's handler)
 
     async def on_event(self, conn: Connection, envelope: Envelope) -> None:
         """Apply one event of allocation or spending, deciding what it makes decidable."""
         await _serialise(conn, envelope)
-        kind = envelope.type
-        if kind == "pilot.configured":
-            await views.record_policy(conn, envelope)
-            for family_id in await views.waiting_families(conn, envelope.pilot_id):
-                await self._decide_waiting(conn, envelope.pilot_id, family_id, envelope)
+        pilot_id, family_id = envelope.pilot_id, envelope.family_id
+        event = decode(envelope)
+        if isinstance(event, PilotConfigured):
+            await process.record_policy(conn, pilot_id, event)
+            for waiting_family in await process.waiting_families(conn, pilot_id):
+                await self._decide_waiting(conn, pilot_id, waiting_family, envelope)
             return
-        await balances.apply(conn, envelope)
-        if envelope.family_id is None:
+        await balances.apply(conn, pilot_id, family_id, event)
+        if family_id is None:
             return
-        if kind == "family.personal_data_erased":
-            # Managers' notes and reasons here are sealed with approval's own keys.
-            await self._sealer.erase(conn, subject_of(envelope.pilot_id, envelope.family_id))
-        if kind.startswith("family."):
-            await views.record_family(conn, envelope)
-            await self._decide_waiting(conn, envelope.pilot_id, envelope.family_id, envelope)
-        elif kind == "spend_request.requested":
-            await views.record_request(conn, envelope)
-            await self._decide_waiting(conn, envelope.pilot_id, envelope.family_id, envelope)
-        elif kind == "purchase.recorded":
-            await views.record_purchase(
-                conn, UUID(envelope.data["request_id"]), envelope.data["amount_pence"]
-            )
-        elif kind in {"spend_request.withdrawn", "spend_request.closed"}:
-            await self._release(conn, envelope)
+        version = family_stream_version(envelope)
+        if version is not None:
+            if isinstance(event, PersonalDataErased):
+                # Managers' notes and reasons here are sealed with approval's own keys.
+                await self._sealer.erase(conn, subject_of(pilot_id, family_id))
+            await process.record_family(conn, pilot_id, family_id, event, version)
+            await self._decide_waiting(conn, pilot_id, family_id, envelope)
+        elif isinstance(event, SpendRequested):
+            await process.record_request(conn, envelope, event)
+            await self._decide_waiting(conn, pilot_id, family_id, envelope)
+        elif isinstance(event, PurchaseRecorded):
+            await process.record_purchase(conn, event.request_id, event.amount_pence)
+        elif isinstance(event, SpendWithdrawn | RequestClosed):
+            await self._release(conn, envelope, event)
 
     async def _decide_waiting(
         self, conn: Connection, pilot_id: str, family_id: str, cause: Envelope
     ) -> None:
         """Decide the family's waiting requests whose policy and allocation approval has seen."""
-        rows = await views.waiting(conn, pilot_id, family_id)
+        rows = await process.waiting(conn, pilot_id, family_id)
         if not rows:
             return
-        seen = await views.family_version(conn, pilot_id, family_id)
+        seen = await process.family_version(conn, pilot_id, family_id)
         for row in rows:
-            policy = await views.policy(conn, pilot_id, row["policy_version"])
+            policy = await process.policy(conn, pilot_id, row["policy_version"])
             if policy is None or seen < row["allocation_version"]:
                 continue  # a later allocation or configuration event will bring it back here
-            facts = views.request_facts(row)
+            facts = process.request_facts(row)
             balance = await balances.lock(
                 conn, pilot_id, family_id, facts.period_start, facts.period_end
             )
@@ -145,13 +134,15 @@ class Approval:
             )
             await self._decide(conn, pilot_id, facts, command, context)
 
-    async def _release(self, conn: Connection, envelope: Envelope) -> None:
-        request_id = UUID(envelope.data["request_id"])
-        row = await views.request_row(conn, envelope.pilot_id, request_id)
+    async def _release(
+        self, conn: Connection, envelope: Envelope, event: SpendWithdrawn | RequestClosed
+    ) -> None:
+        request_id = event.request_id
+        row = await process.request_row(conn, envelope.pilot_id, request_id)
         if row is None:
             return
-        cause = "closed" if envelope.type == "spend_request.closed" else "withdrawn"
-        facts = views.request_facts(row)
+        cause = "closed" if isinstance(event, RequestClosed) else "withdrawn"
+        facts = process.request_facts(row)
         if row["status"] == "approved":
             await balances.lock(
                 conn, envelope.pilot_id, facts.family_id, facts.period_start, facts.period_end
@@ -163,7 +154,7 @@ class Approval:
                 actor=POLICY, correlation_id=envelope.correlation_id, causation_id=str(envelope.id)
             )
             await self._decide(conn, envelope.pilot_id, facts, command, context)
-        await views.set_status(conn, request_id, cause, row["approved_pence"], None)
+        await process.set_status(conn, request_id, cause, row["approved_pence"], None)
 
     # Managers
 
@@ -180,10 +171,10 @@ class Approval:
         principal = caller.principal
 
         async def handle(conn: Connection) -> CommandResult:
-            row = await views.request_row(conn, pilot_id, request_id)
+            row = await process.request_row(conn, pilot_id, request_id)
             if row is None:
                 raise NotFoundError("no such spend request awaiting approval")
-            facts = views.request_facts(row)
+            facts = process.request_facts(row)
             balance = await balances.lock(
                 conn, pilot_id, facts.family_id, facts.period_start, facts.period_end
             )
@@ -199,17 +190,16 @@ class Approval:
                 withdrawn=row["status"] in {"withdrawn", "closed"},
                 decided_at=self._core.clock(),
             )
-            envelopes = await self._decide(conn, pilot_id, facts, command, caller.context)
-            envelope = envelopes[-1]
+            decided = await self._decide(conn, pilot_id, facts, command, caller.context)
             after = await balances.balance_of(
                 conn, pilot_id, facts.family_id, facts.period_start, facts.period_end
             )
             result = DecisionResult(
                 request_id=request_id,
                 status="approved" if approve else "rejected",
-                approved_pence=int(envelope.data.get("approved_pence", 0)),
+                approved_pence=decided.state.approved_pence,
                 available_pence=after.available_pence,
-                stream_version=envelope.stream_version,
+                stream_version=decided.stream_version,
             )
             return CommandResult(200, result.model_dump(mode="json"))
 
@@ -219,7 +209,7 @@ class Approval:
         """Requests awaiting a manager, oldest first: a manager's own team's; all for auditors."""
         team = principal.team if principal.role == "manager" else None
         async with self._core.pool.acquire() as conn:
-            rows = await views.pending(conn, pilot_id, team)
+            rows = await process.pending(conn, pilot_id, team)
             items = [await _pending_item(conn, row) for row in rows]
         return PendingList(requests=tuple(items))
 

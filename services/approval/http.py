@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from aiohttp import web
 
 from services.approval.handlers import Approval
@@ -14,8 +12,7 @@ from services.approval.schemas import (
     PendingQuery,
     RejectionBody,
 )
-from shared.errors import NotFoundError
-from shared.http import Route, caller_of, command_response, json_response, parse_body, principal_of
+from shared.web.http import PathParams, Route, command_route, json_response, principal_of
 
 __all__ = ["APPROVAL", "routes"]
 
@@ -23,43 +20,12 @@ APPROVAL = web.AppKey("approval", Approval)
 _REQUEST = "/pilots/{pilot_id}/spend-requests/{request_id}"
 
 
-def _request_id(request: web.Request) -> UUID:
-    try:
-        return UUID(request.match_info["request_id"])
-    except ValueError as error:
-        raise NotFoundError("no such spend request") from error
-
-
 async def get_pending(request: web.Request) -> web.StreamResponse:
     PendingQuery.model_validate(dict(request.query))
     listing = await request.app[APPROVAL].pending(
-        principal_of(request), request.match_info["pilot_id"]
+        principal_of(request), PathParams(request).pilot_id
     )
     return json_response(listing)
-
-
-async def post_approve(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, DecisionBody)
-    result = await request.app[APPROVAL].decide_by_manager(
-        caller_of(request, body.occurred_at),
-        request.match_info["pilot_id"],
-        _request_id(request),
-        body,
-        approve=True,
-    )
-    return command_response(request, result)
-
-
-async def post_reject(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, RejectionBody)
-    result = await request.app[APPROVAL].decide_by_manager(
-        caller_of(request, body.occurred_at),
-        request.match_info["pilot_id"],
-        _request_id(request),
-        DecisionBody(note=body.reason, occurred_at=body.occurred_at),
-        approve=False,
-    )
-    return command_response(request, result)
 
 
 def routes() -> list[Route]:
@@ -77,25 +43,35 @@ def routes() -> list[Route]:
             description="Managers see their own team's requests; auditors see all.",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_REQUEST}/approve",
-            post_approve,
             "Approve a referred request",
             frozenset({"manager"}),
+            app=APPROVAL,
             body=DecisionBody,
+            run=lambda app, caller, path, body: app.decide_by_manager(
+                caller, path.pilot_id, path.uuid("request_id"), body, approve=True
+            ),
             response=DecisionResult,
             description="403 self_approval when the manager made the request; 422 "
             "insufficient_funds when the family cannot afford it now (nothing is recorded).",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_REQUEST}/reject",
-            post_reject,
             "Reject a referred request",
             frozenset({"manager"}),
+            app=APPROVAL,
             body=RejectionBody,
+            run=lambda app, caller, path, body: app.decide_by_manager(
+                caller,
+                path.pilot_id,
+                path.uuid("request_id"),
+                DecisionBody(note=body.reason, occurred_at=body.occurred_at),
+                approve=False,
+            ),
             response=DecisionResult,
             tags=tags,
         ),

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events import Frozen
-from shared.types import CommandBody, Text
+from shared.core.events import Frozen
+from shared.core.types import CommandBody, Text
 
 __all__ = [
     "DecisionBody",

@@ -8,13 +8,14 @@ from uuid import UUID, uuid4
 
 from aiohttp import web
 
-from services.reporting import projections
+from services.reporting import commands, projections
 from services.reporting.handlers import Reporting
 from services.reporting.http import REPORTING, routes
-from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.web.registry import ServiceDefinition
+from shared.web.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
 
-__all__ = ["create_app"]
+__all__ = ["SERVICE", "create_app"]
 
 
 def create_app(
@@ -30,8 +31,8 @@ def create_app(
         return (projections.CONSUMER,)
 
     return build_service_app(
-        service="reporting",
-        settings=settings,
+        SERVICE,
+        settings,
         routes=routes(),
         description="Balances (now or as of a moment) and every family's history, projected "
         "from all three topics and rebuildable from them.",
@@ -39,3 +40,12 @@ def create_app(
         clock=clock,
         ids=ids,
     )
+
+
+SERVICE = ServiceDefinition(
+    name="reporting",
+    default_port=8084,
+    create_app=create_app,
+    migrations="services.reporting",
+    add_commands=commands.add_commands,
+)

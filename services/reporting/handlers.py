@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
 from services.reporting import dashboard, uptake
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
-from shared import balances
-from shared.auth import Principal, require_team
-from shared.db import Connection
-from shared.errors import NotFoundError
-from shared.events import Envelope
-from shared.periods import period_containing
-from shared.service import ServiceCore
+from shared.contracts import balances, views
+from shared.contracts.allocation import PilotConfig
+from shared.contracts.periods import period_containing
+from shared.core.db import Connection
+from shared.core.errors import NotFoundError
+from shared.core.events import Envelope
+from shared.web.auth import Principal, require_team
+from shared.web.service import ServiceCore
 
 __all__ = ["UPTAKE_EVENT_TYPES", "Reporting"]
 
@@ -32,7 +32,6 @@ UPTAKE_EVENT_TYPES = [
 ]
 
 _FAMILY = "SELECT team, enrolled_on FROM family_view WHERE pilot_id = $1 AND family_id = $2"
-_PILOT = "SELECT config FROM pilot_view WHERE pilot_id = $1"
 _PILOT_EVENTS = """
 SELECT envelope FROM history WHERE pilot_id = $1 AND type = ANY($2::text[])
 ORDER BY recorded_at, source, stream_version
@@ -54,12 +53,12 @@ class Reporting:
         self, conn: Connection, principal: Principal, pilot_id: str, family_id: str
     ) -> tuple[date, int]:
         family = await conn.fetchrow(_FAMILY, pilot_id, family_id)
-        pilot = await conn.fetchrow(_PILOT, pilot_id)
+        pilot = await views.pilot_in_force(conn, pilot_id)
         if family is None or pilot is None:
             raise NotFoundError("no such family in this pilot")
         require_team(principal, family["team"])
         enrolled_on: date = family["enrolled_on"]
-        return enrolled_on, int(pilot["config"]["period_months"])
+        return enrolled_on, pilot.config.period_months
 
     async def balance(
         self, principal: Principal, pilot_id: str, family_id: str, as_of: datetime | None
@@ -109,20 +108,19 @@ class Reporting:
             )
         return transactions_csv(Envelope.model_validate(row["envelope"]) for row in rows)
 
-    async def _facts(self, pilot_id: str) -> tuple[dict[str, Any], uptake.Facts]:
+    async def _facts(self, pilot_id: str) -> tuple[PilotConfig, uptake.Facts]:
         """The pilot's configuration and the facts of every event recorded so far."""
         async with self._core.pool.acquire() as conn:
-            pilot = await conn.fetchrow(_PILOT, pilot_id)
+            pilot = await views.pilot_in_force(conn, pilot_id)
             if pilot is None:
                 raise NotFoundError("no such pilot")
             rows = await conn.fetch(_PILOT_EVENTS, pilot_id, UPTAKE_EVENT_TYPES)
-        config: dict[str, Any] = pilot["config"]
-        return config, uptake.gather(Envelope.model_validate(row["envelope"]) for row in rows)
+        return pilot.config, uptake.gather(Envelope.model_validate(row["envelope"]) for row in rows)
 
     async def uptake(self, pilot_id: str, *, suppress_small_cells: bool) -> UptakeView:
         """The pilot's figures, from every fact recorded so far."""
         config, facts = await self._facts(pilot_id)
-        figures = uptake.compute(facts, config.get("forecast_spend_per_family_pence"))
+        figures = uptake.compute(facts, config.forecast_spend_per_family_pence)
         if suppress_small_cells:
             figures = {scope: uptake.suppress(f) for scope, f in figures.items()}
         return UptakeView(
@@ -135,10 +133,10 @@ class Reporting:
     async def dashboard(self, pilot_id: str) -> str:
         """The pilot's dashboard page, small cells suppressed."""
         config, facts = await self._facts(pilot_id)
-        figures = uptake.compute(facts, config.get("forecast_spend_per_family_pence"))
+        figures = uptake.compute(facts, config.forecast_spend_per_family_pence)
         return dashboard.render(
             pilot_id,
-            str(config.get("name", pilot_id)),
+            config.name,
             self._core.clock(),
             {scope: uptake.suppress(f) for scope, f in figures.items()},
             dashboard.charts(facts),

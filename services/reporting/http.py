@@ -13,8 +13,8 @@ from services.reporting.schemas import (
     UptakeView,
 )
 from services.reporting.transactions import COLUMNS
-from shared.auth import ROLES
-from shared.http import Route, json_response, principal_of
+from shared.web.auth import ROLES
+from shared.web.http import Route, json_response, principal_of
 
 __all__ = ["REPORTING", "routes"]
 

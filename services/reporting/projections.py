@@ -1,19 +1,18 @@
 """Reporting's projections: the history of every event, families, pilots and balances.
 
 One handler for all three topics. Each effect is keyed (history by event id, families by
-id, pilots by version) or a sum over facts (``shared.balances``), so reading the topics in
-any interleaving, with redeliveries, gives the same projections.
+id, pilots by version) or a sum over facts (:mod:`shared.contracts.balances`), so reading the
+topics in any interleaving, with redeliveries, gives the same projections. History keeps
+every event, also of a type no contract names; the other projections read the typed events.
 """
 
 from __future__ import annotations
 
-from datetime import date
-
-from shared import balances
-from shared.db import Connection
-from shared.events import Envelope
-from shared.kafka import SERVICE_TOPICS
-from shared.service import ConsumerSpec
+from shared.contracts import TOPICS, balances, decode, views
+from shared.contracts.allocation import FamilyEnrolled, PilotConfigured
+from shared.core.db import Connection
+from shared.core.events import Envelope
+from shared.web.service import ConsumerSpec
 
 __all__ = ["CONSUMER", "TABLES", "apply"]
 
@@ -29,11 +28,6 @@ ON CONFLICT (event_id) DO NOTHING
 _FAMILY = """
 INSERT INTO family_view (pilot_id, family_id, team, arm, stratum, enrolled_on)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
-"""
-_PILOT = """
-INSERT INTO pilot_view (pilot_id, version, config) VALUES ($1, $2, $3)
-ON CONFLICT (pilot_id) DO UPDATE SET version = excluded.version, config = excluded.config
-WHERE pilot_view.version < excluded.version
 """
 
 
@@ -52,20 +46,20 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
         envelope.occurred_at,
         envelope.to_json_dict(),
     )
-    data = envelope.data
-    if envelope.type == "family.enrolled":
+    event = decode(envelope)
+    if isinstance(event, FamilyEnrolled):
         await conn.execute(
             _FAMILY,
             envelope.pilot_id,
             envelope.family_id,
-            data["team"],
-            data["arm"],
-            data["stratum"],
-            date.fromisoformat(data["enrolled_on"]),
+            event.team,
+            event.arm,
+            event.stratum,
+            event.enrolled_on,
         )
-    elif envelope.type == "pilot.configured":
-        await conn.execute(_PILOT, envelope.pilot_id, data["version"], data["config"])
-    await balances.apply(conn, envelope)
+    elif isinstance(event, PilotConfigured):
+        await views.record_pilot(conn, envelope.pilot_id, event)
+    await balances.apply(conn, envelope.pilot_id, envelope.family_id, event)
 
 
-CONSUMER = ConsumerSpec("reporting.projections", tuple(SERVICE_TOPICS.values()), apply)
+CONSUMER = ConsumerSpec("reporting.projections", TOPICS, apply)

@@ -33,13 +33,14 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 from services.reporting.projections import CONSUMER, TABLES
-from shared.consumer import ConsumerRunner
-from shared.db import Connection, connect, dsn, open_pool
-from shared.kafka import topic_bounds
-from shared.metrics import Metrics
-from shared.migrations import apply_migrations, migrations_of
-from shared.service import consumer_runner
-from shared.settings import Settings
+from shared.core.consumer import ConsumerRunner
+from shared.core.db import Connection, connect, dsn, open_pool
+from shared.core.kafka import topic_bounds
+from shared.core.metrics import Metrics
+from shared.core.schema import apply_migrations, migrations_of
+from shared.core.settings import Settings
+from shared.web.registry import core_migrations
+from shared.web.service import consumer_runner
 
 __all__ = ["Progress", "RebuildReport", "TableComparison", "rebuild"]
 
@@ -99,7 +100,7 @@ async def rebuild(settings: Settings, progress: Progress) -> RebuildReport:
         async with open_pool(database_dsn, min_size=1, max_size=2, schema=_FRESH) as pool:
             async with pool.acquire() as conn:
                 await apply_migrations(
-                    conn, migrations_of("shared") + migrations_of("services.reporting")
+                    conn, core_migrations() + migrations_of("services.reporting")
                 )
             runner = consumer_runner(CONSUMER, settings, pool, Metrics("reporting"))
             records = await _bulk(settings, runner, progress)

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.reporting.uptake import Figures
-from shared.events import Envelope, Frozen
+from shared.core.events import Envelope, Frozen
 
 __all__ = ["BalanceQuery", "BalanceView", "HistoryView", "UptakeQuery", "UptakeView"]
 

@@ -10,9 +10,11 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from typing import Any
+from uuid import UUID
 
-from shared.events import Envelope
+from shared.contracts import decode
+from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded
+from shared.core.events import Envelope
 
 __all__ = ["COLUMNS", "transactions_csv"]
 
@@ -54,45 +56,54 @@ def transactions_csv(events: Iterable[Envelope]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
-    purchases: dict[str, dict[str, Any]] = {}
+    purchases: dict[UUID, PurchaseRecorded] = {}
     for envelope in events:
-        data = envelope.data
-        if envelope.type == "purchase.recorded":
-            purchases[data["purchase_id"]] = data
-            row = (
-                data["purchased_on"],
-                envelope.time.isoformat(),
-                "purchase",
-                envelope.family_id,
-                data["request_id"],
-                data["purchase_id"],
-                "",
-                data["category"],
-                data["method"],
-                data["vendor"],
-                data["receipt_ref"],
-                data["amount_pence"],
-                _gbp(data["amount_pence"]),
-            )
-        elif envelope.type == "purchase.refunded":
-            bought = purchases.get(data["purchase_id"], {})
-            amount = -int(data["amount_pence"])
-            row = (
-                envelope.occurred_at.date().isoformat(),
-                envelope.time.isoformat(),
-                "refund",
-                envelope.family_id,
-                data["request_id"],
-                data["purchase_id"],
-                data["refund_id"],
-                data["category"],
-                bought.get("method"),
-                bought.get("vendor"),
-                "",
-                amount,
-                _gbp(amount),
-            )
-        else:
-            continue
+        match decode(envelope):
+            case PurchaseRecorded() as purchase:
+                purchases[purchase.purchase_id] = purchase
+                row = _purchase_row(envelope, purchase)
+            case PurchaseRefunded() as refund:
+                row = _refund_row(envelope, refund, purchases.get(refund.purchase_id))
+            case _:
+                continue
         writer.writerow([_cell(value) for value in row])
     return out.getvalue()
+
+
+def _purchase_row(envelope: Envelope, purchase: PurchaseRecorded) -> tuple[object, ...]:
+    return (
+        purchase.purchased_on.isoformat(),
+        envelope.time.isoformat(),
+        "purchase",
+        envelope.family_id,
+        purchase.request_id,
+        purchase.purchase_id,
+        "",
+        purchase.category,
+        purchase.method,
+        purchase.vendor,
+        purchase.receipt_ref,
+        purchase.amount_pence,
+        _gbp(purchase.amount_pence),
+    )
+
+
+def _refund_row(
+    envelope: Envelope, refund: PurchaseRefunded, bought: PurchaseRecorded | None
+) -> tuple[object, ...]:
+    amount = -refund.amount_pence
+    return (
+        envelope.occurred_at.date().isoformat(),
+        envelope.time.isoformat(),
+        "refund",
+        envelope.family_id,
+        refund.request_id,
+        refund.purchase_id,
+        refund.refund_id,
+        refund.category,
+        bought.method if bought else None,
+        bought.vendor if bought else None,
+        "",
+        amount,
+        _gbp(amount),
+    )

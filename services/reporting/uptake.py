@@ -14,10 +14,21 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import Envelope
+from shared.contracts import decode
+from shared.contracts.allocation import (
+    BudgetAdjusted,
+    BudgetAllocated,
+    BudgetDisclosed,
+    FamilyEnrolled,
+    OutcomeRecorded,
+)
+from shared.contracts.approval import RequestApproved, RequestRejected
+from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded, SpendRequested
+from shared.core.events import Envelope
 
 __all__ = [
     "SMALL_CELL",
@@ -40,7 +51,7 @@ class _Family:
     requested: bool = False
     net_spend: int = 0
     told: bool = False
-    allocated: dict[str, tuple[int, int]] = field(
+    allocated: dict[date, tuple[int, int]] = field(
         default_factory=dict
     )  # period -> (version, total)
 
@@ -96,47 +107,58 @@ class Facts:
     """What the figures (and the dashboard's charts) are counted from, in one pass."""
 
     families: dict[str, _Family] = field(default_factory=lambda: defaultdict(_Family))
-    requests: dict[str, tuple[str, bool, datetime]] = field(default_factory=dict)
-    decided: dict[str, datetime] = field(default_factory=dict)
+    requests: dict[UUID, tuple[str, bool, datetime]] = field(default_factory=dict)
+    decided: dict[UUID, datetime] = field(default_factory=dict)
     verdicts: list[tuple[str, str]] = field(default_factory=list)  # family, approved|rejected
     # family, pence, category, day (a purchase's date; a refund's date of record)
     purchases: list[tuple[str, int, str, date]] = field(default_factory=list)
     refunds: list[tuple[str, int, str, date]] = field(default_factory=list)
     outcomes: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, event: Envelope) -> None:
-        data, family_id, kind = event.data, event.family_id or "", event.type
+    def add(self, envelope: Envelope) -> None:
+        """Count one recorded event (types that no figure counts are passed over)."""
+        family_id = envelope.family_id or ""
         family = self.families[family_id] if family_id else None
-        if kind == "family.enrolled" and family is not None:
-            family.arm = data["arm"]
-        elif kind in {"family.budget_allocated", "family.budget_adjusted"} and family is not None:
-            known = family.allocated.get(data["period_start"], (0, 0))
-            if event.stream_version > known[0]:  # the period's latest total counts
-                family.allocated[data["period_start"]] = (
-                    event.stream_version,
-                    data["period_allocated_pence"],
+        match decode(envelope):
+            case OutcomeRecorded() as event:
+                self.outcomes.append((family_id, event.outcome))
+            case RequestApproved() | RequestRejected() as event:
+                verdict = "approved" if isinstance(event, RequestApproved) else "rejected"
+                self.verdicts.append((family_id, verdict))
+                at = event.decided_at
+                self.decided[event.request_id] = min(self.decided.get(event.request_id, at), at)
+            case event if family is not None:
+                self._add_to_family(envelope, family, event)
+
+    def _add_to_family(self, envelope: Envelope, family: _Family, event: object) -> None:
+        family_id = envelope.family_id or ""
+        match event:
+            case FamilyEnrolled():
+                family.arm = event.arm
+            case BudgetAllocated() | BudgetAdjusted():
+                known = family.allocated.get(event.period_start, (0, 0))
+                if envelope.stream_version > known[0]:  # the period's latest total counts
+                    family.allocated[event.period_start] = (
+                        envelope.stream_version,
+                        event.period_allocated_pence,
+                    )
+            case BudgetDisclosed():
+                family.told = True
+            case SpendRequested():
+                family.requested = True
+                self.requests[event.request_id] = (
+                    family_id,
+                    event.family_involved,
+                    envelope.occurred_at,
                 )
-        elif kind == "family.budget_disclosed" and family is not None:
-            family.told = True
-        elif kind == "family.outcome_recorded":
-            self.outcomes.append((family_id, data["outcome"]))
-        elif kind == "spend_request.requested" and family is not None:
-            family.requested = True
-            self.requests[data["request_id"]] = (
-                family_id,
-                data["family_involved"],
-                event.occurred_at,
-            )
-        elif kind in {"decision.approved", "decision.rejected"}:
-            self.verdicts.append((family_id, kind.removeprefix("decision.")))
-            at = datetime.fromisoformat(data["decided_at"])
-            self.decided[data["request_id"]] = min(self.decided.get(data["request_id"], at), at)
-        elif kind in {"purchase.recorded", "purchase.refunded"} and family is not None:
-            sign = 1 if kind == "purchase.recorded" else -1
-            day = date.fromisoformat(data["purchased_on"]) if sign > 0 else event.occurred_at.date()
-            line = (family_id, int(data["amount_pence"]), data["category"], day)
-            (self.purchases if sign > 0 else self.refunds).append(line)
-            family.net_spend += sign * line[1]
+            case PurchaseRecorded():
+                line = (family_id, event.amount_pence, event.category, event.purchased_on)
+                self.purchases.append(line)
+                family.net_spend += event.amount_pence
+            case PurchaseRefunded():
+                day = envelope.occurred_at.date()  # a refund's date of record
+                self.refunds.append((family_id, event.amount_pence, event.category, day))
+                family.net_spend -= event.amount_pence
 
 
 def gather(events: Iterable[Envelope]) -> Facts:

@@ -11,11 +11,12 @@ from aiohttp import web
 from services.spending import views
 from services.spending.handlers import Spending
 from services.spending.http import SPENDING, routes
-from shared.kafka import SERVICE_TOPICS
-from shared.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
-from shared.settings import Settings
+from shared.contracts import allocation, approval, spending
+from shared.core.settings import Settings
+from shared.web.registry import ServiceDefinition
+from shared.web.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
 
-__all__ = ["create_app"]
+__all__ = ["SERVICE", "create_app"]
 
 
 def create_app(
@@ -28,20 +29,23 @@ def create_app(
 
     def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
         app[SPENDING] = Spending(core)
-        return (
-            ConsumerSpec(
-                "spending.views",
-                (SERVICE_TOPICS["allocation"], SERVICE_TOPICS["approval"]),
-                views.apply,
-            ),
-        )
+        return (ConsumerSpec("spending.views", (allocation.TOPIC, approval.TOPIC), views.apply),)
 
     return build_service_app(
-        service="spending",
-        settings=settings,
+        SERVICE,
+        settings,
         routes=routes(),
         description="Spend requests (request, withdraw, close) and purchases (record, refund).",
         setup=setup,
         clock=clock,
         ids=ids,
     )
+
+
+SERVICE = ServiceDefinition(
+    name="spending",
+    default_port=8082,
+    create_app=create_app,
+    migrations="services.spending",
+    topic=spending.TOPIC,
+)

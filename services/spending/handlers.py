@@ -2,12 +2,12 @@
 
 Each command runs in one transaction. Facts owned by other services come from spending's
 views (``views.py``); where the caller has seen a newer fact than a view holds, the
-handler waits for the view (``shared.consistency``) rather than answer from the past.
+handler waits for the view (``shared.core.consistency``) rather than answer from the past.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import date
 from uuid import UUID
 
@@ -24,30 +24,21 @@ from services.spending.schemas import (
     SpendRequestBody,
     WithdrawBody,
 )
-from shared.auth import Principal, require_team
-from shared.commands import Caller, CommandResult
-from shared.consistency import NotYetConsistentError, wait_for_view
-from shared.db import Connection
-from shared.errors import ForbiddenError, NotFoundError, UnprocessableError
-from shared.events import DomainEvent, Envelope, EventRegistry, fold
-from shared.eventstore import PendingEvent, Stream
-from shared.periods import period_containing
-from shared.personal import Sealer, subject_of
-from shared.service import ServiceCore
+from shared.contracts.periods import period_containing
+from shared.core.aggregates import Aggregate, Decided
+from shared.core.commands import CommandResult
+from shared.core.consistency import NotYetConsistentError, wait_for_view
+from shared.core.db import Connection
+from shared.core.errors import ForbiddenError, NotFoundError, UnprocessableError
+from shared.core.personal import Sealer, subject_of
+from shared.web.auth import Principal, require_team
+from shared.web.http import Caller
+from shared.web.service import ServiceCore
 
-__all__ = ["REGISTRY", "Spending"]
+__all__ = ["Spending"]
 
-Answer = Callable[[Envelope], CommandResult]
-
-REGISTRY = EventRegistry(
-    (
-        requests.SpendRequested,
-        requests.SpendWithdrawn,
-        requests.PurchaseRecorded,
-        requests.PurchaseRefunded,
-        requests.RequestClosed,
-    )
-)
+Request = Aggregate[requests.RequestState, requests.Command]
+Answer = Callable[[Decided[requests.RequestState]], CommandResult]
 # How long a command waits for a view to reach what the caller has seen.
 VIEW_WAIT_SECONDS = 5.0
 UNKNOWN_FAMILY_WAIT_SECONDS = 1.0
@@ -68,28 +59,10 @@ class Spending:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
-        self._store = core.store
         self._sealer = Sealer()
 
-    async def _load(
-        self, conn: Connection, pilot_id: str, request_id: UUID
-    ) -> tuple[Stream, requests.RequestState]:
-        stream = await self._store.load(conn, requests.stream_id(pilot_id, request_id))
-        state = fold(stream.envelopes, REGISTRY, requests.initial_state(), requests.evolve)
-        return stream, state
-
-    async def _append(
-        self,
-        conn: Connection,
-        stream: Stream,
-        events: Sequence[DomainEvent],
-        caller: Caller,
-        pilot_id: str,
-        family_id: str,
-    ) -> tuple[Envelope, ...]:
-        return await self._store.append(
-            conn, stream, [PendingEvent(e, pilot_id, family_id) for e in events], caller.context
-        )
+    async def _load(self, conn: Connection, pilot_id: str, request_id: UUID) -> Request:
+        return await self._core.aggregates.load(conn, requests.DECIDER, pilot_id, request_id)
 
     async def request(self, caller: Caller, pilot_id: str, body: SpendRequestBody) -> CommandResult:
         """Record a spend request for approval to decide."""
@@ -136,14 +109,13 @@ class Spending:
                 period_start=period.start,
                 period_end=period.end,
             )
-            stream, state = await self._load(conn, pilot_id, request_id)
-            events = requests.decide(state, command)
-            appended = await self._append(conn, stream, events, caller, pilot_id, body.family_id)
+            request = await self._load(conn, pilot_id, request_id)
+            decided = await self._core.aggregates.execute(
+                conn, request, command, caller.context, body.family_id
+            )
             await conn.execute(_INDEX_REQUEST, request_id, pilot_id, body.family_id, family.team)
             result = RequestAccepted(
-                request_id=request_id,
-                status="submitted",
-                stream_version=appended[-1].stream_version,
+                request_id=request_id, status="submitted", stream_version=decided.stream_version
             )
             return CommandResult(202, result.model_dump(mode="json"))
 
@@ -173,11 +145,10 @@ class Spending:
     async def view(self, principal: Principal, pilot_id: str, request_id: UUID) -> RequestView:
         """A request with its status and money, for callers allowed to see it."""
         async with self._core.pool.acquire() as conn:
-            stream, state = await self._load(conn, pilot_id, request_id)
+            request = await self._load(conn, pilot_id, request_id)
             decision = await views.decision_of(conn, request_id)
-        request = state.require()
-        require_team(principal, request.team)
-        return _view(pilot_id, state, decision, stream.version)
+        require_team(principal, request.state.require().team)
+        return _view(pilot_id, request.state, decision, request.stream.version)
 
     async def _decision(self, request_id: UUID) -> requests.Decision | None:
         """Approval's decision, waiting briefly for one the caller may already have seen."""
@@ -201,19 +172,18 @@ class Spending:
         """Load, check the team, decide, append; answer (by default with the request's view)."""
 
         async def handle(conn: Connection) -> CommandResult:
-            stream, state = await self._load(conn, pilot_id, request_id)
-            request = state.require()
-            require_team(caller.principal, request.team)
-            events = requests.decide(state, command)
-            appended = await self._append(conn, stream, events, caller, pilot_id, request.family_id)
+            request = await self._load(conn, pilot_id, request_id)
+            made = request.state.require()
+            require_team(caller.principal, made.team)
+            decided = await self._core.aggregates.execute(
+                conn, request, command, caller.context, made.family_id
+            )
             if isinstance(command, requests.RecordPurchase):
                 await conn.execute(_INDEX_PURCHASE, command.purchase_id, pilot_id, request_id)
             if answer is not None:
-                return answer(appended[-1])
-            for event in events:
-                state = requests.evolve(state, event)
+                return answer(decided)
             decision = await views.decision_of(conn, request_id)
-            body = _view(pilot_id, state, decision, appended[-1].stream_version)
+            body = _view(pilot_id, decided.state, decision, decided.stream_version)
             return CommandResult(200, body.model_dump(mode="json"))
 
         return await self._core.commands.run(handle, caller.idempotency)
@@ -246,12 +216,12 @@ class Spending:
             decision=await self._decision(request_id),
         )
 
-        def answer(envelope: Envelope) -> CommandResult:
+        def answer(decided: Decided[requests.RequestState]) -> CommandResult:
             result = PurchaseResult(
                 purchase_id=purchase_id,
                 request_id=request_id,
                 amount_pence=body.amount_pence,
-                stream_version=envelope.stream_version,
+                stream_version=decided.stream_version,
             )
             return CommandResult(201, result.model_dump(mode="json"))
 
@@ -274,13 +244,13 @@ class Spending:
             reason=reason,
         )
 
-        def answer(envelope: Envelope) -> CommandResult:
+        def answer(decided: Decided[requests.RequestState]) -> CommandResult:
             result = RefundResult(
                 refund_id=refund_id,
                 purchase_id=purchase_id,
                 request_id=request_id,
                 amount_pence=body.amount_pence,
-                stream_version=envelope.stream_version,
+                stream_version=decided.stream_version,
             )
             return CommandResult(201, result.model_dump(mode="json"))
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-from uuid import UUID
-
 from aiohttp import web
 
 from services.spending.handlers import Spending
@@ -20,64 +16,20 @@ from services.spending.schemas import (
     SpendRequestBody,
     WithdrawBody,
 )
-from shared.auth import ROLES
-from shared.commands import Caller, CommandResult
-from shared.errors import NotFoundError
-from shared.http import (
-    Handler,
-    Route,
-    caller_of,
-    command_response,
-    json_response,
-    parse_body,
-    principal_of,
-)
-from shared.types import CommandBody
+from shared.web.auth import ROLES
+from shared.web.http import PathParams, Route, command_route, json_response, principal_of
 
 __all__ = ["SPENDING", "routes"]
 
 SPENDING = web.AppKey("spending", Spending)
-BodyT = TypeVar("BodyT", bound=CommandBody)
 _REQUEST = "/pilots/{pilot_id}/spend-requests/{request_id}"
 _WORKERS = frozenset({"case_system", "social_worker"})
 
 
-def _uuid(request: web.Request, name: str) -> UUID:
-    try:
-        return UUID(request.match_info[name])
-    except ValueError as error:
-        raise NotFoundError(f"no such {name.removesuffix('_id')}") from error
-
-
-Method = Callable[[Spending, Caller, str, UUID, BodyT], Awaitable[CommandResult]]
-
-
-def _on(path_id: str, body_model: type[BodyT], method: Method[BodyT]) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = await parse_body(request, body_model)
-        result = await method(
-            request.app[SPENDING],
-            caller_of(request, body.occurred_at),
-            request.match_info["pilot_id"],
-            _uuid(request, path_id),
-            body,
-        )
-        return command_response(request, result)
-
-    return handler
-
-
-async def post_request(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, SpendRequestBody)
-    result = await request.app[SPENDING].request(
-        caller_of(request, body.occurred_at), request.match_info["pilot_id"], body
-    )
-    return command_response(request, result)
-
-
 async def get_request(request: web.Request) -> web.StreamResponse:
+    path = PathParams(request)
     view = await request.app[SPENDING].view(
-        principal_of(request), request.match_info["pilot_id"], _uuid(request, "request_id")
+        principal_of(request), path.pilot_id, path.uuid("request_id")
     )
     return json_response(view)
 
@@ -86,13 +38,14 @@ def routes() -> list[Route]:
     """Every spending endpoint of API.md."""
     tags = ("spending",)
     return [
-        Route(
+        command_route(
             "POST",
             "/pilots/{pilot_id}/spend-requests",
-            post_request,
             "Request to spend with a family",
             _WORKERS,
+            app=SPENDING,
             body=SpendRequestBody,
+            run=lambda app, caller, path, body: app.request(caller, path.pilot_id, body),
             response=RequestAccepted,
             status=202,
             description="Accepted when recorded; approval decides next (automatically within "
@@ -111,47 +64,59 @@ def routes() -> list[Route]:
             description="Social workers and managers see their own team's requests only.",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_REQUEST}/withdraw",
-            _on("request_id", WithdrawBody, Spending.withdraw),
             "Withdraw a request (only before a purchase)",
             _WORKERS,
+            app=SPENDING,
             body=WithdrawBody,
+            run=lambda app, caller, path, body: app.withdraw(
+                caller, path.pilot_id, path.uuid("request_id"), body
+            ),
             response=RequestView,
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_REQUEST}/purchases",
-            _on("request_id", PurchaseBody, Spending.purchase),
             "Record a purchase against an approved request",
             frozenset({"case_system", "social_worker", "finance"}),
+            app=SPENDING,
             body=PurchaseBody,
+            run=lambda app, caller, path, body: app.purchase(
+                caller, path.pilot_id, path.uuid("request_id"), body
+            ),
             response=PurchaseResult,
             status=201,
             description="Purchases may total at most the approved amount (422 exceeds_approved).",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             "/pilots/{pilot_id}/purchases/{purchase_id}/refunds",
-            _on("purchase_id", RefundBody, Spending.refund),
             "Record money returned from a purchase",
             frozenset({"finance", "case_system"}),
+            app=SPENDING,
             body=RefundBody,
+            run=lambda app, caller, path, body: app.refund(
+                caller, path.pilot_id, path.uuid("purchase_id"), body
+            ),
             response=RefundResult,
             status=201,
             description="Refunds may total at most the purchase (422 exceeds_purchase).",
             tags=tags,
         ),
-        Route(
+        command_route(
             "POST",
             f"{_REQUEST}/close",
-            _on("request_id", CloseBody, Spending.close),
             "Close a request, releasing the unspent part of its approval",
             frozenset({"case_system", "social_worker", "finance"}),
+            app=SPENDING,
             body=CloseBody,
+            run=lambda app, caller, path, body: app.close(
+                caller, path.pilot_id, path.uuid("request_id"), body
+            ),
             response=RequestView,
             tags=tags,
         ),

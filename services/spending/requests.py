@@ -2,43 +2,50 @@
 
 Stream ``request:<pilot_id>:<request_id>``. Approval decides on requests in its own
 service; the handler passes approval's decision, as spending has consumed it, into the
-commands that depend on it (purchases and closing need an approved amount).
+commands that depend on it (purchases and closing need an approved amount). The events are
+spending's contract (:mod:`shared.contracts.spending`); one function per command decides
+them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import Field
 
-from shared.errors import ConflictError, NotFoundError, UnprocessableError
-from shared.events import DomainEvent, Frozen
+from shared.contracts.spending import (
+    REGISTRY,
+    PurchaseMethod,
+    PurchaseRecorded,
+    PurchaseRefunded,
+    RequestClosed,
+    SpendRequested,
+    SpendWithdrawn,
+)
+from shared.core.deciders import Decider
+from shared.core.errors import ConflictError, NotFoundError, UnprocessableError
+from shared.core.events import DomainEvent, Frozen
 
 __all__ = [
+    "DECIDER",
     "CloseRequest",
+    "Command",
     "Decision",
-    "PurchaseMethod",
-    "PurchaseRecorded",
-    "PurchaseRefunded",
     "RecordPurchase",
     "RefundPurchase",
-    "RequestClosed",
     "RequestSpend",
     "RequestState",
-    "SpendRequested",
-    "SpendWithdrawn",
     "Status",
     "WithdrawRequest",
     "decide",
     "evolve",
     "initial_state",
     "status_of",
-    "stream_id",
 ]
 
-PurchaseMethod = Literal["card", "cash", "invoice", "voucher", "transfer"]
 Status = Literal[
     "submitted",
     "awaiting_approval",
@@ -49,11 +56,6 @@ Status = Literal[
     "spent",
     "closed",
 ]
-
-
-def stream_id(pilot_id: str, request_id: UUID) -> str:
-    """The request's stream."""
-    return f"request:{pilot_id}:{request_id}"
 
 
 class Decision(Frozen):
@@ -120,77 +122,6 @@ class CloseRequest(Frozen):
 
 
 Command = RequestSpend | WithdrawRequest | RecordPurchase | RefundPurchase | CloseRequest
-
-
-# Events
-
-
-class SpendRequested(DomainEvent):
-    """A request to spend, stamped with what the ledger knew when it was made."""
-
-    event_type = "spend_request.requested"
-    request_id: UUID
-    family_id: str
-    team: str
-    amount_pence: int
-    category: str
-    purpose: str
-    requested_by: str
-    family_involved: bool
-    needed_by: date | None
-    pilot_version: int = Field(description="The pilot configuration in force: it judges this.")
-    allocation_version: int = Field(
-        description="The family's allocation stream version this request was made after; "
-        "approval decides only once it has seen at least this much."
-    )
-    period_start: date
-    period_end: date
-
-
-class SpendWithdrawn(DomainEvent):
-    """The request was withdrawn before any purchase."""
-
-    event_type = "spend_request.withdrawn"
-    request_id: UUID
-    reason: str
-
-
-class PurchaseRecorded(DomainEvent):
-    """Money spent against an approved request."""
-
-    event_type = "purchase.recorded"
-    purchase_id: UUID
-    request_id: UUID
-    amount_pence: int
-    purchased_on: date
-    method: PurchaseMethod
-    vendor: str | None
-    receipt_ref: str | None
-    category: str
-    period_start: date
-    period_end: date
-
-
-class PurchaseRefunded(DomainEvent):
-    """Money returned from a purchase."""
-
-    event_type = "purchase.refunded"
-    refund_id: UUID
-    purchase_id: UUID
-    request_id: UUID
-    amount_pence: int
-    reason: str
-    category: str
-    period_start: date
-    period_end: date
-
-
-class RequestClosed(DomainEvent):
-    """No more purchases; what was approved and not bought is released."""
-
-    event_type = "spend_request.closed"
-    request_id: UUID
-    purchased_pence: int
 
 
 # State
@@ -275,58 +206,85 @@ def _approved(state: RequestState, decision: Decision | None, doing: str) -> int
     return decision.approved_pence
 
 
-def decide(state: RequestState, command: Command) -> list[DomainEvent]:  # noqa: C901 - one arm per command
-    """The events a command produces, or the error that refuses it."""
-    if isinstance(command, RequestSpend):
-        if state.request is not None:
-            raise ConflictError("this request already exists", code="already_requested")
-        return [SpendRequested(**command.model_dump())]
+def _request(state: RequestState, command: RequestSpend) -> list[DomainEvent]:
+    if state.request is not None:
+        raise ConflictError("this request already exists", code="already_requested")
+    return [SpendRequested(**command.model_dump())]
+
+
+def _withdraw(state: RequestState, command: WithdrawRequest) -> list[DomainEvent]:
     request = state.require()
-    if isinstance(command, WithdrawRequest):
-        status = status_of(state, command.decision)
-        if status in {"withdrawn", "closed", "rejected"}:
-            raise ConflictError(f"the request is {status}", code=f"request_{status}")
-        if state.purchases:
-            raise UnprocessableError(
-                "a request with purchases cannot be withdrawn; close it instead",
-                code="already_purchased",
-            )
-        return [SpendWithdrawn(request_id=request.request_id, reason=command.reason)]
-    if isinstance(command, RecordPurchase):
-        approved = _approved(state, command.decision, "record a purchase")
-        if state.purchased_pence + command.amount_pence > approved:
-            raise UnprocessableError(
-                f"purchases would total {state.purchased_pence + command.amount_pence} pence, "
-                f"above the {approved} pence approved",
-                code="exceeds_approved",
-            )
-        return [
-            PurchaseRecorded(
-                request_id=request.request_id,
-                category=request.category,
-                period_start=request.period_start,
-                period_end=request.period_end,
-                **command.model_dump(exclude={"decision"}),
-            )
-        ]
-    if isinstance(command, RefundPurchase):
-        purchased = state.purchases.get(command.purchase_id)
-        if purchased is None:
-            raise NotFoundError("no such purchase on this request")
-        refunded = state.refunds.get(command.purchase_id, 0) + command.amount_pence
-        if refunded > purchased:
-            raise UnprocessableError(
-                f"refunds would total {refunded} pence, above the {purchased} pence purchase",
-                code="exceeds_purchase",
-            )
-        return [
-            PurchaseRefunded(
-                request_id=request.request_id,
-                category=request.category,
-                period_start=request.period_start,
-                period_end=request.period_end,
-                **command.model_dump(),
-            )
-        ]
+    status = status_of(state, command.decision)
+    if status in {"withdrawn", "closed", "rejected"}:
+        raise ConflictError(f"the request is {status}", code=f"request_{status}")
+    if state.purchases:
+        raise UnprocessableError(
+            "a request with purchases cannot be withdrawn; close it instead",
+            code="already_purchased",
+        )
+    return [SpendWithdrawn(request_id=request.request_id, reason=command.reason)]
+
+
+def _purchase(state: RequestState, command: RecordPurchase) -> list[DomainEvent]:
+    request = state.require()
+    approved = _approved(state, command.decision, "record a purchase")
+    if state.purchased_pence + command.amount_pence > approved:
+        raise UnprocessableError(
+            f"purchases would total {state.purchased_pence + command.amount_pence} pence, "
+            f"above the {approved} pence approved",
+            code="exceeds_approved",
+        )
+    return [
+        PurchaseRecorded(
+            request_id=request.request_id,
+            category=request.category,
+            period_start=request.period_start,
+            period_end=request.period_end,
+            **command.model_dump(exclude={"decision"}),
+        )
+    ]
+
+
+def _refund(state: RequestState, command: RefundPurchase) -> list[DomainEvent]:
+    request = state.require()
+    purchased = state.purchases.get(command.purchase_id)
+    if purchased is None:
+        raise NotFoundError("no such purchase on this request")
+    refunded = state.refunds.get(command.purchase_id, 0) + command.amount_pence
+    if refunded > purchased:
+        raise UnprocessableError(
+            f"refunds would total {refunded} pence, above the {purchased} pence purchase",
+            code="exceeds_purchase",
+        )
+    return [
+        PurchaseRefunded(
+            request_id=request.request_id,
+            category=request.category,
+            period_start=request.period_start,
+            period_end=request.period_end,
+            **command.model_dump(),
+        )
+    ]
+
+
+def _close(state: RequestState, command: CloseRequest) -> list[DomainEvent]:
+    request = state.require()
     _approved(state, command.decision, "close")
     return [RequestClosed(request_id=request.request_id, purchased_pence=state.purchased_pence)]
+
+
+_RULES: dict[type[Frozen], Callable[[RequestState, Any], list[DomainEvent]]] = {
+    RequestSpend: _request,
+    WithdrawRequest: _withdraw,
+    RecordPurchase: _purchase,
+    RefundPurchase: _refund,
+    CloseRequest: _close,
+}
+
+
+def decide(state: RequestState, command: Command) -> list[DomainEvent]:
+    """The events a command produces, or the error that refuses it."""
+    return _RULES[type(command)](state, command)
+
+
+DECIDER = Decider("request", initial_state, evolve, decide, REGISTRY)

@@ -8,9 +8,10 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
-from services.spending.requests import PurchaseMethod, Status
-from shared.events import Frozen
-from shared.types import CommandBody, Identifier, IsoDate, Pence, Text
+from services.spending.requests import Status
+from shared.contracts.spending import PurchaseMethod
+from shared.core.events import Frozen
+from shared.core.types import CommandBody, Identifier, IsoDate, Pence, Text
 
 __all__ = [
     "CloseBody",

@@ -1,36 +1,37 @@
 """Spending's views of allocation (pilots, families) and approval (decisions).
 
-Fed by spending's consumer, each event once; reads are plain SQL for the handlers.
+Fed by spending's consumer, each event once, decoded through the contracts; reads are plain
+SQL for the handlers. The pilot view and the family's stream version are the shared ones
+(:mod:`shared.contracts.views`).
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 from uuid import UUID
 
 from pydantic import Field
 
 from services.spending.requests import Decision
-from shared.db import Connection
-from shared.events import Envelope, Frozen
-from shared.personal import Sealer, subject_of
+from shared.contracts import decode, views
+from shared.contracts.allocation import (
+    FamilyEnrolled,
+    FamilyExited,
+    PersonalDataErased,
+    PilotConfigured,
+    family_stream_version,
+)
+from shared.contracts.approval import RequestApproved, RequestReferred, RequestRejected
+from shared.core.db import Connection
+from shared.core.events import Envelope, Frozen
+from shared.core.personal import Sealer, subject_of
 
 __all__ = ["FamilyView", "PilotView", "apply", "decision_of", "family_of", "pilot_of"]
 
-_PILOT = """
-INSERT INTO pilot_view (pilot_id, version, config) VALUES ($1, $2, $3)
-ON CONFLICT (pilot_id) DO UPDATE SET version = excluded.version, config = excluded.config
-WHERE pilot_view.version < excluded.version
-"""
 _ENROLLED = """
 INSERT INTO family_view
     (pilot_id, family_id, team, arm, enrolled_on, pilot_version, stream_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
-"""
-_FAMILY_VERSION = """
-UPDATE family_view SET stream_version = GREATEST(stream_version, $3)
-WHERE pilot_id = $1 AND family_id = $2
 """
 _EXITED = "UPDATE family_view SET exited_on = $3 WHERE pilot_id = $1 AND family_id = $2"
 _DECISION = """
@@ -39,16 +40,10 @@ ON CONFLICT (request_id) DO UPDATE
 SET outcome = excluded.outcome, approved_pence = excluded.approved_pence,
     decided_at = excluded.decided_at
 """
-_READ_PILOT = "SELECT version, config FROM pilot_view WHERE pilot_id = $1"
 _READ_FAMILY = "SELECT * FROM family_view WHERE pilot_id = $1 AND family_id = $2"
 _READ_DECISION = (
     "SELECT outcome, approved_pence, decided_at FROM decision_view WHERE request_id = $1"
 )
-_OUTCOMES = {
-    "decision.referred": "referred",
-    "decision.approved": "approved",
-    "decision.rejected": "rejected",
-}
 
 
 class PilotView(Frozen):
@@ -72,52 +67,51 @@ class FamilyView(Frozen):
 
 async def apply(conn: Connection, envelope: Envelope) -> None:
     """Apply one event of allocation or approval to the views."""
-    data: dict[str, Any] = envelope.data
-    kind = envelope.type
-    if kind == "pilot.configured":
-        await conn.execute(_PILOT, envelope.pilot_id, data["version"], data["config"])
-    elif kind in _OUTCOMES:
-        approved = data.get("approved_pence", 0) if kind == "decision.approved" else 0
-        await conn.execute(
-            _DECISION, UUID(data["request_id"]), _OUTCOMES[kind], approved, envelope.time
-        )
-    elif envelope.family_id is not None and kind.startswith("family."):
-        if kind == "family.enrolled":
+    event = decode(envelope)
+    pilot_id, family_id = envelope.pilot_id, envelope.family_id
+    match event:
+        case PilotConfigured():
+            await views.record_pilot(conn, pilot_id, event)
+        case RequestReferred():
+            await conn.execute(_DECISION, event.request_id, "referred", 0, envelope.time)
+        case RequestApproved():
+            await conn.execute(
+                _DECISION, event.request_id, "approved", event.approved_pence, envelope.time
+            )
+        case RequestRejected():
+            await conn.execute(_DECISION, event.request_id, "rejected", 0, envelope.time)
+    version = family_stream_version(envelope)
+    if family_id is None or version is None:
+        return
+    match event:
+        case FamilyEnrolled():
             await conn.execute(
                 _ENROLLED,
-                envelope.pilot_id,
-                envelope.family_id,
-                data["team"],
-                data["arm"],
-                date.fromisoformat(data["enrolled_on"]),
-                data["pilot_version"],
+                pilot_id,
+                family_id,
+                event.team,
+                event.arm,
+                event.enrolled_on,
+                event.pilot_version,
                 envelope.stream_version,
             )
-        elif kind == "family.personal_data_erased":
+        case PersonalDataErased():
             # The family's purposes and reasons here are sealed with spending's own keys.
-            await Sealer().erase(conn, subject_of(envelope.pilot_id, envelope.family_id))
-        elif kind == "family.exited":
-            await conn.execute(
-                _EXITED,
-                envelope.pilot_id,
-                envelope.family_id,
-                date.fromisoformat(data["exited_on"]),
-            )
-        await conn.execute(
-            _FAMILY_VERSION, envelope.pilot_id, envelope.family_id, envelope.stream_version
-        )
+            await Sealer().erase(conn, subject_of(pilot_id, family_id))
+        case FamilyExited():
+            await conn.execute(_EXITED, pilot_id, family_id, event.exited_on)
+    await views.advance_family(conn, pilot_id, family_id, version)
 
 
 async def pilot_of(conn: Connection, pilot_id: str) -> PilotView | None:
     """The pilot, if spending has seen it configured."""
-    row = await conn.fetchrow(_READ_PILOT, pilot_id)
-    if row is None:
+    pilot = await views.pilot_in_force(conn, pilot_id)
+    if pilot is None:
         return None
-    config = row["config"]
     return PilotView(
-        version=row["version"],
-        categories=tuple(config["categories"]),
-        period_months=config["period_months"],
+        version=pilot.version,
+        categories=pilot.config.categories,
+        period_months=pilot.config.period_months,
     )
 
 

@@ -22,20 +22,23 @@ import pytest
 
 from deploy.stack import (
     ROOT,
-    SERVICES,
     SETUP_COMMANDS,
     Kafka,
     Postgres,
+    installed_services,
     serve_command,
     stack_variables,
 )
-from shared.cli import migrate
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 
 COMPOSE_CHECK = Path(os.environ.get("LEDGER_COMPOSE_CHECK", ROOT / ".local/tools/compose-check"))
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
-SETTINGS_VARIABLES = {f"LEDGER_{name.upper()}" for name in Settings.model_fields}
+SERVICES = installed_services()
+SETTINGS_VARIABLES = {f"LEDGER_{name.upper()}" for name in Settings.model_fields} | {
+    f"LEDGER_{name.upper()}_PORT" for name in SERVICES
+}
 
 
 def example_secrets() -> dict[str, str]:

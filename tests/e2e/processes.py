@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 
 from deploy.stack import free_port, serve_command
-from shared.cli import migrate
-from shared.settings import SERVICE_NAMES, Settings
-from tests.support import LEDGER, settings_env, wait_for
+from shared.core.settings import Settings
+from shared.web.registry import migrate
+from tests.support import LEDGER, SERVICE_NAMES, settings_env, wait_for
 
 __all__ = ["ServiceProcesses", "sample", "service_processes"]
 
@@ -31,8 +31,7 @@ class ServiceProcesses:
 
     def __init__(self, settings: Settings, logs: Path) -> None:
         self._ports: dict[str, int] = {name: free_port() for name in SERVICE_NAMES}
-        ports = {f"{name}_port": port for name, port in self._ports.items()}
-        self.settings = settings.model_copy(update={**ports, "log_format": "json"})
+        self.settings = settings.model_copy(update={"ports": self._ports, "log_format": "json"})
         self._logs = logs
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
@@ -65,7 +64,7 @@ class ServiceProcesses:
         return its name. A replica shares the service's settings but for its port."""
         instance = service if replica == 1 else f"{service}-{replica}"
         port = self._ports.setdefault(instance, free_port())
-        settings = self.settings.model_copy(update={f"{service}_port": port})
+        settings = self.settings.with_port(service, port)
         with self.log_path(instance).open("ab") as log:
             self._processes[instance] = await asyncio.create_subprocess_exec(
                 LEDGER,

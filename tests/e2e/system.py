@@ -14,7 +14,7 @@ from services.allocation.app import create_app as allocation_app
 from services.approval.app import create_app as approval_app
 from services.reporting.app import create_app as reporting_app
 from services.spending.app import create_app as spending_app
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.support import serve, wait_for
 
 Client = TestClient[web.Request, web.Application]

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from services.allocation.app import create_app
-from shared.events import Envelope
-from shared.settings import Settings
+from shared.core.events import Envelope
+from shared.core.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.support import connect_service_db, read_topic, serve, wait_for
 

@@ -9,8 +9,8 @@ from uuid import UUID
 import pytest
 
 from services.allocation.app import create_app
-from shared.cli import migrate
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 from tests.e2e.system import Client, auth
 from tests.support import connect_service_db, read_topic, run_ledger, serve
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.e2e.system import System, running_system
 from tests.support import connect_service_db, wait_for
 

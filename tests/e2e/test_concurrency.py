@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.e2e.system import System, running_system
 from tests.support import connect_service_db
 

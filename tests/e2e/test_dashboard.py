@@ -18,7 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.e2e.system import System, running_system
 from tests.support import wait_for
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import aiohttp
 
-from shared.settings import SERVICE_NAMES, Settings
+from shared.core.settings import Settings
 from tests.e2e.processes import ServiceProcesses, sample, service_processes
 from tests.e2e.system import auth
-from tests.support import reporting_caught_up, wait_for
+from tests.support import SERVICE_NAMES, reporting_caught_up, wait_for
 
 PURPOSE = "Purpose-Zebedee-Unique-7741"
 LARGE_PURPOSE = "Purpose-Orlando-Unique-9918"

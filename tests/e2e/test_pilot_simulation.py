@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.e2e.system import Client, System, running_system
 from tests.support import reporting_caught_up, wait_for
 

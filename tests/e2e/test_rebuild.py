@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from services.reporting.projections import TABLES
-from shared.service import CONSUMERS
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.web.service import CONSUMERS
 from tests.e2e.system import System, running_system
 from tests.support import connect_service_db, reporting_caught_up, run_ledger, wait_for
 

@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.events import Envelope
-from shared.settings import Settings
+from shared.core.events import Envelope
+from shared.core.settings import Settings
 from tests.e2e.system import Client, System, auth, running_system
 from tests.support import wait_for
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 
 from services.reporting.projections import CONSUMER
-from shared.kafka import SERVICE_TOPICS
-from shared.settings import Settings
+from shared.contracts import TOPICS
+from shared.core.settings import Settings
 from tests.e2e.processes import ServiceProcesses, service_processes
 from tests.e2e.system import auth
 from tests.e2e.workload import decided, held_by_family, requests_flowing, set_up_pilot
@@ -44,7 +44,7 @@ async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
 ) -> None:
     partitions = {
         f"{settings.topic(topic)}:{number}"
-        for topic in SERVICE_TOPICS.values()
+        for topic in TOPICS
         for number in range(settings.topic_partitions)
     }
     async with (
@@ -57,7 +57,7 @@ async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
         shared_out = await wait_for(lambda: assignment(services, replicas, partitions), 60)
         for held in shared_out.values():
             numbers = {name.rsplit(":", 1)[1] for name in held}
-            assert len(held) == len(SERVICE_TOPICS)  # one partition of each topic ...
+            assert len(held) == len(TOPICS)  # one partition of each topic ...
             assert len(numbers) == 1  # ... the same one: co-partitioned
         await set_up_pilot(services, http, token("admin", "wigan"), FAMILIES)
 

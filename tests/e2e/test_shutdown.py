@@ -16,11 +16,17 @@ from pathlib import Path
 
 import aiohttp
 
-from shared.settings import SERVICE_NAMES, Settings
+from shared.core.settings import Settings
 from tests.e2e.processes import service_processes
 from tests.e2e.system import auth
 from tests.e2e.workload import decided, held_by_family, requests_flowing, set_up_pilot
-from tests.support import connect_service_db, read_topic, reporting_caught_up, wait_for
+from tests.support import (
+    SERVICE_NAMES,
+    connect_service_db,
+    read_topic,
+    reporting_caught_up,
+    wait_for,
+)
 
 FAMILIES = [f"fam-{n}" for n in range(6)]
 CLIENTS = 4

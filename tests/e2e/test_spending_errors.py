@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import ServiceName, Settings
+from shared.core.settings import Settings
 from tests.e2e.system import System, auth, running_system
 from tests.support import connect_service_db
 
@@ -19,7 +19,7 @@ async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator
         yield system
 
 
-async def events(settings: Settings, service: ServiceName) -> int:
+async def events(settings: Settings, service: str) -> int:
     async with connect_service_db(settings, service) as conn:
         return int(await conn.fetchval("SELECT count(*) FROM events"))
 

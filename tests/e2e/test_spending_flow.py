@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from shared.service import CONSUMERS
-from shared.settings import ServiceName, Settings
+from shared.core.settings import Settings
+from shared.web.service import CONSUMERS
 from tests.e2e.system import System, auth, running_system
 from tests.support import connect_service_db, wait_for
 
@@ -330,7 +330,7 @@ async def test_erasure_reaches_every_service(system: System, settings: Settings)
     )
     assert rejected.status == 200
 
-    async def live_keys(service: ServiceName) -> int:
+    async def live_keys(service: str) -> int:
         async with connect_service_db(settings, service) as conn:
             return int(
                 await conn.fetchval(

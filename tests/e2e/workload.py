@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.e2e.processes import ServiceProcesses
 from tests.e2e.system import auth
 from tests.support import connect_service_db

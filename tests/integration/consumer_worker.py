@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from shared.consumer import ConsumerRunner
-from shared.db import Connection, dsn, open_pool
-from shared.events import Envelope
-from shared.metrics import Metrics
-from shared.settings import Settings
+from shared.core.consumer import ConsumerRunner
+from shared.core.db import Connection, dsn, open_pool
+from shared.core.events import Envelope
+from shared.core.metrics import Metrics
+from shared.core.settings import Settings
 
 CREATE_EFFECTS = """
 CREATE TABLE IF NOT EXISTS effects (

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import ClassVar
 from uuid import UUID, uuid4
 
-from shared.events import Actor, DomainEvent, Envelope
-from shared.eventstore import CommandContext, EventStore, PendingEvent, Stream
+from shared.core.events import Actor, DomainEvent, Envelope
+from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
 
 __all__ = ["CONTEXT", "Noted", "envelopes_for", "new_store", "utcnow"]
 

@@ -15,12 +15,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.stack import ROOT
-from shared.cli import migrate
-from shared.consumer import ConsumerRunner
-from shared.db import Connection, dsn, open_pool
-from shared.events import Envelope
-from shared.metrics import Metrics
-from shared.settings import Settings
+from shared.core.consumer import ConsumerRunner
+from shared.core.db import Connection, dsn, open_pool
+from shared.core.events import Envelope
+from shared.core.metrics import Metrics
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 from tests.integration.fixtures import envelopes_for
 from tests.support import read_topic, wait_for
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from shared.cli import migrate
-from shared.commands import CommandResult, CommandRunner, IdempotencyRequest
-from shared.db import Connection, dsn, open_pool
-from shared.errors import ConcurrencyError, IdempotencyKeyReusedError
-from shared.events import GENESIS_HASH
-from shared.eventstore import PendingEvent
-from shared.settings import Settings
+from shared.core.commands import CommandResult, CommandRunner, IdempotencyRequest
+from shared.core.db import Connection, dsn, open_pool
+from shared.core.errors import ConcurrencyError, IdempotencyKeyReusedError
+from shared.core.events import GENESIS_HASH
+from shared.core.eventstore import PendingEvent
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 from tests.integration.fixtures import CONTEXT, Noted, new_store
 
 

@@ -8,19 +8,19 @@ from collections import defaultdict
 
 import asyncpg
 
-from shared.cli import migrate
-from shared.commands import CommandResult, CommandRunner
-from shared.db import Connection, dsn, open_pool
-from shared.eventstore import PendingEvent
-from shared.kafka import SERVICE_TOPICS
-from shared.metrics import Metrics
-from shared.outbox import OutboxRelay
-from shared.settings import Settings
+from shared.contracts import allocation
+from shared.core.commands import CommandResult, CommandRunner
+from shared.core.db import Connection, dsn, open_pool
+from shared.core.eventstore import PendingEvent
+from shared.core.metrics import Metrics
+from shared.core.outbox import OutboxRelay
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 from tests.conftest import Infrastructure
 from tests.integration.fixtures import CONTEXT, Noted, new_store, utcnow
 from tests.support import read_topic, wait_for
 
-TOPIC = SERVICE_TOPICS["allocation"]
+TOPIC = allocation.TOPIC
 
 
 def relay_for(settings: Settings, metrics: Metrics | None = None) -> OutboxRelay:

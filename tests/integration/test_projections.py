@@ -12,15 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.allocation import families as allocation
-from services.approval import decisions
 from services.reporting import projections
-from services.spending import requests as spending
-from shared.cli import migrate
-from shared.db import dsn, open_pool
-from shared.events import DomainEvent, Envelope
-from shared.eventstore import EventStore, PendingEvent, Stream
-from shared.settings import Settings
+from shared.contracts import allocation, spending
+from shared.contracts import approval as decisions
+from shared.core.db import dsn, open_pool
+from shared.core.events import DomainEvent, Envelope
+from shared.core.eventstore import EventStore, PendingEvent, Stream
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 from tests.integration.fixtures import CONTEXT, utcnow
 
 PERIOD: dict[str, Any] = {"period_start": date(2026, 1, 1), "period_end": date(2026, 12, 31)}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.reporting.dashboard import Bar, charts, render
 from services.reporting.uptake import compute, gather, suppress
-from shared.events import Envelope
+from shared.core.events import Envelope
 from tests.unit.test_uptake import event, history
 
 

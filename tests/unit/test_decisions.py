@@ -8,8 +8,10 @@ from uuid import UUID
 import pytest
 
 from services.approval import decisions
-from shared.errors import ConflictError, ForbiddenError, UnprocessableError
-from shared.events import DomainEvent
+from shared.contracts import approval as contract
+from shared.contracts.allocation import ApprovalTier
+from shared.core.errors import ConflictError, ForbiddenError, UnprocessableError
+from shared.core.events import DomainEvent
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 FACTS = decisions.RequestFacts(
@@ -23,7 +25,7 @@ FACTS = decisions.RequestFacts(
     period_end=date(2026, 12, 31),
 )
 HILLINGDON = decisions.Policy(
-    version=3, tiers=(decisions.Tier(up_to_pence=100_000, approver="auto"),)
+    version=3, tiers=(ApprovalTier(up_to_pence=100_000, approver="auto"),)
 )
 DARLINGTON = decisions.Policy(version=1, tiers=())
 
@@ -87,7 +89,7 @@ def test_the_first_tier_that_fits_decides(
 ) -> None:
     """A <= up_to_pence picks the tier; above the last, a manager."""
     policy = decisions.Policy(
-        version=1, tiers=tuple(decisions.Tier(up_to_pence=u, approver=a) for u, a in tiers)
+        version=1, tiers=tuple(ApprovalTier(up_to_pence=u, approver=a) for u, a in tiers)
     )
     assert decisions.approver_for(policy, amount) == approver
 
@@ -95,7 +97,7 @@ def test_the_first_tier_that_fits_decides(
 def test_auto_tier_and_affordable_is_approved_with_a_hold() -> None:
     """Within the worker's authority and affordable: approved at once, for the full amount."""
     [event] = automatically(HILLINGDON, available=20_000)
-    assert isinstance(event, decisions.RequestApproved)
+    assert isinstance(event, contract.RequestApproved)
     assert (event.approved_pence, event.rule, event.decided_by, event.policy_version) == (
         20_000,
         "auto_tier",
@@ -110,14 +112,14 @@ def test_unaffordable_is_rejected_whatever_the_tier() -> None:
     """More than is available: rejected for insufficient funds, with what was available."""
     for policy in (HILLINGDON, DARLINGTON):
         [event] = automatically(policy, available=19_999)
-        assert isinstance(event, decisions.RequestRejected)
+        assert isinstance(event, contract.RequestRejected)
         assert (event.reason_code, event.available_pence) == ("insufficient_funds", 19_999)
 
 
 def test_affordable_above_the_auto_tier_is_referred_to_the_team() -> None:
     """A manager of the family's team decides."""
     [event] = automatically(DARLINGTON, available=50_000)
-    assert isinstance(event, decisions.RequestReferred)
+    assert isinstance(event, contract.RequestReferred)
     assert event.team == "t-1"
 
 
@@ -141,10 +143,10 @@ def test_managers_decide_referred_requests_of_their_team_only() -> None:
     [referred] = automatically(DARLINGTON, available=50_000)
     state = given(referred)
     [approved] = by_manager(state)
-    assert isinstance(approved, decisions.RequestApproved)
+    assert isinstance(approved, contract.RequestApproved)
     assert (approved.rule, approved.decided_by) == ("manager", "m-1")
     [rejected] = by_manager(state, approve=False)
-    assert isinstance(rejected, decisions.RequestRejected)
+    assert isinstance(rejected, contract.RequestRejected)
     assert rejected.reason_code == "manager"
     with pytest.raises(ForbiddenError) as other_team:
         by_manager(state, team="t-9")
@@ -167,7 +169,7 @@ def test_closing_or_withdrawing_releases_what_was_not_bought() -> None:
     [approved] = automatically(HILLINGDON, available=50_000)
     release = decisions.ReleaseHold(request=FACTS, purchased_pence=5_000, cause="closed")
     [released] = decisions.decide(given(approved), release)
-    assert isinstance(released, decisions.HoldReleased)
+    assert isinstance(released, contract.HoldReleased)
     assert released.released_pence == 15_000
     assert decisions.decide(given(approved, released), release) == []
     [referred] = automatically(DARLINGTON, available=50_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from shared.events import GENESIS_HASH, DomainEvent, EventRegistry, canonical_json
+from shared.core.events import GENESIS_HASH, DomainEvent, EventRegistry, canonical_json
 from tests.integration.fixtures import envelopes_for
 
 

@@ -10,16 +10,21 @@ from hypothesis import given as hypothesis_given
 from hypothesis import strategies as st
 
 from services.allocation import families
-from services.allocation.pilots import PilotConfig
-from shared.errors import ConflictError, NotFoundError, PolicyViolationError, UnprocessableError
-from shared.events import DomainEvent
-from shared.periods import period_containing
+from shared.contracts import allocation as contract
+from shared.contracts.periods import period_containing
+from shared.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PolicyViolationError,
+    UnprocessableError,
+)
+from shared.core.events import DomainEvent
 
-CONFIG = PilotConfig(
+CONFIG = contract.PilotConfig(
     name="Wigan", period_months=12, family_cap_pence=400_000, categories=("other",)
 )
 ID = UUID(int=1)
-ENROLLED = families.FamilyEnrolled(
+ENROLLED = contract.FamilyEnrolled(
     family_id="f",
     team="t",
     worker="w",
@@ -54,8 +59,8 @@ def allocate(
 
 def allocated(
     amount: int, total: int, start: date = date(2026, 4, 1), end: date = date(2027, 3, 31)
-) -> families.BudgetAllocated:
-    return families.BudgetAllocated(
+) -> contract.BudgetAllocated:
+    return contract.BudgetAllocated(
         allocation_id=ID,
         amount_pence=amount,
         period_start=start,
@@ -125,7 +130,7 @@ def test_adjustment_cannot_go_below_committed_and_spent() -> None:
         )
 
     events = families.decide(state, adjust(-100_000, 200_000))
-    assert isinstance(events[0], families.BudgetAdjusted)
+    assert isinstance(events[0], contract.BudgetAdjusted)
     assert events[0].period_allocated_pence == 200_000
     with pytest.raises(PolicyViolationError):
         families.decide(state, adjust(-100_001, 200_000))
@@ -144,7 +149,7 @@ def test_exit_records_the_balance_and_stops_allocations() -> None:
         spend={date(2026, 4, 1): families.Spend(committed_pence=10_000, spent_pence=50_000)},
     )
     [event] = families.decide(state, exit_)
-    assert isinstance(event, families.FamilyExited)
+    assert isinstance(event, contract.FamilyExited)
     assert event.available_pence == 240_000
     state = families.evolve(state, event)
     with pytest.raises(UnprocessableError):
@@ -160,7 +165,7 @@ def test_control_families_get_no_budget_but_outcomes() -> None:
         families.decide(state, allocate(1))
     outcome = families.RecordOutcome(outcome="entered_care", occurred_on=date(2026, 8, 1))
     assert families.decide(state, outcome) == [
-        families.OutcomeRecorded(outcome="entered_care", occurred_on=date(2026, 8, 1))
+        contract.OutcomeRecorded(outcome="entered_care", occurred_on=date(2026, 8, 1))
     ]
 
 

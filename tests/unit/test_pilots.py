@@ -8,14 +8,15 @@ import pytest
 from pydantic import ValidationError
 
 from services.allocation import pilots
-from shared.errors import NotFoundError
-from shared.events import DomainEvent
+from shared.contracts import allocation as contract
+from shared.core.errors import NotFoundError
+from shared.core.events import DomainEvent
 
-CONFIG = pilots.PilotConfig(
+CONFIG = contract.PilotConfig(
     name="Darlington",
     period_months=12,
     family_cap_pence=1_000_000,
-    allocation=pilots.Randomised(mode="randomised", treatment_ratio=0.5, seed="d"),
+    allocation=contract.Randomised(mode="randomised", treatment_ratio=0.5, seed="d"),
     categories=("practical", "other"),
 )
 
@@ -27,59 +28,56 @@ def given(*events: DomainEvent) -> pilots.PilotState:
     return state
 
 
-def configured(version: int = 1, config: pilots.PilotConfig = CONFIG) -> pilots.PilotConfigured:
-    return pilots.PilotConfigured(pilot_id="d", version=version, config=config)
+def configured(version: int = 1, config: contract.PilotConfig = CONFIG) -> contract.PilotConfigured:
+    return contract.PilotConfigured(pilot_id="d", version=version, config=config)
 
 
 def test_first_configuration_is_version_one() -> None:
     """A new pilot gets version 1."""
-    events = pilots.decide_configure(given(), pilots.ConfigurePilot(pilot_id="d", config=CONFIG))
+    events = pilots.decide(given(), pilots.ConfigurePilot(pilot_id="d", config=CONFIG))
     assert events == [configured()]
 
 
 def test_unchanged_configuration_records_nothing() -> None:
     """Putting the same configuration again is not a new version."""
     assert (
-        pilots.decide_configure(
-            given(configured()), pilots.ConfigurePilot(pilot_id="d", config=CONFIG)
-        )
-        == []
+        pilots.decide(given(configured()), pilots.ConfigurePilot(pilot_id="d", config=CONFIG)) == []
     )
 
 
 def test_changed_configuration_is_a_new_version() -> None:
     """A change makes version n+1."""
-    changed = CONFIG.model_copy(update={"allocation": pilots.EveryoneTreated()})
-    events = pilots.decide_configure(
-        given(configured()), pilots.ConfigurePilot(pilot_id="d", config=changed)
-    )
+    changed = CONFIG.model_copy(update={"allocation": contract.EveryoneTreated()})
+    events = pilots.decide(given(configured()), pilots.ConfigurePilot(pilot_id="d", config=changed))
     assert events == [configured(2, changed)]
 
 
 def test_randomisation_counts_within_stratum() -> None:
     """The register numbers each stratum's families from 0, in enrolment order."""
     state = given(configured())
-    first = pilots.decide_randomise(
+    first = pilots.decide(
         state, pilots.RandomiseFamily(family_id="a", stratum="0-4", enrolled_on=date(2026, 1, 1))
     )
     state = pilots.evolve(state, first[0])
-    second = pilots.decide_randomise(
+    second = pilots.decide(
         state, pilots.RandomiseFamily(family_id="b", stratum="0-4", enrolled_on=date(2026, 1, 1))
     )
-    other = pilots.decide_randomise(
+    other = pilots.decide(
         state, pilots.RandomiseFamily(family_id="c", stratum="5-9", enrolled_on=date(2026, 1, 1))
     )
-    assert (first[0].sequence, second[0].sequence, other[0].sequence) == (0, 1, 0)
-    assert first[0].pilot_version == 1
+    randomised = [events[0] for events in (first, second, other)]
+    assert all(isinstance(event, contract.FamilyRandomised) for event in randomised)
+    assert [getattr(event, "sequence", None) for event in randomised] == [0, 1, 0]
+    assert getattr(first[0], "pilot_version", None) == 1
 
 
 def test_no_randomisation_when_everyone_is_treated() -> None:
     """A pilot in mode all records no register event."""
     state = given(
-        configured(config=CONFIG.model_copy(update={"allocation": pilots.EveryoneTreated()}))
+        configured(config=CONFIG.model_copy(update={"allocation": contract.EveryoneTreated()}))
     )
     assert (
-        pilots.decide_randomise(
+        pilots.decide(
             state, pilots.RandomiseFamily(family_id="a", stratum="_", enrolled_on=date(2026, 1, 1))
         )
         == []
@@ -89,7 +87,7 @@ def test_no_randomisation_when_everyone_is_treated() -> None:
 def test_unknown_pilot_cannot_randomise() -> None:
     """No configuration, no enrolment."""
     with pytest.raises(NotFoundError):
-        pilots.decide_randomise(
+        pilots.decide(
             given(),
             pilots.RandomiseFamily(family_id="a", stratum="_", enrolled_on=date(2026, 1, 1)),
         )
@@ -113,4 +111,4 @@ def test_unknown_pilot_cannot_randomise() -> None:
 def test_invalid_configurations_are_refused(change: dict[str, object]) -> None:
     """Caps positive, periods at least a month, categories present and distinct, tiers ascending."""
     with pytest.raises(ValidationError):
-        pilots.PilotConfig.model_validate({**CONFIG.model_dump(), **change})
+        contract.PilotConfig.model_validate({**CONFIG.model_dump(), **change})

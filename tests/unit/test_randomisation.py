@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.allocation.randomisation import arm_for, block_of, ratio_fraction
+from services.allocation.randomisation import arm_for, block_of
+from shared.contracts.allocation import ratio_fraction
 
 RATIOS = st.sampled_from([0.5, 0.25, 0.75, 1 / 3, 2 / 3, 0.2, 0.4, 0.1])
 SEEDS = st.text(min_size=1, max_size=30)

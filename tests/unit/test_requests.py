@@ -8,10 +8,11 @@ from uuid import UUID
 import pytest
 
 from services.spending import requests
-from shared.errors import ConflictError, NotFoundError, UnprocessableError
-from shared.events import DomainEvent
+from shared.contracts import spending as contract
+from shared.core.errors import ConflictError, NotFoundError, UnprocessableError
+from shared.core.events import DomainEvent
 
-REQUEST = requests.SpendRequested(
+REQUEST = contract.SpendRequested(
     request_id=UUID(int=1),
     family_id="f",
     team="t",
@@ -51,9 +52,9 @@ def purchase(
     )
 
 
-def bought(amount: int, purchase_id: UUID = P1) -> requests.PurchaseRecorded:
+def bought(amount: int, purchase_id: UUID = P1) -> contract.PurchaseRecorded:
     [event] = requests.decide(given(REQUEST), purchase(amount, purchase_id))
-    assert isinstance(event, requests.PurchaseRecorded)
+    assert isinstance(event, contract.PurchaseRecorded)
     return event
 
 
@@ -96,7 +97,7 @@ def test_refunds_stay_within_their_purchase() -> None:
             refund_id=UUID(int=21), purchase_id=P1, amount_pence=4_000, reason="r"
         ),
     )
-    assert isinstance(refund, requests.PurchaseRefunded)
+    assert isinstance(refund, contract.PurchaseRefunded)
     assert refund.period_start == REQUEST.period_start
     with pytest.raises(UnprocessableError):
         requests.decide(
@@ -134,7 +135,7 @@ def test_closing_records_what_was_bought_and_ends_the_request() -> None:
     """Closed: no purchase, no second close; a request never approved cannot be closed."""
     state = given(REQUEST, bought(3_000))
     [closed] = requests.decide(state, requests.CloseRequest(decision=APPROVED))
-    assert isinstance(closed, requests.RequestClosed)
+    assert isinstance(closed, contract.RequestClosed)
     assert closed.purchased_pence == 3_000
     state = requests.evolve(state, closed)
     assert requests.status_of(state, APPROVED) == "closed"

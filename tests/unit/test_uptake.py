@@ -5,17 +5,101 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from services.reporting.uptake import compute, gather, suppress
-from shared.events import Envelope
+from shared.contracts import PUBLISHED
+from shared.core.events import Envelope
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
 _ids = count(1)
+_PERIOD = {"period_start": "2026-01-01", "period_end": "2026-12-31"}
+_DECISION = {
+    "family_id": "f",
+    "amount_pence": 1_000,
+    "policy_version": 1,
+    "requested_at": START.isoformat(),
+    "decided_at": START.isoformat(),
+    "decided_by": "policy",
+    **_PERIOD,
+}
+# What each event says besides what a test names: every field its contract requires.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "family.enrolled": {
+        "family_id": "f",
+        "team": "t",
+        "worker": "w",
+        "enrolled_on": "2026-01-01",
+        "stratum": None,
+        "arm": "treatment",
+        "pilot_version": 1,
+    },
+    "family.budget_allocated": {
+        "allocation_id": "a",
+        "amount_pence": 1,
+        "note": None,
+        "pilot_version": 1,
+        **_PERIOD,
+    },
+    "family.budget_adjusted": {"adjustment_id": "a", "delta_pence": 1, "reason": "r", **_PERIOD},
+    "family.budget_disclosed": {
+        "disclosed_on": "2026-01-02",
+        "amount_disclosed_pence": None,
+        "method": "in_person",
+    },
+    "family.outcome_recorded": {"occurred_on": "2026-06-01"},
+    "spend_request.requested": {
+        "family_id": "f",
+        "team": "t",
+        "amount_pence": 1_000,
+        "category": "practical",
+        "purpose": "p",
+        "requested_by": "w",
+        "needed_by": None,
+        "pilot_version": 1,
+        "allocation_version": 1,
+        **_PERIOD,
+    },
+    "decision.referred": {"team": "t", **_DECISION},
+    "decision.approved": {"approved_pence": 1_000, "rule": "auto_tier", **_DECISION},
+    "decision.rejected": {"reason_code": "manager", **_DECISION},
+    "purchase.recorded": {
+        "purchase_id": "b",
+        "request_id": "r",
+        "method": "card",
+        "vendor": None,
+        "receipt_ref": None,
+        **_PERIOD,
+    },
+    "purchase.refunded": {
+        "refund_id": "c",
+        "purchase_id": "b",
+        "request_id": "r",
+        "reason": "r",
+        **_PERIOD,
+    },
+}
 
 
-def event(kind: str, family: str, version: int = 1, hours: float = 0, **data: Any) -> Envelope:
+def _id(key: str, value: Any, family: str) -> Any:
+    """The event's family, and a short test id ("r1") as the UUID it stands for."""
+    if key == "family_id":
+        return family
+    if not key.endswith("_id"):
+        return value
+    try:
+        UUID(str(value))
+    except ValueError:
+        return str(uuid5(NAMESPACE_URL, str(value)))
+    return value
+
+
+def event(kind: str, family: str, version: int = 1, hours: float = 0, **given: Any) -> Envelope:
+    """An envelope whose data is a whole event of its contract: the defaults, then ``given``."""
     moment = START + timedelta(hours=hours)
-    return Envelope.model_validate(
+    data = {**_DEFAULTS[kind], **given}
+    data = {key: _id(key, value, family) for key, value in data.items()}
+    envelope = Envelope.model_validate(
         {
             "id": f"00000000-0000-0000-0000-{next(_ids):012d}",
             "type": kind,
@@ -36,6 +120,8 @@ def event(kind: str, family: str, version: int = 1, hours: float = 0, **data: An
             "hash": "0",
         }
     )
+    PUBLISHED.decode(envelope)  # a test's own event must be one a producer could publish
+    return envelope
 
 
 def history() -> list[Envelope]:

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from shared.db import Connection
-from shared.errors import LedgerError
+from shared.core.db import Connection
+from shared.core.errors import LedgerError
 
 __all__ = ["NotYetConsistentError", "wait_for_view"]
 

@@ -16,13 +16,11 @@ from typing import Any
 
 import asyncpg
 
-from shared.auth import Principal
-from shared.db import Connection
-from shared.errors import ConcurrencyError, IdempotencyKeyReusedError
-from shared.events import canonical_json
-from shared.eventstore import CommandContext
+from shared.core.db import Connection
+from shared.core.errors import ConcurrencyError, IdempotencyKeyReusedError
+from shared.core.events import canonical_json
 
-__all__ = ["Caller", "CommandResult", "CommandRunner", "IdempotencyRequest", "fingerprint"]
+__all__ = ["CommandResult", "CommandRunner", "IdempotencyRequest", "fingerprint"]
 
 _CLAIM = """
 INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
@@ -48,15 +46,6 @@ class IdempotencyRequest:
     scope: str
     key: str
     fingerprint: str
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sends a command: their verified token, the event metadata, their idempotency key."""
-
-    principal: Principal
-    context: CommandContext
-    idempotency: IdempotencyRequest | None
 
 
 def fingerprint(method: str, path: str, body: object) -> str:

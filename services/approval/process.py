@@ -1,16 +1,25 @@
-"""Approval's views: pilots' policies, families, and requests as approval sees them."""
+"""Approval's process state: pilots' policies, families, and each request's progress.
+
+Not a view: the consumer records what approval has learnt from allocation and spending,
+and approval's own commands (decisions, releases) move each request through ``waiting``,
+``referred``, ``approved``, ``rejected``, ``withdrawn`` and ``closed`` here, in the
+transactions that record them. The family's stream version is the shared view
+(:mod:`shared.contracts.views`).
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from services.approval.decisions import Policy, RequestFacts, Tier
-from shared.db import Connection
-from shared.events import Envelope
+from services.approval.decisions import Policy, RequestFacts
+from shared.contracts import views
+from shared.contracts.allocation import FamilyEnrolled, PilotConfig, PilotConfigured
+from shared.contracts.spending import SpendRequested
+from shared.core.db import Connection
+from shared.core.events import DomainEvent, Envelope
 
 __all__ = [
     "family_version",
@@ -34,10 +43,6 @@ _READ_POLICY = "SELECT version, config FROM policy_view WHERE pilot_id = $1 AND 
 _ENROLLED = """
 INSERT INTO family_view (pilot_id, family_id, team, stream_version) VALUES ($1, $2, $3, $4)
 ON CONFLICT DO NOTHING
-"""
-_FAMILY_VERSION = """
-UPDATE family_view SET stream_version = GREATEST(stream_version, $3)
-WHERE pilot_id = $1 AND family_id = $2
 """
 _READ_FAMILY_VERSION = (
     "SELECT stream_version FROM family_view WHERE pilot_id = $1 AND family_id = $2"
@@ -69,11 +74,9 @@ ORDER BY requested_at, request_id
 """
 
 
-async def record_policy(conn: Connection, envelope: Envelope) -> None:
+async def record_policy(conn: Connection, pilot_id: str, event: PilotConfigured) -> None:
     """A pilot configuration version, kept for the requests it will judge."""
-    await conn.execute(
-        _POLICY, envelope.pilot_id, envelope.data["version"], envelope.data["config"]
-    )
+    await conn.execute(_POLICY, pilot_id, event.version, event.config.model_dump(mode="json"))
 
 
 async def policy(conn: Connection, pilot_id: str, version: int) -> Policy | None:
@@ -81,24 +84,17 @@ async def policy(conn: Connection, pilot_id: str, version: int) -> Policy | None
     row = await conn.fetchrow(_READ_POLICY, pilot_id, version)
     if row is None:
         return None
-    tiers = tuple(Tier.model_validate(tier) for tier in row["config"].get("approval_tiers", ()))
-    return Policy(version=row["version"], tiers=tiers)
+    config = PilotConfig.model_validate(row["config"])
+    return Policy(version=row["version"], tiers=config.approval_tiers)
 
 
-async def record_family(conn: Connection, envelope: Envelope) -> None:
-    """A family's team and how far approval has read its allocation stream."""
-    assert envelope.family_id is not None
-    if envelope.type == "family.enrolled":
-        await conn.execute(
-            _ENROLLED,
-            envelope.pilot_id,
-            envelope.family_id,
-            envelope.data["team"],
-            envelope.stream_version,
-        )
-    await conn.execute(
-        _FAMILY_VERSION, envelope.pilot_id, envelope.family_id, envelope.stream_version
-    )
+async def record_family(
+    conn: Connection, pilot_id: str, family_id: str, event: DomainEvent | None, version: int
+) -> None:
+    """A family's team (on enrolment) and how far approval has read its allocation stream."""
+    if isinstance(event, FamilyEnrolled):
+        await conn.execute(_ENROLLED, pilot_id, family_id, event.team, version)
+    await views.advance_family(conn, pilot_id, family_id, version)
 
 
 async def family_version(conn: Connection, pilot_id: str, family_id: str) -> int:
@@ -106,23 +102,22 @@ async def family_version(conn: Connection, pilot_id: str, family_id: str) -> int
     return int(await conn.fetchval(_READ_FAMILY_VERSION, pilot_id, family_id) or 0)
 
 
-async def record_request(conn: Connection, envelope: Envelope) -> None:
+async def record_request(conn: Connection, envelope: Envelope, event: SpendRequested) -> None:
     """A spend request, waiting for approval's decision."""
-    data: dict[str, Any] = envelope.data
     await conn.execute(
         _REQUEST,
-        UUID(data["request_id"]),
+        event.request_id,
         envelope.pilot_id,
-        envelope.family_id,
-        data["team"],
-        data["amount_pence"],
-        data["category"],
-        data["requested_by"],
-        data["family_involved"],
-        data["pilot_version"],
-        data["allocation_version"],
-        date.fromisoformat(data["period_start"]),
-        date.fromisoformat(data["period_end"]),
+        event.family_id,
+        event.team,
+        event.amount_pence,
+        event.category,
+        event.requested_by,
+        event.family_involved,
+        event.pilot_version,
+        event.allocation_version,
+        event.period_start,
+        event.period_end,
         envelope.occurred_at,
     )
 

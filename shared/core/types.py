@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, Field, StringConstraints
 
-from shared.events import Frozen
+from shared.core.events import Frozen
 
 __all__ = ["MAX_PENCE", "CommandBody", "Identifier", "IsoDate", "Pence", "SignedPence", "Text"]
 

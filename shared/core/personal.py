@@ -15,7 +15,7 @@ import uuid
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.db import Connection
+from shared.core.db import Connection
 
 __all__ = ["ERASED", "Sealer", "is_sealed", "subject_of"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 from datetime import date, timedelta
 
-from shared.events import Frozen
+from shared.core.events import Frozen
 
 __all__ = ["Period", "add_months", "period_containing"]
 

@@ -15,9 +15,9 @@ from itertools import groupby
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.db import Connection
-from shared.events import GENESIS_HASH, Envelope
-from shared.kafka import partitions_of
+from shared.core.db import Connection
+from shared.core.events import GENESIS_HASH, Envelope
+from shared.core.kafka import partitions_of
 
 __all__ = [
     "Problem",

@@ -15,26 +15,31 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from shared.auth import Principal, decode_token, require_pilot, require_role
-from shared.commands import Caller, CommandResult, IdempotencyRequest, fingerprint
-from shared.errors import LedgerError
-from shared.events import Actor
-from shared.eventstore import CommandContext
-from shared.metrics import Metrics
+from shared.core.commands import CommandResult, IdempotencyRequest, fingerprint
+from shared.core.errors import LedgerError, NotFoundError
+from shared.core.events import Actor
+from shared.core.eventstore import CommandContext
+from shared.core.metrics import Metrics
+from shared.core.types import CommandBody
+from shared.web.auth import Principal, decode_token, require_pilot, require_role
 
 __all__ = [
     "JWT_SECRET",
     "MAX_BODY_BYTES",
     "METRICS",
+    "Caller",
     "Handler",
+    "PathParams",
     "Route",
     "caller_of",
     "command_response",
+    "command_route",
     "idempotency_of",
     "json_response",
     "middlewares",
@@ -55,6 +60,43 @@ _KEY_CHARS = frozenset(chr(code) for code in range(0x21, 0x7F))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
+AppT = TypeVar("AppT")
+# What a path parameter that is not a UUID is reported as not finding.
+_UUID_NOUNS = {"request_id": "spend request", "purchase_id": "purchase"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a command: their verified token, the event metadata, their idempotency key."""
+
+    principal: Principal
+    context: CommandContext
+    idempotency: IdempotencyRequest | None
+
+
+class PathParams:
+    """A request's path parameters, read the same way by every route."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._match = request.match_info
+
+    @property
+    def pilot_id(self) -> str:
+        """The pilot the path names (the guard has checked the token is for it)."""
+        return self._match["pilot_id"]
+
+    @property
+    def family_id(self) -> str:
+        """The family the path names."""
+        return self._match["family_id"]
+
+    def uuid(self, name: str) -> UUID:
+        """A UUID the path names; one that is not a UUID names nothing (404)."""
+        try:
+            return UUID(self._match[name])
+        except ValueError as error:
+            noun = _UUID_NOUNS.get(name, name.removesuffix("_id"))
+            raise NotFoundError(f"no such {noun}") from error
 
 
 @dataclass(frozen=True)
@@ -158,6 +200,43 @@ def caller_of(request: web.Request, occurred_at: datetime | None = None) -> Call
             occurred_at=occurred_at,
         ),
         idempotency=idempotency_of(request),
+    )
+
+
+def command_route(
+    method: str,
+    path: str,
+    summary: str,
+    roles: frozenset[str],
+    *,
+    app: web.AppKey[AppT],
+    body: type[ModelT],
+    run: Callable[[AppT, Caller, PathParams, ModelT], Awaitable[CommandResult]],
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    description: str = "",
+    tags: tuple[str, ...] = (),
+) -> Route:
+    """A command as an endpoint: parse the body, authorise, run it on the service, answer."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        parsed = await parse_body(request, body)
+        occurred_at = parsed.occurred_at if isinstance(parsed, CommandBody) else None
+        caller = caller_of(request, occurred_at)
+        result = await run(request.app[app], caller, PathParams(request), parsed)
+        return command_response(request, result)
+
+    return Route(
+        method,
+        path,
+        handler,
+        summary,
+        roles,
+        body=body,
+        response=response,
+        status=status,
+        description=description,
+        tags=tags,
     )
 
 

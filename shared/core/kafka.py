@@ -1,39 +1,28 @@
-"""Kafka clients configured as a ledger needs them, and the ledger's topics."""
+"""Kafka clients configured as a ledger needs them, topic creation, and partition bounds."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 __all__ = [
     "DEADLETTER_TOPIC",
-    "SERVICE_TOPICS",
     "ensure_topics",
-    "ledger_topics",
     "new_consumer",
     "new_producer",
     "partitions_of",
     "topic_bounds",
 ]
 
-SERVICE_TOPICS = {
-    "allocation": "ledger.allocation",
-    "spending": "ledger.spending",
-    "approval": "ledger.approval",
-}
 DEADLETTER_TOPIC = "ledger.deadletter"
-
-
-def ledger_topics(settings: Settings) -> tuple[str, ...]:
-    """Every topic the ledger uses, with the configured prefix."""
-    return tuple(settings.topic(name) for name in (*SERVICE_TOPICS.values(), DEADLETTER_TOPIC))
 
 
 def new_producer(
@@ -74,13 +63,13 @@ def new_consumer(bootstrap: str, group_id: str | None, client_id: str) -> AIOKaf
     )
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the ledger's topics where missing; return the names created."""
+async def ensure_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
+    """Create the topics (unprefixed names) where missing; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-        wanted = [name for name in ledger_topics(settings) if name not in existing]
+        wanted = [name for name in map(settings.topic, topics) if name not in existing]
         if wanted:
             # Another process may create them between our listing and our request.
             with contextlib.suppress(TopicAlreadyExistsError):

@@ -8,7 +8,7 @@ from importlib import resources
 import asyncpg
 import structlog
 
-from shared.db import Connection
+from shared.core.db import Connection
 
 __all__ = ["Migration", "apply_migrations", "ensure_database", "migrations_of"]
 
@@ -33,14 +33,20 @@ class Migration:
     sql: str
 
 
-def migrations_of(package: str) -> tuple[Migration, ...]:
-    """The migrations shipped in ``<package>.migrations``, in file-name order."""
+def migrations_of(package: str, label: str | None = None) -> tuple[Migration, ...]:
+    """The migrations shipped in ``<package>/migrations``, in file-name order.
+
+    Each is recorded as ``<label>/<file>`` (the package by default): a name, once applied
+    to a database, must never change.
+    """
     folder = resources.files(package).joinpath("migrations")
     files = sorted(
         (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
     )
-    return tuple(Migration(f"{package}/{entry.name}", entry.read_text()) for entry in files)
+    return tuple(
+        Migration(f"{label or package}/{entry.name}", entry.read_text()) for entry in files
+    )
 
 
 async def ensure_database(admin_dsn: str, database: str) -> bool:

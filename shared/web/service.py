@@ -1,8 +1,9 @@
 """Assembling a service: pool, event store, outbox relay, consumers, health and OpenAPI.
 
-Each service's ``app.py`` calls :func:`build_service_app` with its routes and a ``setup``
-function that builds its application object from the :class:`ServiceCore` and names the
-consumers it runs. Resources open in a ``cleanup_ctx`` and close in reverse order.
+Each service's ``app.py`` calls :func:`build_service_app` with its definition (see
+:mod:`shared.web.registry`), its routes and a ``setup`` function that builds its
+application object from the :class:`ServiceCore` and names the consumers it runs.
+Resources open in a ``cleanup_ctx`` and close in reverse order.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.commands import CommandRunner
-from shared.consumer import ConsumerRunner, EventHandler
-from shared.db import dsn, open_pool
-from shared.eventstore import EventStore
-from shared.http import JWT_SECRET, MAX_BODY_BYTES, METRICS, Route, json_response, middlewares
-from shared.kafka import DEADLETTER_TOPIC, SERVICE_TOPICS
-from shared.metrics import Metrics
-from shared.migrations import apply_migrations, migrations_of
-from shared.openapi import openapi_document
-from shared.outbox import OutboxRelay
-from shared.settings import ServiceName, Settings
+from shared.core.aggregates import Aggregates
+from shared.core.commands import CommandRunner
+from shared.core.consumer import ConsumerRunner, EventHandler
+from shared.core.db import dsn, open_pool
+from shared.core.eventstore import EventStore
+from shared.core.kafka import DEADLETTER_TOPIC
+from shared.core.metrics import Metrics
+from shared.core.outbox import OutboxRelay
+from shared.core.schema import apply_migrations
+from shared.core.settings import Settings
+from shared.web.http import JWT_SECRET, MAX_BODY_BYTES, METRICS, Route, json_response, middlewares
+from shared.web.openapi import openapi_document
+from shared.web.registry import ServiceDefinition
 
 __all__ = [
     "CONSUMERS",
@@ -54,10 +57,11 @@ def utcnow() -> datetime:
 class ServiceCore:
     """What a service's application is built from."""
 
-    service: ServiceName
+    service: str
     settings: Settings
     pool: asyncpg.Pool[asyncpg.Record]
     store: EventStore
+    aggregates: Aggregates
     commands: CommandRunner
     metrics: Metrics
     clock: Callable[[], datetime]
@@ -104,9 +108,9 @@ Setup = Callable[[web.Application, ServiceCore], Sequence[ConsumerSpec]]
 
 
 def build_service_app(
-    *,
-    service: ServiceName,
+    definition: ServiceDefinition,
     settings: Settings,
+    *,
     routes: Sequence[Route],
     description: str,
     setup: Setup,
@@ -119,6 +123,7 @@ def build_service_app(
         raise ValueError("LEDGER_JWT_SECRET must be set")
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
     app[JWT_SECRET] = secret
+    service = definition.name
     app[METRICS] = Metrics(service)
     app[READINESS] = Readiness()
     all_routes = [*routes, *_operational_routes()]
@@ -137,7 +142,7 @@ def build_service_app(
         app.router.add_route(route.method, route.path, handler)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_service(app, service, settings, setup, clock, ids):
+        async for _ in _run_service(app, definition, settings, setup, clock, ids):
             yield
 
     async def drain(app: web.Application) -> None:
@@ -150,7 +155,7 @@ def build_service_app(
 
 async def _run_service(
     app: web.Application,
-    service: ServiceName,
+    definition: ServiceDefinition,
     settings: Settings,
     setup: Setup,
     clock: Callable[[], datetime],
@@ -159,16 +164,25 @@ async def _run_service(
     """Open the pool, migrate, start relay and consumers; on the way out, stop them in reverse."""
     log = structlog.get_logger()
     metrics, readiness = app[METRICS], app[READINESS]
+    service = definition.name
     database_dsn = dsn(settings, settings.database_of(service))
     async with open_pool(
         database_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
     ) as pool:
         async with pool.acquire() as conn:
-            await apply_migrations(
-                conn, migrations_of("shared") + migrations_of(f"services.{service}")
-            )
+            await apply_migrations(conn, definition.all_migrations())
         store = EventStore(f"ledger/{service}", clock, ids, metrics)
-        core = ServiceCore(service, settings, pool, store, CommandRunner(pool), metrics, clock, ids)
+        core = ServiceCore(
+            service,
+            settings,
+            pool,
+            store,
+            Aggregates(store),
+            CommandRunner(pool),
+            metrics,
+            clock,
+            ids,
+        )
         app[CORE] = core
         specs = setup(app, core)
 
@@ -177,7 +191,7 @@ async def _run_service(
                 return bool(await conn.fetchval("SELECT 1"))
 
         readiness.add("database", database)
-        relay = _relay(service, settings, database_dsn, metrics, clock)
+        relay = _relay(definition, settings, database_dsn, metrics, clock)
         if relay is not None:
             readiness.add("relay", _relay_healthy(relay))
             await relay.start()
@@ -186,7 +200,7 @@ async def _run_service(
         for runner in runners:
             await runner.start()
             readiness.add(f"consumer:{runner.name}", _running(runner))
-        log.info("service_started", port=settings.port_of(service))
+        log.info("service_started", port=settings.port_of(service, definition.default_port))
         try:
             yield
         finally:
@@ -202,19 +216,19 @@ async def _run_service(
 
 
 def _relay(
-    service: ServiceName,
+    definition: ServiceDefinition,
     settings: Settings,
     database_dsn: str,
     metrics: Metrics,
     clock: Callable[[], datetime],
 ) -> OutboxRelay | None:
-    if service not in SERVICE_TOPICS:
-        return None  # reporting owns no topic
+    if definition.topic is None:
+        return None  # a service that publishes nothing (reporting) has no relay
     return OutboxRelay(
         dsn=database_dsn,
         bootstrap=settings.kafka_bootstrap,
-        topic=settings.topic(SERVICE_TOPICS[service]),
-        transactional_id=f"{settings.topic_prefix}ledger-relay-{service}",
+        topic=settings.topic(definition.topic),
+        transactional_id=f"{settings.topic_prefix}ledger-relay-{definition.name}",
         batch_size=settings.relay_batch_size,
         poll_seconds=settings.relay_poll_seconds,
         metrics=metrics,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from shared.http import Route
+from shared.web.http import Route
 
 __all__ = ["Problem", "openapi_document"]
 

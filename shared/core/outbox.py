@@ -30,12 +30,12 @@ from datetime import datetime
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from shared.background import BackgroundTask
-from shared.db import Connection, connect
-from shared.events import canonical_json, partition_key
-from shared.eventstore import OUTBOX_CHANNEL
-from shared.kafka import new_producer
-from shared.metrics import Metrics
+from shared.core.background import BackgroundTask
+from shared.core.db import Connection, connect
+from shared.core.events import canonical_json, partition_key
+from shared.core.eventstore import OUTBOX_CHANNEL
+from shared.core.kafka import new_producer
+from shared.core.metrics import Metrics
 
 __all__ = ["OutboxRelay"]
 

@@ -22,6 +22,7 @@ __all__ = [
     "DomainEvent",
     "Envelope",
     "EventRegistry",
+    "NewerSchemaVersionError",
     "canonical_json",
     "chain_hash",
     "fold",
@@ -118,6 +119,15 @@ def chain_hash(envelope: Mapping[str, Any]) -> str:
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+class NewerSchemaVersionError(Exception):
+    """An event written by a newer version of its producer than this code knows.
+
+    Reading it as the older version would guess at fields that may mean something else:
+    a consumer parks such a record (and dead-letters it) until it is upgraded; parked
+    records are tried again when it starts.
+    """
+
+
 class EventRegistry:
     """Maps ``(type, schema_version)`` to the event class, upcasting older versions first."""
 
@@ -131,18 +141,49 @@ class EventRegistry:
             raise ValueError("two event classes share a type")
         self._upcasters = dict(upcasters or {})
 
+    @classmethod
+    def merge(cls, *registries: EventRegistry) -> EventRegistry:
+        """One registry that knows every type (and upcaster) of the given ones."""
+        return cls(
+            tuple(event for registry in registries for event in registry.events),
+            {key: up for registry in registries for key, up in registry.upcasters.items()},
+        )
+
+    @property
+    def events(self) -> tuple[type[DomainEvent], ...]:
+        """The event classes this registry decodes."""
+        return tuple(self._classes.values())
+
+    @property
+    def upcasters(self) -> Mapping[tuple[str, int], Upcaster]:
+        """The upcasters, by the type and version each reads."""
+        return dict(self._upcasters)
+
     def knows(self, event_type: str) -> bool:
         """Whether this registry can decode events of that type."""
         return event_type in self._classes
 
     def decode(self, envelope: Envelope) -> DomainEvent:
-        """The domain event inside an envelope, read through any upcasters."""
+        """The domain event inside an envelope, read through any upcasters.
+
+        KeyError for a type this registry does not know; NewerSchemaVersionError for a
+        version newer than its class.
+        """
         cls = self._classes[envelope.type]
         data, version = dict(envelope.data), envelope.schema_version
+        if version > cls.schema_version:
+            raise NewerSchemaVersionError(
+                f"{envelope.type} version {version} is newer than this code reads "
+                f"(version {cls.schema_version}): upgrade the consumer"
+            )
         while version < cls.schema_version:
             data = self._upcasters[(envelope.type, version)](data)
             version += 1
         return cls.model_validate(data)
+
+    def decode_known(self, envelope: Envelope) -> DomainEvent | None:
+        """The domain event inside an envelope, or None for a type this registry does not know."""
+        return self.decode(envelope) if self.knows(envelope.type) else None
 
 
 StateT = TypeVar("StateT")

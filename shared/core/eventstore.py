@@ -14,10 +14,10 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.db import Connection
-from shared.errors import ConcurrencyError
-from shared.events import GENESIS_HASH, Actor, DomainEvent, Envelope, chain_hash, format_time
-from shared.metrics import Metrics
+from shared.core.db import Connection
+from shared.core.errors import ConcurrencyError
+from shared.core.events import GENESIS_HASH, Actor, DomainEvent, Envelope, chain_hash, format_time
+from shared.core.metrics import Metrics
 
 __all__ = [
     "OUTBOX_CHANNEL",

@@ -1,33 +1,48 @@
 """The balance projection: allocated, committed (held), spent and available per family period.
 
-It reads the published events of all three services, by type and documented data fields:
+It reads the published events of all three services, typed by their contracts:
 
-- ``family.budget_allocated``, ``family.budget_adjusted``: allocated := the period's total
+- :class:`BudgetAllocated`, :class:`BudgetAdjusted`: allocated := the period's total
   (``period_allocated_pence``);
-- ``decision.approved``: held += ``approved_pence``;
-- ``decision.hold_released``: held -= ``released_pence``;
-- ``purchase.recorded``: held -= ``amount_pence``, spent += ``amount_pence``;
-- ``purchase.refunded``: spent -= ``amount_pence``.
+- :class:`RequestApproved`: held += ``approved_pence``;
+- :class:`HoldReleased`: held -= ``released_pence``;
+- :class:`PurchaseRecorded`: held -= ``amount_pence``, spent += ``amount_pence``;
+- :class:`PurchaseRefunded`: spent -= ``amount_pence``.
 
 Each names its period in ``period_start`` and ``period_end``.
 
 Allocation events set a total (its stream is consumed in order); everything else is a sum
 of facts, so reading the topics in any interleaving gives the same balances. Approval
 applies its own decisions here in the transaction that records them and locks the row
-first (:func:`lock`), which is what keeps ``available`` from going below zero.
+first (:func:`lock`): two decisions on one period never see the same ``available``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
 
-from shared.db import Connection
-from shared.events import Envelope, Frozen
+from shared.contracts import decode
+from shared.contracts.allocation import BudgetAdjusted, BudgetAllocated
+from shared.contracts.approval import HoldReleased, RequestApproved
+from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded
+from shared.core.db import Connection
+from shared.core.events import DomainEvent, Envelope, Frozen
 
-__all__ = ["BALANCE_EVENT_TYPES", "Balance", "apply", "balance_of", "fold", "lock", "of_family"]
+__all__ = [
+    "Balance",
+    "Movement",
+    "apply",
+    "apply_envelope",
+    "balance_of",
+    "fold",
+    "lock",
+    "movement",
+    "of_family",
+]
 
 _ENSURE = """
 INSERT INTO balances (pilot_id, family_id, period_start, period_end) VALUES ($1, $2, $3, $4)
@@ -70,15 +85,32 @@ class Balance(Frozen):
         return self.allocated_pence - self.committed_pence - self.spent_pence
 
 
-# (held delta sign, spent delta sign, amount field) per summed event type.
-_SUMS: dict[str, tuple[int, int, str]] = {
-    "decision.approved": (1, 0, "approved_pence"),
-    "decision.hold_released": (-1, 0, "released_pence"),
-    "purchase.recorded": (-1, 1, "amount_pence"),
-    "purchase.refunded": (0, -1, "amount_pence"),
-}
-_TOTALS = frozenset({"family.budget_allocated", "family.budget_adjusted"})
-BALANCE_EVENT_TYPES = _TOTALS | frozenset(_SUMS)
+@dataclass(frozen=True)
+class Movement:
+    """What one event does to one period's balance."""
+
+    period_start: date
+    period_end: date
+    allocated_pence: int | None  # the period's new total, for allocation events
+    held_pence: int = 0
+    spent_pence: int = 0
+
+
+def movement(event: DomainEvent | None) -> Movement | None:
+    """The balance movement of an event; None for events that move no money."""
+    match event:
+        case BudgetAllocated() | BudgetAdjusted():
+            return Movement(event.period_start, event.period_end, event.period_allocated_pence)
+        case RequestApproved():
+            return Movement(event.period_start, event.period_end, None, event.approved_pence)
+        case HoldReleased():
+            return Movement(event.period_start, event.period_end, None, -event.released_pence)
+        case PurchaseRecorded():
+            amount = event.amount_pence
+            return Movement(event.period_start, event.period_end, None, -amount, amount)
+        case PurchaseRefunded():
+            return Movement(event.period_start, event.period_end, None, 0, -event.amount_pence)
+    return None
 
 
 def fold(envelopes: Iterable[Envelope]) -> dict[date, Balance]:
@@ -90,19 +122,15 @@ def fold(envelopes: Iterable[Envelope]) -> dict[date, Balance]:
     totals: dict[date, list[int]] = {}
     ends: dict[date, date] = {}
     for envelope in envelopes:
-        if envelope.type not in BALANCE_EVENT_TYPES:
+        move = movement(decode(envelope))
+        if move is None:
             continue
-        data = envelope.data
-        start = date.fromisoformat(data["period_start"])
-        ends[start] = date.fromisoformat(data["period_end"])
-        row = totals.setdefault(start, [0, 0, 0])
-        if envelope.type in _TOTALS:
-            row[0] = int(data["period_allocated_pence"])
-            continue
-        held, spent, field = _SUMS[envelope.type]
-        amount = int(data[field])
-        row[1] += held * amount
-        row[2] += spent * amount
+        ends[move.period_start] = move.period_end
+        row = totals.setdefault(move.period_start, [0, 0, 0])
+        if move.allocated_pence is not None:
+            row[0] = move.allocated_pence
+        row[1] += move.held_pence
+        row[2] += move.spent_pence
     return {
         start: Balance(
             period_start=start,
@@ -115,20 +143,25 @@ def fold(envelopes: Iterable[Envelope]) -> dict[date, Balance]:
     }
 
 
-async def apply(conn: Connection, envelope: Envelope) -> None:
-    """Apply one event to the balances (events of other types are ignored)."""
-    if envelope.type not in BALANCE_EVENT_TYPES:
+async def apply(
+    conn: Connection, pilot_id: str, family_id: str | None, event: DomainEvent | None
+) -> None:
+    """Apply one event of a family to its balances (events that move no money are ignored)."""
+    move = movement(event)
+    if move is None:
         return
-    data = envelope.data
-    assert envelope.family_id is not None
-    key = (envelope.pilot_id, envelope.family_id, date.fromisoformat(data["period_start"]))
-    await conn.execute(_ENSURE, *key, date.fromisoformat(data["period_end"]))
-    if envelope.type in _TOTALS:
-        await conn.execute(_SET_ALLOCATED, *key, data["period_allocated_pence"])
+    assert family_id is not None  # every money event belongs to a family
+    key = (pilot_id, family_id, move.period_start)
+    await conn.execute(_ENSURE, *key, move.period_end)
+    if move.allocated_pence is not None:
+        await conn.execute(_SET_ALLOCATED, *key, move.allocated_pence)
         return
-    held, spent, field = _SUMS[envelope.type]
-    amount = int(data[field])
-    await conn.execute(_ADD, *key, held * amount, spent * amount)
+    await conn.execute(_ADD, *key, move.held_pence, move.spent_pence)
+
+
+async def apply_envelope(conn: Connection, envelope: Envelope) -> None:
+    """A consumer's handler: apply one published event to the balances."""
+    await apply(conn, envelope.pilot_id, envelope.family_id, decode(envelope))
 
 
 async def lock(

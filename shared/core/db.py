@@ -11,7 +11,7 @@ from urllib.parse import quote
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 __all__ = [
     "TRANSIENT_SQLSTATE_CLASSES",

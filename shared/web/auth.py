@@ -9,7 +9,7 @@ from typing import Literal, get_args
 import jwt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.errors import ForbiddenError, UnauthorizedError
+from shared.core.errors import ForbiddenError, UnauthorizedError
 
 __all__ = [
     "ROLES",

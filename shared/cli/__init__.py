@@ -1,0 +1,2 @@
+"""The ``ledger`` command: tokens, serving, migrations, topics, audits, and the commands
+services add to it."""

@@ -1,0 +1,191 @@
+"""The ``ledger`` command: tokens, serving, migrations, topics and audits.
+
+Services are found through the registry (:mod:`shared.web.registry`): ``serve`` and
+``migrate`` take any installed service, audits cover every service that publishes, and a
+service may add commands of its own (reporting adds ``projections rebuild``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import cast
+
+from aiohttp import web
+
+from shared.cli import audit
+from shared.cli.progress import progress_bar
+from shared.core.db import connect, dsn
+from shared.core.events import Envelope, canonical_json
+from shared.core.kafka import ensure_topics
+from shared.core.logging import configure_logging
+from shared.core.settings import Settings
+from shared.web.auth import ROLES, Role, mint_token
+from shared.web.registry import ledger_topics, migrate, service, services
+
+__all__ = ["main", "replay", "verify"]
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    secret = settings.jwt_secret.get_secret_value()
+    if not secret:
+        print("LEDGER_JWT_SECRET is not set", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            secret,
+            sub=args.sub,
+            role=cast("Role", args.role),
+            pilot=args.pilot,
+            team=args.team,
+            now=datetime.now(UTC),
+        )
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    names = args.service or [definition.name for definition in services()]
+    asyncio.run(migrate(settings, names))
+    return 0
+
+
+def _topics(_: argparse.Namespace, settings: Settings) -> int:
+    created = asyncio.run(ensure_topics(settings, ledger_topics()))
+    print("created: " + (", ".join(created) if created else "none (all present)"))
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    definition = service(args.service)
+    configure_logging(definition.name, settings.log_format, settings.log_level)
+    web.run_app(
+        definition.create_app(settings),
+        host=settings.host,
+        port=settings.port_of(definition.name, definition.default_port),
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+async def verify(settings: Settings, pilot_id: str | None) -> list[audit.Problem]:
+    """Every problem of every publishing service's store and topic."""
+    problems: list[audit.Problem] = []
+    for definition in services():
+        if definition.topic is None:
+            continue
+        conn = await connect(dsn(settings, settings.database_of(definition.name)))
+        try:
+            events = await audit.load_store(conn, pilot_id)
+        finally:
+            await conn.close()
+        problems += audit.check_store(definition.name, events)
+        topic = settings.topic(definition.topic)
+        with progress_bar(f"reading {topic}") as bar:
+            published = await audit.read_topic(
+                settings.kafka_bootstrap, topic, pilot_id, bar.update
+            )
+        problems += audit.check_topic(definition.name, events, published)
+        print(f"{definition.name}: {len(events)} events checked", file=sys.stderr)
+    return problems
+
+
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    problems = asyncio.run(verify(settings, args.pilot))
+    for problem in problems:
+        print(f"broken: {problem}")
+    if problems:
+        return 1
+    print("ok: every hash chain holds and Kafka holds the same events")
+    return 0
+
+
+async def replay(
+    settings: Settings, pilot_id: str | None, family_id: str | None, as_of: datetime | None
+) -> list[Envelope]:
+    """The history straight from Kafka: every published topic, filtered, in order."""
+
+    def keep(envelope: Envelope) -> bool:
+        return (
+            (pilot_id is None or envelope.pilot_id == pilot_id)
+            and (family_id is None or envelope.family_id == family_id)
+            and (as_of is None or envelope.time <= as_of)
+        )
+
+    events: list[Envelope] = []
+    for definition in services():
+        if definition.topic is None:
+            continue
+        topic = settings.topic(definition.topic)
+        with progress_bar(f"reading {topic}") as bar:
+            events += await audit.read_events(settings.kafka_bootstrap, topic, keep, bar.update)
+    return audit.in_order(events)
+
+
+def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    if as_of is not None and as_of.tzinfo is None:
+        print("--as-of needs a time zone, e.g. 2026-04-01T12:00:00Z", file=sys.stderr)
+        return 2
+    for envelope in asyncio.run(replay(settings, args.pilot, args.family, as_of)):
+        print(canonical_json(envelope.to_json_dict()).decode())
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="The devolved budgets ledger.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    names = [definition.name for definition in services()]
+
+    token = commands.add_parser("token", help="mint a development token")
+    token.add_argument("--role", required=True, choices=sorted(ROLES))
+    token.add_argument("--pilot", required=True)
+    token.add_argument("--sub", required=True)
+    token.add_argument("--team")
+    token.set_defaults(run=_token)
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=names)
+    serve.set_defaults(run=_serve)
+
+    migration = commands.add_parser("migrate", help="create databases and apply migrations")
+    migration.add_argument("--service", action="append", choices=names)
+    migration.set_defaults(run=_migrate)
+
+    topics = commands.add_parser("topics", help="create the ledger's Kafka topics")
+    topics.set_defaults(run=_topics)
+
+    _add_audit(commands)
+    for definition in services():
+        if definition.add_commands is not None:
+            definition.add_commands(commands)
+    return parser
+
+
+def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit_command = commands.add_parser("audit", help="check the ledger's history")
+    audit_actions = audit_command.add_subparsers(dest="action", required=True)
+    verifying = audit_actions.add_parser(
+        "verify", help="check hash chains and that Kafka holds the same events"
+    )
+    verifying.add_argument("--pilot")
+    verifying.set_defaults(run=_audit_verify)
+    replaying = audit_actions.add_parser(
+        "replay", help="print the history from Kafka, in order, one JSON event per line"
+    )
+    replaying.add_argument("--pilot")
+    replaying.add_argument("--family")
+    replaying.add_argument("--as-of", help="only events recorded up to this RFC 3339 time")
+    replaying.set_defaults(run=_audit_replay)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ledger`` console script."""
+    args = _parser().parse_args(argv)
+    run = cast("Callable[[argparse.Namespace, Settings], int]", args.run)
+    return run(args, Settings())

@@ -1,0 +1,269 @@
+"""The contract of ``ledger.allocation``: pilots' configurations and families' lives.
+
+Allocation publishes these events; spending, approval and reporting rely on exactly these
+shapes. Each event class is the one definition of its type and ``schema_version``: the
+allocation service decides them, consumers decode them (:func:`shared.contracts.decode`).
+A change to an event's shape is a new ``schema_version`` with an upcaster, never an edit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+from fractions import Fraction
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, StringConstraints, field_validator
+
+from shared.core.events import DomainEvent, Envelope, EventRegistry, Frozen
+from shared.core.types import Pence
+
+__all__ = [
+    "FAMILY_STREAM",
+    "MAX_DENOMINATOR",
+    "REGISTRY",
+    "TOPIC",
+    "AllocationPolicy",
+    "ApprovalTier",
+    "Arm",
+    "BudgetAdjusted",
+    "BudgetAllocated",
+    "BudgetDisclosed",
+    "DisclosureMethod",
+    "ErasureBasis",
+    "EveryoneTreated",
+    "FamilyEnrolled",
+    "FamilyExited",
+    "FamilyRandomised",
+    "Outcome",
+    "OutcomeRecorded",
+    "PersonalDataErased",
+    "PilotConfig",
+    "PilotConfigured",
+    "Randomised",
+    "family_stream_version",
+    "ratio_fraction",
+]
+
+TOPIC = "ledger.allocation"
+FAMILY_STREAM = "family"
+"""The category of families' streams, ``family:<pilot_id>:<family_id>``."""
+
+
+def family_stream_version(envelope: Envelope) -> int | None:
+    """How far an event of a family's stream takes it; None for events of other streams.
+
+    Read from the envelope, so that a type this code does not know still counts: a caller's
+    ``allocation_version`` names a stream version, whatever the event there is.
+    """
+    if envelope.family_id is None or not envelope.stream_id.startswith(f"{FAMILY_STREAM}:"):
+        return None
+    return envelope.stream_version
+
+
+Arm = Literal["treatment", "control"]
+
+
+ErasureBasis = Literal["subject_request", "retention_expired", "court_order", "other"]
+
+
+Outcome = Literal[
+    "entered_care", "child_protection_plan", "reunified", "remained_at_home", "case_closed"
+]
+
+MAX_DENOMINATOR = 20
+
+
+def ratio_fraction(ratio: float) -> Fraction:
+    """The ratio as a small fraction, or ValueError when it is not one (0.37, 0.999…)."""
+    fraction = Fraction(ratio).limit_denominator(MAX_DENOMINATOR)
+    if abs(float(fraction) - ratio) > 1e-9 or not 0 < fraction < 1:
+        raise ValueError(
+            f"treatment_ratio must be a fraction between 0 and 1 with a denominator of at most "
+            f"{MAX_DENOMINATOR} (such as 0.5, 0.25 or 1/3); got {ratio}"
+        )
+    return fraction
+
+
+class EveryoneTreated(Frozen):
+    """Every enrolled family is in the treatment arm."""
+
+    mode: Literal["all"] = "all"
+
+
+class Randomised(Frozen):
+    """Families are randomised to treatment or control by permuted blocks within strata."""
+
+    mode: Literal["randomised"]
+    treatment_ratio: float = Field(gt=0, lt=1, description="A small fraction: 0.5, 0.25, 1/3.")
+    seed: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    @field_validator("treatment_ratio")
+    @classmethod
+    def _small_fraction(cls, value: float) -> float:
+        ratio_fraction(value)
+        return value
+
+
+AllocationPolicy = Annotated[EveryoneTreated | Randomised, Field(discriminator="mode")]
+
+
+class ApprovalTier(Frozen):
+    """Requests up to this amount are approved by this approver."""
+
+    up_to_pence: Pence
+    approver: Literal["auto", "manager"]
+
+
+Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+class PilotConfig(Frozen):
+    """A pilot's rules: configuration, not code."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    period_months: int = Field(strict=True, ge=1, le=120)
+    family_cap_pence: Pence = Field(description="The most a family may be allocated per period.")
+    allocation: AllocationPolicy = Field(default_factory=EveryoneTreated)
+    approval_tiers: tuple[ApprovalTier, ...] = Field(
+        default=(),
+        description="Ascending; a request of amount A goes to the first tier with A <= "
+        "up_to_pence, above the last tier to a manager; empty: a manager decides every request.",
+    )
+    categories: tuple[Category, ...] = Field(min_length=1)
+    forecast_spend_per_family_pence: Pence | None = None
+
+    @field_validator("approval_tiers")
+    @classmethod
+    def _ascending(cls, tiers: tuple[ApprovalTier, ...]) -> tuple[ApprovalTier, ...]:
+        limits = [tier.up_to_pence for tier in tiers]
+        if any(later <= earlier for earlier, later in itertools.pairwise(limits)):
+            raise ValueError("approval_tiers must be strictly ascending by up_to_pence")
+        return tiers
+
+    @field_validator("categories")
+    @classmethod
+    def _distinct(cls, categories: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories must not repeat")
+        return categories
+
+
+class PilotConfigured(DomainEvent):
+    """A pilot's configuration, as of a version; requests are judged by the version in force."""
+
+    event_type = "pilot.configured"
+    pilot_id: str
+    version: int
+    config: PilotConfig
+
+
+class FamilyRandomised(DomainEvent):
+    """A family's place in its stratum's sequence and the arm it was given, for good."""
+
+    event_type = "pilot.family_randomised"
+    family_id: str
+    stratum: str
+    seed: str
+    treatment_ratio: float
+    sequence: int = Field(description="0-based position among the stratum's randomised families")
+    block: int
+    arm: Arm
+    pilot_version: int
+
+
+DisclosureMethod = Literal["in_person", "phone", "letter", "email", "other"]
+
+
+class FamilyEnrolled(DomainEvent):
+    """A family joined the pilot, in an arm that never changes."""
+
+    event_type = "family.enrolled"
+    family_id: str
+    team: str
+    worker: str
+    enrolled_on: date
+    stratum: str | None
+    arm: Arm
+    pilot_version: int
+
+
+class BudgetAllocated(DomainEvent):
+    """Money allocated to a family for one period."""
+
+    event_type = "family.budget_allocated"
+    allocation_id: UUID
+    amount_pence: int
+    period_start: date
+    period_end: date
+    note: str | None
+    pilot_version: int
+    period_allocated_pence: int = Field(description="The period's allocation after this event.")
+
+
+class BudgetAdjusted(DomainEvent):
+    """A period's allocation raised (positive delta) or lowered (negative)."""
+
+    event_type = "family.budget_adjusted"
+    adjustment_id: UUID
+    delta_pence: int
+    reason: str
+    period_start: date
+    period_end: date
+    period_allocated_pence: int
+
+
+class FamilyExited(DomainEvent):
+    """The family left the pilot; the balance of its current period as it stood."""
+
+    event_type = "family.exited"
+    reason: str
+    exited_on: date
+    period_start: date | None
+    period_end: date | None
+    allocated_pence: int
+    committed_pence: int
+    spent_pence: int
+    available_pence: int
+
+
+class BudgetDisclosed(DomainEvent):
+    """The family was told how much is available to them (transparency)."""
+
+    event_type = "family.budget_disclosed"
+    disclosed_on: date
+    amount_disclosed_pence: int | None
+    method: DisclosureMethod
+
+
+class OutcomeRecorded(DomainEvent):
+    """An outcome for the family, for evaluation by arm."""
+
+    event_type = "family.outcome_recorded"
+    outcome: Outcome
+    occurred_on: date
+
+
+class PersonalDataErased(DomainEvent):
+    """The family's sealing keys were deleted: its free text can no longer be read anywhere."""
+
+    event_type = "family.personal_data_erased"
+    basis: ErasureBasis
+    erased_on: date
+    keys_erased: int
+
+
+REGISTRY = EventRegistry(
+    (
+        PilotConfigured,
+        FamilyRandomised,
+        FamilyEnrolled,
+        BudgetAllocated,
+        BudgetAdjusted,
+        FamilyExited,
+        BudgetDisclosed,
+        OutcomeRecorded,
+        PersonalDataErased,
+    )
+)

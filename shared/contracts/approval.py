@@ -1,0 +1,81 @@
+"""The contract of ``ledger.approval``: decisions on spend requests and the holds they place.
+
+Approval publishes these events; spending reads the outcome of each request, and every
+balance (allocation's, reporting's, approval's own) sums the holds. A change to an event's
+shape is a new ``schema_version`` with an upcaster.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from shared.core.events import DomainEvent, EventRegistry
+
+__all__ = [
+    "REGISTRY",
+    "TOPIC",
+    "DecisionMade",
+    "HoldReleased",
+    "RequestApproved",
+    "RequestReferred",
+    "RequestRejected",
+]
+
+TOPIC = "ledger.approval"
+
+
+class DecisionMade(DomainEvent):
+    """What every decision on a request says: whose, how much, under which policy, when."""
+
+    request_id: UUID
+    family_id: str
+    amount_pence: int
+    policy_version: int
+    requested_at: datetime
+    decided_at: datetime
+    decided_by: str = Field(description="The manager, or 'policy' for an automatic decision.")
+    period_start: date
+    period_end: date
+
+
+class RequestReferred(DecisionMade):
+    """The request needs a manager of the family's team."""
+
+    event_type = "decision.referred"
+    team: str
+
+
+class RequestApproved(DecisionMade):
+    """The request is approved: a hold of ``approved_pence`` on the family's balance."""
+
+    event_type = "decision.approved"
+    approved_pence: int
+    rule: Literal["auto_tier", "manager"]
+    note: str | None = None
+
+
+class RequestRejected(DecisionMade):
+    """The request is refused."""
+
+    event_type = "decision.rejected"
+    reason_code: Literal["insufficient_funds", "manager"]
+    available_pence: int | None = None
+    reason: str | None = Field(default=None, description="Sealed free text (manager's reason).")
+
+
+class HoldReleased(DomainEvent):
+    """What was approved and not bought returns to the family's available balance."""
+
+    event_type = "decision.hold_released"
+    request_id: UUID
+    released_pence: int
+    cause: Literal["closed", "withdrawn"]
+    period_start: date
+    period_end: date
+
+
+REGISTRY = EventRegistry((RequestReferred, RequestApproved, RequestRejected, HoldReleased))

@@ -1,0 +1,104 @@
+"""The contract of ``ledger.spending``: spend requests and the purchases made against them.
+
+Spending publishes these events; approval and reporting rely on exactly these shapes, and
+allocation sums the purchases into its balances. Free text (``purpose``, ``reason``) travels
+sealed. A change to an event's shape is a new ``schema_version`` with an upcaster.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from shared.core.events import DomainEvent, EventRegistry
+
+__all__ = [
+    "REGISTRY",
+    "TOPIC",
+    "PurchaseMethod",
+    "PurchaseRecorded",
+    "PurchaseRefunded",
+    "RequestClosed",
+    "SpendRequested",
+    "SpendWithdrawn",
+]
+
+TOPIC = "ledger.spending"
+
+PurchaseMethod = Literal["card", "cash", "invoice", "voucher", "transfer"]
+
+
+class SpendRequested(DomainEvent):
+    """A request to spend, stamped with what the ledger knew when it was made."""
+
+    event_type = "spend_request.requested"
+    request_id: UUID
+    family_id: str
+    team: str
+    amount_pence: int
+    category: str
+    purpose: str
+    requested_by: str
+    family_involved: bool
+    needed_by: date | None
+    pilot_version: int = Field(description="The pilot configuration in force: it judges this.")
+    allocation_version: int = Field(
+        description="The family's allocation stream version this request was made after; "
+        "approval decides only once it has seen at least this much."
+    )
+    period_start: date
+    period_end: date
+
+
+class SpendWithdrawn(DomainEvent):
+    """The request was withdrawn before any purchase."""
+
+    event_type = "spend_request.withdrawn"
+    request_id: UUID
+    reason: str
+
+
+class PurchaseRecorded(DomainEvent):
+    """Money spent against an approved request."""
+
+    event_type = "purchase.recorded"
+    purchase_id: UUID
+    request_id: UUID
+    amount_pence: int
+    purchased_on: date
+    method: PurchaseMethod
+    vendor: str | None
+    receipt_ref: str | None
+    category: str
+    period_start: date
+    period_end: date
+
+
+class PurchaseRefunded(DomainEvent):
+    """Money returned from a purchase."""
+
+    event_type = "purchase.refunded"
+    refund_id: UUID
+    purchase_id: UUID
+    request_id: UUID
+    amount_pence: int
+    reason: str
+    category: str
+    period_start: date
+    period_end: date
+
+
+class RequestClosed(DomainEvent):
+    """No more purchases; what was approved and not bought is released."""
+
+    event_type = "spend_request.closed"
+    request_id: UUID
+    purchased_pence: int
+
+
+REGISTRY = EventRegistry(
+    (SpendRequested, SpendWithdrawn, PurchaseRecorded, PurchaseRefunded, RequestClosed)
+)

@@ -1,0 +1,88 @@
+"""The one path every command takes: load an aggregate, fold, decide, append.
+
+:class:`Aggregates` runs any :class:`~shared.core.deciders.Decider` against the event
+store, inside the caller's transaction (the command runner's, which adds idempotency and
+retries on a lost race)::
+
+    family = await aggregates.load(conn, families.DECIDER, pilot_id, family_id)
+    decided = await aggregates.execute(conn, family, command, context, family_id)
+
+Nothing else in a service loads a stream, folds it or appends to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from shared.core.db import Connection
+from shared.core.deciders import Decider
+from shared.core.events import DomainEvent, Envelope
+from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
+
+__all__ = ["Aggregate", "Aggregates", "Decided"]
+
+StateT = TypeVar("StateT")
+CommandT = TypeVar("CommandT")
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[StateT, CommandT]):
+    """An aggregate as loaded: its decider, its stream and the state the stream folds to."""
+
+    decider: Decider[StateT, CommandT]
+    pilot_id: str
+    stream: Stream
+    state: StateT
+
+
+@dataclass(frozen=True)
+class Decided(Generic[StateT]):
+    """What a command decided and how it was recorded."""
+
+    events: tuple[DomainEvent, ...]
+    envelopes: tuple[Envelope, ...]
+    state: StateT  # after the events
+    stream_version: int  # the stream's version after them (unchanged when none)
+
+
+class Aggregates:
+    """Loads aggregates and executes commands on them in one service's event store."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    async def load(
+        self,
+        conn: Connection,
+        decider: Decider[StateT, CommandT],
+        pilot_id: str,
+        entity: str | UUID | None = None,
+    ) -> Aggregate[StateT, CommandT]:
+        """The aggregate's stream and state."""
+        stream = await self._store.load(conn, decider.stream_id(pilot_id, entity))
+        return Aggregate(decider, pilot_id, stream, decider.fold(stream.envelopes))
+
+    async def execute(
+        self,
+        conn: Connection,
+        aggregate: Aggregate[StateT, CommandT],
+        command: CommandT,
+        context: CommandContext,
+        family_id: str | None,
+    ) -> Decided[StateT]:
+        """Decide, and append what was decided after the version loaded.
+
+        The decider's error refuses the command with nothing written; a writer that
+        appended first is a ConcurrencyError, which the command runner retries.
+        """
+        decider = aggregate.decider
+        events = tuple(decider.decide(aggregate.state, command))
+        pending = [PendingEvent(event, aggregate.pilot_id, family_id) for event in events]
+        envelopes = await self._store.append(conn, aggregate.stream, pending, context)
+        state = aggregate.state
+        for event in events:
+            state = decider.evolve(state, event)
+        version = envelopes[-1].stream_version if envelopes else aggregate.stream.version
+        return Decided(events, envelopes, state, version)

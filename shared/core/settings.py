@@ -1,0 +1,108 @@
+"""Configuration from the environment (prefix ``LEDGER_``), one model for every service.
+
+Nothing here names a service: a service's HTTP port is ``LEDGER_<SERVICE>_PORT`` (collected
+into :attr:`Settings.ports` by :class:`_ServicePorts`), its default is in its registration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = ["Settings"]
+
+_PORT_VARIABLE = re.compile(r"^LEDGER_([A-Z][A-Z0-9_]*)_PORT$")
+
+
+class Settings(BaseSettings):
+    """Everything a service, the CLI or the local stack needs to find its neighbours."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    # By service name, from LEDGER_<SERVICE>_PORT; a service missing here uses its default.
+    ports: dict[str, int] = Field(default_factory=dict)
+
+    pg_host: str = "127.0.0.1"
+    pg_port: int = Field(default=5432, ge=1, le=65535)
+    pg_user: str = "ledger"
+    pg_password: SecretStr = SecretStr("")
+    # Each service owns one database, named database_prefix + service name.
+    database_prefix: str = "ledger_"
+    pg_pool_min: int = Field(default=2, ge=1)
+    pg_pool_max: int = Field(default=10, ge=1)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Prefixed onto every topic name, so that a test run or a second stack can share a broker.
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=6, ge=1)
+
+    jwt_secret: SecretStr = SecretStr("")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # The relay is woken by NOTIFY; this poll only covers a lost notification.
+    relay_poll_seconds: float = Field(default=0.5, gt=0)
+    consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    shutdown_grace_seconds: float = Field(default=8.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, and the services' ports from their variables."""
+        return (
+            init_settings,
+            env_settings,
+            _ServicePorts(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    def port_of(self, service: str, default: int) -> int:
+        """The HTTP port a service listens on."""
+        return self.ports.get(service, default)
+
+    def with_port(self, service: str, port: int) -> Settings:
+        """These settings with one service on another port."""
+        return self.model_copy(update={"ports": {**self.ports, service: port}})
+
+    def database_of(self, service: str) -> str:
+        """The database a service owns."""
+        return f"{self.database_prefix}{service}"
+
+    def topic(self, name: str) -> str:
+        """The broker's name for one of the ledger's topics."""
+        return f"{self.topic_prefix}{name}"
+
+
+class _ServicePorts(PydanticBaseSettingsSource):
+    """``LEDGER_<SERVICE>_PORT`` variables, as ``ports`` (those of other settings excepted)."""
+
+    def get_field_value(self, _field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ answers for every field
+
+    def __call__(self) -> dict[str, Any]:
+        fields = {f"LEDGER_{name.upper()}" for name in self.settings_cls.model_fields}
+        ports = {
+            match[1].lower(): int(value)
+            for variable, value in os.environ.items()
+            if (match := _PORT_VARIABLE.match(variable)) and variable not in fields
+        }
+        return {"ports": ports} if ports else {}

@@ -1,0 +1,113 @@
+"""The services of this installation, found through the ``ledger.services`` entry points.
+
+A service declares itself once, in its own package, as a :class:`ServiceDefinition` (its
+name, default port, the topic it publishes, its migrations, its app factory and any CLI
+commands of its own), and names that object in ``pyproject.toml``::
+
+    [project.entry-points."ledger.services"]
+    allocation = "services.allocation.app:SERVICE"
+
+The CLI, the local stack and the tests list services only through :func:`services`, so a
+new service is a new folder plus one line of packaging: nothing in ``shared`` changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from shared.core.db import connect, dsn
+from shared.core.kafka import DEADLETTER_TOPIC
+from shared.core.schema import Migration, apply_migrations, ensure_database, migrations_of
+from shared.core.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AddCommands",
+    "ServiceDefinition",
+    "core_migrations",
+    "ledger_topics",
+    "migrate",
+    "service",
+    "services",
+]
+
+ENTRY_POINT_GROUP = "ledger.services"
+
+# argparse has no public name for the object add_subparsers() returns.
+AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]  # noqa: SLF001
+"""Adds a service's own ``ledger`` subcommands; each sets ``run(args, settings) -> int``."""
+
+
+def core_migrations() -> tuple[Migration, ...]:
+    """The event store's tables, in every service's database.
+
+    Recorded under the name ``shared/…`` they were first applied with, so databases made
+    before the core had a package of its own are not migrated twice.
+    """
+    return migrations_of("shared.core", label="shared")
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """Everything the ledger needs to know of a service to migrate, serve and audit it."""
+
+    name: str
+    default_port: int
+    create_app: Callable[[Settings], web.Application]
+    migrations: str  # the package whose ``migrations/`` folder holds the service's SQL
+    topic: str | None = None  # the topic the service publishes (its outbox relay's)
+    add_commands: AddCommands | None = None
+
+    def all_migrations(self) -> tuple[Migration, ...]:
+        """The core's migrations, then the service's own."""
+        return core_migrations() + migrations_of(self.migrations)
+
+
+def services() -> tuple[ServiceDefinition, ...]:
+    """Every installed service, by default port (the order they were built in)."""
+    found = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        definition = entry.load()
+        if not isinstance(definition, ServiceDefinition):
+            raise TypeError(f"entry point {entry.name} is not a ServiceDefinition")
+        if definition.name != entry.name:
+            raise ValueError(f"entry point {entry.name} names service {definition.name}")
+        found.append(definition)
+    names = [definition.name for definition in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two installed services share a name: {sorted(names)}")
+    return tuple(sorted(found, key=lambda definition: (definition.default_port, definition.name)))
+
+
+def service(name: str) -> ServiceDefinition:
+    """One installed service, or LookupError."""
+    for definition in services():
+        if definition.name == name:
+            return definition
+    raise LookupError(f"no service named {name} is installed")
+
+
+def ledger_topics() -> tuple[str, ...]:
+    """Every topic the installed services publish, and the dead-letter topic (unprefixed)."""
+    return (*(d.topic for d in services() if d.topic is not None), DEADLETTER_TOPIC)
+
+
+async def migrate(settings: Settings, names: Sequence[str]) -> None:
+    """Create each named service's database where missing and apply its migrations."""
+    admin = dsn(settings, "postgres")
+    for name in names:
+        definition = service(name)
+        database = settings.database_of(name)
+        await ensure_database(admin, database)
+        conn = await connect(dsn(settings, database))
+        try:
+            await apply_migrations(conn, definition.all_migrations())
+        finally:
+            await conn.close()
