@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from shared.core.events import GENESIS_HASH, DomainEvent, EventRegistry, canonical_json
+import pytest
+
+from shared.core.events import (
+    GENESIS_HASH,
+    DomainEvent,
+    EventRegistry,
+    NewerSchemaVersionError,
+    canonical_json,
+)
 from tests.integration.fixtures import envelopes_for
 
 
@@ -43,3 +51,19 @@ def test_old_schema_versions_are_read_through_upcasters() -> None:
         update={"type": "test.renamed", "schema_version": 1, "data": {"amount": 7}}
     )
     assert registry.decode(old) == RenamedV2(amount_pence=7)
+
+
+def test_a_newer_schema_version_is_refused_not_guessed() -> None:
+    """A version above its class's is NewerSchemaVersionError, never read as the older one;
+    a type the registry does not know is None from decode_known (KeyError from decode)."""
+    registry = EventRegistry((RenamedV2,))
+    [envelope] = envelopes_for("p", "f", [7])
+    newer = envelope.model_copy(
+        update={"type": "test.renamed", "schema_version": 3, "data": {"amount_pence": 7}}
+    )
+    with pytest.raises(NewerSchemaVersionError, match="version 3 is newer"):
+        registry.decode(newer)
+    unknown = envelope.model_copy(update={"type": "test.unheard_of"})
+    assert registry.decode_known(unknown) is None
+    with pytest.raises(KeyError):
+        registry.decode(unknown)

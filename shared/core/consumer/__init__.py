@@ -1,0 +1,31 @@
+"""Consumers: apply records of other services' topics to a service's database, one effect each.
+
+Each partition's batch is applied in one PostgreSQL transaction that also advances the
+stored offset (``consumer_offsets``, locked for the batch, sought on assignment) and each
+stream's last applied version (``consumer_streams``). Redeliveries are dropped by version.
+
+A record that cannot be applied (undecodable, a gap in its stream, a schema version newer
+than the consumer reads, a handler error that is not transient) goes to the dead-letter
+topic with its origin in headers, and is parked in ``consumer_parked``. A ledger must not
+apply a family's later events over a missing one, so every later record with the same key
+(the same family) is parked behind it, while other families' records in the partition keep
+moving. Parked records are tried again, in order, when the consumer starts (after a fix is
+deployed), every minute while it runs, and when :meth:`ConsumerRunner.retry_parked` is
+called; the first that still fails keeps the rest of its family parked (a gap lets the pass
+look further on for the missing version).
+
+One module per job:
+
+- :mod:`.batches`: one partition's batch in one transaction (versions, parking, dead letters);
+- :mod:`.runner`: the live loop in a consumer group, rebalances, dead-letter publishing;
+- :mod:`.parking`: trying parked records again;
+- :mod:`.catchup`: reading to exact offsets outside any group (rebuilds);
+- :mod:`.lag`: the lag gauges of the partitions a replica holds.
+"""
+
+from __future__ import annotations
+
+from shared.core.consumer.batches import EventHandler
+from shared.core.consumer.runner import ConsumerRunner
+
+__all__ = ["ConsumerRunner", "EventHandler"]

@@ -1,0 +1,298 @@
+"""One partition's batch, applied in one transaction with its offset and streams' versions.
+
+The fast path applies the whole batch in one transaction; a record whose handler fails
+sends the batch down the careful path, where each record runs in a savepoint, so that the
+failure parks that record (and its family's later ones) and the rest still commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from shared.core.db import Connection, is_transient
+from shared.core.errors import ConcurrencyError
+from shared.core.events import Envelope
+from shared.core.metrics import Metrics
+
+__all__ = ["GAP", "BatchApplier", "DeadLetter", "EventHandler", "decode_record", "retriable"]
+
+_LOCK_OFFSET = """
+INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
+ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
+RETURNING next_offset
+"""
+_SAVE_OFFSET = """
+UPDATE consumer_offsets SET next_offset = $4 WHERE consumer = $1 AND topic = $2 AND partition = $3
+"""
+_STORED_OFFSETS = "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1"
+_VERSIONS = """
+SELECT stream_id, version FROM consumer_streams WHERE consumer = $1 AND stream_id = ANY($2::text[])
+"""
+_SAVE_VERSIONS = """
+INSERT INTO consumer_streams (consumer, stream_id, version)
+SELECT $1, * FROM unnest($2::text[], $3::integer[])
+ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version
+"""
+_PARKED_KEYS = "SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2"
+_PARK = """
+INSERT INTO consumer_parked (consumer, topic, partition, "offset", record_key, value, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+"""
+HELD_BEHIND = "held behind an earlier record of the same family that could not be applied"
+GAP = "gap: "
+
+
+class EventHandler(Protocol):
+    """Applies one event to the consumer's database, inside the runner's transaction."""
+
+    def __call__(self, conn: Connection, envelope: Envelope) -> Awaitable[None]: ...
+
+
+class CarefulRetryNeededError(Exception):
+    """A record failed on the fast path; the batch is redone record by record."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be applied, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    error: str
+
+
+@dataclass
+class StreamVersions:
+    """The last applied version of each stream a transaction touches, and what it changed."""
+
+    known: dict[str, int]
+    changed: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    async def load(
+        cls, conn: Connection, consumer: str, envelopes: Sequence[Envelope | str]
+    ) -> StreamVersions:
+        """The stored versions of the streams these envelopes belong to."""
+        stream_ids = [e.stream_id for e in envelopes if isinstance(e, Envelope)]
+        rows = await conn.fetch(_VERSIONS, consumer, stream_ids)
+        return cls({row["stream_id"]: row["version"] for row in rows})
+
+    def advance(self, envelope: Envelope) -> None:
+        """The envelope's stream now stands at its version."""
+        self.known[envelope.stream_id] = self.changed[envelope.stream_id] = envelope.stream_version
+
+    async def save(self, conn: Connection, consumer: str) -> None:
+        """Store what changed, in the caller's transaction."""
+        if self.changed:
+            await conn.execute(
+                _SAVE_VERSIONS, consumer, list(self.changed), list(self.changed.values())
+            )
+
+
+class BatchApplier:
+    """Applies records of one consumer to its database: batches, and single parked records."""
+
+    def __init__(
+        self,
+        name: str,
+        pool: asyncpg.Pool[asyncpg.Record],
+        handler: EventHandler,
+        metrics: Metrics,
+    ) -> None:
+        self.name = name
+        self.pool = pool
+        self._handler = handler
+        self._metrics = metrics
+        self._log = structlog.get_logger().bind(component="consumer", consumer=name)
+
+    async def stored_offsets(self) -> dict[tuple[str, int], int]:
+        """Where this consumer's effects have got to, per topic and partition."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_STORED_OFFSETS, self.name)
+        return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+
+    async def apply(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, records: Sequence[Any]
+    ) -> list[DeadLetter] | None:
+        """Apply a partition's batch: what could not be applied (parked), or None to read it
+        again (a transient error rolled it back, and the consumer is sought back to where the
+        effects stand)."""
+        try:
+            try:
+                return await self._apply_batch(partition, records, careful=False)
+            except CarefulRetryNeededError:
+                return await self._apply_batch(partition, records, careful=True)
+        except Exception as error:
+            if not retriable(error):
+                raise
+            self._log.warning("consumer_batch_retry", error=repr(error))
+            stored = (await self.stored_offsets()).get((partition.topic, partition.partition), 0)
+            consumer.seek(partition, stored)
+            await asyncio.sleep(0.5)
+            return None
+
+    async def _apply_batch(
+        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool
+    ) -> list[DeadLetter]:
+        topic = partition.topic
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Locking the offset row fences a consumer that lost this partition in a rebalance.
+            next_offset = await conn.fetchval(_LOCK_OFFSET, self.name, topic, partition.partition)
+            fresh = [record for record in records if record.offset >= next_offset]
+            if not fresh:
+                return []
+            batch = _Batch(
+                parked_keys={
+                    r["record_key"] for r in await conn.fetch(_PARKED_KEYS, self.name, topic)
+                },
+                envelopes={record.offset: decode_record(record.value) for record in fresh},
+            )
+            batch.versions = await StreamVersions.load(
+                conn, self.name, list(batch.envelopes.values())
+            )
+            for record in fresh:
+                await self._apply_record(conn, partition, record, batch, careful=careful)
+            await batch.versions.save(conn, self.name)
+            await conn.execute(
+                _SAVE_OFFSET, self.name, topic, partition.partition, fresh[-1].offset + 1
+            )
+        self._metrics.events_consumed.labels(self.name, topic).inc(batch.applied)
+        for envelope in batch.effects:  # committed: a request can be followed through every service
+            self._log.info(
+                "event_applied",
+                type=envelope.type,
+                event_id=str(envelope.id),
+                correlation_id=envelope.correlation_id,
+                pilot_id=envelope.pilot_id,
+                stream_id=envelope.stream_id,
+                stream_version=envelope.stream_version,
+            )
+        return batch.dead
+
+    async def _apply_record(
+        self,
+        conn: Connection,
+        partition: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+        batch: _Batch,
+        *,
+        careful: bool,
+    ) -> None:
+        key = record.key.decode(errors="replace") if record.key else ""
+        envelope = batch.envelopes[record.offset]
+        if key in batch.parked_keys:
+            error: str | None = HELD_BEHIND
+            self._metrics.parked.labels(self.name, partition.topic).inc()
+        else:
+            error = await self.apply_one(conn, envelope, batch.versions, careful=careful)
+        if error is None:
+            batch.applied += 1
+            if (
+                isinstance(envelope, Envelope)
+                and batch.versions.changed.get(envelope.stream_id) == envelope.stream_version
+            ):
+                batch.effects.append(envelope)
+            return
+        batch.parked_keys.add(key)
+        await conn.execute(
+            _PARK,
+            self.name,
+            partition.topic,
+            partition.partition,
+            record.offset,
+            key,
+            record.value,
+            error,
+        )
+        if error != HELD_BEHIND:
+            batch.dead.append(
+                DeadLetter(
+                    partition.topic,
+                    partition.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    error,
+                )
+            )
+
+    async def apply_one(
+        self,
+        conn: Connection,
+        envelope: Envelope | str,
+        versions: StreamVersions,
+        *,
+        careful: bool,
+    ) -> str | None:
+        """Apply one decoded record; return why it cannot be applied, or None."""
+        if isinstance(envelope, str):
+            return envelope
+        last = versions.known.get(envelope.stream_id, 0)
+        if envelope.stream_version <= last:
+            return None  # a redelivery: its effect is already here
+        if envelope.stream_version != last + 1:
+            return (
+                f"{GAP}stream {envelope.stream_id} jumped from version {last} "
+                f"to {envelope.stream_version}: an earlier event is missing"
+            )
+        try:
+            # Whatever the handler logs carries the event's ids.
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=envelope.correlation_id,
+                event_id=str(envelope.id),
+                pilot_id=envelope.pilot_id,
+            ):
+                await self._handle(conn, envelope, careful=careful)
+        except Exception as error:
+            if retriable(error):
+                raise
+            if not careful:
+                raise CarefulRetryNeededError from error
+            return f"{type(error).__name__}: {error}"
+        versions.advance(envelope)
+        return None
+
+    async def _handle(self, conn: Connection, envelope: Envelope, *, careful: bool) -> None:
+        if careful:
+            async with conn.transaction():  # a savepoint: a failure undoes this one only
+                await self._handler(conn, envelope)
+        else:
+            await self._handler(conn, envelope)
+
+
+@dataclass
+class _Batch:
+    """What applying one batch has found so far."""
+
+    parked_keys: set[str]
+    envelopes: dict[int, Envelope | str]
+    versions: StreamVersions = field(default_factory=lambda: StreamVersions({}))
+    applied: int = 0
+    effects: list[Envelope] = field(default_factory=list)  # applied now, not redeliveries
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def retriable(error: BaseException) -> bool:
+    """A lost connection or a lost race: the batch is tried again, nothing is dead-lettered."""
+    return is_transient(error) or isinstance(error, ConcurrencyError)
+
+
+def decode_record(value: bytes | None) -> Envelope | str:
+    """The envelope in a record, or why it is not one."""
+    if value is None:
+        return "record has no value"
+    try:
+        return Envelope.model_validate_json(value)
+    except ValidationError as error:
+        return f"not a ledger event: {error.error_count()} problem(s): {error.errors()[0]['msg']}"
