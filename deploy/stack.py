@@ -368,8 +368,9 @@ class Kafka:
         if not self.running():
             raise StackError(f"Kafka exited at start; see {self.log}")
 
-    def stop(self) -> None:
-        stop_pid(self.pid_file, timeout=30)
+    def stop(self, grace: float = 30) -> None:
+        """Stop the broker, killing it after ``grace`` seconds (0: at once, for throwaway data)."""
+        stop_pid(self.pid_file, timeout=grace)
 
 
 # The developer stack behind make up / make down.

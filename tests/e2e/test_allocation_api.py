@@ -17,8 +17,10 @@ from aiohttp.test_utils import TestClient
 
 from services.allocation.app import create_app
 from shared.core.events import Envelope
+from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
-from tests.conftest import JWT_SECRET
+from shared.web.registry import ledger_topics
+from tests.conftest import JWT_SECRET, Infrastructure
 from tests.support import connect_service_db, read_topic, serve, wait_for
 
 Client = TestClient[web.Request, web.Application]
@@ -48,6 +50,30 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
         yield client
 
 
+_pilots = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+async def shared(infra: Infrastructure) -> AsyncIterator[tuple[Client, Settings]]:
+    """One allocation service for the module's validation and auth tests: each of them uses a
+    pilot of its own (``pilot``), so none sees another's data."""
+    settings = infra.settings()
+    await ensure_topics(settings, ledger_topics())
+    async with serve(settings, "allocation", create_app) as client:
+        yield client, settings
+
+
+@pytest.fixture
+def pilot() -> str:
+    """A pilot id no other test of the module uses."""
+    return f"wigan-{next(_pilots)}"
+
+
+def in_pilot(path: str, pilot: str) -> str:
+    """A path of pilot ``wigan`` as the same path of ``pilot``."""
+    return path.replace("/pilots/wigan", f"/pilots/{pilot}", 1)
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -57,12 +83,12 @@ async def event_count(settings: Settings) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM events"))
 
 
-async def setup_wigan(client: Client, token: Callable[..., str]) -> str:
-    admin = token("admin", "wigan")
-    response = await client.put("/pilots/wigan", json=WIGAN, headers=auth(admin))
+async def setup_wigan(client: Client, token: Callable[..., str], pilot: str = "wigan") -> str:
+    admin = token("admin", pilot)
+    response = await client.put(f"/pilots/{pilot}", json=WIGAN, headers=auth(admin))
     assert response.status == 201
     response = await client.post(
-        "/pilots/wigan/families",
+        f"/pilots/{pilot}/families",
         json={"family_id": "fam-1", "team": "t-1", "worker": "w-1", "enrolled_on": "2026-04-01"},
         headers=auth(admin),
     )
@@ -281,18 +307,19 @@ def _token_with(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str
     ],
 )
 async def test_auth_is_enforced(
-    client: Client,
+    shared: tuple[Client, Settings],
+    pilot: str,
     token: Callable[..., str],
-    settings: Settings,
     headers: dict[str, str],
     status: int,
     code: str,
 ) -> None:
     """No, bad, expired, wrong-algorithm, wrong-pilot and wrong-role tokens are refused."""
-    await setup_wigan(client, token)
+    client, settings = shared
+    await setup_wigan(client, token, pilot)
     before = await event_count(settings)
     response = await client.post(
-        "/pilots/wigan/families/fam-1/allocations", json={"amount_pence": 100}, headers=headers
+        f"/pilots/{pilot}/families/fam-1/allocations", json={"amount_pence": 100}, headers=headers
     )
     assert response.status == status
     assert response.content_type == "application/problem+json"
@@ -300,13 +327,16 @@ async def test_auth_is_enforced(
     assert await event_count(settings) == before
 
 
-async def test_token_without_expiry_is_refused(client: Client, token: Callable[..., str]) -> None:
+async def test_token_without_expiry_is_refused(
+    shared: tuple[Client, Settings], pilot: str, token: Callable[..., str]
+) -> None:
     """``exp`` is required."""
-    await setup_wigan(client, token)
+    client, _ = shared
+    await setup_wigan(client, token, pilot)
     unexpiring = jwt.encode(
-        {"sub": "x", "role": "admin", "pilot": "wigan"}, JWT_SECRET, algorithm="HS256"
+        {"sub": "x", "role": "admin", "pilot": pilot}, JWT_SECRET, algorithm="HS256"
     )
-    response = await client.get("/pilots/wigan", headers=auth(unexpiring))
+    response = await client.get(f"/pilots/{pilot}", headers=auth(unexpiring))
     assert response.status == 401
 
 
@@ -470,9 +500,9 @@ BAD_BODIES: list[tuple[str, str, object, int, str]] = [
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD_BODIES)
 async def test_bad_input_is_a_problem_and_records_nothing(
-    client: Client,
+    shared: tuple[Client, Settings],
+    pilot: str,
     token: Callable[..., str],
-    settings: Settings,
     method: str,
     path: str,
     body: object,
@@ -480,9 +510,10 @@ async def test_bad_input_is_a_problem_and_records_nothing(
     code: str,
 ) -> None:
     """Each bad body gets problem+json with a stable code, and no event is recorded."""
-    admin = await setup_wigan(client, token)
+    client, settings = shared
+    admin = await setup_wigan(client, token, pilot)
     before = await event_count(settings)
-    response = await client.request(method, path, json=body, headers=auth(admin))
+    response = await client.request(method, in_pilot(path, pilot), json=body, headers=auth(admin))
     assert response.status == status
     assert response.content_type == "application/problem+json"
     problem = await response.json()
@@ -496,12 +527,13 @@ async def test_bad_input_is_a_problem_and_records_nothing(
 
 
 async def test_protocol_errors_are_problems(
-    client: Client, token: Callable[..., str], settings: Settings
+    shared: tuple[Client, Settings], pilot: str, token: Callable[..., str]
 ) -> None:
     """Malformed JSON, wrong media type, too large, no such path or method: all problem+json."""
-    admin = await setup_wigan(client, token)
+    client, settings = shared
+    admin = await setup_wigan(client, token, pilot)
     before = await event_count(settings)
-    path = "/pilots/wigan/families/fam-1/allocations"
+    path = f"/pilots/{pilot}/families/fam-1/allocations"
     headers = auth(admin)
     cases = [
         (
@@ -540,8 +572,8 @@ async def test_protocol_errors_are_problems(
             413,
             "payload_too_large",
         ),
-        (await client.get("/pilots/wigan/nothing-here", headers=headers), 404, "not_found"),
-        (await client.delete("/pilots/wigan", headers=headers), 405, "method_not_allowed"),
+        (await client.get(f"/pilots/{pilot}/nothing-here", headers=headers), 404, "not_found"),
+        (await client.delete(f"/pilots/{pilot}", headers=headers), 405, "method_not_allowed"),
         (
             await client.post(
                 path, json={"amount_pence": 5}, headers={**headers, "Idempotency-Key": "x" * 129}
@@ -633,8 +665,9 @@ async def test_occurred_at_is_kept_apart_from_recorded_time(
     assert datetime.fromisoformat(envelope["time"]) > datetime.now(UTC) - timedelta(minutes=1)
 
 
-async def test_operational_endpoints(client: Client) -> None:
+async def test_operational_endpoints(shared: tuple[Client, Settings]) -> None:
     """healthz, readyz, metrics and a generated OpenAPI 3.1 document."""
+    client, _ = shared
     assert (await client.get("/healthz")).status == 200
 
     async def ready_now() -> bool:
