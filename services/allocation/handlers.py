@@ -34,7 +34,7 @@ from services.allocation.schemas import (
 )
 from shared.contracts import balances
 from shared.contracts.allocation import FamilyEnrolled, FamilyRandomised, PilotConfig
-from shared.core.aggregates import Aggregate, Decided
+from shared.core.aggregates import Aggregate, answer
 from shared.core.commands import CommandResult
 from shared.core.db import Connection
 from shared.core.personal import Sealer, is_sealed, subject_of
@@ -191,7 +191,7 @@ class Allocation:
         pilot_id: str,
         family_id: str,
         build: CommandBuilder,
-        answer: Callable[[Decided[families.FamilyState]], Recorded],
+        result: type[Recorded],
         status: int = 201,
     ) -> CommandResult:
         """What every family command shares: load, check the team, build, decide, append."""
@@ -207,14 +207,9 @@ class Allocation:
             decided = await self._core.aggregates.execute(
                 conn, family, command, caller.context, family_id
             )
-            return CommandResult(status, answer(decided).model_dump(mode="json"))
+            return answer(status, result, decided)
 
         return await self._core.commands.run(handle, caller.idempotency)
-
-    async def _seal(
-        self, conn: Connection, pilot_id: str, family_id: str, text: str | None
-    ) -> str | None:
-        return await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
 
     async def allocate(
         self,
@@ -234,15 +229,13 @@ class Allocation:
                 amount_pence=body.amount_pence,
                 period_start=body.period_start,
                 period_end=body.period_end,
-                note=await self._seal(conn, pilot_id, family_id, body.note),
+                note=await self._sealer.seal(conn, subject_of(pilot_id, family_id), body.note),
                 today=self._today(),
                 config=config,
                 pilot_version=pilot.version,
             )
 
-        return await self._family_command(
-            caller, pilot_id, family_id, build, _answer(AllocationResult)
-        )
+        return await self._family_command(caller, pilot_id, family_id, build, AllocationResult)
 
     async def adjust(
         self,
@@ -257,21 +250,17 @@ class Allocation:
         async def build(
             conn: Connection, _: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
-            reason = await self._seal(conn, pilot_id, family_id, body.reason)
-            assert reason is not None
             return families.AdjustBudget(
                 adjustment_id=adjustment_id,
                 delta_pence=body.delta_pence,
-                reason=reason,
+                reason=await self._sealer.seal(conn, subject_of(pilot_id, family_id), body.reason),
                 period_start=body.period_start,
                 today=self._today(),
                 config=config,
                 spend=await _spend(conn, pilot_id, family_id),
             )
 
-        return await self._family_command(
-            caller, pilot_id, family_id, build, _answer(AdjustmentResult)
-        )
+        return await self._family_command(caller, pilot_id, family_id, build, AdjustmentResult)
 
     async def exit(
         self,
@@ -285,10 +274,8 @@ class Allocation:
         async def build(
             conn: Connection, _: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
-            reason = await self._seal(conn, pilot_id, family_id, body.reason)
-            assert reason is not None
             return families.ExitFamily(
-                reason=reason,
+                reason=await self._sealer.seal(conn, subject_of(pilot_id, family_id), body.reason),
                 exited_on=body.exited_on,
                 today=self._today(),
                 config=config,
@@ -296,7 +283,7 @@ class Allocation:
             )
 
         return await self._family_command(
-            caller, pilot_id, family_id, build, _answer(ExitResult), status=200
+            caller, pilot_id, family_id, build, ExitResult, status=200
         )
 
     async def disclose(
@@ -317,7 +304,7 @@ class Allocation:
             pilot_id,
             family_id,
             _given(command),
-            _answer(Recorded),
+            Recorded,
         )
 
     async def record_outcome(
@@ -334,7 +321,7 @@ class Allocation:
             pilot_id,
             family_id,
             _given(command),
-            _answer(Recorded),
+            Recorded,
         )
 
     async def erase(
@@ -355,7 +342,7 @@ class Allocation:
             )
 
         return await self._family_command(
-            caller, pilot_id, family_id, build, _answer(ErasureResult), status=200
+            caller, pilot_id, family_id, build, ErasureResult, status=200
         )
 
     async def notes(self, principal: Principal, pilot_id: str, family_id: str) -> NotesView:
@@ -399,19 +386,3 @@ def _given(command: families.Command) -> CommandBuilder:
         return command
 
     return build
-
-
-def _answer(model: type[Recorded]) -> Callable[[Decided[families.FamilyState]], Recorded]:
-    """A command's answer: the result model filled from its event and envelope."""
-
-    def answer(decided: Decided[families.FamilyState]) -> Recorded:
-        envelope, event = decided.envelopes[-1], decided.events[-1]
-        values = {
-            **event.model_dump(),
-            "family_id": envelope.family_id,
-            "event_id": envelope.id,
-            "stream_version": envelope.stream_version,
-        }
-        return model.model_validate({name: values[name] for name in model.model_fields})
-
-    return answer

@@ -31,7 +31,7 @@ from shared.contracts.spending import (
 )
 from shared.core.aggregates import Decided
 from shared.core.commands import CommandResult
-from shared.core.db import Connection
+from shared.core.db import Connection, model_of
 from shared.core.errors import NotFoundError
 from shared.core.events import Actor, Envelope
 from shared.core.eventstore import CommandContext
@@ -232,14 +232,4 @@ async def _pending_item(conn: Connection, row: asyncpg.Record) -> PendingRequest
     balance = await balances.balance_of(
         conn, row["pilot_id"], row["family_id"], row["period_start"], row["period_end"]
     )
-    return PendingRequest(
-        request_id=row["request_id"],
-        family_id=row["family_id"],
-        team=row["team"],
-        amount_pence=row["amount_pence"],
-        category=row["category"],
-        requested_by=row["requested_by"],
-        family_involved=row["family_involved"],
-        requested_at=row["requested_at"],
-        available_pence=balance.available_pence,
-    )
+    return model_of(PendingRequest, row, available_pence=balance.available_pence)

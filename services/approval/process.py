@@ -18,7 +18,7 @@ from services.approval.decisions import Policy, RequestFacts
 from shared.contracts import views
 from shared.contracts.allocation import FamilyEnrolled, PilotConfig, PilotConfigured
 from shared.contracts.spending import SpendRequested
-from shared.core.db import Connection
+from shared.core.db import Connection, model_of
 from shared.core.events import DomainEvent, Envelope
 
 __all__ = [
@@ -139,16 +139,7 @@ async def request_row(conn: Connection, pilot_id: str, request_id: UUID) -> asyn
 
 def request_facts(row: asyncpg.Record) -> RequestFacts:
     """The decider's view of a request row."""
-    return RequestFacts(
-        request_id=row["request_id"],
-        family_id=row["family_id"],
-        team=row["team"],
-        amount_pence=row["amount_pence"],
-        requested_by=row["requested_by"],
-        requested_at=row["requested_at"],
-        period_start=row["period_start"],
-        period_end=row["period_end"],
-    )
+    return model_of(RequestFacts, row)
 
 
 async def set_status(

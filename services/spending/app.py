@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from uuid import UUID, uuid4
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -12,40 +10,24 @@ from services.spending import views
 from services.spending.handlers import Spending
 from services.spending.http import SPENDING, routes
 from shared.contracts import allocation, approval, spending
-from shared.core.settings import Settings
 from shared.web.registry import ServiceDefinition
-from shared.web.service import ConsumerSpec, ServiceCore, build_service_app, utcnow
+from shared.web.service import ConsumerSpec, ServiceCore
 
 __all__ = ["SERVICE", "create_app"]
 
 
-def create_app(
-    settings: Settings,
-    *,
-    clock: Callable[[], datetime] = utcnow,
-    ids: Callable[[], UUID] = uuid4,
-) -> web.Application:
-    """The spending service's aiohttp application."""
-
-    def setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
-        app[SPENDING] = Spending(core)
-        return (ConsumerSpec("spending.views", (allocation.TOPIC, approval.TOPIC), views.apply),)
-
-    return build_service_app(
-        SERVICE,
-        settings,
-        routes=routes(),
-        description="Spend requests (request, withdraw, close) and purchases (record, refund).",
-        setup=setup,
-        clock=clock,
-        ids=ids,
-    )
+def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
+    app[SPENDING] = Spending(core)
+    return (ConsumerSpec("spending.views", (allocation.TOPIC, approval.TOPIC), views.apply),)
 
 
 SERVICE = ServiceDefinition(
     name="spending",
     default_port=8082,
-    create_app=create_app,
+    description="Spend requests (request, withdraw, close) and purchases (record, refund).",
+    routes=routes,
+    setup=_setup,
     migrations="services.spending",
     topic=spending.TOPIC,
 )
+create_app = SERVICE.create_app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from uuid import UUID
 
 from services.spending import requests, views
@@ -25,7 +26,7 @@ from services.spending.schemas import (
     WithdrawBody,
 )
 from shared.contracts.periods import period_containing
-from shared.core.aggregates import Aggregate, Decided
+from shared.core.aggregates import Aggregate, Decided, answer
 from shared.core.commands import CommandResult
 from shared.core.consistency import NotYetConsistentError, wait_for_view
 from shared.core.db import Connection
@@ -93,7 +94,6 @@ class Spending:
             purpose = await self._sealer.seal(
                 conn, subject_of(pilot_id, body.family_id), body.purpose
             )
-            assert purpose is not None
             command = requests.RequestSpend(
                 request_id=request_id,
                 family_id=body.family_id,
@@ -167,7 +167,7 @@ class Spending:
         pilot_id: str,
         request_id: UUID,
         command: requests.Command,
-        answer: Answer | None = None,
+        respond: Answer | None = None,
     ) -> CommandResult:
         """Load, check the team, decide, append; answer (by default with the request's view)."""
 
@@ -180,8 +180,8 @@ class Spending:
             )
             if isinstance(command, requests.RecordPurchase):
                 await conn.execute(_INDEX_PURCHASE, command.purchase_id, pilot_id, request_id)
-            if answer is not None:
-                return answer(decided)
+            if respond is not None:
+                return respond(decided)
             decision = await views.decision_of(conn, request_id)
             body = _view(pilot_id, decided.state, decision, decided.stream_version)
             return CommandResult(200, body.model_dump(mode="json"))
@@ -216,16 +216,9 @@ class Spending:
             decision=await self._decision(request_id),
         )
 
-        def answer(decided: Decided[requests.RequestState]) -> CommandResult:
-            result = PurchaseResult(
-                purchase_id=purchase_id,
-                request_id=request_id,
-                amount_pence=body.amount_pence,
-                stream_version=decided.stream_version,
-            )
-            return CommandResult(201, result.model_dump(mode="json"))
-
-        return await self._request_command(caller, pilot_id, request_id, command, answer)
+        return await self._request_command(
+            caller, pilot_id, request_id, command, partial(answer, 201, PurchaseResult)
+        )
 
     async def refund(
         self, caller: Caller, pilot_id: str, purchase_id: UUID, body: RefundBody
@@ -244,17 +237,9 @@ class Spending:
             reason=reason,
         )
 
-        def answer(decided: Decided[requests.RequestState]) -> CommandResult:
-            result = RefundResult(
-                refund_id=refund_id,
-                purchase_id=purchase_id,
-                request_id=request_id,
-                amount_pence=body.amount_pence,
-                stream_version=decided.stream_version,
-            )
-            return CommandResult(201, result.model_dump(mode="json"))
-
-        return await self._request_command(caller, pilot_id, request_id, command, answer)
+        return await self._request_command(
+            caller, pilot_id, request_id, command, partial(answer, 201, RefundResult)
+        )
 
     async def close(
         self, caller: Caller, pilot_id: str, request_id: UUID, _: CloseBody
@@ -281,9 +266,7 @@ class Spending:
         family_id = await conn.fetchval(
             "SELECT family_id FROM request_index WHERE request_id = $1", request_id
         )
-        sealed = await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
-        assert sealed is not None
-        return sealed
+        return await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
 
 
 def _refuse_family(family: views.FamilyView, on: date) -> None:

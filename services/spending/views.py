@@ -22,7 +22,7 @@ from shared.contracts.allocation import (
     family_stream_version,
 )
 from shared.contracts.approval import RequestApproved, RequestReferred, RequestRejected
-from shared.core.db import Connection
+from shared.core.db import Connection, model_of
 from shared.core.events import Envelope, Frozen
 from shared.core.personal import Sealer, subject_of
 
@@ -120,14 +120,7 @@ async def family_of(conn: Connection, pilot_id: str, family_id: str) -> FamilyVi
     row = await conn.fetchrow(_READ_FAMILY, pilot_id, family_id)
     if row is None:
         return None
-    return FamilyView(
-        team=row["team"],
-        arm=row["arm"],
-        enrolled_on=row["enrolled_on"],
-        pilot_version=row["pilot_version"],
-        exited_on=row["exited_on"],
-        stream_version=row["stream_version"],
-    )
+    return model_of(FamilyView, row)
 
 
 async def decision_of(conn: Connection, request_id: UUID) -> Decision | None:
@@ -135,6 +128,4 @@ async def decision_of(conn: Connection, request_id: UUID) -> Decision | None:
     row = await conn.fetchrow(_READ_DECISION, request_id)
     if row is None:
         return None
-    return Decision(
-        outcome=row["outcome"], approved_pence=row["approved_pence"], decided_at=row["decided_at"]
-    )
+    return model_of(Decision, row)

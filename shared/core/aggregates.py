@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 from uuid import UUID
 
+from pydantic import BaseModel
+
+from shared.core.commands import CommandResult
 from shared.core.db import Connection
 from shared.core.deciders import Decider
 from shared.core.events import DomainEvent, Envelope
 from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
 
-__all__ = ["Aggregate", "Aggregates", "Decided"]
+__all__ = ["Aggregate", "Aggregates", "Decided", "answer"]
 
 StateT = TypeVar("StateT")
 CommandT = TypeVar("CommandT")
@@ -86,3 +89,17 @@ class Aggregates:
             state = decider.evolve(state, event)
         version = envelopes[-1].stream_version if envelopes else aggregate.stream.version
         return Decided(events, envelopes, state, version)
+
+
+def answer(status: int, model: type[BaseModel], decided: Decided[StateT]) -> CommandResult:
+    """A command's answer: ``model`` filled from the last event decided, and its envelope's
+    ``family_id``, ``event_id`` (the event's id) and ``stream_version``."""
+    envelope, event = decided.envelopes[-1], decided.events[-1]
+    values = {
+        **event.model_dump(),
+        "family_id": envelope.family_id,
+        "event_id": envelope.id,
+        "stream_version": envelope.stream_version,
+    }
+    body = model.model_validate({name: values[name] for name in model.model_fields})
+    return CommandResult(status, body.model_dump(mode="json"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 from urllib.parse import quote
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel
 
 from shared.core.settings import Settings
 
@@ -19,8 +20,11 @@ __all__ = [
     "connect",
     "dsn",
     "is_transient",
+    "model_of",
     "open_pool",
 ]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # What handlers receive: a pooled connection's proxy or a connection of its own.
 if TYPE_CHECKING:
@@ -77,3 +81,10 @@ def is_transient(error: BaseException) -> bool:
         sqlstate = getattr(error, "sqlstate", None) or ""
         return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
     return isinstance(error, (OSError, asyncpg.InterfaceError, TimeoutError))
+
+
+def model_of(model: type[ModelT], row: asyncpg.Record, **values: object) -> ModelT:
+    """A row read into a model by the model's field names (``values`` for the others)."""
+    return model.model_validate(
+        {name: values[name] if name in values else row[name] for name in model.model_fields}
+    )

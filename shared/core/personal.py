@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from typing import overload
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -44,6 +45,12 @@ def is_sealed(value: str) -> bool:
 
 class Sealer:
     """Seals, opens and erases free text in one service's database."""
+
+    @overload
+    async def seal(self, conn: Connection, subject: str, text: str) -> str: ...
+
+    @overload
+    async def seal(self, conn: Connection, subject: str, text: None) -> None: ...
 
     async def seal(self, conn: Connection, subject: str, text: str | None) -> str | None:
         """The sealed form of ``text`` under the subject's live key (made on first use)."""

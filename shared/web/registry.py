@@ -16,13 +16,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
 
 from shared.core.db import connect, dsn
 from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.schema import Migration, apply_migrations, ensure_database, migrations_of
 from shared.core.settings import Settings
+from shared.web.http import Route
+from shared.web.service import Setup, build_service_app, utcnow
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -56,11 +60,17 @@ def core_migrations() -> tuple[Migration, ...]:
 
 @dataclass(frozen=True)
 class ServiceDefinition:
-    """Everything the ledger needs to know of a service to migrate, serve and audit it."""
+    """Everything the ledger needs to know of a service to migrate, serve and audit it.
+
+    ``setup`` builds the service's application object into the app (under its own key)
+    from the :class:`~shared.web.service.ServiceCore`, and names the consumers it runs.
+    """
 
     name: str
     default_port: int
-    create_app: Callable[[Settings], web.Application]
+    description: str  # the OpenAPI document's
+    routes: Callable[[], Sequence[Route]]
+    setup: Setup
     migrations: str  # the package whose ``migrations/`` folder holds the service's SQL
     topic: str | None = None  # the topic the service publishes (its outbox relay's)
     add_commands: AddCommands | None = None
@@ -68,6 +78,16 @@ class ServiceDefinition:
     def all_migrations(self) -> tuple[Migration, ...]:
         """The core's migrations, then the service's own."""
         return core_migrations() + migrations_of(self.migrations)
+
+    def create_app(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        ids: Callable[[], UUID] = uuid4,
+    ) -> web.Application:
+        """The service's aiohttp application; nothing opens until it starts."""
+        return build_service_app(self, settings, clock=clock, ids=ids)
 
 
 def services() -> tuple[ServiceDefinition, ...]:

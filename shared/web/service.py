@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -32,7 +32,9 @@ from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
 from shared.web.http import JWT_SECRET, MAX_BODY_BYTES, METRICS, Route, json_response, middlewares
 from shared.web.openapi import openapi_document
-from shared.web.registry import ServiceDefinition
+
+if TYPE_CHECKING:
+    from shared.web.registry import ServiceDefinition
 
 __all__ = [
     "CONSUMERS",
@@ -40,6 +42,7 @@ __all__ = [
     "ConsumerSpec",
     "Readiness",
     "ServiceCore",
+    "Setup",
     "build_service_app",
     "consumer_runner",
     "utcnow",
@@ -111,9 +114,6 @@ def build_service_app(
     definition: ServiceDefinition,
     settings: Settings,
     *,
-    routes: Sequence[Route],
-    description: str,
-    setup: Setup,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
 ) -> web.Application:
@@ -126,11 +126,11 @@ def build_service_app(
     service = definition.name
     app[METRICS] = Metrics(service)
     app[READINESS] = Readiness()
-    all_routes = [*routes, *_operational_routes()]
+    all_routes = [*definition.routes(), *_operational_routes()]
     document = openapi_document(
         title=f"Devolved budgets ledger: {service}",
         version=_VERSION,
-        description=description,
+        description=definition.description,
         routes=all_routes,
     )
 
@@ -142,7 +142,7 @@ def build_service_app(
         app.router.add_route(route.method, route.path, handler)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_service(app, definition, settings, setup, clock, ids):
+        async for _ in _run_service(app, definition, settings, clock, ids):
             yield
 
     async def drain(app: web.Application) -> None:
@@ -157,7 +157,6 @@ async def _run_service(
     app: web.Application,
     definition: ServiceDefinition,
     settings: Settings,
-    setup: Setup,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
 ) -> AsyncIterator[None]:
@@ -184,7 +183,7 @@ async def _run_service(
             ids,
         )
         app[CORE] = core
-        specs = setup(app, core)
+        specs = definition.setup(app, core)
 
         async def database() -> bool:
             async with pool.acquire() as conn:

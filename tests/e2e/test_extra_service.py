@@ -26,16 +26,10 @@ from tests.support import LEDGER, connect_service_db, settings_env, wait_for
 SERVICE_MODULE = '''
 """A tiny fifth service: it counts the allocation events it has seen."""
 
-from __future__ import annotations
-
-import uuid
-
-from aiohttp import web
-
 from shared.contracts import allocation
 from shared.web.http import Route, json_response
 from shared.web.registry import ServiceDefinition
-from shared.web.service import CORE, ConsumerSpec, build_service_app, utcnow
+from shared.web.service import CORE, ConsumerSpec
 
 
 async def seen(conn, envelope):
@@ -47,22 +41,12 @@ async def count(request):
         return json_response({"seen": await conn.fetchval("SELECT count(*) FROM seen")})
 
 
-def create_app(settings):
-    return build_service_app(
-        SERVICE,
-        settings,
-        routes=[Route("GET", "/pilots/{pilot_id}/seen", count, "Seen", frozenset({"auditor"}))],
-        description="A fifth service.",
-        setup=lambda app, core: (ConsumerSpec("extra.seen", (allocation.TOPIC,), seen),),
-        clock=utcnow,
-        ids=uuid.uuid4,
-    )
-
-
 SERVICE = ServiceDefinition(
     name="extra",
     default_port=8099,
-    create_app=create_app,
+    description="A fifth service.",
+    routes=lambda: [Route("GET", "/pilots/{pilot_id}/seen", count, "Seen", frozenset({"auditor"}))],
+    setup=lambda app, core: (ConsumerSpec("extra.seen", (allocation.TOPIC,), seen),),
     migrations="extra_service",
     topic="ledger.extra",
 )
