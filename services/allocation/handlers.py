@@ -33,7 +33,7 @@ from services.allocation.schemas import (
     Recorded,
 )
 from shared.contracts import balances
-from shared.contracts.allocation import FamilyEnrolled, FamilyRandomised, PilotConfig
+from shared.contracts.allocation import FamilyRandomised, PilotConfig
 from shared.core.aggregates import Aggregate, answer
 from shared.core.commands import CommandResult
 from shared.core.db import Connection
@@ -117,16 +117,15 @@ class Allocation:
             pilot = await self._pilot(conn, pilot_id)
             pilot.state.require()
             family = await self._family(conn, pilot_id, body.family_id)
-            stratum = body.stratum or pilots.NO_STRATUM
-            # The register first: its refusal, or the family's, leaves nothing recorded.
+            randomise = pilots.RandomiseFamily(
+                family_id=body.family_id,
+                stratum=body.stratum or pilots.NO_STRATUM,
+                enrolled_on=body.enrolled_on,
+            )
+            # The register first, in the same transaction: if the family's own decider then
+            # refuses (enrolled twice), neither is recorded.
             randomised = await self._core.aggregates.execute(
-                conn,
-                pilot,
-                pilots.RandomiseFamily(
-                    family_id=body.family_id, stratum=stratum, enrolled_on=body.enrolled_on
-                ),
-                caller.context,
-                None,
+                conn, pilot, randomise, caller.context, None
             )
             arm = next(
                 (e.arm for e in randomised.events if isinstance(e, FamilyRandomised)), "treatment"
@@ -146,12 +145,7 @@ class Allocation:
                 caller.context,
                 body.family_id,
             )
-            event = enrolled.events[0]
-            assert isinstance(event, FamilyEnrolled)
-            result = EnrolmentResult(
-                family_id=body.family_id, arm=event.arm, stream_version=enrolled.stream_version
-            )
-            return CommandResult(201, result.model_dump(mode="json"))
+            return answer(201, EnrolmentResult, enrolled)
 
         return await self._core.commands.run(handle, caller.idempotency)
 

@@ -81,6 +81,7 @@ def _on_family(
     return run
 
 
+# A table with one entry per endpoint, not logic: it is as long as the API is wide.
 def routes() -> list[Route]:
     """Every allocation endpoint of API.md."""
     tags = ("allocation",)

@@ -28,6 +28,7 @@ async def get_pending(request: web.Request) -> web.StreamResponse:
     return json_response(listing)
 
 
+# A table with one entry per endpoint, not logic: it is as long as the API is wide.
 def routes() -> list[Route]:
     """Every approval endpoint of API.md."""
     tags = ("approval",)

@@ -174,6 +174,7 @@ footer{max-width:72rem;margin:0 auto;padding:1rem;color:#555;font-size:.9rem}
 """
 
 
+# The page as one template, read top to bottom as it renders; its parts are built above.
 def render(
     pilot_id: str, name: str, as_of: datetime, figures: dict[str, Figures], chart: Charts
 ) -> str:

@@ -74,6 +74,7 @@ async def get_dashboard(request: web.Request) -> web.StreamResponse:
     )
 
 
+# A table with one entry per endpoint, not logic: it is as long as the API is wide.
 def routes() -> list[Route]:
     """Reporting's endpoints of API.md."""
     tags = ("reporting",)

@@ -77,19 +77,7 @@ class Spending:
         requested_on = (caller.context.occurred_at or self._core.clock()).date()
 
         async def handle(conn: Connection) -> CommandResult:
-            pilot = await views.pilot_of(conn, pilot_id)
-            if pilot is None:
-                raise NotFoundError("no such pilot")
-            family = await views.family_of(conn, pilot_id, body.family_id)
-            if family is None:
-                raise UnprocessableError("no such family in this pilot", code="unknown_family")
-            require_team(principal, family.team)
-            _refuse_family(family, requested_on)
-            if body.category not in pilot.categories:
-                raise UnprocessableError(
-                    f"category {body.category} is not one of {', '.join(pilot.categories)}",
-                    code="unknown_category",
-                )
+            pilot, family = await _eligible(conn, principal, pilot_id, body, requested_on)
             period = period_containing(family.enrolled_on, pilot.period_months, requested_on)
             purpose = await self._sealer.seal(
                 conn, subject_of(pilot_id, body.family_id), body.purpose
@@ -267,6 +255,26 @@ class Spending:
             "SELECT family_id FROM request_index WHERE request_id = $1", request_id
         )
         return await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
+
+
+async def _eligible(
+    conn: Connection, principal: Principal, pilot_id: str, body: SpendRequestBody, on: date
+) -> tuple[views.PilotView, views.FamilyView]:
+    """The pilot and family a request is for, once it may be made for them on ``on``."""
+    pilot = await views.pilot_of(conn, pilot_id)
+    if pilot is None:
+        raise NotFoundError("no such pilot")
+    family = await views.family_of(conn, pilot_id, body.family_id)
+    if family is None:
+        raise UnprocessableError("no such family in this pilot", code="unknown_family")
+    require_team(principal, family.team)
+    _refuse_family(family, on)
+    if body.category not in pilot.categories:
+        raise UnprocessableError(
+            f"category {body.category} is not one of {', '.join(pilot.categories)}",
+            code="unknown_category",
+        )
+    return pilot, family
 
 
 def _refuse_family(family: views.FamilyView, on: date) -> None:

@@ -34,6 +34,7 @@ async def get_request(request: web.Request) -> web.StreamResponse:
     return json_response(view)
 
 
+# A table with one entry per endpoint, not logic: it is as long as the API is wide.
 def routes() -> list[Route]:
     """Every spending endpoint of API.md."""
     tags = ("spending",)

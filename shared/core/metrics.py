@@ -12,6 +12,7 @@ _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 class Metrics:
     """Every metric a service exposes on ``/metrics``."""
 
+    # One declaration per metric, in the order /metrics lists them: a table, not logic.
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry()
         labels = {"service": service}

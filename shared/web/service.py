@@ -153,6 +153,7 @@ def build_service_app(
     return app
 
 
+# The whole life of a service, in the order things open (and, after the yield, close).
 async def _run_service(
     app: web.Application,
     definition: ServiceDefinition,
@@ -204,14 +205,16 @@ async def _run_service(
             yield
         finally:
             readiness.draining = True
-            grace = settings.shutdown_grace_seconds
-            # A consumer stopped within seconds of joining its group takes ~3 s to leave
-            # (aiokafka waits for its coordination task): give consumers most of the grace,
-            # together, so that none is cancelled mid-stop with its connections open.
-            await asyncio.gather(*(runner.stop(grace * 0.6) for runner in runners))
-            if relay is not None:
-                await relay.stop(grace * 0.4)
+            await _stop(runners, relay, settings.shutdown_grace_seconds)
             log.info("service_stopped")
+
+
+async def _stop(runners: Sequence[ConsumerRunner], relay: OutboxRelay | None, grace: float) -> None:
+    """Consumers first, together (each finishes its batch and commits its offsets with it),
+    then the relay, which publishes everything committed until then."""
+    await asyncio.gather(*(runner.stop(grace * 0.6) for runner in runners))
+    if relay is not None:
+        await relay.stop(grace * 0.4)
 
 
 def _relay(
