@@ -21,6 +21,7 @@ from shared.core.kafka import partitions_of
 
 __all__ = [
     "Problem",
+    "StoredEvent",
     "check_store",
     "check_topic",
     "in_order",
@@ -175,8 +176,13 @@ async def read_topic(
 
 
 def in_order(events: Iterable[Envelope]) -> list[Envelope]:
-    """History order: recorded time, then source, then version (a batch shares its time)."""
-    return sorted(events, key=lambda e: (e.time, e.source, e.stream_id, e.stream_version))
+    """History order: recorded time, then source, then version (a batch shares its time).
+
+    Each event once: a relay that died between the Kafka commit and the outbox delete
+    published its batch twice, and the second copy is the same event (same id and hash).
+    """
+    unique = {envelope.id: envelope for envelope in events}.values()
+    return sorted(unique, key=lambda e: (e.time, e.source, e.stream_id, e.stream_version))
 
 
 async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

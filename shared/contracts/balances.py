@@ -14,7 +14,10 @@ Each names its period in ``period_start`` and ``period_end``.
 Allocation events set a total (its stream is consumed in order); everything else is a sum
 of facts, so reading the topics in any interleaving gives the same balances. Approval
 applies its own decisions here in the transaction that records them and locks the row
-first (:func:`lock`): two decisions on one period never see the same ``available``.
+first (:func:`lock`): two decisions on one period never see the same ``available``. That
+guards holds only: allocation checks a budget cut against its own copy of these balances,
+which may lag approval's, so a cut and an approval that race can leave ``available`` below
+zero (a known gap, for the invariants work: the balance's owner must decide cuts too).
 """
 
 from __future__ import annotations

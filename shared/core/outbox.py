@@ -6,16 +6,21 @@ can see position 12 committed while 11 is still in flight. A relay that remember
 to 12" would skip 11 forever. Instead every append also inserts its positions into
 ``outbox`` in the same transaction, and the relay publishes whatever committed rows it finds
 there, oldest position first, then deletes them. A late commit is simply found on a later
-pass: nothing is skipped, and writers are never serialised behind a lock.
+pass: nothing is skipped, and writers take no lock of the relay's. They are not wholly
+independent, though: every append also NOTIFYs the relay, and PostgreSQL queues the commits
+of notifying transactions one at a time, cluster-wide. That is the price of waking the relay
+at once; the fallback poll (``relay_poll_seconds``) would find the rows without it.
 
 Order within a stream still holds: version n+1 can only be appended by a transaction that
 read version n committed (or waited on its unique index entry), so it takes a higher
 position and becomes visible later. Kafka keys by family, so that is the order consumers get.
 
-Exactly once: each batch goes out in one Kafka transaction, and its outbox rows are deleted
-only after the transaction commits. A failed batch is aborted (``read_committed`` consumers
-never see it) and sent again. Only a crash between the Kafka commit and the delete can
-publish a batch twice; consumers drop such redeliveries by stream version. One relay per
+At least once, never lost: each batch goes out in one Kafka transaction, and its outbox rows
+are deleted only after the transaction commits. A failed batch is aborted
+(``read_committed`` consumers never see it) and sent again. A relay that dies between the
+Kafka commit and the delete publishes that batch again, so the topic can hold an event
+twice; every consumer drops the second copy by stream version (its effects happen once), and
+``ledger audit verify`` compares events by id. One relay per
 database publishes at a time (a session advisory lock elects it), and its fixed
 transactional id fences any stale relay that still thinks it leads.
 """

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from services.reporting.projections import CONSUMER
 from shared.contracts import TOPICS
@@ -39,6 +40,7 @@ APPROVALS = ("approval", "approval-2")
 _LAG = re.compile(r"^ledger_consumer_lag\{(?P<labels>[^}]*)\}", re.MULTILINE)
 
 
+@pytest.mark.faults
 async def test_replicas_share_the_work_and_take_over_from_one_that_stops(
     settings: Settings, token: Callable[..., str], tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from shared.core.settings import Settings
 from tests.e2e.processes import service_processes
@@ -33,6 +34,7 @@ CLIENTS = 4
 GRACE_LIMIT_SECONDS = 10
 
 
+@pytest.mark.faults
 async def test_sigterm_under_load_loses_nothing_and_repeats_nothing(
     settings: Settings, token: Callable[..., str], tmp_path: Path
 ) -> None:

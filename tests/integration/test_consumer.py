@@ -82,6 +82,7 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+@pytest.mark.faults
 async def test_killed_mid_batch_applies_every_effect_once(
     settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
 ) -> None:

@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 
 import asyncpg
+import pytest
 
 from shared.contracts import allocation
 from shared.core.commands import CommandResult, CommandRunner
@@ -91,6 +92,7 @@ async def _outbox_empty(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
         return bool(await conn.fetchval("SELECT count(*) = 0 FROM outbox"))
 
 
+@pytest.mark.faults
 async def test_commands_are_accepted_while_kafka_is_down(
     infra: Infrastructure, settings: Settings
 ) -> None:

@@ -63,8 +63,16 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "decision.referred": {"team": "t", **_DECISION},
     "decision.approved": {"approved_pence": 1_000, "rule": "auto_tier", **_DECISION},
     "decision.rejected": {"reason_code": "manager", **_DECISION},
+    "decision.hold_released": {
+        "request_id": "r",
+        "released_pence": 0,
+        "cause": "closed",
+        **_PERIOD,
+    },
     "purchase.recorded": {
         "purchase_id": "b",
+        "purchased_on": "2026-02-01",
+        "category": "practical",
         "request_id": "r",
         "method": "card",
         "vendor": None,
@@ -73,6 +81,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "purchase.refunded": {
         "refund_id": "c",
+        "category": "practical",
         "purchase_id": "b",
         "request_id": "r",
         "reason": "r",

@@ -1,0 +1,58 @@
+"""The audit's pure parts: the history's order, and what a relay's re-publication does to it."""
+
+from __future__ import annotations
+
+from shared.cli.audit import StoredEvent, check_store, check_topic, in_order
+from shared.core.events import Envelope
+from tests.integration.fixtures import envelopes_for
+
+
+def test_a_batch_published_twice_is_replayed_once() -> None:
+    """A relay that dies between the Kafka commit and the outbox delete publishes its batch
+    again; the replayed history holds each event once, in order."""
+    first = envelopes_for("p", "f", [1, 2, 3])
+    again = first[1:]
+    history = in_order([*first, *again])
+    assert [e.id for e in history] == [e.id for e in first]
+
+
+def stored(envelopes: tuple[Envelope, ...], pending: bool = False) -> list[StoredEvent]:
+    return [StoredEvent(e, e.stream_version, pending) for e in envelopes]
+
+
+def test_intact_chains_have_no_problem() -> None:
+    """Given a stream as the store seals it, when checked, then nothing is broken."""
+    assert check_store("allocation", stored(envelopes_for("p", "f", [1, 2, 3]))) == []
+
+
+def test_each_kind_of_tampering_is_named_at_its_first_broken_link() -> None:
+    """An altered amount, a removed event and swapped events each break their stream at the
+    first event that no longer fits, and nowhere else."""
+    events = envelopes_for("p", "f", [1, 2, 3])
+    altered = events[1].model_copy(update={"data": {"number": 99, "poison": False}})
+    [problem] = check_store("s", stored((events[0], altered, events[2])))
+    assert problem.stream_version == 2
+    assert "altered" in problem.detail
+    [removed] = check_store("s", stored((events[0], events[2])))
+    assert removed.stream_version == 3
+    assert "removed" in removed.detail
+    swapped = [
+        StoredEvent(events[2], 2, pending=False),
+        StoredEvent(events[1], 3, pending=False),
+    ]
+    [moved] = check_store("s", [StoredEvent(events[0], 1, pending=False), *swapped])
+    assert "moved" in moved.detail
+
+
+def test_the_topic_must_hold_what_the_store_holds() -> None:
+    """An event missing from the topic (and not waiting in the outbox), one with another hash
+    there, and one the store no longer has are each a problem; a pending one is not."""
+    events = envelopes_for("p", "f", [1, 2, 3, 4])
+    in_store = [*stored(events[:3]), *stored(events[3:], pending=True)]
+    published = {str(events[0].id): events[0].hash, str(events[1].id): "0" * 64, "gone": "x"}
+    details = {(p.event_id, p.detail) for p in check_topic("s", in_store, published)}
+    assert details == {
+        (str(events[1].id), "the topic holds it with another hash: one copy was altered"),
+        (str(events[2].id), "it is in the store but not on the topic"),
+        ("gone", "it is on the topic but gone from the store"),
+    }
