@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import date
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from shared.contracts.balances import Balance, fold
 from shared.core.events import Envelope
 from tests.unit.test_uptake import event
 
-PERIOD = {"period_start": "2026-01-01", "period_end": "2026-12-31"}
+PERIOD: dict[str, Any] = {"period_start": "2026-01-01", "period_end": "2026-12-31"}
 EXPECTED = Balance(
     period_start=date(2026, 1, 1),
     period_end=date(2026, 12, 31),
