@@ -34,6 +34,8 @@ status: $(STAMP)
 	$(BIN)/python deploy/stack.py status
 
 # The suite starts its own PostgreSQL and Kafka on free ports, so it runs beside `make up`.
+# Two workers, each with its own PostgreSQL and Kafka: most tests wait on I/O, so two
+# share the two cores well (measured in the README's Development section).
 test: $(STAMP) $(COMPOSE_CHECK)
 	deploy/system-packages --tests
 	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
@@ -42,7 +44,7 @@ test: $(STAMP) $(COMPOSE_CHECK)
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
-	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest
+	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -231,10 +231,11 @@ class Postgres:
         )
         wait_until(lambda: port_open(self.port), 30, f"PostgreSQL listening on {self.port}")
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; ``immediate`` skips the checkpoint (for data about to be deleted)."""
         if self.running():
             subprocess.run(
-                _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+                _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
                 check=False,
                 capture_output=True,
             )

@@ -66,7 +66,7 @@ def infra() -> Iterator[Infrastructure]:
         finally:
             kafka.stop(grace=0)  # its data is deleted next: a clean shutdown buys nothing
     finally:
-        postgres.stop()
+        postgres.stop(mode="immediate")
         shutil.rmtree(home, ignore_errors=True)
 
 
