@@ -74,21 +74,13 @@ class Reporting:
                 )
             else:
                 facts = await _history(conn, pilot_id, family_id, as_of)
-                balance = balances.fold(facts).get(period.start) or balances.Balance(
-                    period_start=period.start,
-                    period_end=period.end,
-                    allocated_pence=0,
-                    committed_pence=0,
-                    spent_pence=0,
+                balance = balances.fold(facts).get(period.start) or balances.Balance.nothing(
+                    period.start, period.end
                 )
         return BalanceView(
             pilot_id=pilot_id,
             family_id=family_id,
-            period_start=balance.period_start,
-            period_end=balance.period_end,
-            allocated_pence=balance.allocated_pence,
-            committed_pence=balance.committed_pence,
-            spent_pence=balance.spent_pence,
+            **balance.model_dump(),
             available_pence=balance.available_pence,
             as_of=moment,
         )

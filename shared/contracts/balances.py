@@ -82,6 +82,17 @@ class Balance(Frozen):
     committed_pence: int
     spent_pence: int
 
+    @classmethod
+    def nothing(cls, period_start: date, period_end: date) -> Balance:
+        """A period with no facts yet."""
+        return cls(
+            period_start=period_start,
+            period_end=period_end,
+            allocated_pence=0,
+            committed_pence=0,
+            spent_pence=0,
+        )
+
     @property
     def available_pence(self) -> int:
         """What may still be committed: allocated minus committed minus spent."""
@@ -183,13 +194,7 @@ async def balance_of(
     """The period's balance as it stands (zero for a period with no facts yet)."""
     row = await conn.fetchrow(_READ, pilot_id, family_id, period_start)
     if row is None:
-        return Balance(
-            period_start=period_start,
-            period_end=period_end,
-            allocated_pence=0,
-            committed_pence=0,
-            spent_pence=0,
-        )
+        return Balance.nothing(period_start, period_end)
     return _balance(period_start, row)
 
 
