@@ -182,9 +182,9 @@ class ConsumerRunner(BackgroundTask):
             if offset is not None:
                 consumer.seek(partition, offset)
         # A partition with no stored offset starts at its beginning by itself: the group
-        # commits no offsets to Kafka and ``auto_offset_reset`` is "earliest". Seeking there
-        # here would wait, inside the rebalance, for a reset the fetcher makes only after it:
-        # 2.5 s of every start, rebalance and stop.
+        # commits no offsets to Kafka and ``auto_offset_reset`` is "earliest". Awaiting
+        # ``seek_to_beginning`` here, inside the rebalance callback, took about 2.5 s (aiokafka
+        # resets offsets through its fetcher): on every start, rebalance and stop.
 
     def release(self, revoked: Sequence[TopicPartition]) -> None:
         """Hand partitions over. Nothing to flush: progress is committed with each batch."""
