@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from shared.core.commands import fingerprint
@@ -22,6 +24,8 @@ def test_a_fingerprint_ignores_key_order_and_spacing_but_not_content() -> None:
 def test_each_service_port_comes_from_its_own_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """LEDGER_<SERVICE>_PORT sets a service's port, whatever the service; other settings'
     variables ending in _PORT stay theirs; a service without one keeps its default."""
+    for variable in [name for name in os.environ if name.startswith("LEDGER_")]:
+        monkeypatch.delenv(variable)  # CI runs with the stack's ports in the environment
     monkeypatch.setenv("LEDGER_SPENDING_PORT", "9182")
     monkeypatch.setenv("LEDGER_FIFTH_PORT", "9185")
     monkeypatch.setenv("LEDGER_PG_PORT", "6543")
