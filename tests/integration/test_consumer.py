@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+import structlog.testing
 from aiokafka import AIOKafkaProducer
 
 from deploy.stack import ROOT
@@ -227,3 +228,59 @@ async def test_gap_in_a_stream_parks_the_family(
         ]
         assert await conn.fetchval("SELECT count(*) FROM consumer_parked") == 0
     assert numbers == [1, 2, 3]
+
+
+class FlakyRecorder(Recorder):
+    """Refuses poison for good, and meets one transient database error on a given record."""
+
+    def __init__(self, flaky: int) -> None:
+        super().__init__()
+        self.flaky = flaky
+        self.failed_once = False
+
+    async def __call__(self, conn: Connection, envelope: Envelope) -> None:
+        if envelope.data["number"] == self.flaky and not self.failed_once:
+            self.failed_once = True
+            raise asyncpg.DeadlockDetectedError("deadlock detected (a passing fault)")
+        await super().__call__(conn, envelope)
+
+
+async def test_a_transient_error_on_the_careful_path_retries_the_batch(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """A poison record sends the batch down the record-by-record path; a deadlock there is
+    transient: the batch is read again and applied, and the consumer is not restarted."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (family text, number integer)")
+    envelopes = envelopes_for("p", "f", [1, 2, 3], poison=frozenset({1}))
+    others = envelopes_for("p", "g", [1, 2, 3])
+    await produce(settings, records_of(envelopes) + records_of(others), partition=0)
+    # The deadlock hits family g's second record, on the careful pass the poison caused.
+    recorder = FlakyRecorder(flaky=2)
+    runner = ConsumerRunner(
+        name="flaky-test",
+        pool=pool,
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}flaky-test",
+        topics=[settings.topic(TOPIC)],
+        handler=recorder,
+        deadletter_topic=settings.topic("ledger.deadletter"),
+        batch_size=100,
+        metrics=Metrics("test"),
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with runner:
+            await wait_for(lambda: _table_has_rows_of(pool, "g", 3), timeout=30)
+    events = [line["event"] for line in logs]
+    assert recorder.failed_once
+    assert "consumer_batch_retry" in events
+    assert "consumer_retrying" not in events  # the consumer itself never restarted
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT family, number FROM applied ORDER BY family, number")
+    assert [(row["family"], row["number"]) for row in rows] == [("g", 1), ("g", 2), ("g", 3)]
+
+
+async def _table_has_rows_of(pool: asyncpg.Pool[asyncpg.Record], family: str, wanted: int) -> bool:
+    async with pool.acquire() as conn:
+        found = await conn.fetchval("SELECT count(*) FROM applied WHERE family = $1", family)
+    return int(found) >= wanted
