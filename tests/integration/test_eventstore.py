@@ -62,7 +62,7 @@ async def test_stale_writer_gets_concurrency_error(pool: asyncpg.Pool[asyncpg.Re
 
 
 async def test_events_cannot_be_changed_or_removed(pool: asyncpg.Pool[asyncpg.Record]) -> None:
-    """The database refuses UPDATE and DELETE on events."""
+    """The database refuses UPDATE, DELETE and TRUNCATE on events."""
     store = new_store()
     async with pool.acquire() as conn:
         async with conn.transaction():
@@ -71,6 +71,9 @@ async def test_events_cannot_be_changed_or_removed(pool: asyncpg.Pool[asyncpg.Re
             await conn.execute("UPDATE events SET type = 'x'")
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await conn.execute("DELETE FROM events")
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await conn.execute("TRUNCATE events CASCADE")
+        assert await conn.fetchval("SELECT count(*) FROM events") == 1
 
 
 async def test_idempotency_key_returns_first_answer(pool: asyncpg.Pool[asyncpg.Record]) -> None:
