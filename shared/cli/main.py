@@ -127,12 +127,23 @@ async def replay(
     return audit.in_order(events)
 
 
+def _moment(text: str) -> datetime:
+    """An RFC 3339 time with its zone, as argparse reads an option (else a usage error)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time, e.g. 2026-04-01T12:00:00Z"
+        ) from error
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone; give an RFC 3339 time, e.g. 2026-04-01T12:00:00Z"
+        )
+    return moment
+
+
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
-    if as_of is not None and as_of.tzinfo is None:
-        print("--as-of needs a time zone, e.g. 2026-04-01T12:00:00Z", file=sys.stderr)
-        return 2
-    for envelope in asyncio.run(replay(settings, args.pilot, args.family, as_of)):
+    for envelope in asyncio.run(replay(settings, args.pilot, args.family, args.as_of)):
         print(canonical_json(envelope.to_json_dict()).decode())
     return 0
 
@@ -180,7 +191,9 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     replaying.add_argument("--pilot")
     replaying.add_argument("--family")
-    replaying.add_argument("--as-of", help="only events recorded up to this RFC 3339 time")
+    replaying.add_argument(
+        "--as-of", type=_moment, help="only events recorded up to this RFC 3339 time"
+    )
     replaying.set_defaults(run=_audit_replay)
 
 

@@ -1,0 +1,21 @@
+"""The ``ledger`` command's handling of what an operator types, before it touches anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.cli.main import main
+
+
+@pytest.mark.parametrize("moment", ["yesterday", "2026-13-01T00:00:00Z", "2026-04-01T12:00:00"])
+def test_a_bad_as_of_is_a_usage_error_not_a_traceback(
+    moment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a time, not a date, or no time zone: exit 2 with a sentence saying what to give."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", "replay", "--as-of", moment])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "--as-of" in error
+    assert "RFC 3339" in error
+    assert "Traceback" not in error
