@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from services.reporting import dashboard, uptake
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
@@ -67,7 +67,8 @@ class Reporting:
         moment = as_of or self._core.clock()
         async with self._core.pool.acquire() as conn:
             enrolled_on, months = await self._family(conn, principal, pilot_id, family_id)
-            period = period_containing(enrolled_on, months, moment.date())
+            # The period of the UTC date: the offset a caller writes a moment in changes nothing.
+            period = period_containing(enrolled_on, months, moment.astimezone(UTC).date())
             if as_of is None:
                 balance = await balances.balance_of(
                     conn, pilot_id, family_id, period.start, period.end

@@ -6,7 +6,7 @@ import csv
 import io
 import itertools
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -76,6 +76,23 @@ async def test_balance_now_and_as_of_before_and_after_a_purchase(system: System)
     )
     before_anything = await balance(system, "fam-1", datetime(2000, 1, 1, tzinfo=UTC))
     assert before_anything["allocated_pence"] == 0
+
+
+async def test_as_of_picks_the_period_by_its_utc_date(system: System) -> None:
+    """23:30 on a period's last day at UTC-2 is 01:30 UTC on the next period's first day: the
+    answer is the next period's, whatever offset the caller wrote the moment in."""
+    await system.enrol("fam-z")
+    await wait_for(lambda: _known(system, "fam-z"))
+    west = timezone(timedelta(hours=-2))
+    answer = await balance(system, "fam-z", datetime(2027, 1, 4, 23, 30, tzinfo=west))
+    assert (answer["period_start"], answer["period_end"]) == ("2027-01-05", "2028-01-04")
+
+
+async def _known(system: System, family: str) -> bool:
+    response = await reporting(system).get(
+        f"/pilots/wigan/families/{family}/balance", headers=system.admin()
+    )
+    return response.status == 200
 
 
 async def test_history_holds_every_service_in_order_with_its_chains(system: System) -> None:
