@@ -80,14 +80,27 @@ class RebuildReport:
     seconds: float
     compared: bool  # False when the live consumer was behind: no like-for-like comparison
     tables: tuple[TableComparison, ...]
+    switched: bool  # False when a rebuilt table differs from live and that was not accepted
+
+    @property
+    def differing(self) -> tuple[str, ...]:
+        """The tables whose rebuilt rows are not the live ones."""
+        return tuple(table.table for table in self.tables if not table.equal)
 
     @property
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-async def rebuild(settings: Settings, progress: Progress) -> RebuildReport:
-    """Rebuild reporting's projections from the topics and switch to them."""
+async def rebuild(
+    settings: Settings, progress: Progress, *, accept_differences: bool = False
+) -> RebuildReport:
+    """Rebuild reporting's projections from the topics and switch to them.
+
+    Where a rebuilt table differs from its live twin the rebuild does not switch (the live
+    projections stay as they are) unless ``accept_differences``: a difference is a finding
+    for a person to look at, and replacing live rows is that person's decision.
+    """
     started = time.monotonic()
     database_dsn = dsn(settings, settings.database_of("reporting"))
     live = await connect(database_dsn)
@@ -114,11 +127,13 @@ async def rebuild(settings: Settings, progress: Progress) -> RebuildReport:
                 )
                 records += await _catch_up(runner, targets, progress)
                 tables = await _compare(live, live_schema) if compared else ()
-                await _switch(live, live_schema, runner.name)
+                switched = accept_differences or all(table.equal for table in tables)
+                if switched:
+                    await _switch(live, live_schema, runner.name)
         await _drop_schemas(live)
     finally:
         await live.close()  # also releases the advisory lock
-    return RebuildReport(records, time.monotonic() - started, compared, tables)
+    return RebuildReport(records, time.monotonic() - started, compared, tables, switched)
 
 
 async def _bulk(settings: Settings, runner: ConsumerRunner, progress: Progress) -> int:

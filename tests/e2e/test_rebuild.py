@@ -45,7 +45,8 @@ def verdicts(output: str) -> dict[str, str]:
 async def test_rebuild_under_traffic_switches_to_projections_equal_to_live(
     system: System, settings: Settings
 ) -> None:
-    """A drifted row is repaired, the rest compare equal, nothing is lost across the switch."""
+    """A drifted row makes the rebuild refuse to switch (live rows untouched, exit 1); with
+    --accept-differences it is repaired, the rest compare equal, nothing is lost."""
     assert system.reporting is not None
     for family in FAMILIES:
         version = await system.enrol(family, allocate=100_000)
@@ -73,9 +74,16 @@ async def test_rebuild_under_traffic_switches_to_projections_equal_to_live(
             statuses.append(response.status)
             count += 1
 
+    code, output = await run_ledger(settings, "projections", "rebuild")
+    assert code == 1, output
+    assert "refused: balances differ from the live projections" in output
+    async with connect_service_db(settings, "reporting") as conn:
+        drifted = await conn.fetchval("SELECT spent_pence FROM balances WHERE family_id = 'fam-0'")
+    assert drifted == 7
+
     moving = asyncio.create_task(traffic())
     try:
-        code, output = await run_ledger(settings, "projections", "rebuild")
+        code, output = await run_ledger(settings, "projections", "rebuild", "--accept-differences")
     finally:
         stop.set()
         await moving
