@@ -23,10 +23,10 @@ from services.allocation.schemas import (
     FamilyView,
     NotesView,
     OutcomeBody,
+    PilotConfigBody,
     PilotView,
     Recorded,
 )
-from shared.contracts.allocation import PilotConfig
 from shared.core.commands import CommandResult
 from shared.core.types import CommandBody
 from shared.web.auth import ROLES
@@ -92,8 +92,10 @@ def routes() -> list[Route]:
             "Create a pilot or change its configuration",
             frozenset({"admin"}),
             app=ALLOCATION,
-            body=PilotConfig,
-            run=lambda app, caller, path, body: app.configure_pilot(caller, path.pilot_id, body),
+            body=PilotConfigBody,
+            run=lambda app, caller, path, body: app.configure_pilot(
+                caller, path.pilot_id, body.config()
+            ),
             response=PilotView,
             status=201,
             description="201 when the pilot is created, 200 when a new version is recorded "

@@ -7,7 +7,15 @@ from uuid import UUID
 
 from pydantic import Field, field_validator
 
-from shared.contracts.allocation import Arm, DisclosureMethod, ErasureBasis, Outcome, PilotConfig
+from shared.contracts.allocation import (
+    ApprovalTier,
+    Arm,
+    Category,
+    DisclosureMethod,
+    ErasureBasis,
+    Outcome,
+    PilotConfig,
+)
 from shared.core.events import Frozen
 from shared.core.types import CommandBody, Identifier, IsoDate, Pence, SignedPence, Text
 
@@ -28,9 +36,29 @@ __all__ = [
     "NotesView",
     "OutcomeBody",
     "PeriodView",
+    "PilotConfigBody",
     "PilotView",
     "Recorded",
 ]
+
+
+class PilotConfigBody(PilotConfig):
+    """A pilot's configuration as an admin sends it: the contract's, with bounded lists.
+
+    The bounds are the API's, not the contract's: events recorded before them still read.
+    """
+
+    approval_tiers: tuple[ApprovalTier, ...] = Field(
+        default=(),
+        max_length=20,
+        description="Ascending; a request of amount A goes to the first tier with A <= "
+        "up_to_pence, above the last tier to a manager; empty: a manager decides every request.",
+    )
+    categories: tuple[Category, ...] = Field(min_length=1, max_length=50)
+
+    def config(self) -> PilotConfig:
+        """The configuration to record."""
+        return PilotConfig.model_validate(self.model_dump())
 
 
 class EnrolmentBody(CommandBody):

@@ -30,6 +30,7 @@ __all__ = [
     "BudgetAdjusted",
     "BudgetAllocated",
     "BudgetDisclosed",
+    "Category",
     "DisclosureMethod",
     "ErasureBasis",
     "EveryoneTreated",

@@ -8,6 +8,7 @@ __all__ = [
     "ConcurrencyError",
     "ConflictError",
     "DomainError",
+    "EventTooLargeError",
     "ForbiddenError",
     "IdempotencyKeyReusedError",
     "LedgerError",
@@ -49,6 +50,13 @@ class PolicyViolationError(DomainError):
 
     code = "policy_violation"
     title = "Policy violation"
+
+
+class EventTooLargeError(UnprocessableError):
+    """The event a command decided would be larger than the ledger publishes; nothing is kept."""
+
+    code = "event_too_large"
+    title = "Event too large"
 
 
 class ConflictError(LedgerError):

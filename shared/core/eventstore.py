@@ -15,11 +15,20 @@ from uuid import UUID
 import asyncpg
 
 from shared.core.db import Connection
-from shared.core.errors import ConcurrencyError
-from shared.core.events import GENESIS_HASH, Actor, DomainEvent, Envelope, chain_hash, format_time
+from shared.core.errors import ConcurrencyError, EventTooLargeError
+from shared.core.events import (
+    GENESIS_HASH,
+    Actor,
+    DomainEvent,
+    Envelope,
+    canonical_json,
+    chain_hash,
+    format_time,
+)
 from shared.core.metrics import Metrics
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "OUTBOX_CHANNEL",
     "CommandContext",
     "EventStore",
@@ -28,6 +37,10 @@ __all__ = [
 ]
 
 OUTBOX_CHANNEL = "ledger_outbox"
+# An event's encoded envelope at most: far above any real event (a few KiB), far below what
+# the relay's producer and the broker accept (1 MiB), so that every appended event can be
+# published. One the relay could not publish would hold up every pilot's events behind it.
+MAX_EVENT_BYTES = 256 * 1024
 
 _LOAD = "SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version"
 _APPEND = """
@@ -138,6 +151,12 @@ class EventStore:
                 "prev_hash": prev_hash,
             }
             body["hash"] = prev_hash = chain_hash(body)
+            size = len(canonical_json(body))
+            if size > MAX_EVENT_BYTES:
+                raise EventTooLargeError(
+                    f"the {item.event.event_type} event this command decides would be {size} "
+                    f"bytes, above the ledger's {MAX_EVENT_BYTES}; send less"
+                )
             envelopes.append(Envelope.model_validate(body))
         return tuple(envelopes)
 

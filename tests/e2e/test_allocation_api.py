@@ -395,6 +395,20 @@ BAD_BODIES: list[tuple[str, str, object, int, str]] = [
         422,
         "validation_failed",
     ),
+    (  # an event this large would be refused by Kafka and stop every pilot's relay
+        "PUT",
+        "/pilots/wigan",
+        {**WIGAN, "categories": [f"category-{n:05d}-{'x' * 40}" for n in range(15_000)]},
+        422,
+        "validation_failed",
+    ),
+    (
+        "PUT",
+        "/pilots/wigan",
+        {**WIGAN, "categories": [f"c{n}" for n in range(51)]},
+        422,
+        "validation_failed",
+    ),
     (
         "POST",
         "/pilots/wigan/families",

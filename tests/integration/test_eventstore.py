@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import asyncpg
 import pytest
 
 from shared.core.commands import CommandResult, CommandRunner, IdempotencyRequest
 from shared.core.db import Connection, dsn, open_pool
-from shared.core.errors import ConcurrencyError, IdempotencyKeyReusedError
-from shared.core.events import GENESIS_HASH
-from shared.core.eventstore import PendingEvent
+from shared.core.errors import ConcurrencyError, EventTooLargeError, IdempotencyKeyReusedError
+from shared.core.events import GENESIS_HASH, DomainEvent
+from shared.core.eventstore import MAX_EVENT_BYTES, PendingEvent
 from shared.core.settings import Settings
 from shared.web.registry import migrate
 from tests.integration.fixtures import CONTEXT, Noted, new_store
@@ -118,3 +119,29 @@ async def test_failed_command_records_no_key(pool: asyncpg.Pool[asyncpg.Record])
     with pytest.raises(ValueError, match="refused"):
         await runner.run(flaky, key)
     assert (await runner.run(flaky, key)).body == {"ok": True}
+
+
+class Bulky(DomainEvent):
+    """A test fact whose size the test chooses."""
+
+    event_type: ClassVar[str] = "test.bulky"
+    text: str
+
+
+async def test_an_event_too_large_to_publish_is_refused_and_nothing_kept(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """An event whose envelope would exceed MAX_EVENT_BYTES is refused (422 event_too_large)
+    before anything is written, so the relay never meets an event Kafka would refuse."""
+    store = new_store()
+    big = [PendingEvent(Bulky(text="x" * MAX_EVENT_BYTES), "p", "f")]
+    async with pool.acquire() as conn:
+        with pytest.raises(EventTooLargeError) as refused:
+            async with conn.transaction():
+                await store.append(conn, await store.load(conn, "family:p:f"), big, CONTEXT)
+        assert refused.value.status == 422
+        assert await conn.fetchval("SELECT count(*) FROM events") == 0
+        fits = [PendingEvent(Bulky(text="x" * 1000), "p", "f")]
+        async with conn.transaction():
+            await store.append(conn, await store.load(conn, "family:p:f"), fits, CONTEXT)
+        assert await conn.fetchval("SELECT count(*) FROM events") == 1
