@@ -9,24 +9,26 @@ was altered, removed or moved shows up as the first broken link of its stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import groupby
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
 
 from shared.core.db import Connection
 from shared.core.events import GENESIS_HASH, Envelope
-from shared.core.kafka import partitions_of
+from shared.core.kafka import partitions_of, topic_bounds
 
 __all__ = [
     "Problem",
     "StoredEvent",
+    "TopicRead",
     "check_store",
     "check_topic",
+    "end_offsets",
     "in_order",
     "load_store",
-    "read_events",
     "read_topic",
 ]
 
@@ -103,17 +105,33 @@ def _broken_link(stored: StoredEvent, expected_version: int, previous_hash: str)
     return None
 
 
-def check_topic(
-    service: str, events: Sequence[StoredEvent], published: dict[str, str]
-) -> list[Problem]:
-    """The store and the topic hold the same events with the same hashes (pure)."""
+@dataclass
+class TopicRead:
+    """What one reading of a topic found."""
+
+    hashes: dict[str, str] = field(default_factory=dict)  # event id -> hash
+    # Ids read below the offsets the topic had before the store was read: each of these
+    # was committed before that read, so the store must hold it.
+    settled: set[str] = field(default_factory=set)
+    envelopes: list[Envelope] = field(default_factory=list)  # each event once
+    repeats: int = 0  # copies of an event already read (a relay that published twice)
+    foreign: list[str] = field(default_factory=list)  # records that are not ledger events
+
+
+def check_topic(service: str, events: Sequence[StoredEvent], read: TopicRead) -> list[Problem]:
+    """The store and the topic hold the same events with the same hashes (pure).
+
+    Exact while the ledger is being written: an event published after the store was read
+    is not expected in it, and one committed after the topic was read is still in the
+    outbox (``pending``) when the store is read, or on the topic before it is read to its end.
+    """
     problems: list[Problem] = []
     stored_ids = set()
     for stored in events:
         envelope = stored.envelope
         event_id = str(envelope.id)
         stored_ids.add(event_id)
-        on_topic = published.get(event_id)
+        on_topic = read.hashes.get(event_id)
         if on_topic is None and not stored.pending:
             detail = "it is in the store but not on the topic"
         elif on_topic is not None and on_topic != envelope.hash:
@@ -125,54 +143,87 @@ def check_topic(
         )
     problems.extend(
         Problem(service, "?", 0, event_id, "it is on the topic but gone from the store")
-        for event_id in sorted(set(published) - stored_ids)
+        for event_id in sorted(read.settled - stored_ids)
+    )
+    problems.extend(
+        Problem(service, "?", 0, "?", f"a record that is not a ledger event: {foreign}")
+        for foreign in read.foreign
     )
     return problems
 
 
-async def read_events(
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset of every partition of a topic, now."""
+    _, ends = await topic_bounds(bootstrap, [topic])
+    return {partition.partition: offset for partition, offset in ends.items()}
+
+
+async def read_topic(
     bootstrap: str,
     topic: str,
     keep: Callable[[Envelope], bool],
     progress: Callable[[int], object] | None = None,
-) -> list[Envelope]:
-    """Every committed event on a topic that ``keep`` accepts, read from the start to the end."""
+    settled_below: Mapping[int, int] | None = None,
+) -> TopicRead:
+    """Every committed event on a topic that ``keep`` accepts, from its start to its end now.
+
+    Records that are not ledger events are named (topic, partition, offset) in ``foreign``,
+    whatever ``keep`` says; an event read again (same id) counts in ``repeats``.
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         isolation_level="read_committed",
         group_id=None,
     )
+    read = TopicRead()
     try:
         await consumer.start()
         partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        events: list[Envelope] = []
         while not await _at_end(consumer, ends):
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
-                decoded = (Envelope.model_validate_json(record.value) for record in records)
-                events.extend(envelope for envelope in decoded if keep(envelope))
+                for record in records:
+                    _take(read, record, keep, settled_below or {})
                 if progress is not None:
                     progress(len(records))
-        return events
+        return read
     finally:
         await consumer.stop()
 
 
-async def read_topic(
-    bootstrap: str,
-    topic: str,
-    pilot_id: str | None,
-    progress: Callable[[int], object] | None = None,
-) -> dict[str, str]:
-    """Every committed event on a topic (of one pilot, if named): event id to hash."""
-    events = await read_events(
-        bootstrap, topic, lambda e: pilot_id is None or e.pilot_id == pilot_id, progress
-    )
-    return {str(envelope.id): envelope.hash for envelope in events}
+def _take(
+    read: TopicRead,
+    record: ConsumerRecord[bytes, bytes],
+    keep: Callable[[Envelope], bool],
+    settled: Mapping[int, int],
+) -> None:
+    try:
+        envelope = Envelope.model_validate_json(record.value or b"")
+    except ValidationError as error:
+        where = f"{record.topic}:{record.partition}@{record.offset}"
+        read.foreign.append(
+            f"{where}: {error.error_count()} problem(s), {error.errors()[0]['msg']}"
+        )
+        return
+    if not keep(envelope):
+        return
+    event_id = str(envelope.id)
+    if event_id in read.hashes:
+        read.repeats += 1
+        if read.hashes[event_id] != envelope.hash:
+            read.foreign.append(
+                f"{record.topic}:{record.partition}@{record.offset}: another copy of event "
+                f"{event_id} with a different hash"
+            )
+        return
+    read.hashes[event_id] = envelope.hash
+    read.envelopes.append(envelope)
+    if record.offset < settled.get(record.partition, 0):
+        read.settled.add(event_id)
 
 
 def in_order(events: Iterable[Envelope]) -> list[Envelope]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.allocation.app import create_app
 from shared.core.settings import Settings
@@ -158,3 +160,90 @@ async def test_replay_prints_a_familys_history_from_kafka_in_order(
     assert [json.loads(line)["id"] for line in output.splitlines()][-1] == cut
     whole = (await run_ledger(settings, "audit", "replay", "--pilot", "wigan"))[1].splitlines()
     assert len(whole) == 5  # the configuration, fam-a's three events, fam-b's enrolment
+
+
+async def wigan_with_a_family(client: Client, admin: dict[str, str]) -> None:
+    await client.put(
+        "/pilots/wigan",
+        json={
+            "name": "Wigan",
+            "period_months": 12,
+            "family_cap_pence": 100_000_000,
+            "categories": ["other"],
+        },
+        headers=admin,
+    )
+    await client.post(
+        "/pilots/wigan/families",
+        json={"family_id": "fam-a", "team": "t", "worker": "w", "enrolled_on": "2026-01-05"},
+        headers=admin,
+    )
+
+
+async def test_verify_raises_no_false_alarm_while_the_ledger_is_written(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """Allocations keep being committed and published while verify runs, again and again:
+    every run is clean (before the fix, events published between its reading of the store
+    and of Kafka were reported as gone from the store)."""
+    admin = auth(token("admin", "wigan"))
+    await wigan_with_a_family(client, admin)
+    stop = asyncio.Event()
+    written = 0
+
+    async def write() -> None:
+        nonlocal written
+        while not stop.is_set():
+            response = await client.post(
+                "/pilots/wigan/families/fam-a/allocations", json={"amount_pence": 1}, headers=admin
+            )
+            assert response.status == 201
+            written += 1
+
+    writing = asyncio.create_task(write())
+    try:
+        runs = [await run_verify(settings) for _ in range(4)]
+    finally:
+        stop.set()
+        await writing
+    assert written > 20
+    for code, output in runs:
+        assert code == 0, output
+        assert "broken" not in output
+
+
+async def test_verify_refuses_a_pilot_it_has_nothing_of(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """A pilot no store holds an event of is not "ok": there was nothing to verify (exit 2)."""
+    await wigan_with_a_family(client, auth(token("admin", "wigan")))
+    await read_topic(settings, "ledger.allocation", expect=2)
+    code, output = await run_ledger(settings, "audit", "verify", "--pilot", "no-such-pilot")
+    assert code == 2
+    assert "ok" not in output
+    assert (await run_ledger(settings, "audit", "verify", "--pilot", "wigan"))[0] == 0
+
+
+async def test_verify_names_a_record_that_is_not_a_ledger_event(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """A forged record on a ledger topic is a finding with its place, not a traceback."""
+    await wigan_with_a_family(client, auth(token("admin", "wigan")))
+    await read_topic(settings, "ledger.allocation", expect=2)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            settings.topic("ledger.allocation"), value=b'{"forged": true}', key=b"wigan:fam-a"
+        )
+    finally:
+        await producer.stop()
+    code, output = await run_verify(settings)
+    assert code == 1, output
+    place = f"{settings.topic('ledger.allocation')}:{sent.partition}@{sent.offset}"
+    assert any(
+        line.startswith("broken:") and "not a ledger event" in line and place in line
+        for line in output.splitlines()
+    ), output
+    code, output = await run_ledger(settings, "audit", "verify", "--pilot", "wigan")
+    assert code == 1, output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.cli.audit import StoredEvent, check_store, check_topic, in_order
+from shared.cli.audit import StoredEvent, TopicRead, check_store, check_topic, in_order
 from shared.core.events import Envelope
 from tests.integration.fixtures import envelopes_for
 
@@ -46,13 +46,24 @@ def test_each_kind_of_tampering_is_named_at_its_first_broken_link() -> None:
 
 def test_the_topic_must_hold_what_the_store_holds() -> None:
     """An event missing from the topic (and not waiting in the outbox), one with another hash
-    there, and one the store no longer has are each a problem; a pending one is not."""
+    there, one the store no longer has, and a record that is no ledger event are each a
+    problem; a pending one is not, nor one published after the store was read."""
     events = envelopes_for("p", "f", [1, 2, 3, 4])
     in_store = [*stored(events[:3]), *stored(events[3:], pending=True)]
-    published = {str(events[0].id): events[0].hash, str(events[1].id): "0" * 64, "gone": "x"}
-    details = {(p.event_id, p.detail) for p in check_topic("s", in_store, published)}
+    read = TopicRead(
+        hashes={
+            str(events[0].id): events[0].hash,
+            str(events[1].id): "0" * 64,
+            "gone": "x",
+            "newer": "y",  # published after the store was read: not expected there
+        },
+        settled={str(events[0].id), str(events[1].id), "gone"},
+        foreign=["t:0@7: 1 problem(s), Invalid JSON"],
+    )
+    details = {(p.event_id, p.detail) for p in check_topic("s", in_store, read)}
     assert details == {
         (str(events[1].id), "the topic holds it with another hash: one copy was altered"),
         (str(events[2].id), "it is in the store but not on the topic"),
         ("gone", "it is on the topic but gone from the store"),
+        ("?", "a record that is not a ledger event: t:0@7: 1 problem(s), Invalid JSON"),
     }
