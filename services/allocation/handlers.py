@@ -34,6 +34,7 @@ from services.allocation.schemas import (
 )
 from shared.contracts import balances
 from shared.contracts.allocation import FamilyRandomised, PilotConfig
+from shared.contracts.business_time import check_occurred_at
 from shared.core.aggregates import Aggregate, answer
 from shared.core.commands import CommandResult
 from shared.core.db import Connection
@@ -115,7 +116,12 @@ class Allocation:
 
         async def handle(conn: Connection) -> CommandResult:
             pilot = await self._pilot(conn, pilot_id)
-            pilot.state.require()
+            check_occurred_at(
+                caller.context.occurred_at,
+                self._core.clock(),
+                backdating_days=pilot.state.require().backdating_days,
+                enrolled_on=body.enrolled_on,
+            )
             family = await self._family(conn, pilot_id, body.family_id)
             randomise = pilots.RandomiseFamily(
                 family_id=body.family_id,
@@ -197,6 +203,12 @@ class Allocation:
             team = family.state.require().team
             assert team is not None
             require_team(caller.principal, team)
+            check_occurred_at(
+                caller.context.occurred_at,
+                self._core.clock(),
+                backdating_days=config.backdating_days,
+                enrolled_on=family.state.enrolment_date,
+            )
             command = await build(conn, pilot.state, config)
             decided = await self._core.aggregates.execute(
                 conn, family, command, caller.context, family_id

@@ -23,6 +23,7 @@ from services.approval.schemas import DecisionBody, DecisionResult, PendingList,
 from shared.contracts import balances, decode
 from shared.contracts.allocation import PersonalDataErased, PilotConfigured, family_stream_version
 from shared.contracts.approval import DecisionMade, RequestApproved
+from shared.contracts.business_time import check_occurred_at
 from shared.contracts.spending import (
     PurchaseRecorded,
     RequestClosed,
@@ -175,6 +176,14 @@ class Approval:
             if row is None:
                 raise NotFoundError("no such spend request awaiting approval")
             facts = process.request_facts(row)
+            check_occurred_at(
+                caller.context.occurred_at,
+                self._core.clock(),
+                backdating_days=await process.backdating_days(
+                    conn, pilot_id, row["policy_version"]
+                ),
+                enrolled_on=None,  # approval does not keep it; spending checked the request
+            )
             balance = await balances.lock(
                 conn, pilot_id, facts.family_id, facts.period_start, facts.period_end
             )

@@ -88,6 +88,12 @@ async def policy(conn: Connection, pilot_id: str, version: int) -> Policy | None
     return Policy(version=row["version"], tiers=config.approval_tiers)
 
 
+async def backdating_days(conn: Connection, pilot_id: str, version: int) -> int | None:
+    """How far back occurred_at may go under one configuration version (None if unseen)."""
+    row = await conn.fetchrow(_READ_POLICY, pilot_id, version)
+    return None if row is None else PilotConfig.model_validate(row["config"]).backdating_days
+
+
 async def record_family(
     conn: Connection, pilot_id: str, family_id: str, event: DomainEvent | None, version: int
 ) -> None:

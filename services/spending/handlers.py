@@ -8,7 +8,7 @@ handler waits for the view (``shared.core.consistency``) rather than answer from
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import partial
 from uuid import UUID
 
@@ -25,6 +25,7 @@ from services.spending.schemas import (
     SpendRequestBody,
     WithdrawBody,
 )
+from shared.contracts.business_time import check_occurred_at
 from shared.contracts.periods import period_containing
 from shared.core.aggregates import Aggregate, Decided, answer
 from shared.core.commands import CommandResult
@@ -74,10 +75,19 @@ class Spending:
             )
         await self._await_views(pilot_id, body.family_id, body.allocation_version)
         request_id = self._core.ids()
-        requested_on = (caller.context.occurred_at or self._core.clock()).date()
+        # Judged as of now, whatever occurred_at says: a backdated request cannot reopen what
+        # is closed (an exit, a past period, an older policy). See shared.contracts.business_time.
+        now = self._core.clock()
+        requested_on = now.astimezone(UTC).date()
 
         async def handle(conn: Connection) -> CommandResult:
             pilot, family = await _eligible(conn, principal, pilot_id, body, requested_on)
+            check_occurred_at(
+                caller.context.occurred_at,
+                now,
+                backdating_days=pilot.backdating_days,
+                enrolled_on=family.enrolled_on,
+            )
             period = period_containing(family.enrolled_on, pilot.period_months, requested_on)
             purpose = await self._sealer.seal(
                 conn, subject_of(pilot_id, body.family_id), body.purpose
@@ -163,6 +173,7 @@ class Spending:
             request = await self._load(conn, pilot_id, request_id)
             made = request.state.require()
             require_team(caller.principal, made.team)
+            await _within_business_time(conn, caller, pilot_id, made.family_id, self._core.clock())
             decided = await self._core.aggregates.execute(
                 conn, request, command, caller.context, made.family_id
             )
@@ -275,6 +286,22 @@ async def _eligible(
             code="unknown_category",
         )
     return pilot, family
+
+
+async def _within_business_time(
+    conn: Connection, caller: Caller, pilot_id: str, family_id: str, now: datetime
+) -> None:
+    """The caller's occurred_at within the pilot's backdating window and the family's life."""
+    if caller.context.occurred_at is None:
+        return
+    pilot = await views.pilot_of(conn, pilot_id)
+    family = await views.family_of(conn, pilot_id, family_id)
+    check_occurred_at(
+        caller.context.occurred_at,
+        now,
+        backdating_days=pilot.backdating_days if pilot else None,
+        enrolled_on=family.enrolled_on if family else None,
+    )
 
 
 def _refuse_family(family: views.FamilyView, on: date) -> None:

@@ -52,6 +52,7 @@ class PilotView(Frozen):
     version: int
     categories: tuple[str, ...]
     period_months: int
+    backdating_days: int
 
 
 class FamilyView(Frozen):
@@ -112,6 +113,7 @@ async def pilot_of(conn: Connection, pilot_id: str) -> PilotView | None:
         version=pilot.version,
         categories=pilot.config.categories,
         period_months=pilot.config.period_months,
+        backdating_days=pilot.config.backdating_days,
     )
 
 

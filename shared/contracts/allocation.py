@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from datetime import date
 from fractions import Fraction
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import Field, StringConstraints, field_validator
@@ -134,6 +134,14 @@ class PilotConfig(Frozen):
     )
     categories: tuple[Category, ...] = Field(min_length=1)
     forecast_spend_per_family_pence: Pence | None = None
+    backdating_days: int = Field(
+        default=31,
+        strict=True,
+        ge=0,
+        le=366,
+        description="How far back a caller's occurred_at may go, in days (business time only: "
+        "eligibility is always judged when the ledger records a command).",
+    )
 
     @field_validator("approval_tiers")
     @classmethod
@@ -152,9 +160,13 @@ class PilotConfig(Frozen):
 
 
 class PilotConfigured(DomainEvent):
-    """A pilot's configuration, as of a version; requests are judged by the version in force."""
+    """A pilot's configuration, as of a version; requests are judged by the version in force.
+
+    Version 2 added ``config.backdating_days``; version 1 reads as 31 days.
+    """
 
     event_type = "pilot.configured"
+    schema_version = 2
     pilot_id: str
     version: int
     config: PilotConfig
@@ -255,6 +267,10 @@ class PersonalDataErased(DomainEvent):
     keys_erased: int
 
 
+def _configured_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "config": {**data["config"], "backdating_days": 31}}
+
+
 REGISTRY = EventRegistry(
     (
         PilotConfigured,
@@ -266,5 +282,6 @@ REGISTRY = EventRegistry(
         BudgetDisclosed,
         OutcomeRecorded,
         PersonalDataErased,
-    )
+    ),
+    {("pilot.configured", 1): _configured_v1_to_v2},
 )

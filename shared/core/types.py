@@ -26,8 +26,10 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,6
 Text = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
 """Free text (reasons, notes): bounded, never empty."""
 
-IsoDate = Annotated[date, Field(strict=True)]
-"""A business date, ``YYYY-MM-DD`` only (bodies are validated as JSON)."""
+EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2099, 12, 31)
+IsoDate = Annotated[date, Field(strict=True, ge=EARLIEST_DATE, le=LATEST_DATE)]
+"""A business date, ``YYYY-MM-DD`` only (bodies are validated as JSON), in 2000 to 2099: no
+family was helped in year 1, and none will be in 9435."""
 
 
 class CommandBody(Frozen):
@@ -35,5 +37,9 @@ class CommandBody(Frozen):
 
     occurred_at: AwareDatetime | None = Field(
         default=None,
-        description="When it happened, as the case system says (RFC 3339); default: now.",
+        description="When it happened, as the case system says (RFC 3339, kept in UTC); "
+        "default: now. Business time for reporting only: eligibility is judged when the "
+        "ledger records the command. 422 occurred_at_in_future beyond 5 minutes ahead, "
+        "occurred_at_too_old beyond the pilot's backdating_days (31 unless configured), "
+        "occurred_at_before_enrolment before the family's enrolment.",
     )

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from shared.contracts.business_time import check_occurred_at
 from shared.core.commands import CommandResult, IdempotencyRequest, fingerprint
 from shared.core.errors import LedgerError, NotFoundError
 from shared.core.events import Actor
@@ -30,6 +31,7 @@ from shared.core.types import CommandBody
 from shared.web.auth import Principal, decode_token, require_pilot, require_role
 
 __all__ = [
+    "CLOCK",
     "JWT_SECRET",
     "MAX_BODY_BYTES",
     "METRICS",
@@ -51,6 +53,7 @@ __all__ = [
 MAX_BODY_BYTES = 1024 * 1024
 PROBLEM_JSON = "application/problem+json"
 JWT_SECRET = web.AppKey("jwt_secret", str)
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 METRICS = web.AppKey("metrics", Metrics)
 _PRINCIPAL = web.RequestKey("principal", Principal)
 _CORRELATION = web.RequestKey("correlation_id", str)
@@ -189,8 +192,15 @@ def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
 
 
 def caller_of(request: web.Request, occurred_at: datetime | None = None) -> Caller:
-    """Who sends this command; call after :func:`parse_body` (the key covers the body)."""
+    """Who sends this command; call after :func:`parse_body` (the key covers the body).
+
+    ``occurred_at`` is kept in UTC, and refused when it is in the future (the bounds that
+    need a pilot's configuration or a family are the services' to check).
+    """
     principal = principal_of(request)
+    if occurred_at is not None:
+        occurred_at = occurred_at.astimezone(UTC)
+        check_occurred_at(occurred_at, request.app[CLOCK](), backdating_days=None, enrolled_on=None)
     return Caller(
         principal=principal,
         context=CommandContext(

@@ -30,7 +30,15 @@ from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
 from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
-from shared.web.http import JWT_SECRET, MAX_BODY_BYTES, METRICS, Route, json_response, middlewares
+from shared.web.http import (
+    CLOCK,
+    JWT_SECRET,
+    MAX_BODY_BYTES,
+    METRICS,
+    Route,
+    json_response,
+    middlewares,
+)
 from shared.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -123,6 +131,7 @@ def build_service_app(
         raise ValueError("LEDGER_JWT_SECRET must be set")
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
     app[JWT_SECRET] = secret
+    app[CLOCK] = clock
     service = definition.name
     app[METRICS] = Metrics(service)
     app[READINESS] = Readiness()

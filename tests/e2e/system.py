@@ -97,6 +97,7 @@ class System:
         team: str = "t-1",
         category: str = "practical",
         expect: int = 202,
+        occurred_at: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "family_id": family,
@@ -108,6 +109,8 @@ class System:
         }
         if version is not None:
             body["allocation_version"] = version
+        if occurred_at is not None:
+            body["occurred_at"] = occurred_at
         response = await self.spending.post(
             f"/pilots/{self.pilot}/spend-requests", json=body, headers=self.worker(sub, team)
         )

@@ -7,7 +7,7 @@ import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import jwt
@@ -433,6 +433,20 @@ BAD_BODIES: list[tuple[str, str, object, int, str]] = [
     (
         "POST",
         "/pilots/wigan/families",
+        {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": "0001-01-01"},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families",
+        {"family_id": "ok", "team": "t-1", "worker": "w", "enrolled_on": "9435-01-01"},
+        422,
+        "validation_failed",
+    ),
+    (
+        "POST",
+        "/pilots/wigan/families",
         {
             "family_id": "ok",
             "team": "t-1",
@@ -656,14 +670,17 @@ async def test_events_are_published_with_envelope_and_key(
 async def test_occurred_at_is_kept_apart_from_recorded_time(
     client: Client, token: Callable[..., str], settings: Settings
 ) -> None:
-    """A command's business time is recorded as given (in UTC); the ledger's own time is now."""
+    """A command's business time is recorded as given (in UTC) within the pilot's 31 days
+    back; further back, or in the future, it is refused; the ledger's own time is now."""
     admin = await setup_wigan(client, token)
+    west = timezone(timedelta(hours=1))
+    three_days_ago = (datetime.now(UTC) - timedelta(days=3)).astimezone(west).replace(microsecond=0)
     response = await client.post(
         "/pilots/wigan/families/fam-1/outcomes",
         json={
             "outcome": "reunified",
             "occurred_on": "2026-06-01",
-            "occurred_at": "2026-06-01T09:30:00+01:00",
+            "occurred_at": three_days_ago.isoformat(),
         },
         headers=auth(admin),
     )
@@ -675,8 +692,21 @@ async def test_occurred_at_is_kept_apart_from_recorded_time(
                 "SELECT envelope FROM events WHERE event_id = $1", uuid.UUID(event_id)
             )
         )
-    assert envelope["occurred_at"] == "2026-06-01T08:30:00.000000Z"
+    assert envelope["occurred_at"] == three_days_ago.astimezone(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
     assert datetime.fromisoformat(envelope["time"]) > datetime.now(UTC) - timedelta(minutes=1)
+    for moment, code in [
+        ("2026-01-01T09:30:00+01:00", "occurred_at_too_old"),
+        ((datetime.now(UTC) + timedelta(hours=1)).isoformat(), "occurred_at_in_future"),
+    ]:
+        refused = await client.post(
+            "/pilots/wigan/families/fam-1/outcomes",
+            json={"outcome": "reunified", "occurred_on": "2026-06-01", "occurred_at": moment},
+            headers=auth(admin),
+        )
+        assert refused.status == 422
+        assert (await refused.json())["code"] == code
 
 
 async def test_operational_endpoints(shared: tuple[Client, Settings]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -161,6 +163,49 @@ async def test_unaffordable_request_is_rejected(system: System) -> None:
     request_id = (await system.request("fam-5", 1_001, version=version))["request_id"]
     rejected = await system.settled(request_id, "rejected", "approved", "awaiting_approval")
     assert rejected["status"] == "rejected"
+
+
+async def test_a_backdated_request_cannot_reopen_what_is_closed(
+    system: System, settings: Settings
+) -> None:
+    """Eligibility is judged when the ledger records the request: a family that left is
+    refused however the request is dated. occurred_at is business time, bounded (the pilot's
+    31 days back, 5 minutes ahead) and kept in UTC whatever offset the caller wrote."""
+    await system.enrol("left", allocate=10_000)
+    exit_ = await system.allocation.post(
+        "/pilots/wigan/families/left/exit",
+        json={"reason": "moved", "exited_on": "2026-02-01"},
+        headers=system.admin(),
+    )
+    version = (await exit_.json())["stream_version"]
+    before = await _events(settings)
+    backdated = await system.request(
+        "left", 100, version=version, occurred_at="2026-01-20T10:00:00Z", expect=422
+    )
+    assert backdated["code"] == "family_exited"
+    version = await system.enrol("here", allocate=10_000)
+    for when, code in [
+        ("1970-01-01T00:00:00Z", "occurred_at_too_old"),
+        ("2024-03-01T12:00:00Z", "occurred_at_too_old"),
+        ((datetime.now(UTC) + timedelta(days=400)).isoformat(), "occurred_at_in_future"),
+    ]:
+        refused = await system.request("here", 100, version=version, occurred_at=when, expect=422)
+        assert refused["code"] == code, refused
+    assert await _events(settings) == before
+    east = timezone(timedelta(hours=14))
+    moment = (datetime.now(UTC) - timedelta(days=2)).astimezone(east).replace(microsecond=0)
+    accepted = await system.request("here", 100, version=version, occurred_at=moment.isoformat())
+    async with connect_service_db(settings, "spending") as conn:
+        envelope = await conn.fetchval(
+            "SELECT envelope FROM events WHERE stream_id LIKE $1", f"%{accepted['request_id']}"
+        )
+    recorded = json.loads(envelope)
+    assert recorded["occurred_at"] == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _events(settings: Settings) -> int:
+    async with connect_service_db(settings, "spending") as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM events"))
 
 
 async def test_refused_families_and_categories(system: System) -> None:
