@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import signal
+import sys
 from collections import defaultdict
 
 import asyncpg
 import pytest
 
+from deploy.stack import ROOT
 from shared.contracts import allocation
 from shared.core.commands import CommandResult, CommandRunner
 from shared.core.db import Connection, dsn, open_pool
@@ -19,7 +24,7 @@ from shared.core.settings import Settings
 from shared.web.registry import migrate
 from tests.conftest import Infrastructure
 from tests.integration.fixtures import CONTEXT, Noted, new_store, utcnow
-from tests.support import read_topic, wait_for
+from tests.support import read_topic, run_ledger, wait_for
 
 TOPIC = allocation.TOPIC
 
@@ -133,3 +138,49 @@ async def test_commands_are_accepted_while_kafka_is_down(
     records = await read_topic(settings, TOPIC, expect=25)
     assert [r.value["data"]["number"] for r in records] == list(range(25))
     assert [r.value["stream_version"] for r in records] == list(range(1, 26))
+
+
+@pytest.mark.faults
+async def test_a_relay_killed_between_kafka_commit_and_outbox_delete(settings: Settings) -> None:
+    """The batch is published again by the next relay. Kafka then holds each event twice:
+    replay prints each once, and verify finds nothing broken and says how many repeat."""
+    await migrate(settings, ["allocation", "spending", "approval"])
+    store = new_store()
+    async with open_pool(
+        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
+    ) as pool:
+        async with pool.acquire() as conn, conn.transaction():
+            pending = [PendingEvent(Noted(number=n), "p", "twice") for n in range(5)]
+            await store.append(conn, await store.load(conn, "family:p:twice"), pending, CONTEXT)
+        transactional_id = f"{settings.topic_prefix}relay-test"
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.relay_worker",
+            settings.model_dump_json(),
+            settings.topic(TOPIC),
+            transactional_id,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await asyncio.wait_for(worker.wait(), 60) == -signal.SIGKILL
+        assert len(await read_topic(settings, TOPIC, expect=5)) == 5
+        assert await _outbox_count(pool) == 5  # published, and still waiting: the worst moment
+        async with relay_for(settings):
+            await wait_for(lambda: _outbox_empty(pool), timeout=30)
+    records = await read_topic(settings, TOPIC, expect=10)
+    assert len(records) == 10
+    assert len({record.value["id"] for record in records}) == 5
+    code, output = await run_ledger(settings, "audit", "replay", "--pilot", "p")
+    assert code == 0
+    assert [json.loads(line)["data"]["number"] for line in output.splitlines()] == list(range(5))
+    code, output = await run_ledger(settings, "audit", "verify", "--pilot", "p")
+    assert code == 0, output
+    assert "the topics repeat 5 of them" in output
+
+
+async def _outbox_count(pool: asyncpg.Pool[asyncpg.Record]) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM outbox"))
