@@ -9,16 +9,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 import structlog.testing
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from deploy.stack import ROOT
 from shared.core.consumer import ConsumerRunner
 from shared.core.db import Connection, dsn, open_pool
 from shared.core.events import Envelope
+from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
 from shared.core.settings import Settings
 from shared.web.registry import migrate
@@ -284,3 +287,59 @@ async def _table_has_rows_of(pool: asyncpg.Pool[asyncpg.Record], family: str, wa
     async with pool.acquire() as conn:
         found = await conn.fetchval("SELECT count(*) FROM applied WHERE family = $1", family)
     return int(found) >= wanted
+
+
+class FirstSendFails:
+    """A real producer whose first dead letter meets an unreachable broker."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self.failed = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send_and_wait(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise KafkaConnectionError("the broker went away after the batch committed")
+        return await self._producer.send_and_wait(*args, **kwargs)
+
+
+async def test_a_record_parked_while_kafka_is_away_is_dead_lettered_later(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """The poison record's batch commits (parked), then its dead letter cannot be sent: the
+    consumer starts again and sends it then, once (before the fix it was never sent)."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (family text, number integer)")
+    await produce(settings, records_of(envelopes_for("p", "sick", [1], poison=frozenset({1}))))
+    producers: list[FirstSendFails] = []
+
+    def producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+        if not producers:
+            producers.append(FirstSendFails(new_producer(bootstrap, client_id)))
+            return producers[0]
+        return new_producer(bootstrap, client_id)
+
+    runner = ConsumerRunner(
+        name="due-test",
+        pool=pool,
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}due-test",
+        topics=[settings.topic(TOPIC)],
+        handler=Recorder(),
+        deadletter_topic=settings.topic("ledger.deadletter"),
+        batch_size=100,
+        metrics=Metrics("test"),
+        producer_factory=producer,
+    )
+    async with runner:
+        dead = await read_topic(settings, "ledger.deadletter", expect=1, timeout=30)
+    assert producers[0].failed
+    assert [record.headers["origin_offset"] for record in dead] == ["0"]
+    assert "cannot apply this record" in dead[0].headers["error"]
+    assert await count(pool, "SELECT count(*) FROM consumer_parked WHERE deadletter_due") == 0

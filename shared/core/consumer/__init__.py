@@ -17,7 +17,8 @@ look further on for the missing version).
 One module per job:
 
 - :mod:`.batches`: one partition's batch in one transaction (versions, parking, dead letters);
-- :mod:`.runner`: the live loop in a consumer group, rebalances, dead-letter publishing;
+- :mod:`.runner`: the live loop in a consumer group, rebalances;
+- :mod:`.deadletters`: publishing parked records to the dead-letter topic, surviving failures;
 - :mod:`.parking`: trying parked records again;
 - :mod:`.catchup`: reading to exact offsets outside any group (rebuilds);
 - :mod:`.lag`: the lag gauges of the partitions a replica holds.

@@ -43,8 +43,9 @@ ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version
 """
 _PARKED_KEYS = "SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2"
 _PARK = """
-INSERT INTO consumer_parked (consumer, topic, partition, "offset", record_key, value, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+INSERT INTO consumer_parked
+    (consumer, topic, partition, "offset", record_key, value, error, deadletter_due)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
 """
 HELD_BEHIND = "held behind an earlier record of the same family that could not be applied"
 GAP = "gap: "
@@ -123,16 +124,22 @@ class BatchApplier:
         return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
 
     async def apply(
-        self, consumer: AIOKafkaConsumer, partition: TopicPartition, records: Sequence[Any]
+        self,
+        consumer: AIOKafkaConsumer,
+        partition: TopicPartition,
+        records: Sequence[Any],
+        *,
+        dead_letter: bool = True,
     ) -> list[DeadLetter] | None:
         """Apply a partition's batch: what could not be applied (parked), or None to read it
         again (a transient error rolled it back, and the consumer is sought back to where the
-        effects stand)."""
+        effects stand). What ``dead_letter`` parks is marked due for the dead-letter topic,
+        in the batch's transaction (see :mod:`.deadletters`)."""
         try:
             try:
-                return await self._apply_batch(partition, records, careful=False)
+                return await self._apply_batch(partition, records, careful=False, due=dead_letter)
             except CarefulRetryNeededError:
-                return await self._apply_batch(partition, records, careful=True)
+                return await self._apply_batch(partition, records, careful=True, due=dead_letter)
         except Exception as error:
             if not retriable(error):
                 raise
@@ -143,7 +150,7 @@ class BatchApplier:
             return None
 
     async def _apply_batch(
-        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool
+        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool, due: bool
     ) -> list[DeadLetter]:
         topic = partition.topic
         async with self.pool.acquire() as conn, conn.transaction():
@@ -162,7 +169,7 @@ class BatchApplier:
                 conn, self.name, list(batch.envelopes.values())
             )
             for record in fresh:
-                await self._apply_record(conn, partition, record, batch, careful=careful)
+                await self._apply_record(conn, partition, record, batch, careful=careful, due=due)
             await batch.versions.save(conn, self.name)
             await conn.execute(
                 _SAVE_OFFSET, self.name, topic, partition.partition, fresh[-1].offset + 1
@@ -188,6 +195,7 @@ class BatchApplier:
         batch: _Batch,
         *,
         careful: bool,
+        due: bool,
     ) -> None:
         key = record.key.decode(errors="replace") if record.key else ""
         envelope = batch.envelopes[record.offset]
@@ -214,6 +222,7 @@ class BatchApplier:
             key,
             record.value,
             error,
+            due and error != HELD_BEHIND,
         )
         if error != HELD_BEHIND:
             batch.dead.append(

@@ -67,7 +67,9 @@ async def _read_until(
         batches = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_size)
         for partition, records in batches.items():
             wanted = [record for record in records if record.offset < pending[partition]]
-            if wanted and await applier.apply(consumer, partition, wanted) is not None:
+            if not wanted:
+                continue
+            if await applier.apply(consumer, partition, wanted, dead_letter=False) is not None:
                 read += len(wanted)
         for partition in list(pending):
             position = min(await consumer.position(partition), pending[partition])

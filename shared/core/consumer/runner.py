@@ -18,8 +18,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from shared.core.background import BackgroundTask
-from shared.core.consumer.batches import BatchApplier, DeadLetter, EventHandler
+from shared.core.consumer.batches import BatchApplier, EventHandler
 from shared.core.consumer.catchup import catch_up
+from shared.core.consumer.deadletters import publish_due
 from shared.core.consumer.lag import LagGauges
 from shared.core.consumer.parking import retry_parked
 from shared.core.kafka import new_consumer, new_producer
@@ -46,9 +47,12 @@ class ConsumerRunner(BackgroundTask):
         deadletter_topic: str,
         batch_size: int,
         metrics: Metrics,
+        producer_factory: Callable[[str, str], AIOKafkaProducer] = new_producer,
     ) -> None:
         super().__init__(f"consumer:{name}")
         self.name = name
+        self._pool = pool
+        self._producer_factory = producer_factory
         self._applier = BatchApplier(name, pool, handler, metrics)
         self._bootstrap = bootstrap
         self._group_id = group_id
@@ -73,7 +77,7 @@ class ConsumerRunner(BackgroundTask):
 
     async def _consume(self) -> None:
         consumer = new_consumer(self._bootstrap, self._group_id, self.name)
-        producer = new_producer(self._bootstrap, f"{self.name}-deadletter")
+        producer = self._producer_factory(self._bootstrap, f"{self.name}-deadletter")
         try:
             # Starts inside the try: a client that failed to start still has connections to close.
             await producer.start()
@@ -88,13 +92,14 @@ class ConsumerRunner(BackgroundTask):
             await asyncio.shield(producer.stop())
 
     async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        await self._publish_due(producer)  # what a failure kept from the dead-letter topic
         await self.retry_parked()
         loop = asyncio.get_running_loop()
         retried_at = loop.time()
         while not self._stopping:
             for partition, records in (await self._poll(consumer)).items():
-                dead = await self._applier.apply(consumer, partition, records)
-                await self._send_dead_letters(producer, dead or [])
+                if await self._applier.apply(consumer, partition, records):
+                    await self._publish_due(producer)
             await self._lag.observe(consumer)
             if loop.time() - retried_at > _RETRY_PARKED_SECONDS:
                 await self.retry_parked()
@@ -142,30 +147,8 @@ class ConsumerRunner(BackgroundTask):
         """Try parked records again (see :mod:`.parking`); return how many were applied."""
         return await retry_parked(self._applier)
 
-    async def _send_dead_letters(
-        self, producer: AIOKafkaProducer, dead: Sequence[DeadLetter]
-    ) -> None:
-        for letter in dead:
-            await producer.send_and_wait(
-                self._deadletter_topic,
-                value=letter.value,
-                key=letter.key,
-                headers=[
-                    ("origin_topic", letter.topic.encode()),
-                    ("origin_partition", str(letter.partition).encode()),
-                    ("origin_offset", str(letter.offset).encode()),
-                    ("consumer", self.name.encode()),
-                    ("error", letter.error.encode()[:4000]),
-                ],
-            )
-            self._metrics.deadlettered.labels(self.name, letter.topic).inc()
-            self._log.error(
-                "record_deadlettered",
-                topic=letter.topic,
-                partition=letter.partition,
-                offset=letter.offset,
-                error=letter.error,
-            )
+    async def _publish_due(self, producer: AIOKafkaProducer) -> None:
+        await publish_due(self.name, self._pool, producer, self._deadletter_topic, self._metrics)
 
     async def seek_to_stored(
         self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]
