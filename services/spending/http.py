@@ -47,6 +47,7 @@ def routes() -> list[Route]:
             app=SPENDING,
             body=SpendRequestBody,
             run=lambda app, caller, path, body: app.request(caller, path.pilot_id, body),
+            may_be_unavailable=True,
             response=RequestAccepted,
             status=202,
             description="Accepted when recorded; approval decides next (automatically within "

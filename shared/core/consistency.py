@@ -24,6 +24,7 @@ class NotYetConsistentError(LedgerError):
     status = 503
     code = "not_yet_consistent"
     title = "Not yet consistent"
+    retry_after = 1  # seconds: views follow their topics by milliseconds when all is well
 
 
 async def wait_for_view(

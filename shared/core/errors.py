@@ -25,6 +25,7 @@ class LedgerError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
+    retry_after: ClassVar[int | None] = None  # seconds, for a Retry-After header
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)

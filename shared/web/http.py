@@ -118,6 +118,8 @@ class Route:
     query: type[BaseModel] | None = None
     content_type: str = "application/json"
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Answers 503 with Retry-After when what it needs is not there yet (documented as such).
+    may_be_unavailable: bool = False
 
     def guarded(self) -> Handler:
         """The handler behind authentication, role and pilot checks."""
@@ -226,6 +228,7 @@ def command_route(
     status: int = 200,
     description: str = "",
     tags: tuple[str, ...] = (),
+    may_be_unavailable: bool = False,
 ) -> Route:
     """A command as an endpoint: parse the body, authorise, run it on the service, answer."""
 
@@ -247,6 +250,7 @@ def command_route(
         status=status,
         description=description,
         tags=tags,
+        may_be_unavailable=may_be_unavailable,
     )
 
 
@@ -323,7 +327,10 @@ _HTTP_CODES = {
 def _problem_of(request: web.Request, error: BaseException) -> web.Response:
     path = request.path
     if isinstance(error, LedgerError):
-        return problem_response(error.status, error.code, error.title, error.detail, instance=path)
+        retry = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+        return problem_response(
+            error.status, error.code, error.title, error.detail, instance=path, headers=retry
+        )
     if isinstance(error, ValidationError):
         return problem_response(
             422,

@@ -99,6 +99,16 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
         }
+    responses: dict[str, Any] = {str(route.status): _success(route, refs)}
+    if route.roles is not None:
+        operation["security"] = [{"bearer": []}]
+        operation["x-roles"] = sorted(route.roles)
+        responses.update(_problems(route, refs[(Problem, "serialization")]))
+    operation["responses"] = responses
+    return operation
+
+
+def _success(route: Route, refs: Refs) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "OK"}
     if route.response is not None:
         success["content"] = {
@@ -106,21 +116,31 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
         }
     elif route.content_type != "application/json":
         success["content"] = {route.content_type: {"schema": {"type": "string"}}}
-    responses: dict[str, Any] = {str(route.status): success}
-    if route.roles is not None:
-        operation["security"] = [{"bearer": []}]
-        operation["x-roles"] = sorted(route.roles)
-        body_only = {"400", "413", "415", "422"}
-        problem = refs[(Problem, "serialization")]
-        for status, text in _ERROR_STATUSES.items():
-            if status in body_only and route.body is None:
-                continue
-            responses[status] = {
-                "description": text,
-                "content": {"application/problem+json": {"schema": problem}},
-            }
-    operation["responses"] = responses
-    return operation
+    return success
+
+
+def _problems(route: Route, problem: dict[str, Any]) -> dict[str, Any]:
+    """The problem answers a guarded route may give."""
+    body_only = {"400", "413", "415", "422"}
+    responses: dict[str, Any] = {
+        status: {
+            "description": text,
+            "content": {"application/problem+json": {"schema": problem}},
+        }
+        for status, text in _ERROR_STATUSES.items()
+        if status not in body_only or route.body is not None
+    }
+    if route.may_be_unavailable:
+        responses["503"] = {
+            "description": "Not yet consistent: a view has not caught up with what the caller "
+            "has seen (not_yet_consistent); nothing is recorded; retry after the seconds "
+            "Retry-After says",
+            "headers": {
+                "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}
+            },
+            "content": {"application/problem+json": {"schema": problem}},
+        }
+    return responses
 
 
 def _parameters(route: Route) -> list[dict[str, Any]]:

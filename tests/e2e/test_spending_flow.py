@@ -307,6 +307,36 @@ async def test_request_waits_for_the_allocation_it_was_made_after(
     assert (await system.settled(request_id, "approved", "rejected"))["status"] == "approved"
 
 
+async def test_an_allocation_version_spending_has_not_seen_is_a_documented_503(
+    system: System, settings: Settings
+) -> None:
+    """A request made after an allocation version spending never sees answers 503
+    not_yet_consistent with Retry-After, records nothing, and the OpenAPI document says so."""
+    version = await system.enrol("fam-w", allocate=1_000)
+    before = await _events(settings)
+    response = await system.spending.post(
+        "/pilots/wigan/spend-requests",
+        json={
+            "family_id": "fam-w",
+            "amount_pence": 100,
+            "category": "practical",
+            "purpose": "a bus pass",
+            "requested_by": "sw-1",
+            "family_involved": True,
+            "allocation_version": version + 50,
+        },
+        headers=system.worker(),
+    )
+    assert response.status == 503
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["code"] == "not_yet_consistent"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert await _events(settings) == before
+    document = await (await system.spending.get("/openapi.json")).json()
+    unavailable = document["paths"]["/pilots/{pilot_id}/spend-requests"]["post"]["responses"]
+    assert "Retry-After" in unavailable["503"]["headers"]
+
+
 async def test_allocation_learns_what_is_committed_and_spent(
     system: System, settings: Settings
 ) -> None:
