@@ -35,7 +35,7 @@ from shared.contracts.allocation import (
     PersonalDataErased,
     PilotConfig,
 )
-from shared.contracts.periods import Period, period_containing
+from shared.contracts.periods import Period, PeriodLength, period_containing
 from shared.core.deciders import Decider
 from shared.core.errors import (
     ConflictError,
@@ -88,6 +88,7 @@ class AllocateBudget(Frozen):
     note: str | None
     today: date
     config: PilotConfig
+    period_lengths: tuple[PeriodLength, ...]
     pilot_version: int
 
 
@@ -107,6 +108,7 @@ class AdjustBudget(Frozen):
     period_start: date | None
     today: date
     config: PilotConfig
+    period_lengths: tuple[PeriodLength, ...]
     spend: dict[date, Spend] = Field(description="By period start.")
 
 
@@ -117,6 +119,7 @@ class ExitFamily(Frozen):
     exited_on: date
     today: date
     config: PilotConfig
+    period_lengths: tuple[PeriodLength, ...]
     spend: dict[date, Spend] = Field(description="By period start.")
 
 
@@ -226,18 +229,23 @@ def evolve(state: FamilyState, event: DomainEvent) -> FamilyState:
 
 
 def _resolve_period(
-    state: FamilyState, config: PilotConfig, today: date, start: date | None, end: date | None
+    state: FamilyState,
+    lengths: tuple[PeriodLength, ...],
+    today: date,
+    start: date | None,
+    end: date | None,
 ) -> Period:
     enrolled_on = state.enrolment_date
     if start is None:
         if end is not None:
             raise UnprocessableError("give period_start with period_end", code="invalid_period")
-        return period_containing(enrolled_on, config.period_months, max(today, enrolled_on))
-    period = period_containing(enrolled_on, config.period_months, start)
+        return period_containing(enrolled_on, lengths, max(today, enrolled_on))
+    period = period_containing(enrolled_on, lengths, start)
     if start < enrolled_on or period.start != start:
         raise UnprocessableError(
-            f"periods start on the enrolment date ({enrolled_on}) and every "
-            f"{config.period_months} months after; {start} is not a period start",
+            f"periods start on the enrolment date ({enrolled_on}) and run back to back, each "
+            f"as long as the pilot's period_months when it starts; {start} is not a period "
+            f"start (the period containing it starts on {period.start})",
             code="invalid_period",
         )
     if end is not None and end != period.end:
@@ -280,7 +288,7 @@ def _allocate(state: FamilyState, command: AllocateBudget) -> list[DomainEvent]:
     _refuse_exited(state)
     _refuse_control(state)
     period = _resolve_period(
-        state, command.config, command.today, command.period_start, command.period_end
+        state, command.period_lengths, command.today, command.period_start, command.period_end
     )
     total = state.allocated.get(period.start, 0) + command.amount_pence
     _within_cap(command.config, total)
@@ -300,7 +308,9 @@ def _allocate(state: FamilyState, command: AllocateBudget) -> list[DomainEvent]:
 def _adjust(state: FamilyState, command: AdjustBudget) -> list[DomainEvent]:
     _refuse_exited(state)
     _refuse_control(state)
-    period = _resolve_period(state, command.config, command.today, command.period_start, None)
+    period = _resolve_period(
+        state, command.period_lengths, command.today, command.period_start, None
+    )
     total = state.allocated.get(period.start, 0) + command.delta_pence
     spend = command.spend.get(period.start, Spend())
     floor = spend.committed_pence + spend.spent_pence
@@ -331,7 +341,7 @@ def _exit(state: FamilyState, command: ExitFamily) -> list[DomainEvent]:
             "a family cannot leave before it was enrolled", code="invalid_date"
         )
     current = period_containing(
-        state.enrolment_date, command.config.period_months, max(command.today, state.enrolment_date)
+        state.enrolment_date, command.period_lengths, max(command.today, state.enrolment_date)
     )
     allocated = state.allocated.get(current.start, 0)
     spend = command.spend.get(current.start, Spend())

@@ -77,7 +77,7 @@ class Allocation:
 
         async def handle(conn: Connection) -> CommandResult:
             pilot = await self._pilot(conn, pilot_id)
-            command = pilots.ConfigurePilot(pilot_id=pilot_id, config=config)
+            command = pilots.ConfigurePilot(pilot_id=pilot_id, config=config, today=self._today())
             decided = await self._core.aggregates.execute(
                 conn, pilot, command, caller.context, None
             )
@@ -238,6 +238,7 @@ class Allocation:
                 note=await self._sealer.seal(conn, subject_of(pilot_id, family_id), body.note),
                 today=self._today(),
                 config=config,
+                period_lengths=pilot.period_lengths,
                 pilot_version=pilot.version,
             )
 
@@ -254,7 +255,7 @@ class Allocation:
         adjustment_id = self._core.ids()
 
         async def build(
-            conn: Connection, _: pilots.PilotState, config: PilotConfig
+            conn: Connection, pilot: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
             return families.AdjustBudget(
                 adjustment_id=adjustment_id,
@@ -263,6 +264,7 @@ class Allocation:
                 period_start=body.period_start,
                 today=self._today(),
                 config=config,
+                period_lengths=pilot.period_lengths,
                 spend=await _spend(conn, pilot_id, family_id),
             )
 
@@ -278,13 +280,14 @@ class Allocation:
         """The family leaves the pilot."""
 
         async def build(
-            conn: Connection, _: pilots.PilotState, config: PilotConfig
+            conn: Connection, pilot: pilots.PilotState, config: PilotConfig
         ) -> families.Command:
             return families.ExitFamily(
                 reason=await self._sealer.seal(conn, subject_of(pilot_id, family_id), body.reason),
                 exited_on=body.exited_on,
                 today=self._today(),
                 config=config,
+                period_lengths=pilot.period_lengths,
                 spend=await _spend(conn, pilot_id, family_id),
             )
 

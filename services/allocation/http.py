@@ -147,9 +147,10 @@ def routes() -> list[Route]:
             run=_on_family(Allocation.allocate),
             response=AllocationResult,
             status=201,
-            description="Periods start on the enrolment date and run period_months; the "
-            "current period unless period_start names another. 422 exceeds_family_cap above "
-            "the pilot's cap for the period.",
+            description="Periods start on the enrolment date and run back to back, each as "
+            "long as the pilot's period_months when it starts (a change applies from each "
+            "family's next period); the current period unless period_start names another. 422 "
+            "exceeds_family_cap above the pilot's cap for the period.",
             tags=tags,
         ),
         command_route(

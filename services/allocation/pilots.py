@@ -20,6 +20,7 @@ from shared.contracts.allocation import (
     PilotConfigured,
     Randomised,
 )
+from shared.contracts.periods import PeriodLength, lengths_after
 from shared.core.deciders import Decider
 from shared.core.errors import NotFoundError
 from shared.core.events import DomainEvent, Frozen
@@ -48,6 +49,7 @@ class ConfigurePilot(Frozen):
 
     pilot_id: Identifier
     config: PilotConfig
+    today: date
 
 
 class RandomiseFamily(Frozen):
@@ -64,6 +66,7 @@ class PilotState(Frozen):
     pilot_id: str | None = None
     version: int = 0
     config: PilotConfig | None = None
+    period_lengths: tuple[PeriodLength, ...] = ()
     randomised: dict[str, int] = Field(default_factory=dict)  # (seed|stratum) -> count
 
     def require(self) -> PilotConfig:
@@ -82,7 +85,12 @@ def evolve(state: PilotState, event: DomainEvent) -> PilotState:
     """The pilot after one event."""
     if isinstance(event, PilotConfigured):
         return state.model_copy(
-            update={"pilot_id": event.pilot_id, "version": event.version, "config": event.config}
+            update={
+                "pilot_id": event.pilot_id,
+                "version": event.version,
+                "config": event.config,
+                "period_lengths": event.period_lengths,
+            }
         )
     if isinstance(event, FamilyRandomised):
         key = f"{event.seed}|{event.stratum}"
@@ -95,8 +103,14 @@ def _configure(state: PilotState, command: ConfigurePilot) -> list[DomainEvent]:
     """A new version when the configuration changes; nothing when it is the same."""
     if state.config == command.config:
         return []
+    months, today = command.config.period_months, command.today
     return [
-        PilotConfigured(pilot_id=command.pilot_id, version=state.version + 1, config=command.config)
+        PilotConfigured(
+            pilot_id=command.pilot_id,
+            version=state.version + 1,
+            config=command.config,
+            period_lengths=lengths_after(state.period_lengths, months, today),
+        )
     ]
 
 

@@ -9,7 +9,7 @@ from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared.contracts import balances, views
 from shared.contracts.allocation import PilotConfig
-from shared.contracts.periods import period_containing
+from shared.contracts.periods import PeriodLength, period_containing
 from shared.core.db import Connection
 from shared.core.errors import NotFoundError
 from shared.core.events import Envelope
@@ -51,14 +51,14 @@ class Reporting:
 
     async def _family(
         self, conn: Connection, principal: Principal, pilot_id: str, family_id: str
-    ) -> tuple[date, int]:
+    ) -> tuple[date, tuple[PeriodLength, ...]]:
         family = await conn.fetchrow(_FAMILY, pilot_id, family_id)
         pilot = await views.pilot_in_force(conn, pilot_id)
         if family is None or pilot is None:
             raise NotFoundError("no such family in this pilot")
         require_team(principal, family["team"])
         enrolled_on: date = family["enrolled_on"]
-        return enrolled_on, pilot.config.period_months
+        return enrolled_on, pilot.period_lengths
 
     async def balance(
         self, principal: Principal, pilot_id: str, family_id: str, as_of: datetime | None
@@ -66,9 +66,9 @@ class Reporting:
         """The balance of the period containing now, or ``as_of`` from the recorded facts."""
         moment = as_of or self._core.clock()
         async with self._core.pool.acquire() as conn:
-            enrolled_on, months = await self._family(conn, principal, pilot_id, family_id)
+            enrolled_on, lengths = await self._family(conn, principal, pilot_id, family_id)
             # The period of the UTC date: the offset a caller writes a moment in changes nothing.
-            period = period_containing(enrolled_on, months, moment.astimezone(UTC).date())
+            period = period_containing(enrolled_on, lengths, moment.astimezone(UTC).date())
             if as_of is None:
                 balance = await balances.balance_of(
                     conn, pilot_id, family_id, period.start, period.end

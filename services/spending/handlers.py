@@ -88,7 +88,7 @@ class Spending:
                 backdating_days=pilot.backdating_days,
                 enrolled_on=family.enrolled_on,
             )
-            period = period_containing(family.enrolled_on, pilot.period_months, requested_on)
+            period = period_containing(family.enrolled_on, pilot.period_lengths, requested_on)
             purpose = await self._sealer.seal(
                 conn, subject_of(pilot_id, body.family_id), body.purpose
             )

@@ -22,6 +22,7 @@ from shared.contracts.allocation import (
     family_stream_version,
 )
 from shared.contracts.approval import RequestApproved, RequestReferred, RequestRejected
+from shared.contracts.periods import PeriodLength
 from shared.core.db import Connection, model_of
 from shared.core.events import Envelope, Frozen
 from shared.core.personal import Sealer, subject_of
@@ -51,7 +52,7 @@ class PilotView(Frozen):
 
     version: int
     categories: tuple[str, ...]
-    period_months: int
+    period_lengths: tuple[PeriodLength, ...]
     backdating_days: int
 
 
@@ -112,7 +113,7 @@ async def pilot_of(conn: Connection, pilot_id: str) -> PilotView | None:
     return PilotView(
         version=pilot.version,
         categories=pilot.config.categories,
-        period_months=pilot.config.period_months,
+        period_lengths=pilot.period_lengths,
         backdating_days=pilot.config.backdating_days,
     )
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints, field_validator
 
+from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.events import DomainEvent, Envelope, EventRegistry, Frozen
 from shared.core.types import Pence
 
@@ -162,14 +163,18 @@ class PilotConfig(Frozen):
 class PilotConfigured(DomainEvent):
     """A pilot's configuration, as of a version; requests are judged by the version in force.
 
-    Version 2 added ``config.backdating_days``; version 1 reads as 31 days.
+    ``period_lengths`` is every ``period_months`` the pilot has had, each with the day it
+    applies from (:mod:`shared.contracts.periods`). Version 2 added
+    ``config.backdating_days`` (version 1 reads as 31 days); version 3 added
+    ``period_lengths`` (version 2 reads as its ``period_months`` since always, as it was).
     """
 
     event_type = "pilot.configured"
-    schema_version = 2
+    schema_version = 3
     pilot_id: str
     version: int
     config: PilotConfig
+    period_lengths: tuple[PeriodLength, ...] = Field(min_length=1)
 
 
 class FamilyRandomised(DomainEvent):
@@ -271,6 +276,11 @@ def _configured_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "config": {**data["config"], "backdating_days": 31}}
 
 
+def _configured_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    length = {"since": ALWAYS.isoformat(), "months": data["config"]["period_months"]}
+    return {**data, "period_lengths": [length]}
+
+
 REGISTRY = EventRegistry(
     (
         PilotConfigured,
@@ -283,5 +293,5 @@ REGISTRY = EventRegistry(
         OutcomeRecorded,
         PersonalDataErased,
     ),
-    {("pilot.configured", 1): _configured_v1_to_v2},
+    {("pilot.configured", 1): _configured_v1_to_v2, ("pilot.configured", 2): _configured_v2_to_v3},
 )

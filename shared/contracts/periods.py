@@ -1,4 +1,10 @@
-"""Budget periods: a family's periods run from its enrolment date, ``months`` at a time."""
+"""Budget periods: a family's periods run back to back from its enrolment date.
+
+Each period lasts the pilot's ``period_months`` in force when it starts. A change of
+``period_months`` is recorded with the day it applies from (the day after it was made): a
+period already begun keeps its length, the family's next period takes the new one, so
+periods never overlap and no money is stranded in a period cut short.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ from datetime import date, timedelta
 
 from shared.core.events import Frozen
 
-__all__ = ["Period", "add_months", "period_containing"]
+__all__ = ["ALWAYS", "Period", "PeriodLength", "add_months", "lengths_after", "period_containing"]
+
+ALWAYS = date(1, 1, 1)
+"""The ``since`` of a pilot's first period length: it applies to every period."""
 
 
 def add_months(day: date, months: int) -> date:
@@ -24,16 +33,46 @@ class Period(Frozen):
     end: date
 
 
-def period_containing(enrolled_on: date, months: int, day: date) -> Period:
+class PeriodLength(Frozen):
+    """From ``since`` on, each period that starts lasts ``months``."""
+
+    since: date
+    months: int
+
+
+def lengths_after(
+    lengths: tuple[PeriodLength, ...], months: int, today: date
+) -> tuple[PeriodLength, ...]:
+    """The lengths once ``period_months`` is set to ``months`` on ``today``.
+
+    A new length applies from tomorrow: a period that starts today has begun under the old.
+    """
+    if not lengths:
+        return (PeriodLength(since=ALWAYS, months=months),)
+    since = today + timedelta(days=1)
+    if lengths[-1].since == since:  # a second change the same day replaces the first
+        lengths = lengths[:-1]
+    if lengths[-1].months == months:
+        return lengths
+    return (*lengths, PeriodLength(since=since, months=months))
+
+
+def period_containing(enrolled_on: date, lengths: tuple[PeriodLength, ...], day: date) -> Period:
     """The family's period that contains ``day`` (the first one for a day before enrolment)."""
-    index = 0
-    if day >= enrolled_on:
-        index = ((day.year - enrolled_on.year) * 12 + day.month - enrolled_on.month) // months
-        while add_months(enrolled_on, index * months) > day:
-            index -= 1
-        while add_months(enrolled_on, (index + 1) * months) <= day:
-            index += 1
-    return Period(
-        start=add_months(enrolled_on, index * months),
-        end=add_months(enrolled_on, (index + 1) * months) - timedelta(days=1),
-    )
+    elapsed, start = 0, enrolled_on  # months from enrolment to the period's start
+    while True:
+        months = _months_at(lengths, start)
+        following = add_months(enrolled_on, elapsed + months)
+        if day < following:
+            return Period(start=start, end=following - timedelta(days=1))
+        elapsed, start = elapsed + months, following
+
+
+def _months_at(lengths: tuple[PeriodLength, ...], start: date) -> int:
+    """The length of a period that starts on ``start``."""
+    months = lengths[0].months
+    for length in lengths:
+        if length.since > start:
+            break
+        months = length.months
+    return months

@@ -11,17 +11,20 @@ Each service creates the tables in its own migrations (they also hold columns of
 from __future__ import annotations
 
 from shared.contracts.allocation import PilotConfig, PilotConfigured
+from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.db import Connection
 from shared.core.events import Frozen
 
 __all__ = ["PilotInForce", "advance_family", "pilot_in_force", "record_pilot"]
 
 _PILOT = """
-INSERT INTO pilot_view (pilot_id, version, config) VALUES ($1, $2, $3)
-ON CONFLICT (pilot_id) DO UPDATE SET version = excluded.version, config = excluded.config
+INSERT INTO pilot_view (pilot_id, version, config, period_lengths) VALUES ($1, $2, $3, $4)
+ON CONFLICT (pilot_id) DO UPDATE
+SET version = excluded.version, config = excluded.config,
+    period_lengths = excluded.period_lengths
 WHERE pilot_view.version < excluded.version
 """
-_READ_PILOT = "SELECT version, config FROM pilot_view WHERE pilot_id = $1"
+_READ_PILOT = "SELECT version, config, period_lengths FROM pilot_view WHERE pilot_id = $1"
 _FAMILY_VERSION = """
 UPDATE family_view SET stream_version = GREATEST(stream_version, $3)
 WHERE pilot_id = $1 AND family_id = $2
@@ -33,11 +36,18 @@ class PilotInForce(Frozen):
 
     version: int
     config: PilotConfig
+    period_lengths: tuple[PeriodLength, ...]
 
 
 async def record_pilot(conn: Connection, pilot_id: str, event: PilotConfigured) -> None:
     """A configuration version; an older one arriving late changes nothing."""
-    await conn.execute(_PILOT, pilot_id, event.version, event.config.model_dump(mode="json"))
+    await conn.execute(
+        _PILOT,
+        pilot_id,
+        event.version,
+        event.config.model_dump(mode="json"),
+        [length.model_dump(mode="json") for length in event.period_lengths],
+    )
 
 
 async def pilot_in_force(conn: Connection, pilot_id: str) -> PilotInForce | None:
@@ -45,7 +55,13 @@ async def pilot_in_force(conn: Connection, pilot_id: str) -> PilotInForce | None
     row = await conn.fetchrow(_READ_PILOT, pilot_id)
     if row is None:
         return None
-    return PilotInForce(version=row["version"], config=PilotConfig.model_validate(row["config"]))
+    config = PilotConfig.model_validate(row["config"])
+    lengths = tuple(PeriodLength.model_validate(length) for length in row["period_lengths"])
+    return PilotInForce(
+        version=row["version"],
+        config=config,
+        period_lengths=lengths or (PeriodLength(since=ALWAYS, months=config.period_months),),
+    )
 
 
 async def advance_family(

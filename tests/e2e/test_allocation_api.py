@@ -771,3 +771,38 @@ async def test_free_text_is_sealed_and_erasable(
     assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(envelopes))
     auditor = token("auditor", "wigan")
     assert (await client.get(f"{path}/notes", headers=auth(auditor))).status == 403
+
+
+async def test_a_shorter_period_applies_from_the_next_period(
+    client: Client, token: Callable[..., str]
+) -> None:
+    """A running pilot changed from 12 months to 1: the family's current period keeps its
+    twelve months (no second period opens inside it at the cap); the next is one month."""
+    admin = await setup_wigan(client, token)
+    family = "/pilots/wigan/families/fam-1"
+    first = await client.post(
+        f"{family}/allocations", json={"amount_pence": 400_000}, headers=auth(admin)
+    )
+    assert first.status == 201
+    period = await first.json()
+    assert (period["period_start"], period["period_end"]) == ("2026-04-01", "2027-03-31")
+    changed = await client.put(
+        "/pilots/wigan", json={**WIGAN, "period_months": 1}, headers=auth(admin)
+    )
+    assert changed.status == 200
+    again = await client.post(
+        f"{family}/allocations", json={"amount_pence": 100}, headers=auth(admin)
+    )
+    assert again.status == 422
+    assert (await again.json())["code"] == "exceeds_family_cap"
+    following = await client.post(
+        f"{family}/allocations",
+        json={"amount_pence": 100, "period_start": "2027-04-01", "period_end": "2027-04-30"},
+        headers=auth(admin),
+    )
+    assert following.status == 201, await following.text()
+    state = await (await client.get(family, headers=auth(admin))).json()
+    assert [(p["period_start"], p["period_end"]) for p in state["periods"]] == [
+        ("2026-04-01", "2027-03-31"),
+        ("2027-04-01", "2027-04-30"),
+    ]

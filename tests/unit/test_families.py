@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from services.allocation import families
 from shared.contracts import allocation as contract
-from shared.contracts.periods import period_containing
+from shared.contracts.periods import (
+    ALWAYS,
+    Period,
+    PeriodLength,
+    lengths_after,
+    period_containing,
+)
 from shared.core.errors import (
     ConflictError,
     NotFoundError,
@@ -20,6 +26,7 @@ from shared.core.errors import (
 )
 from shared.core.events import DomainEvent
 
+LENGTHS = (PeriodLength(since=ALWAYS, months=12),)
 CONFIG = contract.PilotConfig(
     name="Wigan", period_months=12, family_cap_pence=400_000, categories=("other",)
 )
@@ -53,6 +60,7 @@ def allocate(
         note=None,
         today=today,
         config=CONFIG,
+        period_lengths=LENGTHS,
         pilot_version=1,
     )
 
@@ -122,6 +130,7 @@ def test_adjustment_cannot_go_below_committed_and_spent() -> None:
             period_start=None,
             today=date(2026, 6, 1),
             config=CONFIG,
+            period_lengths=LENGTHS,
             spend={
                 date(2026, 4, 1): families.Spend(
                     committed_pence=floor // 2, spent_pence=floor - floor // 2
@@ -146,6 +155,7 @@ def test_exit_records_the_balance_and_stops_allocations() -> None:
         exited_on=date(2026, 9, 1),
         today=date(2026, 9, 1),
         config=CONFIG,
+        period_lengths=LENGTHS,
         spend={date(2026, 4, 1): families.Spend(committed_pence=10_000, spent_pence=50_000)},
     )
     [event] = families.decide(state, exit_)
@@ -183,8 +193,41 @@ def test_unknown_family_is_not_found() -> None:
 def test_periods_tile_time_from_enrolment(enrolled: date, months: int, offset: int) -> None:
     """Every day after enrolment lies in exactly one period, which starts on a period boundary."""
     day = date.fromordinal(enrolled.toordinal() + offset)
-    period = period_containing(enrolled, months, day)
+    lengths = (PeriodLength(since=ALWAYS, months=months),)
+    period = period_containing(enrolled, lengths, day)
     assert period.start <= day <= period.end
-    following = period_containing(enrolled, months, date.fromordinal(period.end.toordinal() + 1))
+    following = period_containing(enrolled, lengths, date.fromordinal(period.end.toordinal() + 1))
     assert following.start.toordinal() == period.end.toordinal() + 1
-    assert period_containing(enrolled, months, period.start) == period
+    assert period_containing(enrolled, lengths, period.start) == period
+
+
+@hypothesis_given(
+    enrolled=st.dates(date(2020, 1, 1), date(2030, 12, 31)),
+    changes=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 24)), min_size=1, max_size=4),
+    first=st.integers(1, 24),
+    days=st.lists(st.integers(0, 4000), min_size=2, max_size=6),
+)
+def test_a_change_of_period_months_never_opens_an_overlapping_period(
+    enrolled: date, changes: list[tuple[int, int]], first: int, days: list[int]
+) -> None:
+    """However period_months changes over time, every day after enrolment lies in exactly
+    one period, periods follow each other without gap or overlap, and a period that began
+    before a change keeps the length it began with."""
+    lengths: tuple[PeriodLength, ...] = (PeriodLength(since=ALWAYS, months=first),)
+    for offset, months in sorted(changes):
+        lengths = lengths_after(lengths, months, date.fromordinal(enrolled.toordinal() + offset))
+    for offset in days:
+        day = date.fromordinal(enrolled.toordinal() + offset)
+        period = period_containing(enrolled, lengths, day)
+        assert period.start <= day <= period.end
+        after = period_containing(enrolled, lengths, date.fromordinal(period.end.toordinal() + 1))
+        assert after.start.toordinal() == period.end.toordinal() + 1
+        assert period_containing(enrolled, lengths, period.start) == period
+        began_under = max((x for x in lengths if x.since <= period.start), key=lambda x: x.since)
+        assert months_of(period) == began_under.months
+
+
+def months_of(period: Period) -> int:
+    """How many calendar months a period spans, from its start to the day after its end."""
+    following = date.fromordinal(period.end.toordinal() + 1)
+    return (following.year - period.start.year) * 12 + following.month - period.start.month
