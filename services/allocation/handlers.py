@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import date
 
-from services.allocation import families, pilots
+from services.allocation import families, pilots, register
 from services.allocation.schemas import (
     AdjustmentBody,
     AdjustmentResult,
@@ -33,7 +33,7 @@ from services.allocation.schemas import (
     Recorded,
 )
 from shared.contracts import balances
-from shared.contracts.allocation import FamilyRandomised, PilotConfig
+from shared.contracts.allocation import Arm, FamilyRandomised, PilotConfig, Randomised
 from shared.contracts.business_time import check_occurred_at
 from shared.core.aggregates import Aggregate, answer
 from shared.core.commands import CommandResult
@@ -116,26 +116,15 @@ class Allocation:
 
         async def handle(conn: Connection) -> CommandResult:
             pilot = await self._pilot(conn, pilot_id)
+            config = pilot.state.require()
             check_occurred_at(
                 caller.context.occurred_at,
                 self._core.clock(),
-                backdating_days=pilot.state.require().backdating_days,
+                backdating_days=config.backdating_days,
                 enrolled_on=body.enrolled_on,
             )
             family = await self._family(conn, pilot_id, body.family_id)
-            randomise = pilots.RandomiseFamily(
-                family_id=body.family_id,
-                stratum=body.stratum or pilots.NO_STRATUM,
-                enrolled_on=body.enrolled_on,
-            )
-            # The register first, in the same transaction: if the family's own decider then
-            # refuses (enrolled twice), neither is recorded.
-            randomised = await self._core.aggregates.execute(
-                conn, pilot, randomise, caller.context, None
-            )
-            arm = next(
-                (e.arm for e in randomised.events if isinstance(e, FamilyRandomised)), "treatment"
-            )
+            arm = await self._randomise(conn, caller, pilot, body)
             enrolled = await self._core.aggregates.execute(
                 conn,
                 family,
@@ -154,6 +143,36 @@ class Allocation:
             return answer(201, EnrolmentResult, enrolled)
 
         return await self._core.commands.run(handle, caller.idempotency)
+
+    async def _randomise(
+        self, conn: Connection, caller: Caller, pilot: Pilot, body: EnrolmentBody
+    ) -> Arm:
+        """The family's arm from its stratum's register (treatment where none randomises).
+
+        Recorded in the caller's transaction before the family's own decider runs: if that
+        refuses (enrolled twice), neither is recorded.
+        """
+        config = pilot.state.require()
+        if not isinstance(config.allocation, Randomised):
+            return "treatment"
+        stratum = body.stratum or pilots.NO_STRATUM
+        aggregates = self._core.aggregates
+        await aggregates.serialise(conn, register.DECIDER, pilot.pilot_id, stratum)
+        stratum_register = await aggregates.load(conn, register.DECIDER, pilot.pilot_id, stratum)
+        randomise = register.RandomiseFamily(
+            family_id=body.family_id,
+            stratum=stratum,
+            enrolled_on=body.enrolled_on,
+            config=config,
+            pilot_version=pilot.state.version,
+            earlier=pilot.state.randomised_before(config.allocation.seed, stratum),
+        )
+        randomised = await aggregates.execute(
+            conn, stratum_register, randomise, caller.context, None
+        )
+        [event] = randomised.events
+        assert isinstance(event, FamilyRandomised)
+        return event.arm
 
     async def family(self, principal: Principal, pilot_id: str, family_id: str) -> FamilyView:
         """The family as recorded, for callers allowed to see it."""

@@ -1,9 +1,9 @@
-"""The pilot aggregate: its configuration (versioned) and its randomisation register.
+"""The pilot aggregate: its configuration, versioned.
 
-Stream ``pilot:<pilot_id>``. Enrolments in a randomised pilot append ``FamilyRandomised``
-here, so that the register serialises them: the order of these events is the enrolment
-order the randomisation is reproducible from. The configuration's shape and the events are
-allocation's contract (:mod:`shared.contracts.allocation`).
+Stream ``pilot:<pilot_id>``. The configuration's shape and the events are allocation's
+contract (:mod:`shared.contracts.allocation`). Randomisations have registers of their own,
+one per stratum (:mod:`services.allocation.register`); those recorded here before then
+still count (:meth:`PilotState.randomised_before`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from datetime import date
 
 from pydantic import Field
 
-from services.allocation.randomisation import arm_for
 from shared.contracts.allocation import (
     REGISTRY,
     FamilyRandomised,
     PilotConfig,
     PilotConfigured,
-    Randomised,
 )
 from shared.contracts.periods import PeriodLength, lengths_after
 from shared.core.deciders import Decider
@@ -32,7 +30,6 @@ __all__ = [
     "Command",
     "ConfigurePilot",
     "PilotState",
-    "RandomiseFamily",
     "decide",
     "evolve",
     "initial_state",
@@ -52,14 +49,6 @@ class ConfigurePilot(Frozen):
     today: date
 
 
-class RandomiseFamily(Frozen):
-    """Assign an arm to a family being enrolled."""
-
-    family_id: Identifier
-    stratum: str
-    enrolled_on: date
-
-
 class PilotState(Frozen):
     """What a decision about a pilot needs."""
 
@@ -67,7 +56,12 @@ class PilotState(Frozen):
     version: int = 0
     config: PilotConfig | None = None
     period_lengths: tuple[PeriodLength, ...] = ()
+    # Randomisations recorded in this stream before registers had streams of their own.
     randomised: dict[str, int] = Field(default_factory=dict)  # (seed|stratum) -> count
+
+    def randomised_before(self, seed: str, stratum: str) -> int:
+        """How many families this stream randomised with the seed in the stratum."""
+        return self.randomised.get(f"{seed}|{stratum}", 0)
 
     def require(self) -> PilotConfig:
         """The configuration, or NotFoundError for a pilot never configured."""
@@ -114,36 +108,12 @@ def _configure(state: PilotState, command: ConfigurePilot) -> list[DomainEvent]:
     ]
 
 
-def _randomise(state: PilotState, command: RandomiseFamily) -> list[DomainEvent]:
-    """The family's arm under the configuration in force; none if the pilot does not randomise."""
-    config = state.require()
-    policy = config.allocation
-    if not isinstance(policy, Randomised):
-        return []
-    sequence = state.randomised.get(f"{policy.seed}|{command.stratum}", 0)
-    arm, block = arm_for(policy.seed, command.stratum, sequence, policy.treatment_ratio)
-    return [
-        FamilyRandomised(
-            family_id=command.family_id,
-            stratum=command.stratum,
-            seed=policy.seed,
-            treatment_ratio=policy.treatment_ratio,
-            sequence=sequence,
-            block=block,
-            arm=arm,
-            pilot_version=state.version,
-        )
-    ]
-
-
-Command = ConfigurePilot | RandomiseFamily
+Command = ConfigurePilot
 
 
 def decide(state: PilotState, command: Command) -> list[DomainEvent]:
     """The events a command produces, or the error that refuses it."""
-    if isinstance(command, ConfigurePilot):
-        return _configure(state, command)
-    return _randomise(state, command)
+    return _configure(state, command)
 
 
 DECIDER = Decider("pilot", initial_state, evolve, decide, REGISTRY)

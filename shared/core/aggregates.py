@@ -50,11 +50,28 @@ class Decided(Generic[StateT]):
     stream_version: int  # the stream's version after them (unchanged when none)
 
 
+_SERIALISE = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
+
 class Aggregates:
     """Loads aggregates and executes commands on them in one service's event store."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+
+    async def serialise(
+        self,
+        conn: Connection,
+        decider: Decider[StateT, CommandT],
+        pilot_id: str,
+        entity: str | UUID | None = None,
+    ) -> None:
+        """Hold the stream's writers in line until the transaction ends; call before load.
+
+        For a stream many commands append to at once (a stratum's register): waiting in
+        line costs less than losing a race and retrying, and never gives up.
+        """
+        await conn.execute(_SERIALISE, decider.stream_id(pilot_id, entity))
 
     async def load(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -806,3 +807,48 @@ async def test_a_shorter_period_applies_from_the_next_period(
         ("2026-04-01", "2027-03-31"),
         ("2027-04-01", "2027-04-30"),
     ]
+
+
+async def test_a_case_system_syncing_many_families_at_once_enrols_every_one(
+    client: Client, token: Callable[..., str], settings: Settings
+) -> None:
+    """400 enrolments into a randomised pilot from 16 workers at once: all 400 answer 201 (before,
+    every enrolment appended to the one pilot stream and many gave up with 409), and each
+    stratum's sequence is whole and balanced block by block."""
+    admin = auth(token("admin", "darlington"))
+    await client.put("/pilots/darlington", json=DARLINGTON, headers=admin)
+    families = [(f"s-{n:03d}", ("0-4", "5-9")[n % 2]) for n in range(400)]
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in families:
+        queue.put_nowait(item)
+    statuses: list[int] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            family, stratum = queue.get_nowait()
+            response = await client.post(
+                "/pilots/darlington/families",
+                json={
+                    "family_id": family,
+                    "team": "t-1",
+                    "worker": "w-1",
+                    "enrolled_on": "2026-01-10",
+                    "stratum": stratum,
+                },
+                headers=admin,
+            )
+            statuses.append(response.status)
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+    assert statuses == [201] * 400
+    async with connect_service_db(settings, "allocation") as conn:
+        rows = await conn.fetch(
+            "SELECT envelope FROM events WHERE type = 'pilot.family_randomised'"
+        )
+    randomised = [json.loads(row["envelope"])["data"] for row in rows]
+    for stratum in ("0-4", "5-9"):
+        mine = [r for r in randomised if r["stratum"] == stratum]
+        assert sorted(r["sequence"] for r in mine) == list(range(200))
+        for block in range(50):
+            arms = [r["arm"] for r in mine if r["block"] == block]
+            assert sorted(arms) == ["control", "control", "treatment", "treatment"]

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from services.allocation import pilots
 from shared.contracts import allocation as contract
 from shared.contracts.periods import ALWAYS, PeriodLength
-from shared.core.errors import NotFoundError
 from shared.core.events import DomainEvent
 
 CONFIG = contract.PilotConfig(
@@ -62,47 +61,6 @@ def test_changed_configuration_is_a_new_version() -> None:
         given(configured()), pilots.ConfigurePilot(pilot_id="d", config=changed, today=TODAY)
     )
     assert events == [configured(2, changed)]
-
-
-def test_randomisation_counts_within_stratum() -> None:
-    """The register numbers each stratum's families from 0, in enrolment order."""
-    state = given(configured())
-    first = pilots.decide(
-        state, pilots.RandomiseFamily(family_id="a", stratum="0-4", enrolled_on=date(2026, 1, 1))
-    )
-    state = pilots.evolve(state, first[0])
-    second = pilots.decide(
-        state, pilots.RandomiseFamily(family_id="b", stratum="0-4", enrolled_on=date(2026, 1, 1))
-    )
-    other = pilots.decide(
-        state, pilots.RandomiseFamily(family_id="c", stratum="5-9", enrolled_on=date(2026, 1, 1))
-    )
-    randomised = [events[0] for events in (first, second, other)]
-    assert all(isinstance(event, contract.FamilyRandomised) for event in randomised)
-    assert [getattr(event, "sequence", None) for event in randomised] == [0, 1, 0]
-    assert getattr(first[0], "pilot_version", None) == 1
-
-
-def test_no_randomisation_when_everyone_is_treated() -> None:
-    """A pilot in mode all records no register event."""
-    state = given(
-        configured(config=CONFIG.model_copy(update={"allocation": contract.EveryoneTreated()}))
-    )
-    assert (
-        pilots.decide(
-            state, pilots.RandomiseFamily(family_id="a", stratum="_", enrolled_on=date(2026, 1, 1))
-        )
-        == []
-    )
-
-
-def test_unknown_pilot_cannot_randomise() -> None:
-    """No configuration, no enrolment."""
-    with pytest.raises(NotFoundError):
-        pilots.decide(
-            given(),
-            pilots.RandomiseFamily(family_id="a", stratum="_", enrolled_on=date(2026, 1, 1)),
-        )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,82 @@
+"""The randomisation register of one stratum: stream ``register:<pilot_id>:<stratum>``.
+
+Each enrolment in a randomised pilot appends ``FamilyRandomised`` to its stratum's register;
+the order of these events is the enrolment order the randomisation is reproducible from
+(``services/allocation/randomisation.py``). A stream per stratum keeps the registers out of
+the pilot's stream, so that a family command loads only the pilot's configuration, whatever
+the number of families, and enrolments in different strata never meet. Enrolments in one
+stratum are serialised by a lock on the register taken before it is loaded
+(:meth:`shared.core.aggregates.Aggregates.serialise`): none of them fails for having raced
+another.
+
+Pilots randomised before registers had streams of their own kept their randomisations in the
+pilot's stream; the handler passes their count in (``earlier``), so sequences carry on.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import Field
+
+from services.allocation.randomisation import arm_for
+from shared.contracts.allocation import REGISTRY, FamilyRandomised, PilotConfig, Randomised
+from shared.core.deciders import Decider
+from shared.core.events import DomainEvent, Frozen
+from shared.core.types import Identifier
+
+__all__ = ["DECIDER", "RandomiseFamily", "RegisterState", "decide", "evolve", "initial_state"]
+
+
+class RandomiseFamily(Frozen):
+    """Give a family being enrolled its arm, under the configuration in force."""
+
+    family_id: Identifier
+    stratum: str
+    enrolled_on: date
+    config: PilotConfig
+    pilot_version: int
+    earlier: int = Field(ge=0, description="Randomised with this seed in the pilot's stream.")
+
+
+class RegisterState(Frozen):
+    """How many families of the stratum each seed has randomised."""
+
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+def initial_state() -> RegisterState:
+    """A stratum nobody was randomised in."""
+    return RegisterState()
+
+
+def evolve(state: RegisterState, event: DomainEvent) -> RegisterState:
+    """The register after one event."""
+    if isinstance(event, FamilyRandomised):
+        counts = {**state.counts, event.seed: state.counts.get(event.seed, 0) + 1}
+        return state.model_copy(update={"counts": counts})
+    return state
+
+
+def decide(state: RegisterState, command: RandomiseFamily) -> list[DomainEvent]:
+    """The family's arm; nothing when the pilot does not randomise."""
+    policy = command.config.allocation
+    if not isinstance(policy, Randomised):
+        return []
+    sequence = command.earlier + state.counts.get(policy.seed, 0)
+    arm, block = arm_for(policy.seed, command.stratum, sequence, policy.treatment_ratio)
+    return [
+        FamilyRandomised(
+            family_id=command.family_id,
+            stratum=command.stratum,
+            seed=policy.seed,
+            treatment_ratio=policy.treatment_ratio,
+            sequence=sequence,
+            block=block,
+            arm=arm,
+            pilot_version=command.pilot_version,
+        )
+    ]
+
+
+DECIDER = Decider("register", initial_state, evolve, decide, REGISTRY)
