@@ -3,6 +3,7 @@ the outbox relay's catch-up rate, and the rate of rebuilding reporting's project
 the topics. Starts its own PostgreSQL and Kafka like the tests.
 
     python -m bench [--commands 2000] [--concurrency 16] [--backlog 20000]
+    python -m bench --scenario pilot-size   # a family command at 100 and 10,000 families
 """
 
 from __future__ import annotations
@@ -159,6 +160,92 @@ async def http_commands(  # noqa: PLR0915 - one scenario, read top to bottom
     }
 
 
+async def command_by_pilot_size(settings: Settings, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """One family command's latency in pilots of different sizes (randomised, two strata).
+
+    Families are enrolled 16 at a time; then 300 allocations, one at a time, to families
+    spread over the pilot. A command loads the pilot's stream and the family's: its cost
+    must not grow with the number of families.
+    """
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = settings.port_of("allocation", 8081)
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    results: dict[str, Any] = {}
+    try:
+        for size in sizes:
+            pilot = f"size-{size}"
+            token = mint_token(
+                SECRET, sub="bench", role="admin", pilot=pilot, team=None, now=datetime.now(UTC)
+            )
+            headers = {"Authorization": f"Bearer {token}"}
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as http:
+                await http.put(
+                    f"/pilots/{pilot}",
+                    json={
+                        "name": pilot,
+                        "period_months": 12,
+                        "family_cap_pence": 10**10,
+                        "categories": ["other"],
+                        "allocation": {"mode": "randomised", "treatment_ratio": 0.5, "seed": "b"},
+                    },
+                )
+                enrolled = await _enrol(http, pilot, size)
+                treated = [family for family, arm in enrolled.items() if arm == "treatment"]
+                latencies = []
+                for number in range(300):
+                    family = treated[number * len(treated) // 300]
+                    started = time.perf_counter()
+                    response = await http.post(
+                        f"/pilots/{pilot}/families/{family}/allocations", json={"amount_pence": 1}
+                    )
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    assert response.status == 201, await response.text()
+            results[f"families_{size}"] = {
+                "allocate_p50_ms": round(percentile(latencies, 0.5), 2),
+                "allocate_p99_ms": round(percentile(latencies, 0.99), 2),
+            }
+    finally:
+        await runner.cleanup()
+    return results
+
+
+async def _enrol(http: aiohttp.ClientSession, pilot: str, size: int) -> dict[str, str]:
+    """Enrol ``size`` families, 16 at a time; their arms."""
+    arms: dict[str, str] = {}
+    numbers = iter(range(size))
+
+    async def worker() -> None:
+        for number in numbers:
+            family = f"f{number}"
+            async with http.post(
+                f"/pilots/{pilot}/families",
+                json={
+                    "family_id": family,
+                    "team": "t",
+                    "worker": "w",
+                    "enrolled_on": "2026-01-01",
+                    "stratum": ("a", "b")[number % 2],
+                },
+            ) as response:
+                assert response.status == 201, await response.text()
+                arms[family] = (await response.json())["arm"]
+
+    with tqdm(total=size, desc=f"enrolling {size}", disable=None) as bar:
+
+        async def tick() -> None:
+            while len(arms) < size:
+                bar.n = len(arms)
+                bar.refresh()
+                await asyncio.sleep(0.5)
+
+        ticking = asyncio.create_task(tick())
+        await asyncio.gather(*(worker() for _ in range(16)))
+        await ticking
+    return arms
+
+
 async def _settle(done: Callable[[], bool], seconds: float) -> None:
     """Wait until ``done()`` or the timeout; a benchmark reports what arrived by then."""
     deadline = time.perf_counter() + seconds
@@ -240,6 +327,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         await ensure_topics(settings, ledger_topics())
         await migrate(settings, ["allocation"])
+        if args.scenario == "pilot-size":
+            return {"pilot_size": await command_by_pilot_size(settings, (100, 10_000))}
         results = {
             "sustained": await http_commands(settings, args.commands, args.concurrency),
             "sparse": await http_commands(settings, args.sparse, 1, interval=0.05),
@@ -266,6 +355,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--backlog", type=int, default=20000)
     parser.add_argument("--sparse", type=int, default=200, help="commands 50 ms apart")
+    parser.add_argument(
+        "--scenario",
+        choices=("all", "pilot-size"),
+        default="all",
+        help="pilot-size: a family command at 100 and at 10,000 families only",
+    )
     args = parser.parse_args()
     configure_logging("bench", "json", "WARNING")
     results = asyncio.run(run(args))

@@ -158,7 +158,15 @@ class Allocation:
         stratum = body.stratum or pilots.NO_STRATUM
         aggregates = self._core.aggregates
         await aggregates.serialise(conn, register.DECIDER, pilot.pilot_id, stratum)
-        stratum_register = await aggregates.load(conn, register.DECIDER, pilot.pilot_id, stratum)
+        stratum_register = await aggregates.load(
+            conn, register.DECIDER, pilot.pilot_id, stratum, last_only=True
+        )
+        if stratum_register.stream.version and not stratum_register.state.knows(
+            config.allocation.seed
+        ):  # the pilot went back to a seed used before: its place is further back
+            stratum_register = await aggregates.load(
+                conn, register.DECIDER, pilot.pilot_id, stratum
+            )
         randomise = register.RandomiseFamily(
             family_id=body.family_id,
             stratum=stratum,

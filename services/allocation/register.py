@@ -11,6 +11,10 @@ another.
 
 Pilots randomised before registers had streams of their own kept their randomisations in the
 pilot's stream; the handler passes their count in (``earlier``), so sequences carry on.
+
+Each event carries its place in its seed's sequence, so the last event alone gives the next
+place for its seed: the handler loads only the last event (a register's cost does not grow
+with the stratum), and the whole stream only when the pilot has gone back to another seed.
 """
 
 from __future__ import annotations
@@ -40,9 +44,13 @@ class RandomiseFamily(Frozen):
 
 
 class RegisterState(Frozen):
-    """How many families of the stratum each seed has randomised."""
+    """The next place in each seed's sequence, for the seeds the events folded used."""
 
-    counts: dict[str, int] = Field(default_factory=dict)
+    following: dict[str, int] = Field(default_factory=dict)
+
+    def knows(self, seed: str) -> bool:
+        """Whether the events folded said where this seed's sequence stands."""
+        return seed in self.following
 
 
 def initial_state() -> RegisterState:
@@ -53,8 +61,8 @@ def initial_state() -> RegisterState:
 def evolve(state: RegisterState, event: DomainEvent) -> RegisterState:
     """The register after one event."""
     if isinstance(event, FamilyRandomised):
-        counts = {**state.counts, event.seed: state.counts.get(event.seed, 0) + 1}
-        return state.model_copy(update={"counts": counts})
+        following = {**state.following, event.seed: event.sequence + 1}
+        return state.model_copy(update={"following": following})
     return state
 
 
@@ -63,7 +71,7 @@ def decide(state: RegisterState, command: RandomiseFamily) -> list[DomainEvent]:
     policy = command.config.allocation
     if not isinstance(policy, Randomised):
         return []
-    sequence = command.earlier + state.counts.get(policy.seed, 0)
+    sequence = state.following.get(policy.seed, command.earlier)
     arm, block = arm_for(policy.seed, command.stratum, sequence, policy.treatment_ratio)
     return [
         FamilyRandomised(

@@ -79,9 +79,14 @@ class Aggregates:
         decider: Decider[StateT, CommandT],
         pilot_id: str,
         entity: str | UUID | None = None,
+        *,
+        last_only: bool = False,
     ) -> Aggregate[StateT, CommandT]:
-        """The aggregate's stream and state."""
-        stream = await self._store.load(conn, decider.stream_id(pilot_id, entity))
+        """The aggregate's stream and state; ``last_only`` folds its last event alone (for a
+        decider whose state that event holds whole: its cost stays flat as the stream grows)."""
+        stream = await self._store.load(
+            conn, decider.stream_id(pilot_id, entity), last_only=last_only
+        )
         return Aggregate(decider, pilot_id, stream, decider.fold(stream.envelopes))
 
     async def execute(

@@ -43,6 +43,9 @@ OUTBOX_CHANNEL = "ledger_outbox"
 MAX_EVENT_BYTES = 256 * 1024
 
 _LOAD = "SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version"
+_LOAD_LAST = """
+SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
+"""
 _APPEND = """
 WITH appended AS (
     INSERT INTO events
@@ -116,9 +119,10 @@ class EventStore:
         self._ids = ids
         self._metrics = metrics
 
-    async def load(self, conn: Connection, stream_id: str) -> Stream:
-        """Every event of one stream, in order."""
-        rows = await conn.fetch(_LOAD, stream_id)
+    async def load(self, conn: Connection, stream_id: str, *, last_only: bool = False) -> Stream:
+        """Every event of one stream, in order; or only its last (enough to append after it,
+        for a stream whose last event holds all its state needs)."""
+        rows = await conn.fetch(_LOAD_LAST if last_only else _LOAD, stream_id)
         return Stream(stream_id, tuple(Envelope.model_validate(row["envelope"]) for row in rows))
 
     def seal(

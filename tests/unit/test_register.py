@@ -69,3 +69,20 @@ def test_no_randomisation_when_everyone_is_treated() -> None:
     """A pilot in mode all records no register event."""
     everyone = CONFIG.model_copy(update={"allocation": contract.EveryoneTreated()})
     assert register.decide(given(), randomise("a", everyone)) == []
+
+
+def test_the_last_event_alone_says_where_its_seed_stands() -> None:
+    """Folding only the last event gives the next place the whole stream gives, for its seed;
+    for a seed only earlier events used, the whole stream is needed (and says so)."""
+    events: list[DomainEvent] = []
+    for family in "abcde":
+        [event] = register.decide(given(*events), randomise(family))
+        events.append(event)
+    whole, last = given(*events), given(events[-1])
+    assert whole.following["d"] == last.following["d"] == 5
+    reseeded = CONFIG.model_copy(
+        update={"allocation": contract.Randomised(mode="randomised", treatment_ratio=0.5, seed="e")}
+    )
+    [other] = register.decide(whole, randomise("f", reseeded))
+    assert not given(other).knows("d")
+    assert given(*events, other).following["d"] == 5
