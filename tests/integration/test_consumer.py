@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from deploy.stack import ROOT
-from shared.core.consumer import ConsumerRunner
+from shared.core.consumer import ConsumerRunner, EventHandler
 from shared.core.db import Connection, dsn, open_pool
 from shared.core.events import Envelope
 from shared.core.kafka import new_producer
@@ -120,6 +120,28 @@ async def _table_has_rows(pool: asyncpg.Pool[asyncpg.Record], wanted: int) -> bo
         return bool(exists) and int(await conn.fetchval("SELECT count(*) FROM effects")) >= wanted
 
 
+def runner_for(
+    settings: Settings,
+    pool: asyncpg.Pool[asyncpg.Record],
+    name: str,
+    handler: EventHandler,
+    producer_factory: Callable[[str, str], AIOKafkaProducer] = new_producer,
+) -> ConsumerRunner:
+    """A consumer of the test's topic, in a group of its own, dead-lettering as services do."""
+    return ConsumerRunner(
+        name=name,
+        pool=pool,
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}{name}",
+        topics=[settings.topic(TOPIC)],
+        handler=handler,
+        deadletter_topic=settings.topic("ledger.deadletter"),
+        batch_size=100,
+        metrics=Metrics("test"),
+        producer_factory=producer_factory,
+    )
+
+
 class Recorder:
     """A handler that records numbers and refuses poison until it is fixed."""
 
@@ -150,17 +172,7 @@ async def test_poison_record_is_deadlettered_and_its_family_parked(
         partition=0,
     )
     recorder = Recorder()
-    runner = ConsumerRunner(
-        name="poison-test",
-        pool=pool,
-        bootstrap=settings.kafka_bootstrap,
-        group_id=f"{settings.topic_prefix}poison-test",
-        topics=[settings.topic(TOPIC)],
-        handler=recorder,
-        deadletter_topic=settings.topic("ledger.deadletter"),
-        batch_size=100,
-        metrics=Metrics("test"),
-    )
+    runner = runner_for(settings, pool, "poison-test", recorder)
 
     async def applied() -> list[tuple[str, int]]:
         async with pool.acquire() as conn:
@@ -197,17 +209,7 @@ async def test_gap_in_a_stream_parks_the_family(
         await conn.execute("CREATE TABLE applied (family text, number integer)")
     family = envelopes_for("p", "gappy", [1, 2, 3])
     await produce(settings, records_of((family[0], family[2])))
-    runner = ConsumerRunner(
-        name="gap-test",
-        pool=pool,
-        bootstrap=settings.kafka_bootstrap,
-        group_id=f"{settings.topic_prefix}gap-test",
-        topics=[settings.topic(TOPIC)],
-        handler=Recorder(),
-        deadletter_topic=settings.topic("ledger.deadletter"),
-        batch_size=100,
-        metrics=Metrics("test"),
-    )
+    runner = runner_for(settings, pool, "gap-test", Recorder())
     async with runner:
         await wait_for(lambda: _parked(pool, 1), timeout=30)
         await produce(settings, records_of((family[1],)))
@@ -260,17 +262,7 @@ async def test_a_transient_error_on_the_careful_path_retries_the_batch(
     await produce(settings, records_of(envelopes) + records_of(others), partition=0)
     # The deadlock hits family g's second record, on the careful pass the poison caused.
     recorder = FlakyRecorder(flaky=2)
-    runner = ConsumerRunner(
-        name="flaky-test",
-        pool=pool,
-        bootstrap=settings.kafka_bootstrap,
-        group_id=f"{settings.topic_prefix}flaky-test",
-        topics=[settings.topic(TOPIC)],
-        handler=recorder,
-        deadletter_topic=settings.topic("ledger.deadletter"),
-        batch_size=100,
-        metrics=Metrics("test"),
-    )
+    runner = runner_for(settings, pool, "flaky-test", recorder)
     with structlog.testing.capture_logs() as logs:
         async with runner:
             await wait_for(lambda: _table_has_rows_of(pool, "g", 3), timeout=30)
@@ -325,18 +317,7 @@ async def test_a_record_parked_while_kafka_is_away_is_dead_lettered_later(
             return producers[0]
         return new_producer(bootstrap, client_id)
 
-    runner = ConsumerRunner(
-        name="due-test",
-        pool=pool,
-        bootstrap=settings.kafka_bootstrap,
-        group_id=f"{settings.topic_prefix}due-test",
-        topics=[settings.topic(TOPIC)],
-        handler=Recorder(),
-        deadletter_topic=settings.topic("ledger.deadletter"),
-        batch_size=100,
-        metrics=Metrics("test"),
-        producer_factory=producer,
-    )
+    runner = runner_for(settings, pool, "due-test", Recorder(), producer_factory=producer)
     async with runner:
         dead = await read_topic(settings, "ledger.deadletter", expect=1, timeout=30)
     assert producers[0].failed

@@ -7,14 +7,7 @@ from datetime import date
 from services.allocation import register
 from shared.contracts import allocation as contract
 from shared.core.events import DomainEvent
-
-CONFIG = contract.PilotConfig(
-    name="Darlington",
-    period_months=12,
-    family_cap_pence=1_000_000,
-    allocation=contract.Randomised(mode="randomised", treatment_ratio=0.5, seed="d"),
-    categories=("practical", "other"),
-)
+from tests.unit.test_pilots import CONFIG
 
 
 def given(*events: DomainEvent) -> register.RegisterState:
