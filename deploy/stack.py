@@ -479,10 +479,11 @@ def up() -> None:
         spawn([_ledger(), *serve_command(name)], LOCAL / "logs" / f"{name}.log", pid_file, env)
     for name, port in ports.items():
         wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz answering 200 on {port}")
+    service_ports = "".join(f"export LEDGER_{n.upper()}_PORT={p}\n" for n, p in ports.items())
     (LOCAL / "env").write_text(
         f"export LEDGER_JWT_SECRET={env['LEDGER_JWT_SECRET']}\n"
         f"export LEDGER_PG_PORT={pg.port}\nexport LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
-        f"export PATH={Path(sys.executable).parent}:$PATH\n"
+        f"{service_ports}export PATH={Path(sys.executable).parent}:$PATH\n"
     )
     print(f"\nPostgreSQL  127.0.0.1:{pg.port}  (user {pg.user}; logs {pg.log})")
     print(f"Kafka       {kafka.bootstrap}  (logs {kafka.log})")
