@@ -98,6 +98,7 @@ def routes() -> list[Route]:
             ),
             response=PilotView,
             status=201,
+            also=((200, "A new version recorded, or the configuration unchanged"),),
             description="201 when the pilot is created, 200 when a new version is recorded "
             "(or the configuration is unchanged). Requests are judged by the version in force "
             "when they were made.",

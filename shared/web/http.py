@@ -120,6 +120,8 @@ class Route:
     tags: tuple[str, ...] = field(default_factory=tuple)
     # Answers 503 with Retry-After when what it needs is not there yet (documented as such).
     may_be_unavailable: bool = False
+    # Other success statuses it may answer, with what each means (PUT: 201 or 200).
+    also: tuple[tuple[int, str], ...] = ()
 
     def guarded(self) -> Handler:
         """The handler behind authentication, role and pilot checks."""
@@ -229,6 +231,7 @@ def command_route(
     description: str = "",
     tags: tuple[str, ...] = (),
     may_be_unavailable: bool = False,
+    also: tuple[tuple[int, str], ...] = (),
 ) -> Route:
     """A command as an endpoint: parse the body, authorise, run it on the service, answer."""
 
@@ -251,6 +254,7 @@ def command_route(
         description=description,
         tags=tags,
         may_be_unavailable=may_be_unavailable,
+        also=also,
     )
 
 

@@ -100,6 +100,8 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
             "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
         }
     responses: dict[str, Any] = {str(route.status): _success(route, refs)}
+    for status, meaning in route.also:
+        responses[str(status)] = {**_success(route, refs), "description": meaning}
     if route.roles is not None:
         operation["security"] = [{"bearer": []}]
         operation["x-roles"] = sorted(route.roles)
@@ -128,7 +130,9 @@ def _problems(route: Route, problem: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/problem+json": {"schema": problem}},
         }
         for status, text in _ERROR_STATUSES.items()
-        if status not in body_only or route.body is not None
+        if status not in body_only
+        or route.body is not None
+        or (status == "422" and route.query is not None)  # a bad query parameter
     }
     if route.may_be_unavailable:
         responses["503"] = {
