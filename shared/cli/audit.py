@@ -152,10 +152,13 @@ def check_topic(service: str, events: Sequence[StoredEvent], read: TopicRead) ->
     return problems
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The next offset of every partition of a topic, now."""
-    _, ends = await topic_bounds(bootstrap, [topic])
-    return {partition.partition: offset for partition, offset in ends.items()}
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, dict[int, int]]:
+    """The next offset of every partition of the topics, now: by topic, then partition."""
+    _, ends = await topic_bounds(bootstrap, topics)
+    found: dict[str, dict[int, int]] = {topic: {} for topic in topics}
+    for partition, offset in ends.items():
+        found[partition.topic][partition.partition] = offset
+    return found
 
 
 async def read_topic(

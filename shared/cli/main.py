@@ -77,17 +77,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 async def verify(settings: Settings, pilot_id: str | None) -> Verification:
     """Every problem of every publishing service's store and topic.
 
-    For each service the topic's end offsets are taken first, then the store is read, then
-    the topic to its end: what the topic held before the store was read must be in the
-    store, and what the store held (published) must be on the topic, so events written
-    meanwhile raise no false alarm.
+    The topics' end offsets are taken first, then each store is read, then its topic to its
+    end: what the topic held before the store was read must be in the store, and what the
+    store held (published) must be on the topic, so events written meanwhile raise no false
+    alarm.
     """
     found = Verification()
-    for definition in services():
-        if definition.topic is None:
-            continue
-        topic = settings.topic(definition.topic)
-        settled = await audit.end_offsets(settings.kafka_bootstrap, topic)
+    publishing = [definition for definition in services() if definition.topic is not None]
+    topics = {definition.name: settings.topic(str(definition.topic)) for definition in publishing}
+    # Before any store is read: what the topics held then, every store must hold.
+    settled = await audit.end_offsets(settings.kafka_bootstrap, list(topics.values()))
+    for definition in publishing:
+        topic = topics[definition.name]
         conn = await connect(dsn(settings, settings.database_of(definition.name)))
         try:
             events = await audit.load_store(conn, pilot_id)
@@ -97,7 +98,7 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
         found.problems += audit.check_store(definition.name, events)
         with progress_bar(f"reading {topic}") as bar:
             read = await audit.read_topic(
-                settings.kafka_bootstrap, topic, _of_pilot(pilot_id), bar.update, settled
+                settings.kafka_bootstrap, topic, _of_pilot(pilot_id), bar.update, settled[topic]
             )
         found.problems += audit.check_topic(definition.name, events, read)
         found.repeats += read.repeats
