@@ -44,7 +44,7 @@ test: $(STAMP) $(COMPOSE_CHECK)
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
-	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest -n 2
+	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
