@@ -6,6 +6,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from shared.contracts import PUBLISHED
+from shared.contracts.allocation import PilotConfigured
+from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.events import (
     GENESIS_HASH,
     DomainEvent,
@@ -67,3 +70,29 @@ def test_a_newer_schema_version_is_refused_not_guessed() -> None:
     assert registry.decode_known(unknown) is None
     with pytest.raises(KeyError):
         registry.decode(unknown)
+
+
+def test_a_version_1_pilot_configuration_reads_as_version_3() -> None:
+    """pilot.configured of version 1 (before backdating_days and period_lengths) reads with
+    31 days of backdating and its period_months since always, as it was judged then."""
+    [envelope] = envelopes_for("p", "f", [7])
+    config = {
+        "name": "Wigan",
+        "period_months": 12,
+        "family_cap_pence": 400_000,
+        "allocation": {"mode": "all"},
+        "approval_tiers": [],
+        "categories": ["other"],
+        "forecast_spend_per_family_pence": None,
+    }
+    old = envelope.model_copy(
+        update={
+            "type": "pilot.configured",
+            "schema_version": 1,
+            "data": {"pilot_id": "p", "version": 1, "config": config},
+        }
+    )
+    event = PUBLISHED.decode(old)
+    assert isinstance(event, PilotConfigured)
+    assert event.config.backdating_days == 31
+    assert event.period_lengths == (PeriodLength(since=ALWAYS, months=12),)
