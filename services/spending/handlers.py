@@ -7,7 +7,7 @@ handler waits for the view (``shared.core.consistency``) rather than answer from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from functools import partial
 from uuid import UUID
@@ -41,6 +41,8 @@ __all__ = ["Spending"]
 
 Request = Aggregate[requests.RequestState, requests.Command]
 Answer = Callable[[Decided[requests.RequestState]], CommandResult]
+# A command built inside its transaction, given the subject whose key seals its free text.
+CommandBuilder = Callable[[Connection, str], Awaitable[requests.Command]]
 # How long a command waits for a view to reach what the caller has seen.
 VIEW_WAIT_SECONDS = 5.0
 UNKNOWN_FAMILY_WAIT_SECONDS = 1.0
@@ -164,16 +166,18 @@ class Spending:
         caller: Caller,
         pilot_id: str,
         request_id: UUID,
-        command: requests.Command,
+        build: CommandBuilder,
         respond: Answer | None = None,
     ) -> CommandResult:
-        """Load, check the team, decide, append; answer (by default with the request's view)."""
+        """Load, check the team, build (sealing its text in this transaction: a refusal
+        keeps no key), decide, append; answer (by default with the request's view)."""
 
         async def handle(conn: Connection) -> CommandResult:
             request = await self._load(conn, pilot_id, request_id)
             made = request.state.require()
             require_team(caller.principal, made.team)
             await _within_business_time(conn, caller, pilot_id, made.family_id, self._core.clock())
+            command = await build(conn, subject_of(pilot_id, made.family_id))
             decided = await self._core.aggregates.execute(
                 conn, request, command, caller.context, made.family_id
             )
@@ -192,21 +196,21 @@ class Spending:
     ) -> CommandResult:
         """Withdraw a request before anything is bought."""
         await self._require_visible(caller.principal, pilot_id, request_id)
-        async with self._core.pool.acquire() as conn:
-            reason = await self._seal_for_request(conn, pilot_id, request_id, body.reason)
-        command = requests.WithdrawRequest(
-            reason=reason, decision=await self._current_decision(request_id)
-        )
-        return await self._request_command(caller, pilot_id, request_id, command)
+        decision = await self._current_decision(request_id)
+
+        async def build(conn: Connection, subject: str) -> requests.Command:
+            reason = await self._sealer.seal(conn, subject, body.reason)
+            return requests.WithdrawRequest(reason=reason, decision=decision)
+
+        return await self._request_command(caller, pilot_id, request_id, build)
 
     async def purchase(
         self, caller: Caller, pilot_id: str, request_id: UUID, body: PurchaseBody
     ) -> CommandResult:
         """Record a purchase against an approved request."""
         await self._require_visible(caller.principal, pilot_id, request_id)
-        purchase_id = self._core.ids()
         command = requests.RecordPurchase(
-            purchase_id=purchase_id,
+            purchase_id=self._core.ids(),
             amount_pence=body.amount_pence,
             purchased_on=body.purchased_on,
             method=body.method,
@@ -214,9 +218,8 @@ class Spending:
             receipt_ref=body.receipt_ref,
             decision=await self._decision(request_id),
         )
-
         return await self._request_command(
-            caller, pilot_id, request_id, command, partial(answer, 201, PurchaseResult)
+            caller, pilot_id, request_id, _given(command), partial(answer, 201, PurchaseResult)
         )
 
     async def refund(
@@ -225,19 +228,20 @@ class Spending:
         """Record money returned from a purchase."""
         async with self._core.pool.acquire() as conn:
             request_id = await conn.fetchval(_PURCHASE_REQUEST, purchase_id, pilot_id)
-            if request_id is None:
-                raise NotFoundError("no such purchase")
-            reason = await self._seal_for_request(conn, pilot_id, request_id, body.reason)
+        if request_id is None:
+            raise NotFoundError("no such purchase")
         refund_id = self._core.ids()
-        command = requests.RefundPurchase(
-            refund_id=refund_id,
-            purchase_id=purchase_id,
-            amount_pence=body.amount_pence,
-            reason=reason,
-        )
+
+        async def build(conn: Connection, subject: str) -> requests.Command:
+            return requests.RefundPurchase(
+                refund_id=refund_id,
+                purchase_id=purchase_id,
+                amount_pence=body.amount_pence,
+                reason=await self._sealer.seal(conn, subject, body.reason),
+            )
 
         return await self._request_command(
-            caller, pilot_id, request_id, command, partial(answer, 201, RefundResult)
+            caller, pilot_id, request_id, build, partial(answer, 201, RefundResult)
         )
 
     async def close(
@@ -246,7 +250,7 @@ class Spending:
         """Close a request, releasing what was approved and not spent."""
         await self._require_visible(caller.principal, pilot_id, request_id)
         command = requests.CloseRequest(decision=await self._decision(request_id))
-        return await self._request_command(caller, pilot_id, request_id, command)
+        return await self._request_command(caller, pilot_id, request_id, _given(command))
 
     async def _current_decision(self, request_id: UUID) -> requests.Decision | None:
         async with self._core.pool.acquire() as conn:
@@ -258,14 +262,6 @@ class Spending:
         if team is None:
             raise NotFoundError("no such spend request")
         require_team(principal, team)
-
-    async def _seal_for_request(
-        self, conn: Connection, pilot_id: str, request_id: UUID, text: str
-    ) -> str:
-        family_id = await conn.fetchval(
-            "SELECT family_id FROM request_index WHERE request_id = $1", request_id
-        )
-        return await self._sealer.seal(conn, subject_of(pilot_id, family_id), text)
 
 
 async def _eligible(
@@ -351,3 +347,10 @@ def _view(
         period_end=request.period_end,
         stream_version=stream_version,
     )
+
+
+def _given(command: requests.Command) -> CommandBuilder:
+    async def build(_: Connection, __: str) -> requests.Command:
+        return command
+
+    return build

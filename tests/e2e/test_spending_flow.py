@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -429,3 +429,49 @@ async def test_erasure_reaches_every_service(system: System, settings: Settings)
     await wait_for(all_erased)
     view = await system.status(request_id)
     assert (view["status"], view["amount_pence"]) == ("rejected", 100_000)
+
+
+async def test_a_refused_command_leaves_no_sealing_key_behind(
+    system: System, settings: Settings
+) -> None:
+    """After a family's erasure, a withdrawal that is refused (the request has a purchase)
+    must not leave a fresh key for the family: its reason was sealed in the transaction that
+    the refusal rolled back (before, sealing committed on its own)."""
+    version = await system.enrol("fam-k", allocate=10_000)
+    request_id = (await system.request("fam-k", 1_000, version=version))["request_id"]
+    await system.settled(request_id, "approved")
+    purchase = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{request_id}/purchases",
+        json={"amount_pence": 500, "purchased_on": "2026-11-01", "method": "card"},
+        headers=system.worker(),
+    )
+    assert purchase.status == 201
+    erased = await system.allocation.post(
+        "/pilots/wigan/families/fam-k/erasure",
+        json={"basis": "subject_request", "erased_on": "2026-11-30"},
+        headers=system.admin(),
+    )
+    assert erased.status == 200, await erased.text()
+
+    async def live_keys() -> int:
+        async with connect_service_db(settings, "spending") as conn:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM personal_keys WHERE subject = 'wigan:fam-k' "
+                    "AND key IS NOT NULL"
+                )
+            )
+
+    await wait_for(lambda: _none(live_keys))
+    refused = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{request_id}/withdraw",
+        json={"reason": "no longer needed"},
+        headers=system.worker(),
+    )
+    assert refused.status == 422
+    assert (await refused.json())["code"] == "already_purchased"
+    assert await live_keys() == 0
+
+
+async def _none(count: Callable[[], Awaitable[int]]) -> bool:
+    return await count() == 0
