@@ -26,6 +26,7 @@ __all__ = [
     "SERVICE_NAMES",
     "Record",
     "connect_service_db",
+    "quiet",
     "read_topic",
     "reporting_caught_up",
     "run_ledger",
@@ -157,11 +158,24 @@ async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-async def reporting_caught_up(settings: Settings) -> bool:
-    """Reporting's history holds every event the three stores hold."""
+async def quiet(settings: Settings) -> bool:
+    """Reporting holds every stored event, and no store takes a new one for half a second
+    (a decision still to come after a request counts as movement)."""
+    before = await _stored(settings)
+    await asyncio.sleep(0.5)
+    return await _stored(settings) == before and await reporting_caught_up(settings)
+
+
+async def _stored(settings: Settings) -> int:
     stored = 0
     for service in ("allocation", "spending", "approval"):
         async with connect_service_db(settings, service) as conn:
             stored += await conn.fetchval("SELECT count(*) FROM events")
+    return stored
+
+
+async def reporting_caught_up(settings: Settings) -> bool:
+    """Reporting's history holds every event the three stores hold."""
+    stored = await _stored(settings)
     async with connect_service_db(settings, "reporting") as conn:
         return bool(await conn.fetchval("SELECT count(*) FROM history") == stored)

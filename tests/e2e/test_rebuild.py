@@ -12,7 +12,7 @@ from services.reporting.projections import TABLES
 from shared.core.settings import Settings
 from shared.web.service import CONSUMERS
 from tests.e2e.system import System, running_system
-from tests.support import connect_service_db, reporting_caught_up, run_ledger, wait_for
+from tests.support import connect_service_db, quiet, reporting_caught_up, run_ledger, wait_for
 
 FAMILIES = [f"fam-{n}" for n in range(6)]
 
@@ -98,7 +98,8 @@ async def test_rebuild_under_traffic_switches_to_projections_equal_to_live(
     assert statuses
     assert set(statuses) == {200}
 
-    await wait_for(lambda: reporting_caught_up(settings), timeout=30)
+    # Quiet, not merely caught up: a request of the traffic may still be decided.
+    await wait_for(lambda: quiet(settings), timeout=30)
     async with connect_service_db(settings, "reporting") as conn:
         spent = await conn.fetchval("SELECT spent_pence FROM balances WHERE family_id = 'fam-0'")
     assert spent == 0
