@@ -27,6 +27,7 @@ from services.spending.schemas import (
 )
 from shared.contracts.business_time import check_occurred_at
 from shared.contracts.periods import period_containing
+from shared.contracts.views import PilotInForce
 from shared.core.aggregates import Aggregate, Decided, answer
 from shared.core.commands import CommandResult
 from shared.core.consistency import NotYetConsistentError, wait_for_view
@@ -87,7 +88,7 @@ class Spending:
             check_occurred_at(
                 caller.context.occurred_at,
                 now,
-                backdating_days=pilot.backdating_days,
+                backdating_days=pilot.config.backdating_days,
                 enrolled_on=family.enrolled_on,
             )
             period = period_containing(family.enrolled_on, pilot.period_lengths, requested_on)
@@ -266,7 +267,7 @@ class Spending:
 
 async def _eligible(
     conn: Connection, principal: Principal, pilot_id: str, body: SpendRequestBody, on: date
-) -> tuple[views.PilotView, views.FamilyView]:
+) -> tuple[PilotInForce, views.FamilyView]:
     """The pilot and family a request is for, once it may be made for them on ``on``."""
     pilot = await views.pilot_of(conn, pilot_id)
     if pilot is None:
@@ -276,9 +277,9 @@ async def _eligible(
         raise UnprocessableError("no such family in this pilot", code="unknown_family")
     require_team(principal, family.team)
     _refuse_family(family, on)
-    if body.category not in pilot.categories:
+    if body.category not in pilot.config.categories:
         raise UnprocessableError(
-            f"category {body.category} is not one of {', '.join(pilot.categories)}",
+            f"category {body.category} is not one of {', '.join(pilot.config.categories)}",
             code="unknown_category",
         )
     return pilot, family
@@ -295,7 +296,7 @@ async def _within_business_time(
     check_occurred_at(
         caller.context.occurred_at,
         now,
-        backdating_days=pilot.backdating_days if pilot else None,
+        backdating_days=pilot.config.backdating_days if pilot else None,
         enrolled_on=family.enrolled_on if family else None,
     )
 

@@ -22,12 +22,11 @@ from shared.contracts.allocation import (
     family_stream_version,
 )
 from shared.contracts.approval import RequestApproved, RequestReferred, RequestRejected
-from shared.contracts.periods import PeriodLength
 from shared.core.db import Connection, model_of
 from shared.core.events import Envelope, Frozen
 from shared.core.personal import Sealer, subject_of
 
-__all__ = ["FamilyView", "PilotView", "apply", "decision_of", "family_of", "pilot_of"]
+__all__ = ["FamilyView", "apply", "decision_of", "family_of", "pilot_of"]
 
 _ENROLLED = """
 INSERT INTO family_view
@@ -45,15 +44,6 @@ _READ_FAMILY = "SELECT * FROM family_view WHERE pilot_id = $1 AND family_id = $2
 _READ_DECISION = (
     "SELECT outcome, approved_pence, decided_at FROM decision_view WHERE request_id = $1"
 )
-
-
-class PilotView(Frozen):
-    """The pilot's configuration in force, as spending knows it."""
-
-    version: int
-    categories: tuple[str, ...]
-    period_lengths: tuple[PeriodLength, ...]
-    backdating_days: int
 
 
 class FamilyView(Frozen):
@@ -105,17 +95,9 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
     await views.advance_family(conn, pilot_id, family_id, version)
 
 
-async def pilot_of(conn: Connection, pilot_id: str) -> PilotView | None:
+async def pilot_of(conn: Connection, pilot_id: str) -> views.PilotInForce | None:
     """The pilot, if spending has seen it configured."""
-    pilot = await views.pilot_in_force(conn, pilot_id)
-    if pilot is None:
-        return None
-    return PilotView(
-        version=pilot.version,
-        categories=pilot.config.categories,
-        period_lengths=pilot.period_lengths,
-        backdating_days=pilot.config.backdating_days,
-    )
+    return await views.pilot_in_force(conn, pilot_id)
 
 
 async def family_of(conn: Connection, pilot_id: str, family_id: str) -> FamilyView | None:

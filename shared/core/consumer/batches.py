@@ -22,7 +22,7 @@ from shared.core.errors import ConcurrencyError
 from shared.core.events import Envelope
 from shared.core.metrics import Metrics
 
-__all__ = ["GAP", "BatchApplier", "DeadLetter", "EventHandler", "decode_record", "retriable"]
+__all__ = ["GAP", "BatchApplier", "EventHandler", "decode_record", "retriable"]
 
 _LOCK_OFFSET = """
 INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
@@ -59,18 +59,6 @@ class EventHandler(Protocol):
 
 class CarefulRetryNeededError(Exception):
     """A record failed on the fast path; the batch is redone record by record."""
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A record that could not be applied, and why."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    error: str
 
 
 @dataclass
@@ -130,8 +118,8 @@ class BatchApplier:
         records: Sequence[Any],
         *,
         dead_letter: bool = True,
-    ) -> list[DeadLetter] | None:
-        """Apply a partition's batch: what could not be applied (parked), or None to read it
+    ) -> int | None:
+        """Apply a partition's batch: how many records it parked as failed, or None to read it
         again (a transient error rolled it back, and the consumer is sought back to where the
         effects stand). What ``dead_letter`` parks is marked due for the dead-letter topic,
         in the batch's transaction (see :mod:`.deadletters`)."""
@@ -151,14 +139,14 @@ class BatchApplier:
 
     async def _apply_batch(
         self, partition: TopicPartition, records: Sequence[Any], *, careful: bool, due: bool
-    ) -> list[DeadLetter]:
+    ) -> int:
         topic = partition.topic
         async with self.pool.acquire() as conn, conn.transaction():
             # Locking the offset row fences a consumer that lost this partition in a rebalance.
             next_offset = await conn.fetchval(_LOCK_OFFSET, self.name, topic, partition.partition)
             fresh = [record for record in records if record.offset >= next_offset]
             if not fresh:
-                return []
+                return 0
             batch = _Batch(
                 parked_keys={
                     r["record_key"] for r in await conn.fetch(_PARKED_KEYS, self.name, topic)
@@ -185,7 +173,7 @@ class BatchApplier:
                 stream_id=envelope.stream_id,
                 stream_version=envelope.stream_version,
             )
-        return batch.dead
+        return batch.failed
 
     async def _apply_record(
         self,
@@ -225,16 +213,7 @@ class BatchApplier:
             due and error != HELD_BEHIND,
         )
         if error != HELD_BEHIND:
-            batch.dead.append(
-                DeadLetter(
-                    partition.topic,
-                    partition.partition,
-                    record.offset,
-                    record.key,
-                    record.value,
-                    error,
-                )
-            )
+            batch.failed += 1
 
     async def apply_one(
         self,
@@ -289,7 +268,7 @@ class _Batch:
     versions: StreamVersions = field(default_factory=lambda: StreamVersions({}))
     applied: int = 0
     effects: list[Envelope] = field(default_factory=list)  # applied now, not redeliveries
-    dead: list[DeadLetter] = field(default_factory=list)
+    failed: int = 0  # parked for a failure of their own (not held behind one)
 
 
 def retriable(error: BaseException) -> bool:
