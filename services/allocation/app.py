@@ -8,7 +8,7 @@ from aiohttp import web
 
 from services.allocation.handlers import Allocation
 from services.allocation.http import ALLOCATION, routes
-from shared.contracts import allocation, approval, balances, spending
+from shared.contracts import allocation, approval, spending
 from shared.web.registry import ServiceDefinition
 from shared.web.service import ConsumerSpec, ServiceCore
 
@@ -16,13 +16,9 @@ __all__ = ["SERVICE", "create_app"]
 
 
 def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
-    app[ALLOCATION] = Allocation(core)
-    # What is committed and spent: adjustments may not go below it, exits record it.
-    return (
-        ConsumerSpec(
-            "allocation.balances", (spending.TOPIC, approval.TOPIC), balances.apply_envelope
-        ),
-    )
+    service = app[ALLOCATION] = Allocation(core)
+    topics = (spending.TOPIC, approval.TOPIC)
+    return (ConsumerSpec("allocation.balances", topics, service.on_event),)
 
 
 SERVICE = ServiceDefinition(

@@ -2,7 +2,11 @@
 
 Stream ``family:<pilot_id>:<family_id>``. A family's budget periods run from its enrolment
 date in steps of the pilot's ``period_months``; allocations and adjustments belong to one
-period, and the pilot's ``family_cap_pence`` bounds each period's total. The events are
+period, and the pilot's ``family_cap_pence`` bounds each period's total. A cut is only
+requested here: approval, which guards what is available against holds, accepts or refuses
+it (:mod:`shared.contracts.balances` says why that is safe), so the state keeps what
+allocation gave each period and the handler passes in the cuts it has heard were accepted.
+The events are
 allocation's contract (:mod:`shared.contracts.allocation`); one function per command
 decides them.
 
@@ -26,6 +30,7 @@ from shared.contracts.allocation import (
     BudgetAdjusted,
     BudgetAllocated,
     BudgetDisclosed,
+    BudgetReductionRequested,
     DisclosureMethod,
     ErasureBasis,
     FamilyEnrolled,
@@ -56,6 +61,7 @@ __all__ = [
     "ExitFamily",
     "FamilyState",
     "RecordOutcome",
+    "Reduced",
     "Spend",
     "decide",
     "evolve",
@@ -64,6 +70,9 @@ __all__ = [
 
 
 # Commands: the handler loads the pilot's configuration in force and passes it in.
+
+Reduced = dict[date, int]
+"""The cuts approval accepted that allocation has heard of, by period start (pence)."""
 
 
 class EnrolFamily(Frozen):
@@ -90,17 +99,18 @@ class AllocateBudget(Frozen):
     config: PilotConfig
     period_lengths: tuple[PeriodLength, ...]
     pilot_version: int
+    reduced: Reduced
 
 
 class Spend(Frozen):
-    """What spending and approval have committed and spent in one period, as known here."""
+    """What approval and spending have committed and spent in one period, as known here."""
 
     committed_pence: int = 0
     spent_pence: int = 0
 
 
 class AdjustBudget(Frozen):
-    """Raise or lower a period's allocation; never below what is committed and spent."""
+    """Raise a period's allocation (a top-up), or ask approval to lower it (a cut)."""
 
     adjustment_id: UUID
     delta_pence: int
@@ -109,7 +119,7 @@ class AdjustBudget(Frozen):
     today: date
     config: PilotConfig
     period_lengths: tuple[PeriodLength, ...]
-    spend: dict[date, Spend] = Field(description="By period start.")
+    reduced: Reduced
 
 
 class ExitFamily(Frozen):
@@ -121,6 +131,7 @@ class ExitFamily(Frozen):
     config: PilotConfig
     period_lengths: tuple[PeriodLength, ...]
     spend: dict[date, Spend] = Field(description="By period start.")
+    reduced: Reduced
 
 
 class DiscloseBudget(Frozen):
@@ -172,7 +183,8 @@ class FamilyState(Frozen):
     enrolled_on: date | None = None
     exited_on: date | None = None
     exit_reason: str | None = None
-    allocated: dict[date, int] = Field(default_factory=dict)  # period start -> allocated
+    # Period start -> what allocation gave it: allocations and top-ups, before approval's cuts.
+    allocated: dict[date, int] = Field(default_factory=dict)
     period_ends: dict[date, date] = Field(default_factory=dict)
     disclosures: int = 0
     outcomes: tuple[tuple[Outcome, date], ...] = ()
@@ -211,10 +223,12 @@ def evolve(state: FamilyState, event: DomainEvent) -> FamilyState:
             }
         )
     if isinstance(event, BudgetAllocated | BudgetAdjusted):
+        given = event.amount_pence if isinstance(event, BudgetAllocated) else event.delta_pence
+        start = event.period_start
         return state.model_copy(
             update={
-                "allocated": {**state.allocated, event.period_start: event.period_allocated_pence},
-                "period_ends": {**state.period_ends, event.period_start: event.period_end},
+                "allocated": {**state.allocated, start: state.allocated.get(start, 0) + given},
+                "period_ends": {**state.period_ends, start: event.period_end},
             }
         )
     if isinstance(event, FamilyExited):
@@ -255,6 +269,11 @@ def _resolve_period(
     return period
 
 
+def _allocated(state: FamilyState, reduced: Reduced, period_start: date) -> int:
+    """The period's allocation as allocation knows it: what it gave, less accepted cuts."""
+    return state.allocated.get(period_start, 0) - reduced.get(period_start, 0)
+
+
 def _refuse_exited(state: FamilyState) -> None:
     if state.exited_on is not None:
         raise UnprocessableError(
@@ -290,7 +309,7 @@ def _allocate(state: FamilyState, command: AllocateBudget) -> list[DomainEvent]:
     period = _resolve_period(
         state, command.period_lengths, command.today, command.period_start, command.period_end
     )
-    total = state.allocated.get(period.start, 0) + command.amount_pence
+    total = _allocated(state, command.reduced, period.start) + command.amount_pence
     _within_cap(command.config, total)
     return [
         BudgetAllocated(
@@ -311,15 +330,25 @@ def _adjust(state: FamilyState, command: AdjustBudget) -> list[DomainEvent]:
     period = _resolve_period(
         state, command.period_lengths, command.today, command.period_start, None
     )
-    total = state.allocated.get(period.start, 0) + command.delta_pence
-    spend = command.spend.get(period.start, Spend())
-    floor = spend.committed_pence + spend.spent_pence
-    if total < floor:
-        raise PolicyViolationError(
-            f"the period's allocation would be {total} pence, below the {floor} pence "
-            "already committed and spent",
-            code="below_committed_and_spent",
-        )
+    total = _allocated(state, command.reduced, period.start) + command.delta_pence
+    if command.delta_pence < 0:
+        # Cuts already accepted may not have reached allocation, so ``total`` can only be
+        # too high: a cut refused here would be refused by approval too.
+        if total < 0:
+            raise PolicyViolationError(
+                f"the period's allocation is at most {total - command.delta_pence} pence; "
+                f"a cut of {-command.delta_pence} pence would take it below zero",
+                code="exceeds_allocation",
+            )
+        return [
+            BudgetReductionRequested(
+                reduction_id=command.adjustment_id,
+                amount_pence=-command.delta_pence,
+                reason=command.reason,
+                period_start=period.start,
+                period_end=period.end,
+            )
+        ]
     _within_cap(command.config, total)
     return [
         BudgetAdjusted(
@@ -343,7 +372,7 @@ def _exit(state: FamilyState, command: ExitFamily) -> list[DomainEvent]:
     current = period_containing(
         state.enrolment_date, command.period_lengths, max(command.today, state.enrolment_date)
     )
-    allocated = state.allocated.get(current.start, 0)
+    allocated = _allocated(state, command.reduced, current.start)
     spend = command.spend.get(current.start, Spend())
     return [
         FamilyExited(

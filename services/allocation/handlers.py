@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import date
+from uuid import UUID
 
-from services.allocation import families, pilots, register
+from services.allocation import adjustments, families, pilots, register
 from services.allocation.schemas import (
     AdjustmentBody,
     AdjustmentResult,
+    AdjustmentView,
     AllocationBody,
     AllocationResult,
     DisclosureBody,
@@ -32,12 +34,22 @@ from services.allocation.schemas import (
     PilotView,
     Recorded,
 )
-from shared.contracts import balances
-from shared.contracts.allocation import Arm, FamilyRandomised, PilotConfig, Randomised
+from shared.contracts import balances, decode
+from shared.contracts.allocation import (
+    Arm,
+    BudgetAdjusted,
+    BudgetReductionRequested,
+    FamilyRandomised,
+    PilotConfig,
+    Randomised,
+)
+from shared.contracts.approval import ReductionDecided
 from shared.contracts.business_time import check_occurred_at
-from shared.core.aggregates import Aggregate, answer
+from shared.core.aggregates import Aggregate, Decided, answer
 from shared.core.commands import CommandResult
 from shared.core.db import Connection
+from shared.core.errors import NotFoundError
+from shared.core.events import Envelope
 from shared.core.personal import Sealer, is_sealed, subject_of
 from shared.web.auth import Principal, require_team
 from shared.web.http import Caller
@@ -55,6 +67,15 @@ class Allocation:
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
         self._sealer = Sealer()
+
+    async def on_event(self, conn: Connection, envelope: Envelope) -> None:
+        """Apply one event of spending or approval: a cut's outcome, or what is committed
+        and spent (an exit records it)."""
+        event = decode(envelope)
+        if isinstance(event, ReductionDecided):
+            await adjustments.settle(conn, event)
+            return
+        await balances.apply(conn, envelope.pilot_id, envelope.family_id, event)
 
     def _today(self) -> date:
         return self._core.clock().date()
@@ -186,6 +207,7 @@ class Allocation:
         """The family as recorded, for callers allowed to see it."""
         async with self._core.pool.acquire() as conn:
             family = await self._family(conn, pilot_id, family_id)
+            reduced = await adjustments.reduced(conn, pilot_id, family_id)
         state = family.state.require()
         assert state.team is not None
         assert state.worker is not None
@@ -203,9 +225,11 @@ class Allocation:
             exited_on=state.exited_on,
             periods=tuple(
                 PeriodView(
-                    period_start=start, period_end=state.period_ends[start], allocated_pence=amount
+                    period_start=start,
+                    period_end=state.period_ends[start],
+                    allocated_pence=given - reduced.get(start, 0),
                 )
-                for start, amount in sorted(state.allocated.items())
+                for start, given in sorted(state.allocated.items())
             ),
             disclosures=state.disclosures,
             outcomes=tuple(OutcomeView(outcome=o, occurred_on=d) for o, d in state.outcomes),
@@ -221,28 +245,37 @@ class Allocation:
         result: type[Recorded],
         status: int = 201,
     ) -> CommandResult:
-        """What every family command shares: load, check the team, build, decide, append."""
+        """A family command answered with ``result`` filled from its event."""
 
         async def handle(conn: Connection) -> CommandResult:
-            pilot = await self._pilot(conn, pilot_id)
-            config = pilot.state.require()
-            family = await self._family(conn, pilot_id, family_id)
-            team = family.state.require().team
-            assert team is not None
-            require_team(caller.principal, team)
-            check_occurred_at(
-                caller.context.occurred_at,
-                self._core.clock(),
-                backdating_days=config.backdating_days,
-                enrolled_on=family.state.enrolment_date,
-            )
-            command = await build(conn, pilot.state, config)
-            decided = await self._core.aggregates.execute(
-                conn, family, command, caller.context, family_id
-            )
+            decided = await self._decide_family(conn, caller, pilot_id, family_id, build)
             return answer(status, result, decided)
 
         return await self._core.commands.run(handle, caller.idempotency)
+
+    async def _decide_family(
+        self,
+        conn: Connection,
+        caller: Caller,
+        pilot_id: str,
+        family_id: str,
+        build: CommandBuilder,
+    ) -> Decided[families.FamilyState]:
+        """What every family command shares: load, check the team, build, decide, append."""
+        pilot = await self._pilot(conn, pilot_id)
+        config = pilot.state.require()
+        family = await self._family(conn, pilot_id, family_id)
+        team = family.state.require().team
+        assert team is not None
+        require_team(caller.principal, team)
+        check_occurred_at(
+            caller.context.occurred_at,
+            self._core.clock(),
+            backdating_days=config.backdating_days,
+            enrolled_on=family.state.enrolment_date,
+        )
+        command = await build(conn, pilot.state, config)
+        return await self._core.aggregates.execute(conn, family, command, caller.context, family_id)
 
     async def allocate(
         self,
@@ -267,6 +300,7 @@ class Allocation:
                 config=config,
                 period_lengths=pilot.period_lengths,
                 pilot_version=pilot.version,
+                reduced=await adjustments.reduced(conn, pilot_id, family_id),
             )
 
         return await self._family_command(caller, pilot_id, family_id, build, AllocationResult)
@@ -278,7 +312,7 @@ class Allocation:
         family_id: str,
         body: AdjustmentBody,
     ) -> CommandResult:
-        """Raise or lower a period's allocation."""
+        """Top up a period's allocation (201), or ask approval to cut it (202)."""
         adjustment_id = self._core.ids()
 
         async def build(
@@ -292,10 +326,49 @@ class Allocation:
                 today=self._today(),
                 config=config,
                 period_lengths=pilot.period_lengths,
-                spend=await _spend(conn, pilot_id, family_id),
+                reduced=await adjustments.reduced(conn, pilot_id, family_id),
             )
 
-        return await self._family_command(caller, pilot_id, family_id, build, AdjustmentResult)
+        async def handle(conn: Connection) -> CommandResult:
+            decided = await self._decide_family(conn, caller, pilot_id, family_id, build)
+            [envelope], [event] = decided.envelopes, decided.events
+            assert isinstance(event, BudgetAdjusted | BudgetReductionRequested)
+            period = (event.period_start, event.period_end)
+            status = await adjustments.record(
+                conn, pilot_id, family_id, adjustment_id, period, body.delta_pence, envelope.time
+            )
+            result = AdjustmentResult(
+                family_id=family_id,
+                event_id=envelope.id,
+                stream_version=envelope.stream_version,
+                adjustment_id=adjustment_id,
+                delta_pence=body.delta_pence,
+                period_start=period[0],
+                period_end=period[1],
+                status=status,
+                period_allocated_pence=(
+                    event.period_allocated_pence if isinstance(event, BudgetAdjusted) else None
+                ),
+            )
+            return CommandResult(
+                201 if status == "applied" else 202, result.model_dump(mode="json")
+            )
+
+        return await self._core.commands.run(handle, caller.idempotency)
+
+    async def adjustment(
+        self, principal: Principal, pilot_id: str, family_id: str, adjustment_id: UUID
+    ) -> AdjustmentView:
+        """Where one of the family's adjustments stands."""
+        async with self._core.pool.acquire() as conn:
+            family = await self._family(conn, pilot_id, family_id)
+            team = family.state.require().team
+            assert team is not None
+            require_team(principal, team)
+            found = await adjustments.view(conn, pilot_id, family_id, adjustment_id)
+        if found is None:
+            raise NotFoundError("no such adjustment for this family")
+        return found
 
     async def exit(
         self,
@@ -316,6 +389,7 @@ class Allocation:
                 config=config,
                 period_lengths=pilot.period_lengths,
                 spend=await _spend(conn, pilot_id, family_id),
+                reduced=await adjustments.reduced(conn, pilot_id, family_id),
             )
 
         return await self._family_command(

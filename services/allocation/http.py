@@ -11,6 +11,7 @@ from services.allocation.handlers import Allocation
 from services.allocation.schemas import (
     AdjustmentBody,
     AdjustmentResult,
+    AdjustmentView,
     AllocationBody,
     AllocationResult,
     DisclosureBody,
@@ -58,6 +59,14 @@ async def get_family(request: web.Request) -> web.StreamResponse:
         principal_of(request), path.pilot_id, path.family_id
     )
     return json_response(family)
+
+
+async def get_adjustment(request: web.Request) -> web.StreamResponse:
+    path = PathParams(request)
+    adjustment = await request.app[ALLOCATION].adjustment(
+        principal_of(request), path.pilot_id, path.family_id, path.uuid("adjustment_id")
+    )
+    return json_response(adjustment)
 
 
 async def get_notes(request: web.Request) -> web.StreamResponse:
@@ -164,6 +173,25 @@ def routes() -> list[Route]:
             run=_on_family(Allocation.adjust),
             response=AdjustmentResult,
             status=201,
+            also=((202, "A cut, recorded: approval decides whether the balance covers it"),),
+            description="A positive delta_pence tops the period up at once (201; 422 "
+            "exceeds_family_cap above the pilot's cap). A negative one is a cut: recorded as "
+            "pending (202), then accepted by approval only if the period's available balance "
+            "(allocated less held and spent) covers it, in the same transaction that guards "
+            "holds, else refused; follow it at GET .../adjustments/{adjustment_id}, as a spend "
+            "request is followed. 422 exceeds_allocation for a cut larger than the period's "
+            "whole allocation.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            f"{_FAMILY}/adjustments/{{adjustment_id}}",
+            get_adjustment,
+            "Where an adjustment stands",
+            ROLES,
+            response=AdjustmentView,
+            description="A cut is pending until approval decides it: accepted (the period's "
+            "allocation is lower) or refused (what is held and spent leaves less available).",
             tags=tags,
         ),
         command_route(

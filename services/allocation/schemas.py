@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import Field, field_validator
@@ -22,6 +23,8 @@ from shared.core.types import CommandBody, Identifier, IsoDate, Pence, SignedPen
 __all__ = [
     "AdjustmentBody",
     "AdjustmentResult",
+    "AdjustmentStatus",
+    "AdjustmentView",
     "AllocationBody",
     "AllocationResult",
     "DisclosureBody",
@@ -161,14 +164,43 @@ class AllocationResult(Recorded):
     period_allocated_pence: int
 
 
+AdjustmentStatus = Literal["applied", "pending", "accepted", "refused"]
+
+
 class AdjustmentResult(Recorded):
-    """An adjustment and the period's new allocation."""
+    """An adjustment as recorded: a top-up applied (201), or a cut pending approval (202)."""
 
     adjustment_id: UUID
     delta_pence: int
     period_start: date
     period_end: date
-    period_allocated_pence: int
+    status: AdjustmentStatus = Field(
+        description="applied: a top-up, in force now. pending: a cut, which approval accepts "
+        "only if the period's available balance covers it; follow it at "
+        "GET .../adjustments/{adjustment_id}."
+    )
+    period_allocated_pence: int | None = Field(
+        description="The period's allocation after a top-up; null while a cut is pending."
+    )
+
+
+class AdjustmentView(Frozen):
+    """Where an adjustment stands."""
+
+    adjustment_id: UUID
+    family_id: str
+    delta_pence: int
+    period_start: date
+    period_end: date
+    status: AdjustmentStatus = Field(
+        description="applied (a top-up), pending (a cut awaiting approval), accepted (the cut "
+        "is in force) or refused (what is held and spent leaves less available than the cut)."
+    )
+    available_pence: int | None = Field(
+        description="The period's available balance after approval's decision on a cut."
+    )
+    recorded_at: datetime
+    decided_at: datetime | None
 
 
 class ExitResult(Recorded):

@@ -1,8 +1,9 @@
 """Approval's application: it reacts to allocation and spending, and takes managers' decisions.
 
-Every decision locks the family period's balance row first (``shared.contracts.balances.lock``) and
-applies its own events to the balances in the same transaction: two decisions on one
-family's money never see the same ``available``, whatever arrives concurrently.
+Every decision -- on a spend request or on a cut to a budget -- locks the family period's
+balance row first (``shared.contracts.balances.lock``) and applies its own events to the
+balances in the same transaction: two decisions on one family's money never see the same
+``available``, whatever arrives concurrently.
 
 Causality: a request names the pilot configuration version and the family's allocation
 stream version it was made after. It waits (status ``waiting``, no decision) until
@@ -18,10 +19,15 @@ from uuid import UUID
 
 import asyncpg
 
-from services.approval import decisions, process
+from services.approval import decisions, process, reductions
 from services.approval.schemas import DecisionBody, DecisionResult, PendingList, PendingRequest
 from shared.contracts import balances, decode
-from shared.contracts.allocation import PersonalDataErased, PilotConfigured, family_stream_version
+from shared.contracts.allocation import (
+    BudgetReductionRequested,
+    PersonalDataErased,
+    PilotConfigured,
+    family_stream_version,
+)
 from shared.contracts.approval import DecisionMade, RequestApproved
 from shared.contracts.business_time import check_occurred_at
 from shared.contracts.spending import (
@@ -99,6 +105,8 @@ class Approval:
                 # Managers' notes and reasons here are sealed with approval's own keys.
                 await self._sealer.erase(conn, subject_of(pilot_id, family_id))
             await process.record_family(conn, pilot_id, family_id, event, version)
+            if isinstance(event, BudgetReductionRequested):
+                await self._decide_reduction(conn, envelope, event)
             await self._decide_waiting(conn, pilot_id, family_id, envelope)
         elif isinstance(event, SpendRequested):
             await process.record_request(conn, envelope, event)
@@ -134,6 +142,26 @@ class Approval:
                 actor=POLICY, correlation_id=cause.correlation_id, causation_id=str(cause.id)
             )
             await self._decide(conn, pilot_id, facts, command, context)
+
+    async def _decide_reduction(
+        self, conn: Connection, cause: Envelope, cut: BudgetReductionRequested
+    ) -> None:
+        """Accept or refuse a cut against the period's balance, locked as for a hold."""
+        pilot_id, family_id = cause.pilot_id, cause.family_id
+        assert family_id is not None
+        balance = await balances.lock(conn, pilot_id, family_id, cut.period_start, cut.period_end)
+        reduction = await self._core.aggregates.load(
+            conn, reductions.DECIDER, pilot_id, cut.reduction_id
+        )
+        command = reductions.DecideReduction(
+            reduction=cut, available_pence=balance.available_pence, decided_at=self._core.clock()
+        )
+        context = CommandContext(
+            actor=POLICY, correlation_id=cause.correlation_id, causation_id=str(cause.id)
+        )
+        decided = await self._core.aggregates.execute(conn, reduction, command, context, family_id)
+        for event in decided.events:
+            await balances.apply(conn, pilot_id, family_id, event)
 
     async def _release(
         self, conn: Connection, envelope: Envelope, event: SpendWithdrawn | RequestClosed

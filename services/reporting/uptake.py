@@ -26,7 +26,8 @@ from shared.contracts.allocation import (
     FamilyEnrolled,
     OutcomeRecorded,
 )
-from shared.contracts.approval import RequestApproved, RequestRejected
+from shared.contracts.approval import BudgetReduced, RequestApproved, RequestRejected
+from shared.contracts.balances import movement
 from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded, SpendRequested
 from shared.core.events import Envelope
 
@@ -51,9 +52,7 @@ class _Family:
     requested: bool = False
     net_spend: int = 0
     told: bool = False
-    allocated: dict[date, tuple[int, int]] = field(
-        default_factory=dict
-    )  # period -> (version, total)
+    allocated: int = 0  # every period's, net of accepted cuts
 
 
 class Figures(BaseModel):
@@ -135,13 +134,10 @@ class Facts:
         match event:
             case FamilyEnrolled():
                 family.arm = event.arm
-            case BudgetAllocated() | BudgetAdjusted():
-                known = family.allocated.get(event.period_start, (0, 0))
-                if envelope.stream_version > known[0]:  # the period's latest total counts
-                    family.allocated[event.period_start] = (
-                        envelope.stream_version,
-                        event.period_allocated_pence,
-                    )
+            case BudgetAllocated() | BudgetAdjusted() | BudgetReduced():
+                move = movement(event)
+                assert move is not None
+                family.allocated += move.allocated_pence  # the balances' rule
             case BudgetDisclosed():
                 family.told = True
             case SpendRequested():
@@ -195,7 +191,7 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
         requests=len(requests),
         approved=sum(f in members and v == "approved" for f, v in facts.verdicts),
         rejected=sum(f in members and v == "rejected" for f, v in facts.verdicts),
-        allocated_pence=sum(total for family in families for _, total in family.allocated.values()),
+        allocated_pence=sum(family.allocated for family in families),
         spent_pence=spent,
         spend_vs_forecast=_share(spent, enrolled * forecast_pence) if forecast_pence else None,
         median_transaction_pence=statistics.median_low(amounts) if amounts else None,

@@ -31,6 +31,7 @@ __all__ = [
     "BudgetAdjusted",
     "BudgetAllocated",
     "BudgetDisclosed",
+    "BudgetReductionRequested",
     "Category",
     "DisclosureMethod",
     "ErasureBasis",
@@ -207,8 +208,16 @@ class FamilyEnrolled(DomainEvent):
     pilot_version: int
 
 
+_AS_ALLOCATION_KNEW = (
+    "The period's allocation after this event as allocation knew it when deciding: cuts that "
+    "approval had accepted but allocation had not yet heard of are not subtracted. Balances "
+    "add up amounts and deltas instead; this is for reading."
+)
+
+
 class BudgetAllocated(DomainEvent):
-    """Money allocated to a family for one period."""
+    """Money allocated to a family for one period: the period's allocation grows by
+    ``amount_pence``."""
 
     event_type = "family.budget_allocated"
     allocation_id: UUID
@@ -217,11 +226,16 @@ class BudgetAllocated(DomainEvent):
     period_end: date
     note: str | None
     pilot_version: int
-    period_allocated_pence: int = Field(description="The period's allocation after this event.")
+    period_allocated_pence: int = Field(description=_AS_ALLOCATION_KNEW)
 
 
 class BudgetAdjusted(DomainEvent):
-    """A period's allocation raised (positive delta) or lowered (negative)."""
+    """A period's allocation raised by ``delta_pence``.
+
+    Ledgers from before cuts were decided by approval also hold negative deltas, decided
+    here against a lagging copy of the holds; they read the same way (the allocation grows
+    by the delta). Cuts are now :class:`BudgetReductionRequested`.
+    """
 
     event_type = "family.budget_adjusted"
     adjustment_id: UUID
@@ -229,7 +243,23 @@ class BudgetAdjusted(DomainEvent):
     reason: str
     period_start: date
     period_end: date
-    period_allocated_pence: int
+    period_allocated_pence: int = Field(description=_AS_ALLOCATION_KNEW)
+
+
+class BudgetReductionRequested(DomainEvent):
+    """An admin asks to cut a period's allocation by ``amount_pence``.
+
+    Nothing moves yet: approval, which guards ``available`` for holds, accepts the cut
+    (``decision.budget_reduced``) only if the period's available balance covers it, and
+    refuses it otherwise (``decision.budget_reduction_refused``).
+    """
+
+    event_type = "family.budget_reduction_requested"
+    reduction_id: UUID
+    amount_pence: int = Field(gt=0)
+    reason: str
+    period_start: date
+    period_end: date
 
 
 class FamilyExited(DomainEvent):
@@ -288,6 +318,7 @@ REGISTRY = EventRegistry(
         FamilyEnrolled,
         BudgetAllocated,
         BudgetAdjusted,
+        BudgetReductionRequested,
         FamilyExited,
         BudgetDisclosed,
         OutcomeRecorded,

@@ -1,7 +1,9 @@
-"""The contract of ``ledger.approval``: decisions on spend requests and the holds they place.
+"""The contract of ``ledger.approval``: decisions on spend requests and the holds they place,
+and on cuts to a family's budget.
 
-Approval publishes these events; spending reads the outcome of each request, and every
-balance (allocation's, reporting's, approval's own) sums the holds. A change to an event's
+Approval publishes these events; spending reads the outcome of each request, allocation the
+outcome of each cut, and every balance (allocation's, reporting's, approval's own) sums the
+holds and the cuts. A change to an event's
 shape is a new ``schema_version`` with an upcaster.
 """
 
@@ -18,8 +20,11 @@ from shared.core.events import DomainEvent, EventRegistry
 __all__ = [
     "REGISTRY",
     "TOPIC",
+    "BudgetReduced",
+    "BudgetReductionRefused",
     "DecisionMade",
     "HoldReleased",
+    "ReductionDecided",
     "RequestApproved",
     "RequestReferred",
     "RequestRejected",
@@ -78,4 +83,37 @@ class HoldReleased(DomainEvent):
     period_end: date
 
 
-REGISTRY = EventRegistry((RequestReferred, RequestApproved, RequestRejected, HoldReleased))
+class ReductionDecided(DomainEvent):
+    """What every decision on a budget cut says: which cut, of how much, in which period."""
+
+    reduction_id: UUID
+    amount_pence: int
+    period_start: date
+    period_end: date
+    decided_at: datetime
+    available_pence: int = Field(description="The period's available balance after the decision.")
+
+
+class BudgetReduced(ReductionDecided):
+    """The cut is accepted: the period's allocation falls by ``amount_pence``."""
+
+    event_type = "decision.budget_reduced"
+
+
+class BudgetReductionRefused(ReductionDecided):
+    """The cut is refused: what is held and spent leaves less available than the cut."""
+
+    event_type = "decision.budget_reduction_refused"
+    reason_code: Literal["insufficient_funds"] = "insufficient_funds"
+
+
+REGISTRY = EventRegistry(
+    (
+        RequestReferred,
+        RequestApproved,
+        RequestRejected,
+        HoldReleased,
+        BudgetReduced,
+        BudgetReductionRefused,
+    )
+)

@@ -1,9 +1,11 @@
 """The balance projection: allocated, committed (held), spent and available per family period.
 
-It reads the published events of all three services, typed by their contracts:
+It reads the published events of all three services, typed by their contracts. Every event
+adds to a period's figures; none sets them:
 
-- :class:`BudgetAllocated`, :class:`BudgetAdjusted`: allocated := the period's total
-  (``period_allocated_pence``);
+- :class:`BudgetAllocated`: allocated += ``amount_pence``;
+- :class:`BudgetAdjusted`: allocated += ``delta_pence`` (a top-up);
+- :class:`BudgetReduced`: allocated -= ``amount_pence`` (a cut approval accepted);
 - :class:`RequestApproved`: held += ``approved_pence``;
 - :class:`HoldReleased`: held -= ``released_pence``;
 - :class:`PurchaseRecorded`: held -= ``amount_pence``, spent += ``amount_pence``;
@@ -11,13 +13,18 @@ It reads the published events of all three services, typed by their contracts:
 
 Each names its period in ``period_start`` and ``period_end``.
 
-Allocation events set a total (its stream is consumed in order); everything else is a sum
-of facts, so reading the topics in any interleaving gives the same balances. Approval
-applies its own decisions here in the transaction that records them and locks the row
-first (:func:`lock`): two decisions on one period never see the same ``available``. That
-guards holds only: allocation checks a budget cut against its own copy of these balances,
-which may lag approval's, so a cut and an approval that race can leave ``available`` below
-zero (a known gap, for the invariants work: the balance's owner must decide cuts too).
+Why ``available`` never falls below zero. Only two kinds of fact lower it: a hold
+(:class:`RequestApproved`) and a cut (:class:`BudgetReduced`), and approval alone decides
+both, each after locking the period's row (:func:`lock`) in the transaction that records the
+decision and applies it here, and each only if what is available covers it. Every other fact
+leaves ``available`` as it was (a purchase moves money from held to spent, and spending never
+lets purchases exceed what was approved) or raises it (allocations, top-ups, releases,
+refunds). Allocation events reach approval in the order of the family's stream, so a cut is
+judged against every allocation recorded before it. Hence approval's balance is never below
+zero after any decision, whatever the interleaving. The other services' balances are sums of
+the same facts, and sums do not depend on the order they arrive in: once a service has read
+every fact approval had read, its figures equal approval's. (A service still catching up
+can show an intermediate sum, say a refund not yet read beside a hold approved after it.)
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import asyncpg
 
 from shared.contracts import decode
 from shared.contracts.allocation import BudgetAdjusted, BudgetAllocated
-from shared.contracts.approval import HoldReleased, RequestApproved
+from shared.contracts.approval import BudgetReduced, HoldReleased, RequestApproved
 from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded
 from shared.core.db import Connection
 from shared.core.events import DomainEvent, Envelope, Frozen
@@ -51,12 +58,9 @@ _ENSURE = """
 INSERT INTO balances (pilot_id, family_id, period_start, period_end) VALUES ($1, $2, $3, $4)
 ON CONFLICT (pilot_id, family_id, period_start) DO NOTHING
 """
-_SET_ALLOCATED = """
-UPDATE balances SET allocated_pence = $4
-WHERE pilot_id = $1 AND family_id = $2 AND period_start = $3
-"""
 _ADD = """
-UPDATE balances SET held_pence = held_pence + $4, spent_pence = spent_pence + $5
+UPDATE balances SET allocated_pence = allocated_pence + $4, held_pence = held_pence + $5,
+                    spent_pence = spent_pence + $6
 WHERE pilot_id = $1 AND family_id = $2 AND period_start = $3
 """
 _LOCK = """
@@ -105,26 +109,32 @@ class Movement:
 
     period_start: date
     period_end: date
-    allocated_pence: int | None  # the period's new total, for allocation events
+    allocated_pence: int = 0
     held_pence: int = 0
     spent_pence: int = 0
 
 
 def movement(event: DomainEvent | None) -> Movement | None:
     """The balance movement of an event; None for events that move no money."""
+    change: tuple[int, int, int]  # allocated, held, spent
     match event:
-        case BudgetAllocated() | BudgetAdjusted():
-            return Movement(event.period_start, event.period_end, event.period_allocated_pence)
+        case BudgetAllocated():
+            change = (event.amount_pence, 0, 0)
+        case BudgetAdjusted():
+            change = (event.delta_pence, 0, 0)
+        case BudgetReduced():
+            change = (-event.amount_pence, 0, 0)
         case RequestApproved():
-            return Movement(event.period_start, event.period_end, None, event.approved_pence)
+            change = (0, event.approved_pence, 0)
         case HoldReleased():
-            return Movement(event.period_start, event.period_end, None, -event.released_pence)
+            change = (0, -event.released_pence, 0)
         case PurchaseRecorded():
-            amount = event.amount_pence
-            return Movement(event.period_start, event.period_end, None, -amount, amount)
+            change = (0, -event.amount_pence, event.amount_pence)
         case PurchaseRefunded():
-            return Movement(event.period_start, event.period_end, None, 0, -event.amount_pence)
-    return None
+            change = (0, 0, -event.amount_pence)
+        case _:
+            return None
+    return Movement(event.period_start, event.period_end, *change)
 
 
 def fold(envelopes: Iterable[Envelope]) -> dict[date, Balance]:
@@ -141,8 +151,7 @@ def fold(envelopes: Iterable[Envelope]) -> dict[date, Balance]:
             continue
         ends[move.period_start] = move.period_end
         row = totals.setdefault(move.period_start, [0, 0, 0])
-        if move.allocated_pence is not None:
-            row[0] = move.allocated_pence
+        row[0] += move.allocated_pence
         row[1] += move.held_pence
         row[2] += move.spent_pence
     return {
@@ -167,10 +176,7 @@ async def apply(
     assert family_id is not None  # every money event belongs to a family
     key = (pilot_id, family_id, move.period_start)
     await conn.execute(_ENSURE, *key, move.period_end)
-    if move.allocated_pence is not None:
-        await conn.execute(_SET_ALLOCATED, *key, move.allocated_pence)
-        return
-    await conn.execute(_ADD, *key, move.held_pence, move.spent_pence)
+    await conn.execute(_ADD, *key, move.allocated_pence, move.held_pence, move.spent_pence)
 
 
 async def apply_envelope(conn: Connection, envelope: Envelope) -> None:

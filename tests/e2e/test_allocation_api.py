@@ -175,14 +175,16 @@ async def test_allocations_adjustments_and_cap(
         json={"delta_pence": 100_000, "reason": "extra need"},
         headers=auth(admin),
     )
+    assert raise_.status == 201
     assert (await raise_.json())["period_allocated_pence"] == 400_000
+    assert (await raise_.json())["status"] == "applied"
     lower = await client.post(
         f"{path}/adjustments",
-        json={"delta_pence": -500_000, "reason": "mistake"},
+        json={"delta_pence": -400_001, "reason": "mistake"},
         headers=auth(admin),
     )
     assert lower.status == 422
-    assert (await lower.json())["code"] == "below_committed_and_spent"
+    assert (await lower.json())["code"] == "exceeds_allocation"
     zero = await client.post(
         f"{path}/adjustments", json={"delta_pence": 0, "reason": "x"}, headers=auth(admin)
     )

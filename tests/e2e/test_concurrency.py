@@ -12,7 +12,7 @@ import pytest
 
 from shared.core.settings import Settings
 from tests.e2e.system import System, running_system
-from tests.support import connect_service_db
+from tests.support import connect_service_db, wait_for
 
 FAMILIES = 10
 REQUESTS = 200
@@ -102,3 +102,72 @@ async def test_concurrent_requests_never_overspend(system: System, settings: Set
     for balance in balances:
         assert balance["allocated_pence"] - balance["held_pence"] - balance["spent_pence"] >= 0
         assert balance["held_pence"] == held[balance["family_id"]] == approved[balance["family_id"]]
+
+
+async def test_a_cut_racing_a_hold_never_takes_the_balance_below_zero(
+    system: System, settings: Settings
+) -> None:
+    """£100 allocated; a £90 request and a £50 cut at the same moment, six times over: one
+    of the two wins, never both, and no service's balance goes below zero. (Before, a cut
+    made the moment approval held the £90 was checked against allocation's lagging copy of
+    the holds and went through every time: available -£40.)"""
+    families = [f"race-{number}" for number in range(6)]
+    versions = {family: await system.enrol(family, allocate=10_000) for family in families}
+
+    async def cut(family: str) -> str:
+        response = await system.allocation.post(
+            f"/pilots/wigan/families/{family}/adjustments",
+            json={"delta_pence": -5_000, "reason": "budget review"},
+            headers=system.admin(),
+        )
+        assert response.status == 202, await response.text()
+        return str((await response.json())["adjustment_id"])
+
+    async def approval_has_decided(family: str) -> None:
+        async with connect_service_db(settings, "approval") as conn:
+            await wait_for(
+                lambda: conn.fetchval(
+                    "SELECT count(*) FROM events WHERE family_id = $1 AND type LIKE 'decision.%'",
+                    family,
+                ),
+                interval=0.001,
+            )
+
+    async def race(family: str) -> tuple[str, str]:
+        if int(family[-1]) % 2:  # both at once: the cut usually lands first
+            request, adjustment = await asyncio.gather(
+                system.request(family, 9_000, version=versions[family]), cut(family)
+            )
+        else:  # the cut the moment approval has held the money, before anyone else hears
+            request = await system.request(family, 9_000, version=versions[family])
+            await approval_has_decided(family)
+            adjustment = await cut(family)
+        decided = await system.settled(request["request_id"], "approved", "rejected")
+        path = f"/pilots/wigan/families/{family}/adjustments/{adjustment}"
+        outcome: dict[str, str] = {}
+
+        async def cut_decided() -> bool:
+            answer = await system.allocation.get(path, headers=system.admin())
+            outcome.update(await answer.json())
+            return bool(outcome["status"] != "pending")
+
+        await wait_for(cut_decided)
+        return decided["status"], outcome["status"]
+
+    outcomes = await asyncio.gather(*(race(family) for family in families))
+    assert all(o in {("approved", "refused"), ("rejected", "accepted")} for o in outcomes), outcomes
+    assert ("approved", "refused") in outcomes  # both orders happened
+    assert ("rejected", "accepted") in outcomes
+    async with connect_service_db(settings, "approval") as conn:
+        rows = await conn.fetch(
+            "SELECT allocated_pence - held_pence - spent_pence AS available FROM balances "
+            "WHERE family_id LIKE 'race-%'"
+        )
+    assert sorted(row["available"] for row in rows) == sorted(
+        1_000 if request == "approved" else 5_000 for request, _ in outcomes
+    )
+    for family, (request, _) in zip(families, outcomes, strict=True):
+        path = f"/pilots/wigan/families/{family}"
+        view = await system.allocation.get(path, headers=system.admin())
+        [period] = (await view.json())["periods"]
+        assert period["allocated_pence"] == (10_000 if request == "approved" else 5_000)

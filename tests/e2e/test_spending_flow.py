@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -337,10 +338,12 @@ async def test_an_allocation_version_spending_has_not_seen_is_a_documented_503(
     assert "Retry-After" in unavailable["503"]["headers"]
 
 
-async def test_allocation_learns_what_is_committed_and_spent(
+async def test_a_cut_is_decided_by_approval_against_what_is_held_and_spent(
     system: System, settings: Settings
 ) -> None:
-    """Adjustments stop at committed + spent; an exit records the balance as it stood."""
+    """A cut below what is held and spent is refused by approval; one it covers is
+    accepted; the caller follows both as it follows a spend request; an exit records the
+    balance as it stood."""
     version = await system.enrol("fam-8", allocate=400_000)
     request_id = (await system.request("fam-8", 300_000, version=version))["request_id"]
     await system.settled(request_id, "awaiting_approval")
@@ -348,21 +351,31 @@ async def test_allocation_learns_what_is_committed_and_spent(
         f"/pilots/wigan/spend-requests/{request_id}/approve", json={}, headers=system.manager()
     )
     assert approved.status == 200
-
-    async def allocation_knows(held: int, spent: int) -> bool:
-        async with connect_service_db(settings, "allocation") as conn:
-            row = await conn.fetchrow(
-                "SELECT held_pence, spent_pence FROM balances WHERE family_id = 'fam-8'"
-            )
-        return row is not None and (row["held_pence"], row["spent_pence"]) == (held, spent)
-
-    await wait_for(lambda: allocation_knows(300_000, 0))
     path = "/pilots/wigan/families/fam-8/adjustments"
-    refused = await system.allocation.post(
-        path, json={"delta_pence": -100_001, "reason": "over-allocated"}, headers=system.admin()
-    )
-    assert refused.status == 422
-    assert (await refused.json())["code"] == "below_committed_and_spent"
+
+    async def cut(delta: int, outcome: str) -> dict[str, Any]:
+        response = await system.allocation.post(
+            path, json={"delta_pence": delta, "reason": "need was smaller"}, headers=system.admin()
+        )
+        assert response.status == 202, await response.text()
+        pending = await response.json()
+        assert (pending["status"], pending["period_allocated_pence"]) == ("pending", None)
+        found: dict[str, Any] = {}
+
+        async def decided() -> bool:
+            answer = await system.allocation.get(
+                f"{path}/{pending['adjustment_id']}", headers=system.admin()
+            )
+            assert answer.status == 200, await answer.text()
+            found.update(await answer.json())
+            return bool(found["status"] != "pending")
+
+        await wait_for(decided)
+        assert found["status"] == outcome, found
+        return found
+
+    refused = await cut(-100_001, "refused")
+    assert refused["available_pence"] == 100_000
     await system.settled(request_id, "approved")
     purchase = await system.spending.post(
         f"/pilots/wigan/spend-requests/{request_id}/purchases",
@@ -374,11 +387,21 @@ async def test_allocation_learns_what_is_committed_and_spent(
         f"/pilots/wigan/spend-requests/{request_id}/close", json={}, headers=system.finance()
     )
     assert closed.status == 200
+
+    async def allocation_knows(held: int, spent: int) -> bool:
+        async with connect_service_db(settings, "allocation") as conn:
+            row = await conn.fetchrow(
+                "SELECT held_pence, spent_pence FROM balances WHERE family_id = 'fam-8'"
+            )
+        return row is not None and (row["held_pence"], row["spent_pence"]) == (held, spent)
+
+    # Approval judges a cut by what it has heard: once the hold's release is out (allocation
+    # hears of it from approval), approval knows the close.
     await wait_for(lambda: allocation_knows(0, 120_000))
-    lowered = await system.allocation.post(
-        path, json={"delta_pence": -280_000, "reason": "need was smaller"}, headers=system.admin()
-    )
-    assert lowered.status == 201, await lowered.text()
+    accepted = await cut(-280_000, "accepted")
+    assert accepted["available_pence"] == 0
+    family = await system.allocation.get("/pilots/wigan/families/fam-8", headers=system.admin())
+    assert [p["allocated_pence"] for p in (await family.json())["periods"]] == [120_000]
     exited = await system.allocation.post(
         "/pilots/wigan/families/fam-8/exit",
         json={"reason": "case closed", "exited_on": "2026-05-01"},

@@ -50,7 +50,11 @@ def given(*events: DomainEvent) -> families.FamilyState:
 
 
 def allocate(
-    amount: int, today: date = date(2026, 6, 1), start: date | None = None, end: date | None = None
+    amount: int,
+    today: date = date(2026, 6, 1),
+    start: date | None = None,
+    end: date | None = None,
+    reduced: families.Reduced | None = None,
 ) -> families.AllocateBudget:
     return families.AllocateBudget(
         allocation_id=ID,
@@ -62,6 +66,7 @@ def allocate(
         config=CONFIG,
         period_lengths=LENGTHS,
         pilot_version=1,
+        reduced=reduced or {},
     )
 
 
@@ -118,33 +123,58 @@ def test_named_period_must_be_a_period_of_the_family() -> None:
         )
 
 
-def test_adjustment_cannot_go_below_committed_and_spent() -> None:
-    """Lowering stops at what is already committed and spent."""
+def adjust(delta: int, reduced: families.Reduced | None = None) -> families.AdjustBudget:
+    return families.AdjustBudget(
+        adjustment_id=ID,
+        delta_pence=delta,
+        reason="r",
+        period_start=None,
+        today=date(2026, 6, 1),
+        config=CONFIG,
+        period_lengths=LENGTHS,
+        reduced=reduced or {},
+    )
+
+
+def test_a_cut_is_only_requested_here() -> None:
+    """Allocation records a cut for approval to decide; it does not lower the allocation."""
     state = given(ENROLLED, allocated(300_000, 300_000))
+    [event] = families.decide(state, adjust(-100_000))
+    assert event == contract.BudgetReductionRequested(
+        reduction_id=ID,
+        amount_pence=100_000,
+        reason="r",
+        period_start=date(2026, 4, 1),
+        period_end=date(2027, 3, 31),
+    )
+    assert families.evolve(state, event).allocated == state.allocated
 
-    def adjust(delta: int, floor: int) -> families.AdjustBudget:
-        return families.AdjustBudget(
-            adjustment_id=ID,
-            delta_pence=delta,
-            reason="r",
-            period_start=None,
-            today=date(2026, 6, 1),
-            config=CONFIG,
-            period_lengths=LENGTHS,
-            spend={
-                date(2026, 4, 1): families.Spend(
-                    committed_pence=floor // 2, spent_pence=floor - floor // 2
-                )
-            },
-        )
 
-    events = families.decide(state, adjust(-100_000, 200_000))
-    assert isinstance(events[0], contract.BudgetAdjusted)
-    assert events[0].period_allocated_pence == 200_000
+def test_a_cut_larger_than_the_allocation_is_refused_at_once() -> None:
+    """What approval would refuse anyway is refused here, counting accepted cuts."""
+    state = given(ENROLLED, allocated(300_000, 300_000))
+    families.decide(state, adjust(-300_000))
+    with pytest.raises(PolicyViolationError) as refused:
+        families.decide(state, adjust(-300_001))
+    assert refused.value.code == "exceeds_allocation"
     with pytest.raises(PolicyViolationError):
-        families.decide(state, adjust(-100_001, 200_000))
+        families.decide(state, adjust(-200_001, reduced={date(2026, 4, 1): 100_000}))
+
+
+def test_a_top_up_is_capped_net_of_accepted_cuts() -> None:
+    """A top-up applies at once; the cap counts what approval's accepted cuts took away."""
+    state = given(ENROLLED, allocated(300_000, 300_000))
+    [event] = families.decide(state, adjust(100_000))
+    assert isinstance(event, contract.BudgetAdjusted)
+    assert event.period_allocated_pence == 400_000
     with pytest.raises(PolicyViolationError):
-        families.decide(state, adjust(100_001, 0))
+        families.decide(state, adjust(100_001))
+    [event] = families.decide(state, adjust(150_000, reduced={date(2026, 4, 1): 50_000}))
+    assert isinstance(event, contract.BudgetAdjusted)
+    assert event.period_allocated_pence == 400_000
+    [event] = families.decide(state, allocate(150_000, reduced={date(2026, 4, 1): 50_000}))
+    assert isinstance(event, contract.BudgetAllocated)
+    assert event.period_allocated_pence == 400_000
 
 
 def test_exit_records_the_balance_and_stops_allocations() -> None:
@@ -157,10 +187,12 @@ def test_exit_records_the_balance_and_stops_allocations() -> None:
         config=CONFIG,
         period_lengths=LENGTHS,
         spend={date(2026, 4, 1): families.Spend(committed_pence=10_000, spent_pence=50_000)},
+        reduced={date(2026, 4, 1): 20_000},
     )
     [event] = families.decide(state, exit_)
     assert isinstance(event, contract.FamilyExited)
-    assert event.available_pence == 240_000
+    assert event.allocated_pence == 280_000
+    assert event.available_pence == 220_000
     state = families.evolve(state, event)
     with pytest.raises(UnprocessableError):
         families.decide(state, allocate(1))

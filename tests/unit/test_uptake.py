@@ -39,9 +39,23 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "amount_pence": 1,
         "note": None,
         "pilot_version": 1,
+        "period_allocated_pence": 0,  # for reading only: balances add up the amounts
         **_PERIOD,
     },
-    "family.budget_adjusted": {"adjustment_id": "a", "delta_pence": 1, "reason": "r", **_PERIOD},
+    "family.budget_adjusted": {
+        "adjustment_id": "a",
+        "delta_pence": 1,
+        "reason": "r",
+        "period_allocated_pence": 0,
+        **_PERIOD,
+    },
+    "decision.budget_reduced": {
+        "reduction_id": "x",
+        "amount_pence": 1,
+        "decided_at": START.isoformat(),
+        "available_pence": 0,
+        **_PERIOD,
+    },
     "family.budget_disclosed": {
         "disclosed_on": "2026-01-02",
         "amount_disclosed_pence": None,
@@ -58,6 +72,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "needed_by": None,
         "pilot_version": 1,
         "allocation_version": 1,
+        **_PERIOD,
+    },
+    "family.budget_reduction_requested": {"reduction_id": "x", "reason": "r", **_PERIOD},
+    "decision.budget_reduction_refused": {
+        "reduction_id": "x",
+        "decided_at": START.isoformat(),
+        "available_pence": 0,
         **_PERIOD,
     },
     "decision.referred": {"team": "t", **_DECISION},
@@ -145,9 +166,11 @@ def history() -> list[Envelope]:
         ]
     ]
     events += [
-        event("family.budget_allocated", "t1", 2, period_allocated_pence=100_000, **period),
-        event("family.budget_adjusted", "t1", 3, period_allocated_pence=80_000, **period),
-        event("family.budget_allocated", "t2", 2, period_allocated_pence=50_000, **period),
+        event("family.budget_allocated", "t1", 2, amount_pence=100_000, **period),
+        event("family.budget_adjusted", "t1", 3, delta_pence=-20_000, **period),  # before cuts
+        event("family.budget_adjusted", "t1", 4, delta_pence=5_000, **period),
+        event("decision.budget_reduced", "t1", amount_pence=5_000, **period),
+        event("family.budget_allocated", "t2", 2, amount_pence=50_000, **period),
         event("family.budget_disclosed", "t1", 4),
         event("spend_request.requested", "t1", request_id="r1", family_involved=True),
         event("spend_request.requested", "t1", request_id="r2", family_involved=False),
@@ -219,7 +242,7 @@ def test_every_figure_follows_its_definition() -> None:
     )
     assert pilot.uptake_rate == 0.25
     assert (pilot.requests, pilot.approved, pilot.rejected) == (3, 2, 1)
-    assert pilot.allocated_pence == 130_000  # t1's latest total of the period, plus t2's
+    assert pilot.allocated_pence == 130_000  # t1's allocations, top-ups less cuts, plus t2's
     assert pilot.spent_pence == 1_500 + 30_000 + 1_999 - 500
     assert pilot.spend_vs_forecast == round(32_999 / 400_000, 4)
     assert pilot.median_transaction_pence == 1_999
