@@ -7,7 +7,7 @@ LOCK_VENV := .local/lock-venv
 # Loads docker-compose.yml as Docker Compose does, offline (Go modules from the Go proxy).
 COMPOSE_CHECK := .local/tools/compose-check
 
-.PHONY: up down clean status test lint typecheck bench install lock
+.PHONY: up down clean status test soak lint typecheck bench install lock
 
 $(STAMP): pyproject.toml constraints.txt
 	deploy/system-packages
@@ -45,6 +45,16 @@ test: $(STAMP) $(COMPOSE_CHECK)
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest -n 2 --dist worksteal
+
+# The model-based interleavings test at length: SOAK_SEEDS seeds, SOAK_COMMANDS commands
+# each (minutes; each run's answers are counted in .local/artefacts/interleavings-<seed>.json).
+SOAK_SEEDS ?= 1,2,3,4,5
+SOAK_COMMANDS ?= 3000
+soak: $(STAMP)
+	deploy/system-packages --tests
+	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
+	LEDGER_INTERLEAVINGS_SEEDS=$(SOAK_SEEDS) LEDGER_INTERLEAVINGS_COMMANDS=$(SOAK_COMMANDS) \
+		$(BIN)/pytest -n 2 tests/e2e/test_interleavings.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

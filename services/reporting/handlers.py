@@ -27,6 +27,7 @@ UPTAKE_EVENT_TYPES = [
     "spend_request.requested",
     "decision.approved",
     "decision.rejected",
+    "decision.budget_reduced",
     "purchase.recorded",
     "purchase.refunded",
 ]

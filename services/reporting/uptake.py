@@ -69,7 +69,9 @@ class Figures(BaseModel):
     requests: int = Field(0, description="Spend requests made.")
     approved: int = Field(0, description="Requests approved (automatically or by a manager).")
     rejected: int = Field(0, description="Requests rejected (insufficient funds or by a manager).")
-    allocated_pence: int = Field(0, description="Allocations and adjustments, every period.")
+    allocated_pence: int = Field(
+        0, description="Allocations and top-ups less the cuts approval accepted, every period."
+    )
     spent_pence: int = Field(0, description="Purchases minus refunds.")
     spend_vs_forecast: float | None = Field(
         None, description="spent_pence / (families_enrolled x forecast per family)."

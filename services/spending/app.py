@@ -18,7 +18,7 @@ __all__ = ["SERVICE", "create_app"]
 
 def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
     app[SPENDING] = Spending(core)
-    return (ConsumerSpec("spending.views", (allocation.TOPIC, approval.TOPIC), views.apply),)
+    return (ConsumerSpec(views.CONSUMER, (allocation.TOPIC, approval.TOPIC), views.apply),)
 
 
 SERVICE = ServiceDefinition(

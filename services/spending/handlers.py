@@ -137,6 +137,14 @@ class Spending:
             pilot = await views.pilot_of(conn, pilot_id)
             return pilot is not None and pilot.version >= family.pilot_version
 
+        views_consumer = self._core.consumers.get(views.CONSUMER)
+        if seen and views_consumer is not None and not views_consumer.reading:
+            async with self._core.pool.acquire() as conn:
+                if not await caught_up(conn):  # and it cannot until its consumer reads again
+                    raise NotYetConsistentError(
+                        f"spending has not yet seen allocation version {seen} of this family "
+                        "and is not reading allocation's events now; retry"
+                    )
         seconds = VIEW_WAIT_SECONDS if seen is not None else UNKNOWN_FAMILY_WAIT_SECONDS
         if not await wait_for_view(self._core.pool, caught_up, seconds=seconds) and seen:
             raise NotYetConsistentError(

@@ -53,7 +53,9 @@ def routes() -> list[Route]:
             description="Accepted when recorded; approval decides next (automatically within "
             "an auto tier, else a manager of the family's team). 422 for an unknown or exited "
             "family, an unknown category or a family in the control arm. The purpose is sealed "
-            "(erasable) and never logged or exported.",
+            "(erasable) and never logged or exported. 503 not_yet_consistent (with Retry-After) "
+            "when spending has not seen the allocation_version named within 5 s, or at once "
+            "while it is not reading allocation's events.",
             tags=tags,
         ),
         Route(

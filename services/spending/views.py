@@ -26,7 +26,10 @@ from shared.core.db import Connection, model_of
 from shared.core.events import Envelope, Frozen
 from shared.core.personal import Sealer, subject_of
 
-__all__ = ["FamilyView", "apply", "decision_of", "family_of", "pilot_of"]
+__all__ = ["CONSUMER", "FamilyView", "apply", "decision_of", "family_of", "pilot_of"]
+
+CONSUMER = "spending.views"
+"""The consumer that keeps these views (a request waits for it to catch up)."""
 
 _ENROLLED = """
 INSERT INTO family_view

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -77,6 +77,7 @@ class ServiceCore:
     metrics: Metrics
     clock: Callable[[], datetime]
     ids: Callable[[], UUID]
+    consumers: dict[str, ConsumerRunner] = field(default_factory=dict)  # by name, once started
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ async def _run_service(
             readiness.add("relay", _relay_healthy(relay))
             await relay.start()
         runners = [consumer_runner(spec, settings, pool, metrics) for spec in specs]
-        app[CONSUMERS] = {spec.name: runner for spec, runner in zip(specs, runners, strict=True)}
+        core.consumers.update({spec.name: r for spec, r in zip(specs, runners, strict=True)})
+        app[CONSUMERS] = core.consumers
         for runner in runners:
             await runner.start()
             readiness.add(f"consumer:{runner.name}", _running(runner))

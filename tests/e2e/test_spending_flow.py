@@ -338,6 +338,34 @@ async def test_an_allocation_version_spending_has_not_seen_is_a_documented_503(
     assert "Retry-After" in unavailable["503"]["headers"]
 
 
+async def test_a_wait_that_cannot_succeed_is_not_waited_for(system: System) -> None:
+    """While spending's views consumer is not reading, a request after an allocation it has
+    not seen is answered 503 at once (the detail says why), not after the 5 s wait."""
+    version = await system.enrol("fam-v", allocate=1_000)
+    await system.request("fam-v", 100, version=version)  # spending has seen the family
+    stopped = system.spending.app[CONSUMERS]["spending.views"]
+    await stopped.stop()
+    version = await system.allocate("fam-v", 1_000)
+    body = {
+        "family_id": "fam-v",
+        "amount_pence": 100,
+        "category": "practical",
+        "purpose": "a bus pass",
+        "requested_by": "sw-1",
+        "family_involved": True,
+        "allocation_version": version,
+    }
+    response = await system.spending.post(
+        "/pilots/wigan/spend-requests", json=body, headers=system.worker()
+    )
+    assert response.status == 503
+    problem = await response.json()
+    assert problem["code"] == "not_yet_consistent"
+    assert "not reading allocation's events now" in problem["detail"]
+    await stopped.start()
+    await system.request("fam-v", 100, version=version)  # reading again: it waits and succeeds
+
+
 async def test_a_cut_is_decided_by_approval_against_what_is_held_and_spent(
     system: System, settings: Settings
 ) -> None:

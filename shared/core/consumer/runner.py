@@ -62,6 +62,13 @@ class ConsumerRunner(BackgroundTask):
         self._metrics = metrics
         self._lag = LagGauges(name, metrics)
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
+        self._failing = False
+
+    @property
+    def reading(self) -> bool:
+        """Running and not retrying after a failure (still connecting counts as reading):
+        a view this consumer keeps can catch up only while it reads."""
+        return self.running and not self._failing
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -71,6 +78,7 @@ class ConsumerRunner(BackgroundTask):
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - a consumer must outlive any outage
+                self._failing = True
                 self._log.warning("consumer_retrying", error=repr(error), backoff_seconds=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -84,6 +92,7 @@ class ConsumerRunner(BackgroundTask):
             consumer.subscribe(list(self._topics), listener=_SeekToStored(self, consumer))
             try:
                 await consumer.start()
+                self._failing = False
                 await self._loop(consumer, producer)
             finally:
                 await asyncio.shield(consumer.stop())
