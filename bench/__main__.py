@@ -30,6 +30,7 @@ from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, u
 from services.allocation.app import create_app
 from services.reporting.rebuild import rebuild
 from shared.cli.progress import ProgressBar
+from shared.core.custody import new_kek
 from shared.core.db import dsn, open_pool
 from shared.core.events import Actor, DomainEvent
 from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
@@ -320,6 +321,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pg_port=postgres.port,
             kafka_bootstrap=kafka.bootstrap,
             jwt_secret=SecretStr(SECRET),
+            key_encryption_keys=SecretStr(new_kek("bench")),
             ports={"allocation": free_port()},
             log_format="json",
             log_level="WARNING",

@@ -9,6 +9,7 @@ Standard library only: it runs before anything else is installed.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,19 +397,29 @@ def local_kafka() -> Kafka:
     )
 
 
-def _secret() -> str:
-    path = LOCAL / "jwt-secret"
+def _secret(name: str, make: Callable[[], str]) -> str:
+    """A secret of the local stack, made once and kept in .local (git-ignored, mode 600)."""
+    path = LOCAL / name
     if not path.exists():
         LOCAL.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(make())
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _new_kek() -> str:
+    """A key-encryption key as LEDGER_KEY_ENCRYPTION_KEYS lists it (`ledger keys new-kek`)."""
+    return f"local-1={base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
 
 
 def stack_variables(pg: Postgres, kafka: Kafka) -> dict[str, str]:
     """The settings the local stack gives the services and the CLI, over the caller's own."""
     return {
-        "LEDGER_JWT_SECRET": os.environ.get("LEDGER_JWT_SECRET") or _secret(),
+        "LEDGER_JWT_SECRET": os.environ.get("LEDGER_JWT_SECRET")
+        or _secret("jwt-secret", lambda: secrets.token_urlsafe(48)),
+        # Outside every database and topic, as in production: rotate with `ledger keys rotate`.
+        "LEDGER_KEY_ENCRYPTION_KEYS": os.environ.get("LEDGER_KEY_ENCRYPTION_KEYS")
+        or _secret("key-encryption-keys", _new_kek),
         "LEDGER_PG_PORT": str(pg.port),
         "LEDGER_PG_USER": pg.user,
         "LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -482,6 +494,7 @@ def up() -> None:
     service_ports = "".join(f"export LEDGER_{n.upper()}_PORT={p}\n" for n, p in ports.items())
     (LOCAL / "env").write_text(
         f"export LEDGER_JWT_SECRET={env['LEDGER_JWT_SECRET']}\n"
+        f"export LEDGER_KEY_ENCRYPTION_KEYS={env['LEDGER_KEY_ENCRYPTION_KEYS']}\n"
         f"export LEDGER_PG_PORT={pg.port}\nexport LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
         f"{service_ports}export PATH={Path(sys.executable).parent}:$PATH\n"
     )

@@ -14,12 +14,14 @@ import pytest
 from pydantic import SecretStr
 
 from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
+from shared.core.custody import new_kek
 from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
 from shared.web.auth import Role, mint_token
 from shared.web.registry import ledger_topics
 
 JWT_SECRET = "test-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghijklmnop"
+KEY_ENCRYPTION_KEYS = new_kek("test-kek-1")
 
 
 class Infrastructure:
@@ -41,6 +43,7 @@ class Infrastructure:
             "topic_prefix": f"t{name}.",
             "topic_partitions": 3,
             "jwt_secret": SecretStr(JWT_SECRET),
+            "key_encryption_keys": SecretStr(KEY_ENCRYPTION_KEYS),
             "log_format": "console",
             "pg_pool_min": 1,
             "pg_pool_max": 8,

@@ -66,7 +66,7 @@ class Allocation:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
-        self._sealer = Sealer()
+        self._sealer = Sealer(core.custody)
 
     async def on_event(self, conn: Connection, envelope: Envelope) -> None:
         """Apply one event of spending or approval: a cut's outcome, or what is committed

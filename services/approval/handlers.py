@@ -59,7 +59,7 @@ class Approval:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
-        self._sealer = Sealer()
+        self._sealer = Sealer(core.custody)
 
     async def _decide(
         self,

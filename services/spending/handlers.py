@@ -64,7 +64,7 @@ class Spending:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
-        self._sealer = Sealer()
+        self._sealer = Sealer(core.custody)
 
     async def _load(self, conn: Connection, pilot_id: str, request_id: UUID) -> Request:
         return await self._core.aggregates.load(conn, requests.DECIDER, pilot_id, request_id)

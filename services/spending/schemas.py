@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import Field, StringConstraints
@@ -26,7 +26,28 @@ __all__ = [
     "WithdrawBody",
 ]
 
-Reference = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+VendorKind = Literal[
+    "supermarket",
+    "clothing",
+    "furniture",
+    "household",
+    "food_and_drink",
+    "leisure",
+    "transport",
+    "education",
+    "childcare",
+    "health_and_therapy",
+    "housing",
+    "utilities",
+    "online_retailer",
+    "other",
+]
+"""What kind of business was paid: a closed vocabulary, so no one's name or story is written
+into the ledger's permanent, unerasable record (free text is sealed; these are not)."""
+
+ReceiptRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")]
+"""A receipt's or invoice's number, which finance matches to the receipt it keeps: letters,
+digits and ``. _ / -``, up to 64 characters -- a reference, never a sentence."""
 
 
 class SpendRequestBody(CommandBody):
@@ -61,8 +82,14 @@ class PurchaseBody(CommandBody):
     amount_pence: Pence
     purchased_on: IsoDate
     method: PurchaseMethod
-    vendor: Reference | None = Field(default=None, description="A business, never a person.")
-    receipt_ref: Reference | None = None
+    vendor: VendorKind | None = Field(
+        default=None, description="The kind of business paid (a closed list, never a name)."
+    )
+    receipt_ref: ReceiptRef | None = Field(
+        default=None,
+        description="The receipt's or invoice's number: 1-64 of letters, digits and . _ / - "
+        "(a reference finance matches, never free text).",
+    )
 
 
 class RefundBody(CommandBody):

@@ -22,9 +22,10 @@ from shared.contracts.allocation import (
     family_stream_version,
 )
 from shared.contracts.approval import RequestApproved, RequestReferred, RequestRejected
+from shared.core import personal
 from shared.core.db import Connection, model_of
 from shared.core.events import Envelope, Frozen
-from shared.core.personal import Sealer, subject_of
+from shared.core.personal import subject_of
 
 __all__ = ["CONSUMER", "FamilyView", "apply", "decision_of", "family_of", "pilot_of"]
 
@@ -92,7 +93,7 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
             )
         case PersonalDataErased():
             # The family's purposes and reasons here are sealed with spending's own keys.
-            await Sealer().erase(conn, subject_of(pilot_id, family_id))
+            await personal.erase(conn, subject_of(pilot_id, family_id))
         case FamilyExited():
             await conn.execute(_EXITED, pilot_id, family_id, event.exited_on)
     await views.advance_family(conn, pilot_id, family_id, version)

@@ -1,4 +1,4 @@
-"""The ``ledger`` command: tokens, serving, migrations, topics and audits.
+"""The ``ledger`` command: tokens, serving, migrations, topics, audits and keys.
 
 Services are found through the registry (:mod:`shared.web.registry`): ``serve`` and
 ``migrate`` take any installed service, audits cover every service that publishes, and a
@@ -18,6 +18,7 @@ from typing import cast
 from aiohttp import web
 
 from shared.cli import audit
+from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
 from shared.core.db import connect, dsn
 from shared.core.events import Envelope, canonical_json
@@ -209,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     _add_audit(commands)
+    add_keys(commands)
     for definition in services():
         if definition.add_commands is not None:
             definition.add_commands(commands)

@@ -1,10 +1,12 @@
 """Free text that may identify a family, sealed so that it can be erased (crypto-shredding).
 
-Text is encrypted with AES-256-GCM under a key of the family's own (the subject,
+Text is encrypted with AES-256-GCM under a data key of the family's own (the subject,
 ``pilot:family``), bound to that subject as associated data, and stored in events as
-``sealed:v1:<key id>:<nonce and ciphertext, base64url>``. Events, amounts and hash chains
-never change; erasing a subject deletes its keys, after which its text cannot be read by
-anyone, in the database, on Kafka or in any copy.
+``sealed:v1:<key id>:<nonce and ciphertext, base64url>``. The data key is stored only
+wrapped under a key-encryption key held outside the database (:mod:`shared.core.custody`).
+Events, amounts and hash chains never change; erasing a subject deletes its wrapped keys,
+after which its text cannot be read through the ledger; once the key-encryption keys of
+before the erasure are rotated away, no copy anywhere (WAL, archives, backups) opens it.
 """
 
 from __future__ import annotations
@@ -16,21 +18,31 @@ from typing import overload
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.core.custody import KeyCustody
 from shared.core.db import Connection
 
-__all__ = ["ERASED", "Sealer", "is_sealed", "subject_of"]
+__all__ = ["ERASED", "Sealer", "erase", "is_sealed", "rewrap", "subject_of", "wrap_legacy_keys"]
 
 ERASED = "[erased]"
 _PREFIX = "sealed:v1:"
-_LIVE_KEY = "SELECT key_id, key FROM personal_keys WHERE subject = $1 AND key IS NOT NULL"
+_LIVE_KEY = """
+SELECT key_id, kek_id, wrapped FROM personal_keys WHERE subject = $1 AND wrapped IS NOT NULL
+"""
 _NEW_KEY = """
-INSERT INTO personal_keys (key_id, subject, key) VALUES ($1, $2, $3)
-ON CONFLICT (subject) WHERE key IS NOT NULL DO NOTHING
+INSERT INTO personal_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (subject) WHERE wrapped IS NOT NULL OR key IS NOT NULL DO NOTHING
 """
-_KEY = "SELECT key FROM personal_keys WHERE key_id = $1 AND subject = $2"
+_KEY = "SELECT kek_id, wrapped FROM personal_keys WHERE key_id = $1 AND subject = $2"
 _ERASE = """
-UPDATE personal_keys SET key = NULL, erased_at = now() WHERE subject = $1 AND key IS NOT NULL
+UPDATE personal_keys SET wrapped = NULL, kek_id = NULL, key = NULL, erased_at = now()
+WHERE subject = $1 AND (wrapped IS NOT NULL OR key IS NOT NULL)
 """
+_LEGACY = "SELECT key_id, subject, key FROM personal_keys WHERE key IS NOT NULL FOR UPDATE"
+_TO_REWRAP = """
+SELECT key_id, subject, kek_id, wrapped FROM personal_keys
+WHERE wrapped IS NOT NULL AND kek_id <> $1 ORDER BY key_id LIMIT $2 FOR UPDATE
+"""
+_STORE_WRAPPED = "UPDATE personal_keys SET wrapped = $2, kek_id = $3, key = NULL WHERE key_id = $1"
 
 
 def subject_of(pilot_id: str, family_id: str) -> str:
@@ -43,8 +55,16 @@ def is_sealed(value: str) -> bool:
     return value.startswith(_PREFIX)
 
 
+def _context(subject: str, key_id: uuid.UUID) -> bytes:
+    """What a wrapped key is bound to: it opens only as this subject's key of this id."""
+    return f"{subject}|{key_id}".encode()
+
+
 class Sealer:
-    """Seals, opens and erases free text in one service's database."""
+    """Seals and opens free text in one service's database, with keys the custody wraps."""
+
+    def __init__(self, custody: KeyCustody) -> None:
+        self._custody = custody
 
     @overload
     async def seal(self, conn: Connection, subject: str, text: str) -> str: ...
@@ -59,11 +79,16 @@ class Sealer:
         row = await conn.fetchrow(_LIVE_KEY, subject)
         if row is None:
             # A concurrent first use may win the race: then its key is the live one.
-            await conn.execute(_NEW_KEY, uuid.uuid4(), subject, AESGCM.generate_key(256))
+            key_id = uuid.uuid4()
+            kek_id, wrapped = self._custody.wrap(
+                AESGCM.generate_key(256), _context(subject, key_id)
+            )
+            await conn.execute(_NEW_KEY, key_id, subject, wrapped, kek_id)
             row = await conn.fetchrow(_LIVE_KEY, subject)
             assert row is not None
+        key = self._unwrap(subject, row["key_id"], row["kek_id"], row["wrapped"])
         nonce = os.urandom(12)
-        ciphertext = AESGCM(row["key"]).encrypt(nonce, text.encode(), subject.encode())
+        ciphertext = AESGCM(key).encrypt(nonce, text.encode(), subject.encode())
         token = base64.urlsafe_b64encode(nonce + ciphertext).decode()
         return f"{_PREFIX}{row['key_id']}:{token}"
 
@@ -72,13 +97,45 @@ class Sealer:
         if sealed is None:
             return None
         key_id, _, token = sealed.removeprefix(_PREFIX).partition(":")
-        key = await conn.fetchval(_KEY, uuid.UUID(key_id), subject)
-        if key is None:
+        row = await conn.fetchrow(_KEY, uuid.UUID(key_id), subject)
+        if row is None or row["wrapped"] is None:
             return ERASED
+        key = self._unwrap(subject, uuid.UUID(key_id), row["kek_id"], row["wrapped"])
         raw = base64.urlsafe_b64decode(token)
         return AESGCM(key).decrypt(raw[:12], raw[12:], subject.encode()).decode()
 
     async def erase(self, conn: Connection, subject: str) -> int:
         """Delete every key of the subject; return how many were erased."""
-        result = await conn.execute(_ERASE, subject)
-        return int(result.split()[-1])
+        return await erase(conn, subject)
+
+    def _unwrap(self, subject: str, key_id: uuid.UUID, kek_id: str, wrapped: bytes) -> bytes:
+        return self._custody.unwrap(kek_id, wrapped, _context(subject, key_id))
+
+
+async def erase(conn: Connection, subject: str) -> int:
+    """Delete every key of the subject; return how many were erased."""
+    result = await conn.execute(_ERASE, subject)
+    return int(result.split()[-1])
+
+
+async def wrap_legacy_keys(conn: Connection, custody: KeyCustody) -> int:
+    """Wrap the keys an earlier version stored unwrapped; return how many (run at start)."""
+    async with conn.transaction():
+        rows = await conn.fetch(_LEGACY)
+        for row in rows:
+            kek_id, wrapped = custody.wrap(row["key"], _context(row["subject"], row["key_id"]))
+            await conn.execute(_STORE_WRAPPED, row["key_id"], wrapped, kek_id)
+    return len(rows)
+
+
+async def rewrap(conn: Connection, custody: KeyCustody, batch: int = 500) -> int:
+    """Re-wrap up to ``batch`` live keys held under an older KEK under the current one, in
+    one transaction; return how many (0 when every live key is under the current KEK)."""
+    async with conn.transaction():
+        rows = await conn.fetch(_TO_REWRAP, custody.current, batch)
+        for row in rows:
+            context = _context(row["subject"], row["key_id"])
+            key = custody.unwrap(row["kek_id"], row["wrapped"], context)
+            kek_id, wrapped = custody.wrap(key, context)
+            await conn.execute(_STORE_WRAPPED, row["key_id"], wrapped, kek_id)
+    return len(rows)

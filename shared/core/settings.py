@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
 
     jwt_secret: SecretStr = SecretStr("")
+    # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
+    # current (shared.core.custody); kept outside every database and topic.
+    key_encryption_keys: SecretStr = SecretStr("")
+    key_custody: str = "local"  # or a plug-in in the entry-point group ledger.key_custody
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

@@ -23,11 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.core.aggregates import Aggregates
 from shared.core.commands import CommandRunner
 from shared.core.consumer import ConsumerRunner, EventHandler
+from shared.core.custody import KeyCustody, custody_of
 from shared.core.db import dsn, open_pool
 from shared.core.eventstore import EventStore
 from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
+from shared.core.personal import wrap_legacy_keys
 from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
 from shared.web.http import (
@@ -75,6 +77,7 @@ class ServiceCore:
     aggregates: Aggregates
     commands: CommandRunner
     metrics: Metrics
+    custody: KeyCustody
     clock: Callable[[], datetime]
     ids: Callable[[], UUID]
     consumers: dict[str, ConsumerRunner] = field(default_factory=dict)  # by name, once started
@@ -133,6 +136,7 @@ def build_service_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
     app[JWT_SECRET] = secret
     app[CLOCK] = clock
+    custody = custody_of(settings)  # a missing or malformed key-encryption key fails here
     service = definition.name
     app[METRICS] = Metrics(service)
     app[READINESS] = Readiness()
@@ -152,7 +156,7 @@ def build_service_app(
         app.router.add_route(route.method, route.path, handler)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_service(app, definition, settings, clock, ids):
+        async for _ in _run_service(app, definition, settings, custody, clock, ids):
             yield
 
     async def drain(app: web.Application) -> None:
@@ -168,6 +172,7 @@ async def _run_service(
     app: web.Application,
     definition: ServiceDefinition,
     settings: Settings,
+    custody: KeyCustody,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
 ) -> AsyncIterator[None]:
@@ -181,6 +186,9 @@ async def _run_service(
     ) as pool:
         async with pool.acquire() as conn:
             await apply_migrations(conn, definition.all_migrations())
+            wrapped = await wrap_legacy_keys(conn, custody)
+        if wrapped:
+            log.info("legacy_keys_wrapped", count=wrapped)
         store = EventStore(f"ledger/{service}", clock, ids, metrics)
         core = ServiceCore(
             service,
@@ -190,6 +198,7 @@ async def _run_service(
             Aggregates(store),
             CommandRunner(pool),
             metrics,
+            custody,
             clock,
             ids,
         )

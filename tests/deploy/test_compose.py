@@ -95,6 +95,7 @@ def test_compose_runs_what_make_up_runs(
     # `make up` also runs `migrate`; in compose, PostgreSQL's init script creates the
     # databases and each service migrates its own when it starts.
     monkeypatch.setenv("LEDGER_JWT_SECRET", "not-a-secret")
+    monkeypatch.setenv("LEDGER_KEY_ENCRYPTION_KEYS", "not-a-key")
     local = stack_variables(Postgres(tmp_path, 5432), Kafka(tmp_path, 9092, 9093))
     assert set(local) <= SETTINGS_VARIABLES
     for name, service in ledger.items():

@@ -217,7 +217,7 @@ async def simulate(system: System, rng: random.Random) -> Books:  # noqa: C901
                         "amount_pence": bought,
                         "purchased_on": f"2026-0{rng.randint(2, 6)}-1{rng.randint(0, 9)}",
                         "method": method,
-                        "vendor": rng.choice(["Argos", "Tesco", "Local Cafe"]),
+                        "vendor": rng.choice(["furniture", "supermarket", "food_and_drink"]),
                     },
                     headers=system.finance(),
                 )

@@ -140,13 +140,14 @@ async def test_history_holds_every_service_in_order_with_its_chains(system: Syst
 
 
 async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System) -> None:
-    """Rows match what was posted; no purpose; formula-like vendors stay text; roles enforced."""
+    """Rows match what was posted; no purpose; vendors from a closed list, receipt numbers as
+    references (a name, a sentence or a formula is refused); roles enforced."""
     version = await system.enrol("fam-3", allocate=100_000)
     request_id = (await system.request("fam-3", 40_000, version=version))["request_id"]
     await system.settled(request_id, "approved")
     path = f"/pilots/wigan/spend-requests/{request_id}/purchases"
     posted = []
-    for amount, vendor in ((25_000, "Argos"), (4_999, '=HYPERLINK("x")')):
+    for amount, vendor in ((25_000, "furniture"), (4_999, "supermarket")):
         response = await system.spending.post(
             path,
             json={
@@ -154,10 +155,20 @@ async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System
                 "purchased_on": "2026-03-04",
                 "method": "card",
                 "vendor": vendor,
+                "receipt_ref": f"INV-2026/{amount}",
             },
             headers=system.worker(),
         )
         posted.append((await response.json())["purchase_id"])
+    for free_text in (
+        {"vendor": "Argos"},
+        {"vendor": '=HYPERLINK("x")'},
+        {"receipt_ref": "bed for Jamie Smith, 4 Elm Road"},
+        {"receipt_ref": '=HYPERLINK("x")'},
+    ):
+        body = {"amount_pence": 1, "purchased_on": "2026-03-04", "method": "card", **free_text}
+        response = await system.spending.post(path, json=body, headers=system.worker())
+        assert response.status == 422, free_text
     refund = await system.spending.post(
         f"/pilots/wigan/purchases/{posted[0]}/refunds",
         json={"amount_pence": 1_050, "reason": "returned"},
@@ -181,9 +192,9 @@ async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System
         ("purchase", posted[1], "4999", "49.99"),
         ("refund", posted[0], "-1050", "-10.50"),
     ]
-    assert found[2]["vendor"] == "Argos"
+    assert found[2]["vendor"] == "furniture"
     assert found[2]["method"] == "card"
-    assert found[1]["vendor"].startswith("'=")
+    assert (found[0]["receipt_ref"], found[1]["receipt_ref"]) == ("INV-2026/25000", "INV-2026/4999")
     assert all(r["family_id"] == "fam-3" and r["request_id"] == request_id for r in found)
     assert all(r["category"] == "practical" for r in found)
     text = await (

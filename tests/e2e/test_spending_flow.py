@@ -40,7 +40,7 @@ async def test_small_request_is_approved_then_bought_and_closed(system: System) 
             "amount_pence": 1_500,
             "purchased_on": "2026-03-01",
             "method": "card",
-            "vendor": "Tesco",
+            "vendor": "supermarket",
         },
         headers=system.worker(),
     )
@@ -461,7 +461,7 @@ async def test_erasure_reaches_every_service(system: System, settings: Settings)
             return int(
                 await conn.fetchval(
                     "SELECT count(*) FROM personal_keys WHERE subject = 'wigan:fam-9' "
-                    "AND key IS NOT NULL"
+                    "AND wrapped IS NOT NULL"
                 )
             )
 
@@ -509,7 +509,7 @@ async def test_a_refused_command_leaves_no_sealing_key_behind(
             return int(
                 await conn.fetchval(
                     "SELECT count(*) FROM personal_keys WHERE subject = 'wigan:fam-k' "
-                    "AND key IS NOT NULL"
+                    "AND wrapped IS NOT NULL"
                 )
             )
 

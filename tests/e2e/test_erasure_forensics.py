@@ -1,0 +1,219 @@
+"""Erasure tested as a thief with the disks would test it.
+
+A family's notes, purposes and reasons are sealed in three services; a ``pg_dumpall`` is
+taken; the family is erased; the key-encryption key is rotated and the old one destroyed.
+Then every wrapped key found anywhere -- every file of PostgreSQL's data directory (WAL
+included), the dump from before the erasure, Kafka's log directories -- is tried with every
+key-encryption key still in existence, against every sealed text of the family found on the
+topics. None opens. The same search before the rotation, with the old key still in
+existence, does open them: the search finds what it is looking for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
+
+from deploy.stack import _pg_bin
+from shared.cli.keys import rotate
+from shared.core.custody import WRAPPED_MAGIC, KeyCustodyError, new_kek, unwrap_with
+from shared.core.kafka import ensure_topics
+from shared.core.settings import Settings
+from shared.web.registry import ledger_topics
+from tests.conftest import Infrastructure
+from tests.e2e.system import System, running_system
+from tests.support import connect_service_db, read_topic, run_ledger, wait_for
+
+WRAPPED_LENGTH = len(WRAPPED_MAGIC) + 12 + 32 + 16
+HEX_WRAPPED = re.compile(WRAPPED_MAGIC.hex().encode() + rb"[0-9a-f]{%d}" % (2 * WRAPPED_LENGTH - 8))
+SEALED = re.compile(r"sealed:v1:([0-9a-f-]{36}):([A-Za-z0-9_=-]+)")
+
+
+def kek_bytes(entry: str) -> bytes:
+    return base64.urlsafe_b64decode(entry.partition("=")[2])
+
+
+def wrapped_keys_in(data: bytes) -> Iterator[bytes]:
+    """Every wrapped key in raw bytes, or written out as bytea hex (a dump)."""
+    start = data.find(WRAPPED_MAGIC)
+    while start != -1:
+        yield data[start : start + WRAPPED_LENGTH]
+        start = data.find(WRAPPED_MAGIC, start + 1)
+    for written in HEX_WRAPPED.finditer(data):
+        yield binascii.unhexlify(written.group())
+
+
+def files_under(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        yield from (path for path in root.rglob("*") if path.is_file())
+
+
+def opened_texts(
+    sources: list[Path], keks: list[bytes], sealed: list[tuple[str, UUID, bytes]]
+) -> set[str]:
+    """What a thief opens: every wrapped key found, every KEK, every sealed text's context."""
+    candidates = {key for path in sources for key in wrapped_keys_in(path.read_bytes())}
+    opened: set[str] = set()
+    for subject, key_id, token in sealed:
+        context = f"{subject}|{key_id}".encode()
+        for wrapped in candidates:
+            for kek in keks:
+                try:
+                    data_key = unwrap_with(kek, wrapped, context)
+                except KeyCustodyError:
+                    continue
+                try:
+                    text = AESGCM(data_key).decrypt(token[:12], token[12:], subject.encode())
+                except InvalidTag:
+                    continue
+                opened.add(text.decode())
+    return opened
+
+
+async def sealed_on_topics(settings: Settings, family: str) -> list[tuple[str, UUID, bytes]]:
+    found = []
+    for service in ("allocation", "spending", "approval"):
+        for record in await read_topic(settings, f"ledger.{service}"):
+            if record.value.get("family_id") != family:
+                continue
+            for key_id, token in SEALED.findall(str(record.value["data"])):
+                found.append((f"wigan:{family}", UUID(key_id), base64.urlsafe_b64decode(token)))
+    return found
+
+
+async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
+    infra: Infrastructure, token: Callable[..., str], tmp_path: Path
+) -> None:
+    """Erase, rotate, destroy the old KEK: no wrapped key anywhere opens the family's text,
+    while the other family's text, the amounts and `ledger audit verify` are unchanged."""
+    old, new = new_kek("kek-old"), new_kek("kek-new")
+    settings = infra.settings(key_encryption_keys=SecretStr(old))
+    await ensure_topics(settings, ledger_topics())
+    texts = {"a bed for the eldest", "school shoes", "speak to the family first"}
+    async with running_system(settings, token, reporting=True) as system:
+        await system.configure()
+        await _seal_texts(system, "fam-x", texts)
+        await _seal_texts(system, "fam-keep", {"kept: a bus pass", "kept: a coat", "kept: a cot"})
+        dump = tmp_path / "before-erasure.sql"
+        await asyncio.to_thread(_dump_all, infra, dump)
+        balances_before = await _balances(settings)
+        erased = await system.allocation.post(
+            "/pilots/wigan/families/fam-x/erasure",
+            json={"basis": "subject_request", "erased_on": "2026-11-30"},
+            headers=system.admin(),
+        )
+        assert erased.status == 200, await erased.text()
+        await wait_for(lambda: _no_live_key(settings, "wigan:fam-x"), timeout=20)
+
+    sealed = await sealed_on_topics(settings, "fam-x")
+    assert len(sealed) >= len(texts)
+    sources = [
+        *files_under(infra.postgres.data, infra.kafka.home / "data"),
+        dump,
+    ]
+    # The search works: while the old KEK exists, copies of the erased keys open the text.
+    assert opened_texts(sources, [kek_bytes(old)], sealed) >= texts
+
+    rotating = settings.model_copy(update={"key_encryption_keys": SecretStr(f"{new},{old}")})
+    done = await rotate(rotating)
+    assert sum(done.values()) == 3  # fam-keep's live keys: one in each of three services
+    after = settings.model_copy(update={"key_encryption_keys": SecretStr(new)})  # old: gone
+    sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump]
+    assert opened_texts(sources, [kek_bytes(new)], sealed) == set()
+
+    async with running_system(after, token) as system:
+        notes = await system.allocation.get(
+            "/pilots/wigan/families/fam-keep/notes", headers=system.admin()
+        )
+        assert "kept: a bus pass" in {note["text"] for note in (await notes.json())["notes"]}
+        gone = await system.allocation.get(
+            "/pilots/wigan/families/fam-x/notes", headers=system.admin()
+        )
+        assert {note["text"] for note in (await gone.json())["notes"]} == {"[erased]"}
+    assert await _balances(after) == balances_before
+    code, output = await run_ledger(after, "audit", "verify")
+    assert code == 0, output
+
+
+async def _seal_texts(system: System, family: str, texts: set[str]) -> None:
+    """Seal each text somewhere: an allocation note, a request's purpose, a manager's reason."""
+    version = await system.enrol(family)
+    for number, text in enumerate(sorted(texts)):
+        if number % 3 == 0:
+            response = await system.allocation.post(
+                f"/pilots/wigan/families/{family}/allocations",
+                json={"amount_pence": 100_000, "note": text},
+                headers=system.admin(),
+            )
+            assert response.status == 201, await response.text()
+            version = (await response.json())["stream_version"]
+            continue
+        body: dict[str, Any] = {
+            "family_id": family,
+            "amount_pence": 60_000,  # above the automatic tier: a manager decides
+            "category": "practical",
+            "purpose": text,
+            "requested_by": "sw-1",
+            "family_involved": True,
+            "allocation_version": version,
+        }
+        answer = await system.spending.post(
+            "/pilots/wigan/spend-requests", json=body, headers=system.worker()
+        )
+        assert answer.status == 202, await answer.text()
+        request_id = (await answer.json())["request_id"]
+        await system.settled(request_id, "awaiting_approval")
+        rejected = await system.approval.post(
+            f"/pilots/wigan/spend-requests/{request_id}/reject",
+            json={"reason": text},
+            headers=system.manager(),
+        )
+        assert rejected.status == 200, await rejected.text()
+
+
+def _dump_all(infra: Infrastructure, path: Path) -> None:
+    with path.open("wb") as out:
+        subprocess.run(
+            [
+                _pg_bin("pg_dumpall"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(infra.postgres.port),
+                "-U",
+                infra.postgres.user,
+            ],
+            stdout=out,
+            check=True,
+        )
+
+
+async def _no_live_key(settings: Settings, subject: str) -> bool:
+    for service in ("allocation", "spending", "approval"):
+        async with connect_service_db(settings, service) as conn:
+            if await conn.fetchval(
+                "SELECT count(*) FROM personal_keys WHERE subject = $1 AND wrapped IS NOT NULL",
+                subject,
+            ):
+                return False
+    return True
+
+
+async def _balances(settings: Settings) -> list[tuple[Any, ...]]:
+    async with connect_service_db(settings, "approval") as conn:
+        rows = await conn.fetch(
+            "SELECT family_id, allocated_pence, held_pence, spent_pence FROM balances "
+            "ORDER BY family_id"
+        )
+    return [tuple(row.values()) for row in rows]
