@@ -25,7 +25,7 @@ from shared.core.events import Envelope, canonical_json
 from shared.core.kafka import ensure_topics
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings
-from shared.web.auth import ROLES, Role, mint_token
+from shared.web.auth import ROLES, TEAM_SCOPED_ROLES, Role, mint_token
 from shared.web.registry import ledger_topics, migrate, service, services
 
 __all__ = ["main", "replay", "verify"]
@@ -36,6 +36,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     if not secret:
         print("LEDGER_JWT_SECRET is not set", file=sys.stderr)
         return 2
+    if args.role in TEAM_SCOPED_ROLES and not args.team:
+        print(f"a {args.role} acts for a team: give --team", file=sys.stderr)
+        return 2
     print(
         mint_token(
             secret,
@@ -44,6 +47,8 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             pilot=args.pilot,
             team=args.team,
             now=datetime.now(UTC),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
         )
     )
     return 0

@@ -17,7 +17,13 @@ from typing import Any
 import asyncpg
 
 from shared.core.db import Connection
-from shared.core.errors import ConcurrencyError, IdempotencyKeyReusedError
+from shared.core.errors import (
+    ConcurrencyError,
+    ForbiddenError,
+    IdempotencyKeyReusedError,
+    LedgerError,
+    UnauthorizedError,
+)
 from shared.core.events import canonical_json
 
 __all__ = ["CommandResult", "CommandRunner", "IdempotencyRequest", "fingerprint"]
@@ -82,6 +88,7 @@ class CommandRunner:
             if idempotency is not None:
                 stored = await _claim(conn, idempotency)
                 if stored is not None:
+                    await _authorise_replay(conn, handler)
                     return stored
             result = await handler(conn)
             if idempotency is not None:
@@ -89,6 +96,22 @@ class CommandRunner:
                     _REMEMBER, idempotency.scope, idempotency.key, result.status, result.body
                 )
             return result
+
+
+async def _authorise_replay(conn: Connection, handler: Handler) -> None:
+    """A replay is authorised as its first request was: the command runs again in a savepoint
+    that is always rolled back, and a caller who may not do it now is refused. What it would
+    decide now (a conflict, say) does not change the answer it had."""
+    savepoint = conn.transaction()
+    await savepoint.start()
+    try:
+        await handler(conn)
+    except (ForbiddenError, UnauthorizedError):
+        raise
+    except (LedgerError, asyncpg.PostgresError):
+        pass  # refused now for another reason: the first answer stands
+    finally:
+        await savepoint.rollback()
 
 
 async def _claim(conn: Connection, request: IdempotencyRequest) -> CommandResult | None:

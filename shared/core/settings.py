@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
 
     jwt_secret: SecretStr = SecretStr("")
+    jwt_issuer: str | None = None  # checked when set (iss)
+    jwt_audience: str | None = None  # checked when set (aud)
+    jwt_max_lifetime_seconds: int = Field(default=86_400, gt=0)  # exp - iat at most
     # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
     # current (shared.core.custody); kept outside every database and topic.
     key_encryption_keys: SecretStr = SecretStr("")

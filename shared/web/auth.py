@@ -1,13 +1,20 @@
-"""Bearer JWTs (HS256): who the caller is, what they may touch, and the checks on that."""
+"""Bearer JWTs (HS256): who the caller is, what they may touch, and the checks on that.
+
+Tokens are checked as RFC 8725 advises: one pinned algorithm; ``exp`` and ``iat`` required
+and numeric (a date written as a string is refused); a lifetime no longer than the rules
+allow; ``iss`` and ``aud`` checked when configured; a non-blank ``sub`` and ``pilot``; and a
+``team`` for the roles that act for a team -- a claim that is missing never widens access.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import jwt
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.core.errors import ForbiddenError, UnauthorizedError
 
@@ -16,6 +23,7 @@ __all__ = [
     "TEAM_SCOPED_ROLES",
     "Principal",
     "Role",
+    "TokenRules",
     "decode_token",
     "mint_token",
     "require_pilot",
@@ -28,17 +36,34 @@ ROLES: frozenset[str] = frozenset(get_args(Role))
 # People who act for their team's families only.
 TEAM_SCOPED_ROLES: frozenset[str] = frozenset({"social_worker", "manager"})
 _ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
+_DATES = ("exp", "iat", "nbf")
+
+
+@dataclass(frozen=True)
+class TokenRules:
+    """What a token must satisfy besides its signature."""
+
+    secret: str
+    issuer: str | None = None
+    audience: str | None = None
+    max_lifetime: timedelta = timedelta(hours=24)
 
 
 class Principal(BaseModel):
     """The verified claims of a request's token."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
 
-    sub: str
+    sub: str = Field(min_length=1, max_length=200)
     role: Role
-    pilot: str
-    team: str | None = None
+    pilot: str = Field(min_length=1, max_length=200)
+    team: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _team_for_team_roles(self) -> Principal:
+        if self.role in TEAM_SCOPED_ROLES and self.team is None:
+            raise ValueError(f"a {self.role}'s token must name a team")
+        return self
 
 
 def mint_token(
@@ -50,6 +75,8 @@ def mint_token(
     team: str | None,
     now: datetime,
     lifetime: timedelta = timedelta(hours=12),
+    issuer: str | None = None,
+    audience: str | None = None,
 ) -> str:
     """A signed token for local use and tests."""
     claims: dict[str, object] = {
@@ -59,12 +86,12 @@ def mint_token(
         "iat": int(now.timestamp()),
         "exp": int((now + lifetime).timestamp()),
     }
-    if team is not None:
-        claims["team"] = team
+    optional = {"team": team, "iss": issuer, "aud": audience}
+    claims.update({name: value for name, value in optional.items() if value is not None})
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
-def decode_token(authorization: str | None, secret: str) -> Principal:
+def decode_token(authorization: str | None, rules: TokenRules) -> Principal:
     """The principal of an ``Authorization: Bearer`` header, or UnauthorizedError."""
     if not authorization:
         raise UnauthorizedError("send Authorization: Bearer <token>", code="missing_token")
@@ -74,20 +101,38 @@ def decode_token(authorization: str | None, secret: str) -> Principal:
             "the Authorization header must be 'Bearer <token>'", code="bad_token"
         )
     try:
+        _numeric_dates(jwt.decode(token.strip(), options={"verify_signature": False}))
         claims = jwt.decode(
             token.strip(),
-            secret,
+            rules.secret,
             algorithms=[_ALGORITHM],
-            options={"require": ["exp", "sub", "role", "pilot"]},
+            issuer=rules.issuer,
+            audience=rules.audience,
+            options={"require": ["exp", "iat", "sub", "role", "pilot"]},
         )
     except jwt.ExpiredSignatureError as error:
         raise UnauthorizedError("the token has expired", code="token_expired") from error
     except jwt.InvalidTokenError as error:
-        raise UnauthorizedError(f"the token is not valid: {error}", code="bad_token") from error
+        # Not the token's text: it may be anything, and is never echoed or logged.
+        raise UnauthorizedError(
+            f"the token is not valid ({type(error).__name__})", code="bad_token"
+        ) from error
+    if claims["exp"] - claims["iat"] > rules.max_lifetime.total_seconds():
+        raise UnauthorizedError(
+            f"the token lives longer than {rules.max_lifetime}", code="bad_token"
+        )
     try:
         return Principal.model_validate(claims)
     except ValidationError as error:
         raise UnauthorizedError("the token's claims are not valid", code="bad_token") from error
+
+
+def _numeric_dates(claims: dict[str, Any]) -> None:
+    """``exp``, ``iat`` and ``nbf`` are NumericDates (RFC 7519), never strings."""
+    for name in _DATES:
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise jwt.InvalidTokenError(f"{name} is not a NumericDate")
 
 
 def require_role(principal: Principal, roles: Iterable[str]) -> None:

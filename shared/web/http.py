@@ -9,6 +9,7 @@ turns every error into RFC 9457 ``application/problem+json``.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,17 +25,17 @@ from pydantic import BaseModel, ValidationError
 from shared.contracts.business_time import check_occurred_at
 from shared.core.commands import CommandResult, IdempotencyRequest, fingerprint
 from shared.core.errors import LedgerError, NotFoundError
-from shared.core.events import Actor
+from shared.core.events import Actor, canonical_json
 from shared.core.eventstore import CommandContext
 from shared.core.metrics import Metrics
 from shared.core.types import CommandBody
-from shared.web.auth import Principal, decode_token, require_pilot, require_role
+from shared.web.auth import Principal, TokenRules, decode_token, require_pilot, require_role
 
 __all__ = [
     "CLOCK",
-    "JWT_SECRET",
     "MAX_BODY_BYTES",
     "METRICS",
+    "TOKEN_RULES",
     "Caller",
     "Handler",
     "PathParams",
@@ -52,7 +53,7 @@ __all__ = [
 
 MAX_BODY_BYTES = 1024 * 1024
 PROBLEM_JSON = "application/problem+json"
-JWT_SECRET = web.AppKey("jwt_secret", str)
+TOKEN_RULES = web.AppKey("token_rules", TokenRules)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 METRICS = web.AppKey("metrics", Metrics)
 _PRINCIPAL = web.RequestKey("principal", Principal)
@@ -60,6 +61,14 @@ _CORRELATION = web.RequestKey("correlation_id", str)
 _REQUEST_ID = web.RequestKey("request_id", str)
 _BODY = web.RequestKey("body", object)
 _KEY_CHARS = frozenset(chr(code) for code in range(0x21, 0x7F))
+# Ids a caller may give (request, correlation, causation) are kept in events for good: a
+# short token of safe characters, else the ledger mints its own.
+_CALLER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _caller_id(value: str | None) -> str | None:
+    return value if value is not None and _CALLER_ID.match(value) else None
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -130,7 +139,7 @@ class Route:
         roles, handler = self.roles, self.handler
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            principal = decode_token(request.headers.get("Authorization"), request.app[JWT_SECRET])
+            principal = decode_token(request.headers.get("Authorization"), request.app[TOKEN_RULES])
             require_role(principal, roles)
             pilot_id = request.match_info.get("pilot_id")
             if pilot_id is not None:
@@ -188,8 +197,12 @@ def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
             "Bad Idempotency-Key",
             "Idempotency-Key must be 1 to 128 printable characters",
         )
+    principal = principal_of(request)
+    resource = request.match_info.route.resource
+    operation = f"{request.method} {resource.canonical if resource else request.path}"
     return IdempotencyRequest(
-        scope=principal_of(request).sub,
+        # Another pilot, role or operation never sees (or collides with) this caller's key.
+        scope=canonical_json([principal.pilot, principal.role, principal.sub, operation]).decode(),
         key=key,
         fingerprint=fingerprint(request.method, request.path, request.get(_BODY)),
     )
@@ -210,7 +223,7 @@ def caller_of(request: web.Request, occurred_at: datetime | None = None) -> Call
         context=CommandContext(
             actor=Actor(sub=principal.sub, role=principal.role),
             correlation_id=request[_CORRELATION],
-            causation_id=request.headers.get("X-Causation-Id"),
+            causation_id=_caller_id(request.headers.get("X-Causation-Id")),
             occurred_at=occurred_at,
         ),
         idempotency=idempotency_of(request),
@@ -365,8 +378,8 @@ def _problem_of(request: web.Request, error: BaseException) -> web.Response:
 
 @web.middleware
 async def _context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
-    correlation_id = request.headers.get("X-Correlation-Id") or request_id
+    request_id = _caller_id(request.headers.get("X-Request-Id")) or str(uuid.uuid4())
+    correlation_id = _caller_id(request.headers.get("X-Correlation-Id")) or request_id
     request[_REQUEST_ID], request[_CORRELATION] = request_id, correlation_id
     structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
     started = time.perf_counter()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -32,11 +32,12 @@ from shared.core.outbox import OutboxRelay
 from shared.core.personal import wrap_legacy_keys
 from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
+from shared.web.auth import TokenRules
 from shared.web.http import (
     CLOCK,
-    JWT_SECRET,
     MAX_BODY_BYTES,
     METRICS,
+    TOKEN_RULES,
     Route,
     json_response,
     middlewares,
@@ -134,7 +135,12 @@ def build_service_app(
     if not secret:
         raise ValueError("LEDGER_JWT_SECRET must be set")
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
-    app[JWT_SECRET] = secret
+    app[TOKEN_RULES] = TokenRules(
+        secret,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        max_lifetime=timedelta(seconds=settings.jwt_max_lifetime_seconds),
+    )
     app[CLOCK] = clock
     custody = custody_of(settings)  # a missing or malformed key-encryption key fails here
     service = definition.name

@@ -281,6 +281,7 @@ def _token_with(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str
         "sub": "x",
         "role": "admin",
         "pilot": "wigan",
+        "iat": int(datetime.now(UTC).timestamp()),
         "exp": int((datetime.now(UTC) + timedelta(hours=1)).timestamp()),
     }
     return jwt.encode({**base, **claims}, secret, algorithm=algorithm)
@@ -299,6 +300,12 @@ def _token_with(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str
             "bad_token",
         ),
         ({"Authorization": f"Bearer {_token_with({'exp': 1_000_000})}"}, 401, "token_expired"),
+        # RFC 8725: dates are numbers, lifetimes bounded, subjects not blank, teams not optional
+        ({"Authorization": f"Bearer {_token_with({'exp': '9999999999'})}"}, 401, "bad_token"),
+        ({"Authorization": f"Bearer {_token_with({'iat': None})}"}, 401, "bad_token"),
+        ({"Authorization": f"Bearer {_token_with({'exp': 4_102_444_800})}"}, 401, "bad_token"),
+        ({"Authorization": f"Bearer {_token_with({'sub': '  '})}"}, 401, "bad_token"),
+        ({"Authorization": f"Bearer {_token_with({'role': 'manager'})}"}, 401, "bad_token"),
         ({"Authorization": f"Bearer {_token_with({'role': 'wizard'})}"}, 401, "bad_token"),
         (
             {"Authorization": f"Bearer {_token_with({'pilot': 'hillingdon'})}"},

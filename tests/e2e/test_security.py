@@ -1,0 +1,156 @@
+"""Claims and scopes that fail closed: team claims, idempotency scopes, replays, token issuer
+and audience, and the ids a caller may put into events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.core.kafka import ensure_topics
+from shared.core.settings import Settings
+from shared.web.auth import mint_token
+from shared.web.registry import ledger_topics
+from tests.conftest import JWT_SECRET, Infrastructure
+from tests.e2e.system import System, auth, running_system
+from tests.support import connect_service_db
+
+DISCLOSURE = {"disclosed_on": "2026-06-01", "method": "in_person"}
+
+
+@pytest.fixture
+async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+    async with running_system(settings, token) as system:
+        await system.configure()
+        yield system
+
+
+async def test_a_team_role_without_a_team_claim_is_refused(system: System) -> None:
+    """A manager's token that names no team sees no queue at all (it saw every team's)."""
+    teamless = mint_token(
+        JWT_SECRET, sub="m-1", role="manager", pilot="wigan", team=None, now=datetime.now(UTC)
+    )
+    response = await system.approval.get(
+        "/pilots/wigan/approvals?status=pending", headers=auth(teamless)
+    )
+    assert response.status == 401
+    assert (await response.json())["code"] == "bad_token"
+
+
+async def test_idempotency_keys_are_scoped_by_pilot_role_and_operation(
+    system: System, token: Callable[..., str]
+) -> None:
+    """The same key and subject in another pilot, another role or another operation is a
+    first request there: no false 409, no replay of someone else's answer."""
+    await system.enrol("fam-1")
+    key = {"Idempotency-Key": "sync-0001"}
+    worker = auth(token("social_worker", "wigan", sub="shared-sub", team="t-1"))
+    system_user = auth(token("case_system", "wigan", sub="shared-sub"))
+    path = "/pilots/wigan/families/fam-1/disclosures"
+    first = await system.allocation.post(path, json=DISCLOSURE, headers={**worker, **key})
+    assert first.status == 201
+    as_case_system = await system.allocation.post(
+        path, json=DISCLOSURE, headers={**system_user, **key}
+    )
+    assert as_case_system.status == 201
+    assert "Idempotent-Replayed" not in as_case_system.headers  # its own, not the worker's
+    outcome = await system.allocation.post(
+        "/pilots/wigan/families/fam-1/outcomes",
+        json={"outcome": "remained_at_home", "occurred_on": "2026-06-02"},
+        headers={**worker, **key},
+    )
+    assert outcome.status == 201  # another operation: not a reused key (422 before)
+    other_pilot = replace(system, pilot="leeds")
+    await other_pilot.configure()
+    await other_pilot.enrol("fam-1")
+    elsewhere = await system.allocation.post(
+        "/pilots/leeds/families/fam-1/disclosures",
+        json=DISCLOSURE,
+        headers={**auth(token("social_worker", "leeds", sub="shared-sub", team="t-1")), **key},
+    )
+    assert elsewhere.status == 201  # another pilot: no false 409
+
+
+async def test_a_replay_is_authorised_like_a_first_request(
+    system: System, token: Callable[..., str]
+) -> None:
+    """A worker who moved team cannot replay a key to act on (or read) the old team's family."""
+    await system.enrol("fam-2")
+    key = {"Idempotency-Key": "disclose-fam-2"}
+    path = "/pilots/wigan/families/fam-2/disclosures"
+    before = auth(token("social_worker", "wigan", sub="w-5", team="t-1"))
+    assert (
+        await system.allocation.post(path, json=DISCLOSURE, headers={**before, **key})
+    ).status == 201
+    moved = auth(token("social_worker", "wigan", sub="w-5", team="t-9"))
+    replay = await system.allocation.post(path, json=DISCLOSURE, headers={**moved, **key})
+    assert replay.status == 403
+    assert (await replay.json())["code"] == "forbidden_team"
+    same = await system.allocation.post(path, json=DISCLOSURE, headers={**before, **key})
+    assert same.status == 201
+    assert same.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_ids_a_caller_gives_are_kept_only_when_they_are_short_tokens(
+    system: System, settings: Settings
+) -> None:
+    """A correlation id of any length or alphabet is replaced by one the ledger mints; a
+    causation id that is not a short token is dropped. Events keep only what passed."""
+    await system.enrol("fam-3")
+    path = "/pilots/wigan/families/fam-3/disclosures"
+    for correlation, causation in (
+        ("<script>alert(1)</script>", "x" * 65),
+        ("ok-id.1:2", "cause_7"),
+    ):
+        headers = {
+            **system.worker(),
+            "X-Correlation-Id": correlation,
+            "X-Causation-Id": causation,
+        }
+        response = await system.allocation.post(path, json=DISCLOSURE, headers=headers)
+        assert response.status == 201
+    async with connect_service_db(settings, "allocation") as conn:
+        rows = await conn.fetch(
+            "SELECT envelope->>'correlation_id' AS correlation, "
+            "envelope->>'causation_id' AS causation FROM events "
+            "WHERE type = 'family.budget_disclosed' ORDER BY position"
+        )
+    assert rows[0]["correlation"] != "<script>alert(1)</script>"
+    assert len(rows[0]["correlation"]) == 36  # minted
+    assert rows[0]["causation"] is None
+    assert (rows[1]["correlation"], rows[1]["causation"]) == ("ok-id.1:2", "cause_7")
+
+
+async def test_issuer_and_audience_are_checked_when_configured(
+    infra: Infrastructure, token: Callable[..., str]
+) -> None:
+    """With iss and aud configured, a token without them, or with others, is refused."""
+    settings = infra.settings(jwt_issuer="council-idp", jwt_audience="ledger")
+    await ensure_topics(settings, ledger_topics())
+    now = datetime.now(UTC)
+
+    def minted(issuer: str | None = None, audience: str | None = None) -> dict[str, str]:
+        return auth(
+            mint_token(
+                JWT_SECRET,
+                sub="a",
+                role="admin",
+                pilot="wigan",
+                team=None,
+                now=now,
+                issuer=issuer,
+                audience=audience,
+            )
+        )
+
+    async with running_system(settings, token) as system:
+        path = "/pilots/wigan"
+        assert (await system.allocation.get(path, headers=minted())).status == 401
+        wrong_issuer = minted(issuer="elsewhere", audience="ledger")
+        assert (await system.allocation.get(path, headers=wrong_issuer)).status == 401
+        wrong_audience = minted(issuer="council-idp", audience="reports")
+        assert (await system.allocation.get(path, headers=wrong_audience)).status == 401
+        right = minted(issuer="council-idp", audience="ledger")
+        assert (await system.allocation.get(path, headers=right)).status == 404  # no pilot yet
