@@ -139,6 +139,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if name == "ports":
             env.update({f"LEDGER_{service.upper()}_PORT": str(p) for service, p in value.items()})
             continue
+        if value is None:  # unset stays unset (not the string "None")
+            continue
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         env[f"LEDGER_{name.upper()}"] = text
     return env

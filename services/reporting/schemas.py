@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.reporting.uptake import Figures
 from shared.core.events import Envelope, Frozen
+from shared.core.types import Moment
 
 __all__ = ["BalanceQuery", "BalanceView", "HistoryView", "UptakeQuery", "UptakeView"]
 
@@ -17,7 +18,7 @@ class BalanceQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    as_of: AwareDatetime | None = None
+    as_of: Moment | None = None
 
 
 class BalanceView(Frozen):

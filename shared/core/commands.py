@@ -25,6 +25,7 @@ from shared.core.errors import (
     UnauthorizedError,
 )
 from shared.core.events import canonical_json
+from shared.core.eventstore import REHEARSAL
 
 __all__ = ["CommandResult", "CommandRunner", "IdempotencyRequest", "fingerprint"]
 
@@ -104,6 +105,7 @@ async def _authorise_replay(conn: Connection, handler: Handler) -> None:
     decide now (a conflict, say) does not change the answer it had."""
     savepoint = conn.transaction()
     await savepoint.start()
+    rehearsing = REHEARSAL.set(True)
     try:
         await handler(conn)
     except (ForbiddenError, UnauthorizedError):
@@ -111,6 +113,7 @@ async def _authorise_replay(conn: Connection, handler: Handler) -> None:
     except (LedgerError, asyncpg.PostgresError):
         pass  # refused now for another reason: the first answer stands
     finally:
+        REHEARSAL.reset(rehearsing)
         await savepoint.rollback()
 
 

@@ -7,6 +7,7 @@ caller's transaction: the commit is the moment a fact exists, the relay distribu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from shared.core.metrics import Metrics
 __all__ = [
     "MAX_EVENT_BYTES",
     "OUTBOX_CHANNEL",
+    "REHEARSAL",
     "CommandContext",
     "EventStore",
     "PendingEvent",
@@ -59,6 +61,10 @@ INSERT INTO outbox (position) SELECT position FROM appended
 """
 _NOTIFY = "SELECT pg_notify($1, '')"
 _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
+
+REHEARSAL: ContextVar[bool] = ContextVar("rehearsal", default=False)
+"""True while a command runs only to be rolled back (a replay's authorisation): what it
+appends is never committed, so it is not counted."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ class EventStore:
                 ) from error
             raise
         await conn.execute(_NOTIFY, OUTBOX_CHANNEL)
-        if self._metrics is not None:
+        if self._metrics is not None and not REHEARSAL.get():
             for envelope in envelopes:
                 self._metrics.events_appended.labels(envelope.type).inc()
         return envelopes

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
 from shared.core.events import Frozen
 
-__all__ = ["MAX_PENCE", "CommandBody", "Identifier", "IsoDate", "Pence", "SignedPence", "Text"]
+__all__ = [
+    "MAX_PENCE",
+    "CommandBody",
+    "Identifier",
+    "IsoDate",
+    "Moment",
+    "Pence",
+    "SignedPence",
+    "Text",
+]
 
 # £1bn: far above any family budget, far below bigint; a bound that catches unit mistakes.
 MAX_PENCE = 100_000_000_000
@@ -32,10 +41,24 @@ IsoDate = Annotated[date, Field(strict=True, ge=EARLIEST_DATE, le=LATEST_DATE)]
 family was helped in year 1, and none will be in 9435."""
 
 
+def _utc_in_range(moment: datetime) -> datetime:
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError as error:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("the time is outside 2000 to 2099") from error
+    if not EARLIEST_DATE <= moment.date() <= LATEST_DATE:
+        raise ValueError("the time is outside 2000 to 2099")
+    return moment
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_utc_in_range)]
+"""A business time: RFC 3339 with its offset, converted to UTC, in 2000 to 2099."""
+
+
 class CommandBody(Frozen):
     """Base of request bodies: every command may say when it happened."""
 
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Moment | None = Field(
         default=None,
         description="When it happened, as the case system says (RFC 3339, kept in UTC); "
         "default: now. Business time for reporting only: eligibility is judged when the "

@@ -175,14 +175,49 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
             )
         try:
             data = json.loads(raw, parse_constant=_reject_constant)
+        except RecursionError as error:
+            raise HttpProblemError(
+                400, "malformed_json", "Malformed JSON", "the body is nested too deeply"
+            ) from error
         except (ValueError, UnicodeDecodeError) as error:
             raise HttpProblemError(
                 400, "malformed_json", "Malformed JSON", f"the body is not valid JSON: {error}"
             ) from error
+    _check_json(data)
     request[_BODY] = data
     # Validated as JSON, so strict fields take JSON's own types: dates as "YYYY-MM-DD",
     # money as integers (a float, a string or a boolean is refused).
     return model.model_validate_json(json.dumps(data))
+
+
+# On every answer: most carry family data, and none is for a cache, a sniffer or a referrer.
+_SAFE_HEADERS = {
+    "Server": "ledger",  # not which server, nor its version
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_MAX_DEPTH = 16  # far deeper than any body of the API
+
+
+def _check_json(value: object, depth: int = 0) -> None:
+    """Refuse what no body of the API holds and PostgreSQL cannot store: deep nesting, NUL."""
+    if depth > _MAX_DEPTH:
+        raise HttpProblemError(
+            400, "malformed_json", "Malformed JSON", "the body is nested too deeply"
+        )
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise HttpProblemError(
+                400, "malformed_json", "Malformed JSON", "text may not contain NUL (\\u0000)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, depth + 1)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
 
 
 def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
@@ -392,6 +427,7 @@ async def _context(request: web.Request, handler: Handler) -> web.StreamResponse
         status = response.status
         response.headers["X-Request-Id"] = request_id
         response.headers["X-Correlation-Id"] = correlation_id
+        response.headers.update(_SAFE_HEADERS)
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -411,6 +447,14 @@ async def _context(request: web.Request, handler: Handler) -> web.StreamResponse
         structlog.contextvars.unbind_contextvars("request_id", "correlation_id", "pilot_id")
 
 
+@web.middleware
+async def _no_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No id holds NUL, and PostgreSQL cannot compare one: 404 before any query."""
+    if "\x00" in request.path:
+        raise NotFoundError("nothing here has a NUL in its name")
+    return await handler(request)
+
+
 def middlewares() -> list[Callable[..., Awaitable[web.StreamResponse]]]:
-    """The middleware every service runs."""
-    return [_context]
+    """The middleware every service runs (the first wraps the others)."""
+    return [_context, _no_nul]

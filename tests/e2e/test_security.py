@@ -154,3 +154,76 @@ async def test_issuer_and_audience_are_checked_when_configured(
         assert (await system.allocation.get(path, headers=wrong_audience)).status == 401
         right = minted(issuer="council-idp", audience="ledger")
         assert (await system.allocation.get(path, headers=right)).status == 404  # no pilot yet
+
+
+@pytest.fixture
+async def with_reporting(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+    async with running_system(settings, token, reporting=True) as system:
+        await system.configure()
+        await system.enrol("fam-b", allocate=10_000)
+        yield system
+
+
+async def test_bad_input_is_a_problem_not_a_500(with_reporting: System, settings: Settings) -> None:
+    """NUL in a path or a body, JSON nested 1,000 deep, times outside 2000-2099 (one of them
+    before year 1 once in UTC): each a 4xx problem that records nothing (each was a 500)."""
+    system = with_reporting
+    assert system.reporting is not None
+    admin = system.admin()
+    before = await _events(settings)
+    deep = "[" * 1_000 + "]" * 1_000
+    attempts = [
+        system.allocation.get("/pilots/wigan/families/fam%00b", headers=admin),
+        system.allocation.put(
+            "/pilots/wigan", json={"name": "Wig\x00an", "period_months": 12}, headers=admin
+        ),
+        system.allocation.post(
+            "/pilots/wigan/families/fam-b/allocations",
+            data=f'{{"amount_pence": 1, "note": {deep}}}',
+            headers={**admin, "Content-Type": "application/json"},
+        ),
+        *(
+            system.allocation.post(
+                "/pilots/wigan/families/fam-b/allocations",
+                json={"amount_pence": 1, "occurred_at": moment},
+                headers=admin,
+            )
+            for moment in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00")
+        ),
+        *(
+            system.reporting.get(
+                f"/pilots/wigan/families/fam-b/balance?as_of={moment}", headers=admin
+            )
+            for moment in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00%2B14:00")
+        ),
+    ]
+    for attempt in attempts:
+        response = await attempt
+        assert 400 <= response.status < 500, (response.url, response.status)
+        assert response.content_type == "application/problem+json"
+    assert await _events(settings) == before
+
+
+async def test_every_answer_carries_the_safe_headers(with_reporting: System) -> None:
+    """JSON, CSV and the dashboard: no server version, no sniffing, no referrer, no cache."""
+    system = with_reporting
+    assert system.reporting is not None
+    answers = [
+        await system.allocation.get("/pilots/wigan/families/fam-b", headers=system.admin()),
+        await system.reporting.get("/pilots/wigan/transactions.csv", headers=system.finance()),
+        await system.reporting.get("/pilots/wigan/dashboard", headers=system.admin()),
+        await system.spending.get("/pilots/wigan/spend-requests/nothing", headers=system.admin()),
+    ]
+    for answer in answers:
+        assert answer.headers["Server"] == "ledger", answer.url
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
+async def _events(settings: Settings) -> int:
+    total = 0
+    for service in ("allocation", "spending", "approval"):
+        async with connect_service_db(settings, service) as conn:
+            total += await conn.fetchval("SELECT count(*) FROM events")
+    return total
