@@ -39,7 +39,7 @@ from shared.core.kafka import topic_bounds
 from shared.core.metrics import Metrics
 from shared.core.schema import apply_migrations, migrations_of
 from shared.core.settings import Settings
-from shared.web.registry import core_migrations
+from shared.web.registry import core_migrations, topic_owners
 from shared.web.service import consumer_runner
 
 __all__ = ["Progress", "RebuildReport", "TableComparison", "rebuild"]
@@ -115,7 +115,8 @@ async def rebuild(
                 await apply_migrations(
                     conn, core_migrations() + migrations_of("services.reporting")
                 )
-            runner = consumer_runner(CONSUMER, settings, pool, Metrics("reporting"))
+            owners = topic_owners(settings)
+            runner = consumer_runner(CONSUMER, settings, pool, Metrics("reporting"), owners)
             records = await _bulk(settings, runner, progress)
             records += await _close_gap(live, runner, progress)
             async with live.transaction():

@@ -26,7 +26,7 @@ from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.schema import Migration, apply_migrations, ensure_database, migrations_of
 from shared.core.settings import Settings
 from shared.web.http import Route
-from shared.web.service import Setup, build_service_app, utcnow
+from shared.web.service import Setup, build_service_app, source_of, utcnow
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -40,6 +40,7 @@ __all__ = [
     "migrate",
     "service",
     "services",
+    "topic_owners",
 ]
 
 ENTRY_POINT_GROUP = "ledger.services"
@@ -87,7 +88,9 @@ class ServiceDefinition:
         ids: Callable[[], UUID] = uuid4,
     ) -> web.Application:
         """The service's aiohttp application; nothing opens until it starts."""
-        return build_service_app(self, settings, clock=clock, ids=ids)
+        return build_service_app(
+            self, settings, clock=clock, ids=ids, owners=topic_owners(settings)
+        )
 
 
 def services() -> tuple[ServiceDefinition, ...]:
@@ -112,6 +115,12 @@ def service(name: str) -> ServiceDefinition:
         if definition.name == name:
             return definition
     raise LookupError(f"no service named {name} is installed")
+
+
+def topic_owners(settings: Settings) -> dict[str, str]:
+    """Each ledger topic (as named in these settings) and the one source that writes it:
+    the event store of the service that publishes it (``ledger/<service>``)."""
+    return {settings.topic(d.topic): source_of(d.name) for d in services() if d.topic is not None}
 
 
 def ledger_topics() -> tuple[str, ...]:

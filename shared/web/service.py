@@ -9,7 +9,7 @@ Resources open in a ``cleanup_ctx`` and close in reverse order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -129,8 +129,10 @@ def build_service_app(
     *,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
+    owners: Mapping[str, str],
 ) -> web.Application:
-    """The aiohttp application of one service; nothing opens until it starts."""
+    """The aiohttp application of one service; nothing opens until it starts. ``owners``:
+    each ledger topic and the source that alone writes it (its consumers reject others)."""
     secret = settings.jwt_secret.get_secret_value()
     if not secret:
         raise ValueError("LEDGER_JWT_SECRET must be set")
@@ -162,7 +164,7 @@ def build_service_app(
         app.router.add_route(route.method, route.path, handler)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_service(app, definition, settings, custody, clock, ids):
+        async for _ in _run_service(app, definition, settings, custody, clock, ids, owners):
             yield
 
     async def drain(app: web.Application) -> None:
@@ -181,6 +183,7 @@ async def _run_service(
     custody: KeyCustody,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
+    owners: Mapping[str, str],
 ) -> AsyncIterator[None]:
     """Open the pool, migrate, start relay and consumers; on the way out, stop them in reverse."""
     log = structlog.get_logger()
@@ -195,7 +198,7 @@ async def _run_service(
             wrapped = await wrap_legacy_keys(conn, custody)
         if wrapped:
             log.info("legacy_keys_wrapped", count=wrapped)
-        store = EventStore(f"ledger/{service}", clock, ids, metrics)
+        store = EventStore(source_of(service), clock, ids, metrics)
         core = ServiceCore(
             service,
             settings,
@@ -220,7 +223,7 @@ async def _run_service(
         if relay is not None:
             readiness.add("relay", _relay_healthy(relay))
             await relay.start()
-        runners = [consumer_runner(spec, settings, pool, metrics) for spec in specs]
+        runners = [consumer_runner(spec, settings, pool, metrics, owners) for spec in specs]
         core.consumers.update({spec.name: r for spec, r in zip(specs, runners, strict=True)})
         app[CONSUMERS] = core.consumers
         for runner in runners:
@@ -264,8 +267,17 @@ def _relay(
     )
 
 
+def source_of(service: str) -> str:
+    """The ``source`` of every event a service's store appends."""
+    return f"ledger/{service}"
+
+
 def consumer_runner(
-    spec: ConsumerSpec, settings: Settings, pool: asyncpg.Pool[asyncpg.Record], metrics: Metrics
+    spec: ConsumerSpec,
+    settings: Settings,
+    pool: asyncpg.Pool[asyncpg.Record],
+    metrics: Metrics,
+    owners: Mapping[str, str],
 ) -> ConsumerRunner:
     """The runner of a consumer a service names, with its configured topics and group."""
     name = f"{settings.topic_prefix}{spec.name}"
@@ -279,6 +291,7 @@ def consumer_runner(
         deadletter_topic=settings.topic(DEADLETTER_TOPIC),
         batch_size=settings.consumer_batch_size,
         metrics=metrics,
+        owners=owners,
     )
 
 

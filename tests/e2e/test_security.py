@@ -3,19 +3,22 @@ and audience, and the ids a caller may put into events."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from shared.core.kafka import ensure_topics
+from shared.core.events import chain_hash, partition_key
+from shared.core.kafka import ensure_topics, new_producer
 from shared.core.settings import Settings
 from shared.web.auth import mint_token
 from shared.web.registry import ledger_topics
 from tests.conftest import JWT_SECRET, Infrastructure
 from tests.e2e.system import System, auth, running_system
-from tests.support import connect_service_db
+from tests.support import connect_service_db, read_topic, wait_for
 
 DISCLOSURE = {"disclosed_on": "2026-06-01", "method": "in_person"}
 
@@ -227,3 +230,84 @@ async def _events(settings: Settings) -> int:
         async with connect_service_db(settings, service) as conn:
             total += await conn.fetchval("SELECT count(*) FROM events")
     return total
+
+
+async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
+    with_reporting: System, settings: Settings
+) -> None:
+    """Records on allocation's topic that another source wrote, whose hash is not their own,
+    or whose prev_hash does not continue the family's stream, are rejected by every consumer
+    (before, each was applied: £9,999 appeared in approval's and reporting's balances), go to
+    the dead-letter topic, and hold nothing back: the family's next real event applies."""
+    system = with_reporting
+
+    async def every_consumer_has_the_family() -> bool:
+        for service in ("spending", "approval", "reporting"):
+            async with connect_service_db(settings, service) as conn:
+                applied = await conn.fetchval(
+                    "SELECT version FROM consumer_streams WHERE stream_id = 'family:wigan:fam-b'"
+                )
+            if applied != 2:
+                return False
+        return True
+
+    await wait_for(every_consumer_has_the_family)  # the forger writes after the real events
+    async with connect_service_db(settings, "allocation") as conn:
+        last = json.loads(
+            await conn.fetchval(
+                "SELECT envelope FROM events WHERE family_id = 'fam-b' "
+                "ORDER BY stream_version DESC LIMIT 1"
+            )
+        )
+    forged = []
+    for source, prev_hash, bad_hash in (
+        ("ledger/spending", last["hash"], False),  # not the topic's owner
+        ("ledger/allocation", last["hash"], True),  # its hash is not its own
+        ("ledger/allocation", "0" * 64, False),  # does not continue the stream
+    ):
+        event = {
+            **last,
+            "id": str(uuid.uuid4()),
+            "type": "family.budget_allocated",
+            "source": source,
+            "stream_version": last["stream_version"] + 1,
+            "prev_hash": prev_hash,
+            "data": {
+                "allocation_id": str(uuid.uuid4()),
+                "amount_pence": 999_900,
+                "period_start": "2026-01-05",
+                "period_end": "2027-01-04",
+                "note": None,
+                "pilot_version": 1,
+                "period_allocated_pence": 1_009_900,
+            },
+        }
+        event["hash"] = "f" * 64 if bad_hash else chain_hash(event)
+        forged.append(event)
+    producer = new_producer(settings.kafka_bootstrap, "forger")
+    await producer.start()
+    try:
+        for event in forged:
+            await producer.send_and_wait(
+                settings.topic("ledger.allocation"),
+                json.dumps(event).encode(),
+                key=partition_key("wigan", "fam-b"),
+            )
+    finally:
+        await producer.stop()
+    dead = await read_topic(settings, "ledger.deadletter", expect=9, timeout=30)
+    assert len(dead) == 9  # three forgeries, each rejected by spending, approval and reporting
+    assert all("rejected" in record.headers.get("error", "") for record in dead), dead[0].headers
+    await system.allocate("fam-b", 5_000)  # the family's next real event
+
+    async def balances_are_real() -> bool:
+        for service in ("approval", "reporting"):
+            async with connect_service_db(settings, service) as conn:
+                allocated = await conn.fetchval(
+                    "SELECT allocated_pence FROM balances WHERE family_id = 'fam-b'"
+                )
+            if allocated != 15_000:
+                return False
+        return True
+
+    await wait_for(balances_are_real, timeout=20)

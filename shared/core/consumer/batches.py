@@ -3,12 +3,18 @@
 The fast path applies the whole batch in one transaction; a record whose handler fails
 sends the batch down the careful path, where each record runs in a savepoint, so that the
 failure parks that record (and its family's later ones) and the rest still commit.
+
+A record that cannot be what it claims is rejected, never applied: its ``source`` is not
+the service that owns the topic, its ``hash`` is not the hash of its content, its
+``prev_hash`` does not continue the stream as applied here, or it repeats the last applied
+version with different content. It is parked under a key of its own (its family's later
+records are not held behind it) and dead-lettered, so the alert names it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +28,7 @@ from shared.core.errors import ConcurrencyError
 from shared.core.events import Envelope
 from shared.core.metrics import Metrics
 
-__all__ = ["GAP", "BatchApplier", "EventHandler", "decode_record", "retriable"]
+__all__ = ["GAP", "REJECTED", "BatchApplier", "EventHandler", "decode_record", "retriable"]
 
 _LOCK_OFFSET = """
 INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
@@ -34,12 +40,14 @@ UPDATE consumer_offsets SET next_offset = $4 WHERE consumer = $1 AND topic = $2 
 """
 _STORED_OFFSETS = "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1"
 _VERSIONS = """
-SELECT stream_id, version FROM consumer_streams WHERE consumer = $1 AND stream_id = ANY($2::text[])
+SELECT stream_id, version, last_hash FROM consumer_streams
+WHERE consumer = $1 AND stream_id = ANY($2::text[])
 """
 _SAVE_VERSIONS = """
-INSERT INTO consumer_streams (consumer, stream_id, version)
-SELECT $1, * FROM unnest($2::text[], $3::integer[])
-ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version
+INSERT INTO consumer_streams (consumer, stream_id, version, last_hash)
+SELECT $1, * FROM unnest($2::text[], $3::integer[], $4::text[])
+ON CONFLICT (consumer, stream_id)
+DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash
 """
 _PARKED_KEYS = "SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2"
 _PARK = """
@@ -49,6 +57,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
 """
 HELD_BEHIND = "held behind an earlier record of the same family that could not be applied"
 GAP = "gap: "
+REJECTED = "rejected: "
 
 
 class EventHandler(Protocol):
@@ -66,6 +75,7 @@ class StreamVersions:
     """The last applied version of each stream a transaction touches, and what it changed."""
 
     known: dict[str, int]
+    hashes: dict[str, str | None] = field(default_factory=dict)  # of each last applied event
     changed: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -75,17 +85,26 @@ class StreamVersions:
         """The stored versions of the streams these envelopes belong to."""
         stream_ids = [e.stream_id for e in envelopes if isinstance(e, Envelope)]
         rows = await conn.fetch(_VERSIONS, consumer, stream_ids)
-        return cls({row["stream_id"]: row["version"] for row in rows})
+        return cls(
+            {row["stream_id"]: row["version"] for row in rows},
+            {row["stream_id"]: row["last_hash"] for row in rows},
+        )
 
     def advance(self, envelope: Envelope) -> None:
         """The envelope's stream now stands at its version."""
         self.known[envelope.stream_id] = self.changed[envelope.stream_id] = envelope.stream_version
+        self.hashes[envelope.stream_id] = envelope.hash
 
     async def save(self, conn: Connection, consumer: str) -> None:
         """Store what changed, in the caller's transaction."""
         if self.changed:
+            streams = list(self.changed)
             await conn.execute(
-                _SAVE_VERSIONS, consumer, list(self.changed), list(self.changed.values())
+                _SAVE_VERSIONS,
+                consumer,
+                streams,
+                [self.changed[stream] for stream in streams],
+                [self.hashes.get(stream) for stream in streams],
             )
 
 
@@ -98,10 +117,12 @@ class BatchApplier:
         pool: asyncpg.Pool[asyncpg.Record],
         handler: EventHandler,
         metrics: Metrics,
+        owners: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.pool = pool
         self._handler = handler
+        self._owners = dict(owners or {})  # topic -> the source that alone writes it
         self._metrics = metrics
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
 
@@ -191,7 +212,11 @@ class BatchApplier:
             error: str | None = HELD_BEHIND
             self._metrics.parked.labels(self.name, partition.topic).inc()
         else:
-            error = await self.apply_one(conn, envelope, batch.versions, careful=careful)
+            error = await self.apply_one(
+                conn, envelope, batch.versions, topic=partition.topic, careful=careful
+            )
+        if error is not None and error.startswith(REJECTED):
+            key = f"{REJECTED}{partition.partition}:{record.offset}"  # holds nothing back
         if error is None:
             batch.applied += 1
             if (
@@ -221,11 +246,15 @@ class BatchApplier:
         envelope: Envelope | str,
         versions: StreamVersions,
         *,
+        topic: str,
         careful: bool,
     ) -> str | None:
         """Apply one decoded record; return why it cannot be applied, or None."""
         if isinstance(envelope, str):
             return envelope
+        rejection = self._rejection(envelope, topic, versions)
+        if rejection is not None:
+            return REJECTED + rejection
         last = versions.known.get(envelope.stream_id, 0)
         if envelope.stream_version <= last:
             return None  # a redelivery: its effect is already here
@@ -249,6 +278,29 @@ class BatchApplier:
                 raise CarefulRetryNeededError from error
             return f"{type(error).__name__}: {error}"
         versions.advance(envelope)
+        return None
+
+    def _rejection(self, envelope: Envelope, topic: str, versions: StreamVersions) -> str | None:
+        """Why the record cannot be the event it claims to be, or None."""
+        owner = self._owners.get(topic)
+        if owner is not None and envelope.source != owner:
+            return f"source {envelope.source!r} on {topic}, which only {owner} writes"
+        if envelope.hash != envelope.computed_hash():
+            return f"event {envelope.id}: its hash is not the hash of its content"
+        last = versions.known.get(envelope.stream_id, 0)
+        last_hash = versions.hashes.get(envelope.stream_id)
+        if last_hash is None:
+            return None  # nothing applied yet, or applied before hashes were kept
+        if envelope.stream_version == last + 1 and envelope.prev_hash != last_hash:
+            return (
+                f"event {envelope.id}: its prev_hash does not continue stream "
+                f"{envelope.stream_id} as applied here (version {last})"
+            )
+        if envelope.stream_version == last and envelope.hash != last_hash:
+            return (
+                f"event {envelope.id} claims version {last} of {envelope.stream_id}, "
+                "which is another event"
+            )
         return None
 
     async def _handle(self, conn: Connection, envelope: Envelope, *, careful: bool) -> None:

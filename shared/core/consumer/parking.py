@@ -41,7 +41,7 @@ async def retry_parked(applier: BatchApplier) -> int:
                 for row in list(rows):
                     where = (name, topic, row["offset"], row["partition"])
                     error = await applier.apply_one(
-                        conn, envelopes[row["offset"]], versions, careful=True
+                        conn, envelopes[row["offset"]], versions, topic=topic, careful=True
                     )
                     if error is None:
                         await conn.execute(_UNPARK, *where)

@@ -48,12 +48,13 @@ class ConsumerRunner(BackgroundTask):
         batch_size: int,
         metrics: Metrics,
         producer_factory: Callable[[str, str], AIOKafkaProducer] = new_producer,
+        owners: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"consumer:{name}")
         self.name = name
         self._pool = pool
         self._producer_factory = producer_factory
-        self._applier = BatchApplier(name, pool, handler, metrics)
+        self._applier = BatchApplier(name, pool, handler, metrics, owners)
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._topics = tuple(topics)
