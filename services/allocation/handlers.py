@@ -212,7 +212,7 @@ class Allocation:
         assert state.team is not None
         assert state.worker is not None
         assert state.arm is not None
-        require_team(principal, state.team)
+        require_team(principal, state.team, unseen=NotFoundError("no such family in this pilot"))
         return FamilyView(
             pilot_id=pilot_id,
             family_id=family_id,
@@ -267,7 +267,7 @@ class Allocation:
         family = await self._family(conn, pilot_id, family_id)
         team = family.state.require().team
         assert team is not None
-        require_team(caller.principal, team)
+        require_team(caller.principal, team, unseen=NotFoundError("no such family in this pilot"))
         check_occurred_at(
             caller.context.occurred_at,
             self._core.clock(),
@@ -364,7 +364,7 @@ class Allocation:
             family = await self._family(conn, pilot_id, family_id)
             team = family.state.require().team
             assert team is not None
-            require_team(principal, team)
+            require_team(principal, team, unseen=NotFoundError("no such family in this pilot"))
             found = await adjustments.view(conn, pilot_id, family_id, adjustment_id)
         if found is None:
             raise NotFoundError("no such adjustment for this family")
@@ -461,7 +461,7 @@ class Allocation:
             family = await self._family(conn, pilot_id, family_id)
             team = family.state.require().team
             assert team is not None
-            require_team(principal, team)
+            require_team(principal, team, unseen=NotFoundError("no such family in this pilot"))
             subject = subject_of(pilot_id, family_id)
             notes = []
             for envelope in family.stream.envelopes:

@@ -144,7 +144,8 @@ def routes() -> list[Route]:
             "A family's state",
             ROLES,
             response=FamilyView,
-            description="Social workers and managers see their own team's families only.",
+            description="Social workers and managers see their own team's families only: another "
+            "team's answers 404, as a family that does not exist.",
             tags=tags,
         ),
         command_route(

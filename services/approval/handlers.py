@@ -43,7 +43,7 @@ from shared.core.errors import NotFoundError
 from shared.core.events import Actor, Envelope
 from shared.core.eventstore import CommandContext
 from shared.core.personal import Sealer, subject_of
-from shared.web.auth import Principal
+from shared.web.auth import Principal, require_team
 from shared.web.http import Caller
 from shared.web.service import ServiceCore
 
@@ -201,8 +201,10 @@ class Approval:
 
         async def handle(conn: Connection) -> CommandResult:
             row = await process.request_row(conn, pilot_id, request_id)
+            unseen = NotFoundError("no such spend request awaiting approval")
             if row is None:
-                raise NotFoundError("no such spend request awaiting approval")
+                raise unseen
+            require_team(principal, row["team"], unseen=unseen)  # another team's: not there
             facts = process.request_facts(row)
             check_occurred_at(
                 caller.context.occurred_at,

@@ -32,6 +32,7 @@ UPTAKE_EVENT_TYPES = [
     "purchase.refunded",
 ]
 
+_NO_FAMILY = "no such family in this pilot"  # also another team's, to its workers
 _FAMILY = "SELECT team, enrolled_on FROM family_view WHERE pilot_id = $1 AND family_id = $2"
 _PILOT_EVENTS = """
 SELECT envelope FROM history WHERE pilot_id = $1 AND type = ANY($2::text[])
@@ -57,7 +58,9 @@ class Reporting:
         pilot = await views.pilot_in_force(conn, pilot_id)
         if family is None or pilot is None:
             raise NotFoundError("no such family in this pilot")
-        require_team(principal, family["team"])
+        require_team(
+            principal, family["team"], unseen=NotFoundError("no such family in this pilot")
+        )
         enrolled_on: date = family["enrolled_on"]
         return enrolled_on, pilot.period_lengths
 

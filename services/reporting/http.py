@@ -89,7 +89,8 @@ def routes() -> list[Route]:
             query=BalanceQuery,
             description="available = allocated - committed - spent for the budget period "
             "containing now, or as_of: then answered by adding up the facts recorded up to "
-            "that moment. Social workers and managers see their own team's families only.",
+            "that moment. Social workers and managers see their own team's families only (another "
+            "team's answers 404, as a family that does not exist).",
             tags=tags,
         ),
         Route(

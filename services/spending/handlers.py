@@ -156,7 +156,9 @@ class Spending:
         async with self._core.pool.acquire() as conn:
             request = await self._load(conn, pilot_id, request_id)
             decision = await views.decision_of(conn, request_id)
-        require_team(principal, request.state.require().team)
+        require_team(
+            principal, request.state.require().team, unseen=NotFoundError("no such spend request")
+        )
         return _view(pilot_id, request.state, decision, request.stream.version)
 
     async def _decision(self, request_id: UUID) -> requests.Decision | None:
@@ -184,7 +186,7 @@ class Spending:
         async def handle(conn: Connection) -> CommandResult:
             request = await self._load(conn, pilot_id, request_id)
             made = request.state.require()
-            require_team(caller.principal, made.team)
+            require_team(caller.principal, made.team, unseen=NotFoundError("no such spend request"))
             await _within_business_time(conn, caller, pilot_id, made.family_id, self._core.clock())
             command = await build(conn, subject_of(pilot_id, made.family_id))
             decided = await self._core.aggregates.execute(
@@ -270,7 +272,7 @@ class Spending:
             team = await conn.fetchval(_REQUEST_TEAM, request_id, pilot_id)
         if team is None:
             raise NotFoundError("no such spend request")
-        require_team(principal, team)
+        require_team(principal, team, unseen=NotFoundError("no such spend request"))
 
 
 async def _eligible(
@@ -283,7 +285,8 @@ async def _eligible(
     family = await views.family_of(conn, pilot_id, body.family_id)
     if family is None:
         raise UnprocessableError("no such family in this pilot", code="unknown_family")
-    require_team(principal, family.team)
+    unknown = UnprocessableError("no such family in this pilot", code="unknown_family")
+    require_team(principal, family.team, unseen=unknown)
     _refuse_family(family, on)
     if body.category not in pilot.config.categories:
         raise UnprocessableError(

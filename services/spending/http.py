@@ -65,7 +65,8 @@ def routes() -> list[Route]:
             "A request's status and money",
             ROLES,
             response=RequestView,
-            description="Social workers and managers see their own team's requests only.",
+            description="Social workers and managers see their own team's requests only: another "
+            "team's answers 404, as a request that does not exist.",
             tags=tags,
         ),
         command_route(

@@ -110,8 +110,12 @@ async def _authorise_replay(conn: Connection, handler: Handler) -> None:
         await handler(conn)
     except (ForbiddenError, UnauthorizedError):
         raise
-    except (LedgerError, asyncpg.PostgresError):
-        pass  # refused now for another reason: the first answer stands
+    except LedgerError as error:
+        if error.refuses_caller:
+            raise
+        # refused now for another reason (a conflict, say): the first answer stands
+    except asyncpg.PostgresError:
+        pass
     finally:
         REHEARSAL.reset(rehearsing)
         await savepoint.rollback()

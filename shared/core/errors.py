@@ -30,6 +30,9 @@ class LedgerError(Exception):
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        # The caller may not do this, whatever the answer says (another team's family
+        # answers as a missing one): a replay of an earlier answer is refused too.
+        self.refuses_caller = False
         if code is not None:
             self.code = code  # type: ignore[misc]  # an instance may refine its class's code
 

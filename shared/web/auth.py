@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.core.errors import ForbiddenError, UnauthorizedError
+from shared.core.errors import ForbiddenError, LedgerError, UnauthorizedError
 
 __all__ = [
     "ROLES",
@@ -151,7 +151,16 @@ def require_pilot(principal: Principal, pilot_id: str) -> None:
         raise ForbiddenError("this token is for another pilot", code="forbidden_pilot")
 
 
-def require_team(principal: Principal, team: str) -> None:
-    """Social workers and managers act for their own team's families only."""
+def require_team(principal: Principal, team: str, *, unseen: LedgerError | None = None) -> None:
+    """Social workers and managers act for their own team's families only.
+
+    ``unseen``: what the caller would be answered if the family (or request) did not exist.
+    Another team's family answers exactly that, so that a worker cannot learn which families
+    exist beyond their team; without it (a family named in a body), 403 forbidden_team.
+    """
     if principal.role in TEAM_SCOPED_ROLES and principal.team != team:
-        raise ForbiddenError("this family belongs to another team", code="forbidden_team")
+        refusal = unseen or ForbiddenError(
+            "this family belongs to another team", code="forbidden_team"
+        )
+        refusal.refuses_caller = True
+        raise refusal

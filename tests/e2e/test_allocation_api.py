@@ -353,16 +353,26 @@ async def test_token_without_expiry_is_refused(
 async def test_workers_see_and_act_for_their_team_only(
     client: Client, token: Callable[..., str]
 ) -> None:
-    """Another team's social worker may not read, act on, or enrol into this team's families."""
+    """Another team's social worker may not read, act on, or enrol into this team's families:
+    to them, another team's family answers as one that does not exist (404), so its
+    existence is not given away; enrolling into another team is 403."""
     await setup_wigan(client, token)
     outsider = token("social_worker", "wigan", sub="w-9", team="t-9")
     path = "/pilots/wigan/families/fam-1"
-    assert (await client.get(path, headers=auth(outsider))).status == 403
+    seen = await client.get(path, headers=auth(outsider))
+    unknown = await client.get("/pilots/wigan/families/fam-404", headers=auth(outsider))
+    seen_body, unknown_body = await seen.json(), await unknown.json()
+    assert (seen.status, seen_body["code"], seen_body["detail"]) == (
+        unknown.status,
+        unknown_body["code"],
+        unknown_body["detail"],
+    )
+    assert seen.status == 404
     exit_ = await client.post(
         f"{path}/exit", json={"reason": "x", "exited_on": "2026-05-01"}, headers=auth(outsider)
     )
-    assert exit_.status == 403
-    assert (await exit_.json())["code"] == "forbidden_team"
+    assert exit_.status == 404
+    assert (await exit_.json())["code"] == "not_found"
     enrol = await client.post(
         "/pilots/wigan/families",
         json={"family_id": "fam-2", "team": "t-1", "worker": "w-9", "enrolled_on": "2026-04-01"},

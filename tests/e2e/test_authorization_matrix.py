@@ -4,8 +4,10 @@ role, for its own pilot and another, in its own team and another, and with no to
 What is allowed is written out below from ``../shared/API.md`` (and, for operations the
 project added since, from the README). The OpenAPI documents must say the same (``x-roles``),
 and every cell must answer as the table says: 401 without a token, 403 for another pilot, a
-role the table does not name, or a social worker or manager of another team where the
-operation concerns a family; anything but 401 and 403 where it is allowed. Every cell's
+role the table does not name; to a social worker or manager of another team, a family or
+request is not there (the answer one that does not exist gets: 404, or 422 unknown_family
+for a spend request naming it), except that enrolling into another team is 403; anything
+but 401 and 403 where it is allowed. Every cell's
 result is kept in ``.local/artefacts/authorization-matrix.json``.
 """
 
@@ -31,20 +33,21 @@ ARTEFACTS = Path(".local/artefacts")
 
 @dataclass(frozen=True)
 class Allowed:
-    """Who may call an operation, and whether a team role must be the family's team."""
+    """Who may call an operation, and what a social worker or manager of another team gets."""
 
     roles: frozenset[str]
-    own_team: bool
+    other_team: str | None  # None: the operation is about the pilot, any team may
 
 
-def family(roles: frozenset[str]) -> Allowed:
-    """About one family: a social worker or manager must be of its team."""
-    return Allowed(roles, own_team=True)
+def family(roles: frozenset[str], other_team: str = "404") -> Allowed:
+    """About one family: to another team's worker or manager it is not there (the answer a
+    family that does not exist gets), so existence is not given away."""
+    return Allowed(roles, other_team)
 
 
 def pilot_wide(roles: frozenset[str]) -> Allowed:
     """About the pilot as a whole: any team."""
-    return Allowed(roles, own_team=False)
+    return Allowed(roles, None)
 
 
 # (service, method, path) -> who may. API.md's tables, then the project's additions.
@@ -57,14 +60,15 @@ OVERSIGHT = frozenset({"admin", "manager", "auditor"})
 TABLE: dict[tuple[str, str, str], Allowed] = {
     ("allocation", "PUT", "/pilots/{pilot_id}"): pilot_wide(ADMIN),
     ("allocation", "GET", "/pilots/{pilot_id}"): pilot_wide(ANY),
-    ("allocation", "POST", "/pilots/{pilot_id}/families"): family(WRITERS),
+    # Enrolling into another team names that team in the body: refused, not hidden.
+    ("allocation", "POST", "/pilots/{pilot_id}/families"): family(WRITERS, "403"),
     ("allocation", "GET", F): family(ANY),
     ("allocation", "POST", f"{F}/allocations"): family(ADMIN),
     ("allocation", "POST", f"{F}/adjustments"): family(ADMIN),
     ("allocation", "POST", f"{F}/exit"): family(WRITERS),
     ("allocation", "POST", f"{F}/disclosures"): family(WORKERS),
     ("allocation", "POST", f"{F}/outcomes"): family(WRITERS),
-    ("spending", "POST", R): family(WORKERS),
+    ("spending", "POST", R): family(WORKERS, "422"),  # unknown_family, as for none
     ("spending", "GET", f"{R}/{{request_id}}"): family(ANY),
     ("spending", "POST", f"{R}/{{request_id}}/withdraw"): family(WORKERS),
     ("spending", "POST", f"{R}/{{request_id}}/purchases"): family(HANDLERS),
@@ -192,8 +196,8 @@ def _expected(allowed: Allowed, caller: Caller) -> str:
         return "401"
     if caller.pilot != "wigan" or caller.role not in allowed.roles:
         return "403"
-    if allowed.own_team and caller.role in TEAM_SCOPED_ROLES and caller.team != "t-1":
-        return "403"
+    if allowed.other_team and caller.role in TEAM_SCOPED_ROLES and caller.team != "t-1":
+        return allowed.other_team
     return "allowed"
 
 

@@ -101,7 +101,7 @@ async def test_a_fifth_service_registers_migrates_serves_and_consumes(
         tables = {row["tablename"] for row in await conn.fetch("SELECT tablename FROM pg_tables")}
     assert {"seen", "events", "outbox", "consumer_offsets"} <= tables
 
-    [event] = envelopes_for("p", "f", [1])
+    [event] = envelopes_for("p", "f", [1], source="ledger/allocation")  # the topic's owner
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:

@@ -69,7 +69,8 @@ async def test_bad_spend_requests_record_nothing(
 async def test_spending_and_approval_check_who_is_calling(
     system: System, settings: Settings
 ) -> None:
-    """Wrong role, wrong pilot, other team, other requester: 403; auditors read but never write."""
+    """Wrong role, wrong pilot, other requester: 403; another team's family or request answers
+    as a missing one; auditors read but never write."""
     version = await system.enrol("fam-1", allocate=400_000)
     body = {**GOOD, "allocation_version": version}
     path = "/pilots/wigan/spend-requests"
@@ -104,8 +105,8 @@ async def test_spending_and_approval_check_who_is_calling(
             await system.spending.post(
                 path, json={**body, "requested_by": "sw-9"}, headers=system.worker("sw-9", "t-9")
             ),
-            403,
-            "forbidden_team",
+            422,
+            "unknown_family",  # another team's family is, to this worker, no family at all
         ),
         (await system.spending.post(path, json=body), 401, "missing_token"),
     ]
@@ -130,8 +131,8 @@ async def test_spending_and_approval_check_who_is_calling(
         ),
         (
             await system.approval.post(decide, json={}, headers=system.manager("m-9", "t-9")),
-            403,
-            "forbidden_team",
+            404,
+            "not_found",  # another team's request is, to this manager, not there
         ),
         (
             await system.approval.post(decide, json={"note": 5}, headers=system.manager()),
@@ -173,7 +174,7 @@ async def test_spending_and_approval_check_who_is_calling(
     other = await system.spending.get(
         f"/pilots/wigan/spend-requests/{request_id}", headers=system.worker("sw-9", "t-9")
     )
-    assert other.status == 403
+    assert other.status == 404  # another team's request is, to this worker, not there
 
 
 async def test_commands_on_unknown_requests_and_purchases_are_not_found(system: System) -> None:

@@ -28,16 +28,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def new_store(ids: Callable[[], UUID] = uuid4) -> EventStore:
-    return EventStore("ledger/test", utcnow, ids)
+def new_store(ids: Callable[[], UUID] = uuid4, source: str = "ledger/test") -> EventStore:
+    return EventStore(source, utcnow, ids)
 
 
 def envelopes_for(
-    pilot: str, family: str, numbers: list[int], poison: frozenset[int] = frozenset()
+    pilot: str,
+    family: str,
+    numbers: list[int],
+    poison: frozenset[int] = frozenset(),
+    source: str = "ledger/test",
 ) -> tuple[Envelope, ...]:
-    """A family stream's envelopes, sealed as the store would (versions 1..n)."""
+    """A family stream's envelopes, sealed as the store of ``source`` would (versions 1..n)."""
     stream = Stream(f"family:{pilot}:{family}", ())
-    return new_store().seal(
+    return new_store(source=source).seal(
         stream,
         [PendingEvent(Noted(number=n, poison=n in poison), pilot, family) for n in numbers],
         CONTEXT,
