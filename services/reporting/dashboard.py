@@ -130,7 +130,9 @@ def _hours(value: float | None) -> str:
     return _MISSING if value is None else f"{value:.1f}"
 
 
-def _number(value: int | str) -> str:
+def _number(value: int | str | None) -> str:
+    if value is None:
+        return _MISSING
     return f"{value:,}" if isinstance(value, int) else value
 
 
@@ -197,6 +199,8 @@ def render(
         + "</tr>"
         for outcome in outcomes
     )
+    # The charts describe the whole pilot: drawn only where its figures are shown.
+    spend_shown = figures["all"].spent_pence is not None
     sections = [
         _section(
             "Figures",
@@ -209,10 +213,13 @@ def render(
             if outcomes
             else "<p class='empty'>No outcomes recorded yet.</p>",
         ),
-        _section("Spend by category", _bar_chart("Spend by category", chart.spend_by_category)),
+        _section(
+            "Spend by category",
+            _bar_chart("Spend by category", chart.spend_by_category, shown=spend_shown),
+        ),
         _section(
             "Transaction sizes (purchases)",
-            _bar_chart("Purchases by size", chart.transaction_sizes),
+            _bar_chart("Purchases by size", chart.transaction_sizes, shown=spend_shown),
         ),
         _section(
             "Families with spend, by month",
@@ -220,7 +227,11 @@ def render(
         ),
         _section(
             "Time from request to decision",
-            _bar_chart("Requests by time to first decision", chart.time_to_decision),
+            _bar_chart(
+                "Requests by time to first decision",
+                chart.time_to_decision,
+                shown=figures["all"].requests is not None,
+            ),
         ),
     ]
     title = escape(f"{name}: devolved budgets")
@@ -232,9 +243,11 @@ def render(
         f"<header><h1>{title}</h1><p class='meta'>Pilot {escape(pilot_id)} · figures as of "
         f"{escape(as_of.strftime('%d %B %Y %H:%M UTC'))}</p></header>"
         f"<main class='grid'>{''.join(sections)}</main>"
-        "<footer>Counts of 1 to 4 families are shown as &lt;5, and rates built on them are "
-        "left out, as published statistics require. A family with spend has purchases minus "
-        "refunds above zero; medians and sizes count purchases, not refunds.</footer>"
+        "<footer>Counts of 1 to 4 families are shown as &lt;5, and every figure and chart "
+        "that rests on so few families is left out (&#8211;), in each arm and wherever it "
+        "could be worked back from the others, as published statistics require. A family "
+        "with spend has purchases minus refunds above zero; medians and sizes count "
+        "purchases, not refunds.</footer>"
         "</body></html>"
     )
 
@@ -248,8 +261,10 @@ def _section(heading: str, body: str, *, wide: bool = False) -> str:
     return f"<section{kind}><h2>{escape(heading)}</h2>{body}</section>"
 
 
-def _bar_chart(title: str, bars: Sequence[Bar]) -> str:
+def _bar_chart(title: str, bars: Sequence[Bar], *, shown: bool = True) -> str:
     """Horizontal bars, one per row, labelled on the left, their value on the right."""
+    if not shown:
+        return "<p class='empty'>Not shown: it rests on fewer than five families.</p>"
     if not bars:
         return "<p class='empty'>Nothing recorded yet.</p>"
     row, label_width, bar_width = 26, 120, 200

@@ -119,7 +119,7 @@ class Reporting:
         config, facts = await self._facts(pilot_id)
         figures = uptake.compute(facts, config.forecast_spend_per_family_pence)
         if suppress_small_cells:
-            figures = {scope: uptake.suppress(f) for scope, f in figures.items()}
+            figures = uptake.suppress(figures)
         return UptakeView(
             pilot_id=pilot_id,
             as_of=self._core.clock(),
@@ -135,7 +135,7 @@ class Reporting:
             pilot_id,
             config.name,
             self._core.clock(),
-            {scope: uptake.suppress(f) for scope, f in figures.items()},
+            uptake.suppress(figures),
             dashboard.charts(facts),
         )
 

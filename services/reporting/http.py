@@ -111,7 +111,9 @@ def routes() -> list[Route]:
             response=UptakeView,
             query=UptakeQuery,
             description="Computed from every recorded fact. Definitions are on each field; "
-            "suppress_small_cells=true shows counts of 1 to 4 families as <5.",
+            "suppress_small_cells=true shows counts of 1 to 4 families as <5 and hides (null) "
+            "every figure that rests on so few families, in each arm and wherever it could be "
+            "worked back from the other figures.",
             tags=tags,
         ),
         Route(

@@ -44,7 +44,8 @@ class HistoryView(Frozen):
 
 
 class UptakeQuery(BaseModel):
-    """``suppress_small_cells``: show counts of 1 to 4 families as "<5", as publication needs."""
+    """``suppress_small_cells``: counts of 1 to 4 families as "<5", and what rests on them
+    hidden, as publication needs (:func:`services.reporting.uptake.suppress`)."""
 
     model_config = ConfigDict(extra="forbid")
 

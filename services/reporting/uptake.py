@@ -56,23 +56,29 @@ class _Family:
 
 
 class Figures(BaseModel):
-    """The figures of a pilot, or of one arm of it."""
+    """The figures of a pilot, or of one arm of it. Published with small cells suppressed
+    (:func:`suppress`), a count of 1 to 4 families reads "<5" and a figure that rests on so
+    few families, or that would give one away, reads null."""
 
     model_config = ConfigDict(frozen=True)
 
-    families_enrolled: int | str = Field(0, description="Families enrolled.")
-    families_with_request: int | str = Field(0, description="Families with a spend request.")
-    families_with_spend: int | str = Field(
+    families_enrolled: int | str | None = Field(0, description="Families enrolled.")
+    families_with_request: int | str | None = Field(0, description="Families with a spend request.")
+    families_with_spend: int | str | None = Field(
         0, description="Families whose purchases minus refunds are above zero."
     )
     uptake_rate: float | None = Field(None, description="families_with_spend / families_enrolled.")
-    requests: int = Field(0, description="Spend requests made.")
-    approved: int = Field(0, description="Requests approved (automatically or by a manager).")
-    rejected: int = Field(0, description="Requests rejected (insufficient funds or by a manager).")
-    allocated_pence: int = Field(
+    requests: int | None = Field(0, description="Spend requests made.")
+    approved: int | None = Field(
+        0, description="Requests approved (automatically or by a manager)."
+    )
+    rejected: int | None = Field(
+        0, description="Requests rejected (insufficient funds or by a manager)."
+    )
+    allocated_pence: int | None = Field(
         0, description="Allocations and top-ups less the cuts approval accepted, every period."
     )
-    spent_pence: int = Field(0, description="Purchases minus refunds.")
+    spent_pence: int | None = Field(0, description="Purchases minus refunds.")
     spend_vs_forecast: float | None = Field(
         None, description="spent_pence / (families_enrolled x forecast per family)."
     )
@@ -82,7 +88,7 @@ class Figures(BaseModel):
     share_transactions_under_2000_pence: float | None = Field(
         None, description="Share of purchases under £20."
     )
-    spent_by_category_pence: dict[str, int] = Field(
+    spent_by_category_pence: dict[str, int] | None = Field(
         default_factory=dict, description="Purchases minus refunds by category."
     )
     median_hours_to_decision: float | None = Field(
@@ -94,7 +100,7 @@ class Figures(BaseModel):
     share_families_told_budget: float | None = Field(
         None, description="Share of families told what their budget is."
     )
-    outcomes: dict[str, int | str] = Field(
+    outcomes: dict[str, int | str | None] = Field(
         default_factory=dict, description="Families' recorded outcomes, counted by outcome."
     )
 
@@ -234,27 +240,70 @@ def small_cell(value: int | str) -> int | str:
     return "<5" if isinstance(value, int) and 0 < value < SMALL_CELL else value
 
 
-def suppress(figures: Figures) -> Figures:
-    """Published statistics: 1 to 4 families shown as "<5"; rates built on them hidden."""
+# What each count of families stands behind: when the count is 1 to 4, these are hidden too.
+_RESTING_ON: dict[str, tuple[str, ...]] = {
+    "families_with_request": (
+        "requests",
+        "approved",
+        "rejected",
+        "median_hours_to_decision",
+        "share_requests_family_involved",
+    ),
+    "families_with_spend": (
+        "uptake_rate",
+        "spent_pence",
+        "spend_vs_forecast",
+        "median_transaction_pence",
+        "share_transactions_under_2000_pence",
+        "spent_by_category_pence",
+    ),
+}
+_FAMILY_COUNTS = ("families_enrolled", "families_with_request", "families_with_spend")
 
-    small = {
-        name
-        for name in ("families_enrolled", "families_with_request", "families_with_spend")
-        if small_cell(getattr(figures, name)) == "<5"
+
+def suppress(figures: dict[str, Figures]) -> dict[str, Figures]:
+    """Figures as published: no value rests on fewer than five families, and none hidden in
+    one arm can be recovered as the pilot's figure less the other arm's.
+
+    In each scope: a count of 1 to 4 families reads "<5"; when the scope's families enrolled
+    are so few, every figure of the scope is hidden (null), since each describes them; when
+    the families with a request, or with spend, are so few, the figures they make up are
+    hidden; an outcome counted for 1 to 4 families reads "<5". Then, complementary
+    suppression: a figure (or an outcome, or a category) hidden in one arm is hidden in
+    every arm, since the pilot's figure less the other arms' would give it.
+    """
+    hidden = {scope: _hidden_in(f) for scope, f in figures.items()}
+    arms = [scope for scope in figures if scope != "all"]
+    in_any_arm = set().union(*(hidden[arm] for arm in arms)) if arms else set()
+    for arm in arms:
+        hidden[arm] |= in_any_arm
+    return {scope: _hide(f, hidden[scope]) for scope, f in figures.items()}
+
+
+def _hidden_in(figures: Figures) -> set[str]:
+    """What this scope hides of itself: figure names, and ``outcomes.<name>`` keys."""
+    if _small(figures.families_enrolled):
+        return set(Figures.model_fields) | {f"outcomes.{name}" for name in figures.outcomes}
+    hidden = {name for name in _FAMILY_COUNTS if _small(getattr(figures, name))}
+    for count, resting in _RESTING_ON.items():
+        if count in hidden:
+            hidden.update(resting)
+    hidden.update(f"outcomes.{name}" for name, n in figures.outcomes.items() if _small(n))
+    return hidden
+
+
+def _small(value: object) -> bool:
+    return isinstance(value, int) and 0 < value < SMALL_CELL
+
+
+def _hide(figures: Figures, hidden: set[str]) -> Figures:
+    update: dict[str, object] = {}
+    for name in Figures.model_fields:
+        if name in hidden:
+            value = getattr(figures, name)
+            update[name] = "<5" if name in _FAMILY_COUNTS and _small(value) else None
+    update["outcomes"] = {
+        name: ("<5" if _small(count) else None) if f"outcomes.{name}" in hidden else count
+        for name, count in figures.outcomes.items()
     }
-    return figures.model_copy(
-        update={
-            "families_enrolled": small_cell(figures.families_enrolled),
-            "families_with_request": small_cell(figures.families_with_request),
-            "families_with_spend": small_cell(figures.families_with_spend),
-            "uptake_rate": (
-                None
-                if small & {"families_enrolled", "families_with_spend"}
-                else figures.uptake_rate
-            ),
-            "share_families_told_budget": (
-                None if "families_enrolled" in small else figures.share_families_told_budget
-            ),
-            "outcomes": {name: small_cell(count) for name, count in figures.outcomes.items()},
-        }
-    )
+    return figures.model_copy(update=update)

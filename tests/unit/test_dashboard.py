@@ -67,7 +67,7 @@ def test_sizes_and_decision_times_fall_in_their_bands() -> None:
 
 def test_the_page_shows_small_cells_as_fewer_than_five_and_escapes_names() -> None:
     facts = gather(history())
-    figures = {scope: suppress(f) for scope, f in compute(facts, 100_000).items()}
+    figures = suppress(compute(facts, 100_000))
     page = render("p", "<Wigan & co>", datetime(2026, 3, 9, tzinfo=UTC), figures, charts(facts))
     assert "&lt;Wigan &amp; co&gt;" in page
     assert "<Wigan" not in page

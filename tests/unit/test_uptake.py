@@ -7,7 +7,7 @@ from itertools import count
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from services.reporting.uptake import compute, gather, suppress
+from services.reporting.uptake import Figures, compute, gather, suppress
 from shared.contracts import PUBLISHED
 from shared.core.events import Envelope
 
@@ -274,8 +274,9 @@ def test_a_pilot_without_arms_reports_one_scope() -> None:
 
 
 def test_small_cells_are_suppressed_for_publication() -> None:
-    """1 to 4 families become "<5"; rates built on them are hidden; money stays."""
-    published = suppress(compute(gather(history()), forecast_pence=100_000)["all"])
+    """Four families: every figure rests on fewer than five, so every figure is hidden,
+    money too (before, the money stayed and the count could be worked back from it)."""
+    published = suppress(compute(gather(history()), forecast_pence=100_000))["all"]
     assert (
         published.families_enrolled,
         published.families_with_request,
@@ -284,4 +285,64 @@ def test_small_cells_are_suppressed_for_publication() -> None:
     assert published.uptake_rate is None
     assert published.share_families_told_budget is None
     assert published.outcomes == {"entered_care": "<5", "remained_at_home": "<5"}
-    assert published.spent_pence == 32_999
+    assert (published.spent_pence, published.spend_vs_forecast) == (None, None)
+    assert published.allocated_pence is None
+
+
+def trial(treated: int, controls: int, spenders: int) -> list[Envelope]:
+    """A randomised pilot: ``spenders`` of the treated families each spend £10.01 more than
+    the one before; each control family has an outcome."""
+    period: dict[str, Any] = {"period_start": "2026-01-01", "period_end": "2026-12-31"}
+    events = [event("family.enrolled", f"t{n}", arm="treatment") for n in range(treated)]
+    events += [event("family.enrolled", f"c{n}", arm="control") for n in range(controls)]
+    for n in range(spenders):
+        events += [
+            event("family.budget_allocated", f"t{n}", 2, amount_pence=50_000, **period),
+            event("spend_request.requested", f"t{n}", request_id=f"r{n}", family_involved=True),
+            event("decision.approved", f"t{n}", request_id=f"r{n}"),
+            event(
+                "purchase.recorded",
+                f"t{n}",
+                request_id=f"r{n}",
+                purchase_id=f"p{n}",
+                amount_pence=1_001 * (n + 1),
+                purchased_on="2026-02-01",
+            ),
+        ]
+    events += [
+        event("family.outcome_recorded", f"c{n}", outcome="remained_at_home")
+        for n in range(controls)
+    ]
+    return events
+
+
+def test_no_hidden_figure_can_be_worked_back_from_the_others() -> None:
+    """Seven treated families (three spending) and three controls: the controls' figures are
+    hidden, and so is each one in the treatment arm, since the pilot's less the treated
+    would give the controls'; and no hidden count follows from a rate and an amount shown."""
+    raw = compute(gather(trial(treated=7, controls=3, spenders=3)), forecast_pence=100_000)
+    published = suppress(raw)
+    pilot, treated, control = published["all"], published["treatment"], published["control"]
+    assert control.families_enrolled == "<5"
+    for name in Figures.model_fields:
+        if name == "outcomes":
+            continue
+        if getattr(control, name) in (None, "<5"):
+            # all - treatment = control: one of the two must be hidden too
+            assert getattr(treated, name) in (None, "<5") or getattr(pilot, name) in (None, "<5"), (
+                name
+            )
+    assert treated.outcomes.get("remained_at_home") in (None, "<5", 0) or (
+        pilot.outcomes.get("remained_at_home") in (None, "<5")
+    )
+    # Three treated families spent: spent and the rates built on it are hidden, so
+    # families_with_spend ("<5") cannot be worked out as spent / (mean spend).
+    assert (treated.families_with_spend, treated.spent_pence, treated.uptake_rate) == (
+        "<5",
+        None,
+        None,
+    )
+    assert (pilot.spent_pence, pilot.spend_vs_forecast) == (None, None)
+    # What rests on ten families is shown: the pilot's enrolment.
+    assert pilot.families_enrolled == 10
+    assert raw["all"].spent_pence == 1_001 + 2_002 + 3_003  # the figures were there to hide
