@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=0.5, gt=0)
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     shutdown_grace_seconds: float = Field(default=8.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0)  # then 408
 
     @classmethod
     def settings_customise_sources(

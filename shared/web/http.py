@@ -8,6 +8,7 @@ turns every error into RFC 9457 ``application/problem+json``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -32,6 +33,7 @@ from shared.core.types import CommandBody
 from shared.web.auth import Principal, TokenRules, decode_token, require_pilot, require_role
 
 __all__ = [
+    "BODY_TIMEOUT",
     "CLOCK",
     "MAX_BODY_BYTES",
     "METRICS",
@@ -55,6 +57,7 @@ MAX_BODY_BYTES = 1024 * 1024
 PROBLEM_JSON = "application/problem+json"
 TOKEN_RULES = web.AppKey("token_rules", TokenRules)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
+BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds to read a request's body
 METRICS = web.AppKey("metrics", Metrics)
 _PRINCIPAL = web.RequestKey("principal", Principal)
 _CORRELATION = web.RequestKey("correlation_id", str)
@@ -162,7 +165,13 @@ def _reject_constant(name: str) -> None:
 
 async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
     """The JSON body as ``model``: 415 if not JSON, 400 if malformed, 422 if invalid."""
-    raw = await request.read()
+    try:
+        # A client that trickles its body holds a connection and a worker: not for long.
+        raw = await asyncio.wait_for(request.read(), request.app[BODY_TIMEOUT])
+    except TimeoutError as error:
+        raise HttpProblemError(
+            408, "request_timeout", "Request timeout", "the body did not arrive in time"
+        ) from error
     if not raw.strip():
         data: Any = {}
     else:

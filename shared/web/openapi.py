@@ -21,8 +21,9 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
 _ERROR_STATUSES = {
     "400": "Malformed JSON or header",
     "401": "No token, or a token that cannot be trusted",
-    "403": "Wrong role, pilot or team",
+    "403": "Wrong role or pilot (another team's family or request answers 404)",
     "404": "Not found",
+    "408": "The body did not arrive in time",
     "409": "Conflict with what is recorded, or an Idempotency-Key reused",
     "413": "Body larger than 1 MiB",
     "415": "Body is not application/json",
@@ -123,7 +124,7 @@ def _success(route: Route, refs: Refs) -> dict[str, Any]:
 
 def _problems(route: Route, problem: dict[str, Any]) -> dict[str, Any]:
     """The problem answers a guarded route may give."""
-    body_only = {"400", "413", "415", "422"}
+    body_only = {"400", "408", "413", "415", "422"}
     responses: dict[str, Any] = {
         status: {
             "description": text,

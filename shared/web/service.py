@@ -34,6 +34,7 @@ from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
 from shared.web.auth import TokenRules
 from shared.web.http import (
+    BODY_TIMEOUT,
     CLOCK,
     MAX_BODY_BYTES,
     METRICS,
@@ -144,6 +145,7 @@ def build_service_app(
         max_lifetime=timedelta(seconds=settings.jwt_max_lifetime_seconds),
     )
     app[CLOCK] = clock
+    app[BODY_TIMEOUT] = settings.http_body_timeout_seconds
     custody = custody_of(settings)  # a missing or malformed key-encryption key fails here
     service = definition.name
     app[METRICS] = Metrics(service)

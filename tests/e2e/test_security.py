@@ -3,6 +3,7 @@ and audience, and the ids a caller may put into events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -311,3 +312,26 @@ async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
         return True
 
     await wait_for(balances_are_real, timeout=20)
+
+
+async def test_a_body_that_trickles_in_is_cut_off(
+    infra: Infrastructure, token: Callable[..., str]
+) -> None:
+    """A client that sends its headers and then its body a byte at a time gets a 408
+    problem once the body timeout passes, instead of holding the connection for ever."""
+    settings = infra.settings(http_body_timeout_seconds=0.5)
+    await ensure_topics(settings, ledger_topics())
+    async with running_system(settings, token) as system:
+        await system.configure()
+        server = system.allocation.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            b"POST /pilots/wigan/families HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {token('admin', 'wigan')}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), 30)  # a bound, not a timing check
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert b"request_timeout" in answer
