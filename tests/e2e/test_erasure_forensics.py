@@ -54,6 +54,17 @@ def wrapped_keys_in(data: bytes) -> Iterator[bytes]:
         yield binascii.unhexlify(written.group())
 
 
+def contents(path: Path) -> bytes:
+    """A file's bytes; one PostgreSQL removes while the scan runs (a relation cache file, a
+    recycled WAL segment) is skipped. The scan reads the disk as it is; its control step,
+    with the old key still in existence, shows that what it reads is enough to open the
+    texts, so a file skipped does not make the later "nothing opens" hollow."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 def files_under(*roots: Path) -> Iterator[Path]:
     for root in roots:
         yield from (path for path in root.rglob("*") if path.is_file())
@@ -63,7 +74,7 @@ def opened_texts(
     sources: list[Path], keks: list[bytes], sealed: list[tuple[str, UUID, bytes]]
 ) -> set[str]:
     """What a thief opens: every wrapped key found, every KEK, every sealed text's context."""
-    candidates = {key for path in sources for key in wrapped_keys_in(path.read_bytes())}
+    candidates = {key for path in sources for key in wrapped_keys_in(contents(path))}
     opened: set[str] = set()
     for subject, key_id, token in sealed:
         context = f"{subject}|{key_id}".encode()
