@@ -33,8 +33,9 @@ else:  # asyncpg's classes are generic only in its stubs
     Connection = asyncpg.Connection | PoolConnectionProxy
 
 # SQLSTATE classes worth retrying: connection, rollback (serialization, deadlock),
-# insufficient resources, operator intervention (shutdown).
-TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+# insufficient resources, object not in prerequisite state (a database not accepting
+# connections for maintenance, a lock not available), operator intervention (shutdown).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57"})
 
 
 def dsn(settings: Settings, database: str) -> str:

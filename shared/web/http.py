@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.contracts.business_time import check_occurred_at
 from shared.core.commands import CommandResult, IdempotencyRequest, fingerprint
+from shared.core.db import is_transient
 from shared.core.errors import LedgerError, NotFoundError
 from shared.core.events import Actor, canonical_json
 from shared.core.eventstore import CommandContext
@@ -206,6 +207,7 @@ _SAFE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+UNAVAILABLE_RETRY_AFTER = 2  # seconds: a database restart or failover is usually that quick
 _MAX_DEPTH = 16  # far deeper than any body of the API
 
 
@@ -410,6 +412,17 @@ def _problem_of(request: web.Request, error: BaseException) -> web.Response:
             413: f"the body is larger than {MAX_BODY_BYTES} bytes",
         }.get(error.status, error.text or error.reason)
         return problem_response(error.status, code, title, detail, instance=path, headers=headers)
+    if is_transient(error):  # the database is away: say so, and when to come back
+        structlog.get_logger().warning("request_unavailable", error=repr(error))
+        return problem_response(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the ledger's database cannot be reached just now; retry (with the same "
+            "Idempotency-Key, a retry is never recorded twice)",
+            instance=path,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        )
     structlog.get_logger().exception("request_failed")
     return problem_response(
         500,

@@ -135,16 +135,20 @@ def _problems(route: Route, problem: dict[str, Any]) -> dict[str, Any]:
         or route.body is not None
         or (status == "422" and route.query is not None)  # a bad query parameter
     }
+    unavailable = (
+        "Unavailable: the database cannot be reached just now (unavailable); retry after the "
+        "seconds Retry-After says, with the same Idempotency-Key"
+    )
     if route.may_be_unavailable:
-        responses["503"] = {
-            "description": "Not yet consistent: a view has not caught up with what the caller "
-            "has seen (not_yet_consistent); nothing is recorded; retry after the seconds "
-            "Retry-After says",
-            "headers": {
-                "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}
-            },
-            "content": {"application/problem+json": {"schema": problem}},
-        }
+        unavailable += (
+            "; or not yet consistent: a view has not caught up with what the caller has seen "
+            "(not_yet_consistent), and nothing is recorded"
+        )
+    responses["503"] = {
+        "description": unavailable,
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}},
+        "content": {"application/problem+json": {"schema": problem}},
+    }
     return responses
 
 
