@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,6 +21,10 @@ from pydantic_settings import (
 __all__ = ["Settings"]
 
 _PORT_VARIABLE = re.compile(r"^LEDGER_([A-Z][A-Z0-9_]*)_PORT$")
+
+
+def _empty_is_unset(value: object) -> object:
+    return None if value == "" else value
 
 
 class Settings(BaseSettings):
@@ -48,8 +52,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
 
     jwt_secret: SecretStr = SecretStr("")
-    jwt_issuer: str | None = None  # checked when set (iss)
-    jwt_audience: str | None = None  # checked when set (aud)
+    # Checked when set (iss, aud); empty is unset, as compose passes an unset variable.
+    jwt_issuer: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    jwt_audience: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     jwt_max_lifetime_seconds: int = Field(default=86_400, gt=0)  # exp - iat at most
     # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
     # current (shared.core.custody); kept outside every database and topic.

@@ -36,3 +36,11 @@ def test_each_service_port_comes_from_its_own_variable(monkeypatch: pytest.Monke
     assert settings.pg_port == 6543
     assert "pg" not in settings.ports
     assert settings.with_port("allocation", 1).port_of("allocation", 8081) == 1
+
+
+def test_an_empty_issuer_or_audience_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose passes an unset LEDGER_JWT_ISSUER as empty: that must not demand iss == ""."""
+    monkeypatch.setenv("LEDGER_JWT_ISSUER", "")
+    monkeypatch.setenv("LEDGER_JWT_AUDIENCE", "ledger")
+    settings = Settings()
+    assert (settings.jwt_issuer, settings.jwt_audience) == (None, "ledger")
