@@ -212,7 +212,7 @@ class Allocation:
         assert state.team is not None
         assert state.worker is not None
         assert state.arm is not None
-        require_team(principal, state.team, unseen=NotFoundError("no such family in this pilot"))
+        require_team(principal, state.team, unseen=_unseen_family())
         return FamilyView(
             pilot_id=pilot_id,
             family_id=family_id,
@@ -267,7 +267,7 @@ class Allocation:
         family = await self._family(conn, pilot_id, family_id)
         team = family.state.require().team
         assert team is not None
-        require_team(caller.principal, team, unseen=NotFoundError("no such family in this pilot"))
+        require_team(caller.principal, team, unseen=_unseen_family())
         check_occurred_at(
             caller.context.occurred_at,
             self._core.clock(),
@@ -364,7 +364,7 @@ class Allocation:
             family = await self._family(conn, pilot_id, family_id)
             team = family.state.require().team
             assert team is not None
-            require_team(principal, team, unseen=NotFoundError("no such family in this pilot"))
+            require_team(principal, team, unseen=_unseen_family())
             found = await adjustments.view(conn, pilot_id, family_id, adjustment_id)
         if found is None:
             raise NotFoundError("no such adjustment for this family")
@@ -461,7 +461,7 @@ class Allocation:
             family = await self._family(conn, pilot_id, family_id)
             team = family.state.require().team
             assert team is not None
-            require_team(principal, team, unseen=NotFoundError("no such family in this pilot"))
+            require_team(principal, team, unseen=_unseen_family())
             subject = subject_of(pilot_id, family_id)
             notes = []
             for envelope in family.stream.envelopes:
@@ -477,6 +477,11 @@ class Allocation:
                             )
                         )
         return NotesView(family_id=family_id, notes=tuple(notes))
+
+
+def _unseen_family() -> NotFoundError:
+    """What another team's worker is told of a family: what a missing one answers."""
+    return NotFoundError("no such family in this pilot")
 
 
 CommandBuilder = Callable[[Connection, pilots.PilotState, PilotConfig], Awaitable[families.Command]]
