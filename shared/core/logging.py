@@ -8,7 +8,20 @@ from typing import Literal
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["WithheldRequestBytes", "configure_logging"]
+
+
+class WithheldRequestBytes(logging.Filter):
+    """The HTTP server's report of a request it could not parse quotes the request's bytes
+    (the first 100 of an over-long header: a token, say). Such reports keep their message
+    and lose the quote."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__module__ == "aiohttp.http_exceptions":
+            record.exc_info = None
+            record.msg = f"{record.msg} ({type(error).__name__}; the request is not quoted)"
+        return True
 
 
 def configure_logging(
@@ -45,6 +58,7 @@ def configure_logging(
             foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
         )
     )
+    handler.addFilter(WithheldRequestBytes())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
