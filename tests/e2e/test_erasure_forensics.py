@@ -3,9 +3,9 @@
 A family's notes, purposes and reasons are sealed in three services; a ``pg_dumpall`` is
 taken; the family is erased; the key-encryption key is rotated and the old one destroyed.
 Then every wrapped key found anywhere -- every file of PostgreSQL's data directory (WAL
-included), the dump from before the erasure, Kafka's log directories -- is tried with every
-key-encryption key still in existence, against every sealed text of the family found on the
-topics. None opens. The same search before the rotation, with the old key still in
+included) and its server log, the dump from before the erasure, Kafka's log directories and
+its server log -- is tried with every key-encryption key still in existence, against every
+sealed text of the family found on the topics. None opens. The same search before the rotation, with the old key still in
 existence, does open them: the search finds what it is looking for.
 """
 
@@ -127,12 +127,12 @@ async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
         assert erased.status == 200, await erased.text()
         await wait_for(lambda: _no_live_key(settings, "wigan:fam-x"), timeout=20)
 
+    logs = [infra.postgres.log, infra.kafka.log]
     sealed = await sealed_on_topics(settings, "fam-x")
     assert len(sealed) >= len(texts)
-    sources = [
-        *files_under(infra.postgres.data, infra.kafka.home / "data"),
-        dump,
-    ]
+    # Every file a thief with the disks has: PostgreSQL's data directory (WAL included) and
+    # server log, Kafka's log directories and server log, and the dump from before.
+    sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump, *logs]
     # The search works: while the old KEK exists, copies of the erased keys open the text.
     assert opened_texts(sources, [kek_bytes(old)], sealed) >= texts
 
@@ -140,7 +140,7 @@ async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
     done = await rotate(rotating)
     assert sum(done.values()) == 3  # fam-keep's live keys: one in each of three services
     after = settings.model_copy(update={"key_encryption_keys": SecretStr(new)})  # old: gone
-    sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump]
+    sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump, *logs]
     assert opened_texts(sources, [kek_bytes(new)], sealed) == set()
 
     async with running_system(after, token) as system:
