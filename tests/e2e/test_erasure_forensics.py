@@ -5,8 +5,9 @@ taken; the family is erased; the key-encryption key is rotated and the old one d
 Then every wrapped key found anywhere -- every file of PostgreSQL's data directory (WAL
 included) and its server log, the dump from before the erasure, Kafka's log directories and
 its server log -- is tried with every key-encryption key still in existence, against every
-sealed text of the family found on the topics. None opens. The same search before the rotation, with the old key still in
-existence, does open them: the search finds what it is looking for.
+sealed text of the family found on the topics. None opens. The same search before the
+rotation, with the old key still in existence, does open them: the search finds what it is
+looking for.
 """
 
 from __future__ import annotations
