@@ -78,9 +78,17 @@ def _rotate(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(_: argparse.Namespace, settings: Settings) -> int:
+    """Exit 3 while a live key is wrapped under anything but the current KEK: the old one
+    may not be removed yet (``ledger keys rotate`` first)."""
+    current = custody_of(settings).current
+    settled = True
     for name, counts in asyncio.run(key_status(settings)).items():
         listed = ", ".join(f"{kek}: {count}" for kek, count in counts.items()) or "no keys"
         print(f"{name}: {listed}")
+        settled &= all(kek in {current, "(erased)"} for kek in counts)
+    if not settled:
+        print(f"some live keys are not under {current}: run ledger keys rotate", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -95,5 +103,9 @@ def add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "rotate", help="re-wrap every live key under the current (first) key-encryption key"
     )
     rotating.set_defaults(run=_rotate)
-    status = actions.add_parser("status", help="how many keys each key-encryption key wraps")
+    status = actions.add_parser(
+        "status",
+        help="how many keys each key-encryption key wraps (exit 3 while any live key is "
+        "not under the current one)",
+    )
     status.set_defaults(run=_status)
