@@ -163,12 +163,13 @@ async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:
 async def quiet(settings: Settings) -> bool:
     """Reporting holds every stored event, and no store takes a new one for half a second
     (a decision still to come after a request counts as movement)."""
-    before = await _stored(settings)
+    before = await stored_events(settings)
     await asyncio.sleep(0.5)
-    return await _stored(settings) == before and await reporting_caught_up(settings)
+    return await stored_events(settings) == before and await reporting_caught_up(settings)
 
 
-async def _stored(settings: Settings) -> int:
+async def stored_events(settings: Settings) -> int:
+    """How many events the three stores hold together."""
     stored = 0
     for service in ("allocation", "spending", "approval"):
         async with connect_service_db(settings, service) as conn:
@@ -178,6 +179,6 @@ async def _stored(settings: Settings) -> int:
 
 async def reporting_caught_up(settings: Settings) -> bool:
     """Reporting's history holds every event the three stores hold."""
-    stored = await _stored(settings)
+    stored = await stored_events(settings)
     async with connect_service_db(settings, "reporting") as conn:
         return bool(await conn.fetchval("SELECT count(*) FROM history") == stored)

@@ -46,7 +46,6 @@ __all__ = [
     "Balance",
     "Movement",
     "apply",
-    "apply_envelope",
     "balance_of",
     "fold",
     "lock",
@@ -177,11 +176,6 @@ async def apply(
     key = (pilot_id, family_id, move.period_start)
     await conn.execute(_ENSURE, *key, move.period_end)
     await conn.execute(_ADD, *key, move.allocated_pence, move.held_pence, move.spent_pence)
-
-
-async def apply_envelope(conn: Connection, envelope: Envelope) -> None:
-    """A consumer's handler: apply one published event to the balances."""
-    await apply(conn, envelope.pilot_id, envelope.family_id, decode(envelope))
 
 
 async def lock(

@@ -19,7 +19,18 @@ from tests.support import serve, wait_for
 
 Client = TestClient[web.Request, web.Application]
 
-__all__ = ["Client", "System", "auth", "running_system"]
+__all__ = ["WIGAN", "Client", "System", "auth", "running_system"]
+
+
+# The pilot most tests configure: up to £500 decided on the worker's say.
+WIGAN: dict[str, Any] = {
+    "name": "Wigan",
+    "period_months": 12,
+    "family_cap_pence": 400_000,
+    "approval_tiers": [{"up_to_pence": 50_000, "approver": "auto"}],
+    "categories": ["practical", "therapeutic", "relationship", "other"],
+    "forecast_spend_per_family_pence": 400_000,
+}
 
 
 def auth(token: str) -> dict[str, str]:
@@ -51,15 +62,7 @@ class System:
         return auth(self.token("finance", self.pilot, sub="fin-1"))
 
     async def configure(self, **overrides: Any) -> None:
-        config = {
-            "name": "Wigan",
-            "period_months": 12,
-            "family_cap_pence": 400_000,
-            "approval_tiers": [{"up_to_pence": 50_000, "approver": "auto"}],
-            "categories": ["practical", "therapeutic", "relationship", "other"],
-            "forecast_spend_per_family_pence": 400_000,
-            **overrides,
-        }
+        config = {**WIGAN, **overrides}
         response = await self.allocation.put(
             f"/pilots/{self.pilot}", json=config, headers=self.admin()
         )

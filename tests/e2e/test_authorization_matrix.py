@@ -23,7 +23,7 @@ import pytest
 
 from shared.core.settings import Settings
 from shared.web.auth import ROLES, TEAM_SCOPED_ROLES
-from tests.e2e.system import Client, System, auth, running_system
+from tests.e2e.system import WIGAN, Client, System, auth, running_system
 from tests.support import wait_for
 
 ANY = frozenset(ROLES)
@@ -98,16 +98,9 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ),
 }
 
-CONFIG = {
-    "name": "Wigan",
-    "period_months": 12,
-    "family_cap_pence": 400_000,
-    "approval_tiers": [{"up_to_pence": 50_000, "approver": "auto"}],
-    "categories": ["practical", "therapeutic", "relationship", "other"],
-}
 # A valid body for each command, so that a cell reaches the team check behind validation.
 BODIES: dict[str, dict[str, Any]] = {
-    "/pilots/{pilot_id}": CONFIG,
+    "/pilots/{pilot_id}": WIGAN,
     "/pilots/{pilot_id}/families": {
         "family_id": "fam-m",
         "team": "t-1",
@@ -231,7 +224,7 @@ def _clients(system: System) -> dict[str, Client]:
 async def _set_up(system: System) -> dict[str, str]:
     """Families of team t-1 (one to exit, one to erase), a request with a purchase, one
     awaiting a manager, and a top-up to follow."""
-    await system.configure(**CONFIG)
+    await system.configure()
     for family in ("fam-1", "fam-exit", "fam-erase"):
         await system.enrol(family)
     version = await system.allocate("fam-1", 200_000)

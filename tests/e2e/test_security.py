@@ -19,7 +19,7 @@ from shared.web.auth import mint_token
 from shared.web.registry import ledger_topics
 from tests.conftest import JWT_SECRET, Infrastructure
 from tests.e2e.system import System, auth, running_system
-from tests.support import connect_service_db, read_topic, wait_for
+from tests.support import connect_service_db, read_topic, stored_events, wait_for
 
 DISCLOSURE = {"disclosed_on": "2026-06-01", "method": "in_person"}
 
@@ -174,7 +174,7 @@ async def test_bad_input_is_a_problem_not_a_500(with_reporting: System, settings
     system = with_reporting
     assert system.reporting is not None
     admin = system.admin()
-    before = await _events(settings)
+    before = await stored_events(settings)
     deep = "[" * 1_000 + "]" * 1_000
     attempts = [
         system.allocation.get("/pilots/wigan/families/fam%00b", headers=admin),
@@ -205,7 +205,7 @@ async def test_bad_input_is_a_problem_not_a_500(with_reporting: System, settings
         response = await attempt
         assert 400 <= response.status < 500, (response.url, response.status)
         assert response.content_type == "application/problem+json"
-    assert await _events(settings) == before
+    assert await stored_events(settings) == before
 
 
 async def test_every_answer_carries_the_safe_headers(with_reporting: System) -> None:
@@ -225,14 +225,6 @@ async def test_every_answer_carries_the_safe_headers(with_reporting: System) -> 
         assert answer.headers["Cache-Control"] == "no-store"
 
 
-async def _events(settings: Settings) -> int:
-    total = 0
-    for service in ("allocation", "spending", "approval"):
-        async with connect_service_db(settings, service) as conn:
-            total += await conn.fetchval("SELECT count(*) FROM events")
-    return total
-
-
 async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
     with_reporting: System, settings: Settings
 ) -> None:
@@ -242,17 +234,16 @@ async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
     the dead-letter topic, and hold nothing back: the family's next real event applies."""
     system = with_reporting
 
-    async def every_consumer_has_the_family() -> bool:
-        for service in ("spending", "approval", "reporting"):
+    async def every_one_says(services: tuple[str, ...], query: str, expected: object) -> bool:
+        for service in services:
             async with connect_service_db(settings, service) as conn:
-                applied = await conn.fetchval(
-                    "SELECT version FROM consumer_streams WHERE stream_id = 'family:wigan:fam-b'"
-                )
-            if applied != 2:
-                return False
+                if await conn.fetchval(query) != expected:
+                    return False
         return True
 
-    await wait_for(every_consumer_has_the_family)  # the forger writes after the real events
+    consumers = ("spending", "approval", "reporting")
+    applied = "SELECT version FROM consumer_streams WHERE stream_id = 'family:wigan:fam-b'"
+    await wait_for(lambda: every_one_says(consumers, applied, 2))  # the real events come first
     async with connect_service_db(settings, "allocation") as conn:
         last = json.loads(
             await conn.fetchval(
@@ -301,17 +292,8 @@ async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
     assert all("rejected" in record.headers.get("error", "") for record in dead), dead[0].headers
     await system.allocate("fam-b", 5_000)  # the family's next real event
 
-    async def balances_are_real() -> bool:
-        for service in ("approval", "reporting"):
-            async with connect_service_db(settings, service) as conn:
-                allocated = await conn.fetchval(
-                    "SELECT allocated_pence FROM balances WHERE family_id = 'fam-b'"
-                )
-            if allocated != 15_000:
-                return False
-        return True
-
-    await wait_for(balances_are_real, timeout=20)
+    allocated = "SELECT allocated_pence FROM balances WHERE family_id = 'fam-b'"
+    await wait_for(lambda: every_one_says(("approval", "reporting"), allocated, 15_000), timeout=20)
 
 
 async def test_a_body_that_trickles_in_is_cut_off(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import ClassVar
 from uuid import UUID, uuid4
 
+import asyncpg
+
+from shared.core.db import dsn, open_pool
 from shared.core.events import Actor, DomainEvent, Envelope
 from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
+from shared.core.settings import Settings
+from shared.web.registry import migrate
 
-__all__ = ["CONTEXT", "Noted", "envelopes_for", "new_store", "utcnow"]
+__all__ = ["CONTEXT", "Noted", "envelopes_for", "migrated_pool", "new_store", "utcnow"]
 
 
 class Noted(DomainEvent):
@@ -22,6 +28,18 @@ class Noted(DomainEvent):
 
 
 CONTEXT = CommandContext(actor=Actor(sub="tester", role="admin"), correlation_id="test")
+
+
+@asynccontextmanager
+async def migrated_pool(
+    settings: Settings, service: str, max_size: int = 4
+) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    """A pool on one service's database, created and migrated for this test."""
+    await migrate(settings, [service])
+    async with open_pool(
+        dsn(settings, settings.database_of(service)), min_size=1, max_size=max_size
+    ) as pool:
+        yield pool
 
 
 def utcnow() -> datetime:

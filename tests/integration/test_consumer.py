@@ -19,13 +19,12 @@ from aiokafka.errors import KafkaConnectionError
 
 from deploy.stack import ROOT
 from shared.core.consumer import ConsumerRunner, EventHandler
-from shared.core.db import Connection, dsn, open_pool
+from shared.core.db import Connection
 from shared.core.events import Envelope
 from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
 from shared.core.settings import Settings
-from shared.web.registry import migrate
-from tests.integration.fixtures import envelopes_for
+from tests.integration.fixtures import envelopes_for, migrated_pool
 from tests.support import read_topic, wait_for
 
 TOPIC = "ledger.spending"
@@ -33,10 +32,7 @@ TOPIC = "ledger.spending"
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    await migrate(settings, ["allocation"])
-    async with open_pool(
-        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=6
-    ) as pool:
+    async with migrated_pool(settings, "allocation", max_size=6) as pool:
         yield pool
 
 

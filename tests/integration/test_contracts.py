@@ -14,14 +14,12 @@ from aiokafka import AIOKafkaProducer
 from services.spending import views
 from shared.contracts import allocation
 from shared.core.consumer import ConsumerRunner
-from shared.core.db import dsn, open_pool
 from shared.core.events import DomainEvent, Envelope
 from shared.core.eventstore import PendingEvent, Stream
 from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.metrics import Metrics
 from shared.core.settings import Settings
-from shared.web.registry import migrate
-from tests.integration.fixtures import CONTEXT, new_store
+from tests.integration.fixtures import CONTEXT, migrated_pool, new_store
 from tests.support import read_topic, wait_for
 
 
@@ -73,10 +71,7 @@ def family_stream(family_id: str, *events: DomainEvent) -> tuple[Envelope, ...]:
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    await migrate(settings, ["spending"])
-    async with open_pool(
-        dsn(settings, settings.database_of("spending")), min_size=1, max_size=4
-    ) as pool:
+    async with migrated_pool(settings, "spending", max_size=4) as pool:
         yield pool
 
 

@@ -10,21 +10,17 @@ import asyncpg
 import pytest
 
 from shared.core.commands import CommandResult, CommandRunner, IdempotencyRequest
-from shared.core.db import Connection, dsn, open_pool
+from shared.core.db import Connection
 from shared.core.errors import ConcurrencyError, EventTooLargeError, IdempotencyKeyReusedError
 from shared.core.events import GENESIS_HASH, DomainEvent
 from shared.core.eventstore import MAX_EVENT_BYTES, PendingEvent
 from shared.core.settings import Settings
-from shared.web.registry import migrate
-from tests.integration.fixtures import CONTEXT, Noted, new_store
+from tests.integration.fixtures import CONTEXT, Noted, migrated_pool, new_store
 
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    await migrate(settings, ["allocation"])
-    async with open_pool(
-        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=6
-    ) as pool:
+    async with migrated_pool(settings, "allocation", max_size=6) as pool:
         yield pool
 
 

@@ -13,20 +13,16 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.core.custody import KeyCustodyError, LocalKeyCustody, new_kek
-from shared.core.db import dsn, open_pool
 from shared.core.personal import ERASED, Sealer, rewrap, wrap_legacy_keys
 from shared.core.settings import Settings
-from shared.web.registry import migrate
+from tests.integration.fixtures import migrated_pool
 
 OLD, NEW = new_kek("old"), new_kek("new")
 
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    await migrate(settings, ["allocation"])
-    async with open_pool(
-        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
-    ) as pool:
+    async with migrated_pool(settings, "allocation", max_size=2) as pool:
         yield pool
 
 

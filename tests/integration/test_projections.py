@@ -15,12 +15,10 @@ from hypothesis import strategies as st
 from services.reporting import projections
 from shared.contracts import allocation, spending
 from shared.contracts import approval as decisions
-from shared.core.db import dsn, open_pool
 from shared.core.events import DomainEvent, Envelope
 from shared.core.eventstore import EventStore, PendingEvent, Stream
 from shared.core.settings import Settings
-from shared.web.registry import migrate
-from tests.integration.fixtures import CONTEXT, utcnow
+from tests.integration.fixtures import CONTEXT, migrated_pool, utcnow
 
 PERIOD: dict[str, Any] = {"period_start": date(2026, 1, 1), "period_end": date(2026, 12, 31)}
 R1, R2, P1 = UUID(int=1), UUID(int=2), UUID(int=3)
@@ -136,10 +134,7 @@ LABELS = [name for name, events in TOPICS.items() for _ in events]
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    await migrate(settings, ["reporting"])
-    async with open_pool(
-        dsn(settings, settings.database_of("reporting")), min_size=1, max_size=2
-    ) as pool:
+    async with migrated_pool(settings, "reporting", max_size=2) as pool:
         yield pool
 
 
