@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import shutil
 import time
 import uuid
@@ -26,7 +27,15 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 from tqdm import tqdm
 
-from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
+from deploy.stack import (
+    KAFKA_SUPERUSER,
+    LOCAL,
+    Kafka,
+    Postgres,
+    ensure_kafka_jars,
+    free_port,
+    unique_name,
+)
 from services.allocation.app import create_app
 from services.reporting.rebuild import rebuild
 from shared.cli.progress import ProgressBar
@@ -34,7 +43,7 @@ from shared.core.custody import new_kek
 from shared.core.db import dsn, open_pool
 from shared.core.events import Actor, DomainEvent
 from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
-from shared.core.kafka import ensure_topics
+from shared.core.kafka import connection, ensure_topics
 from shared.core.logging import configure_logging
 from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
@@ -75,7 +84,7 @@ async def http_commands(  # noqa: PLR0915 - one scenario, read top to bottom
     families = 200
     consumer = AIOKafkaConsumer(
         settings.topic("ledger.allocation"),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connection(settings.kafka),
         auto_offset_reset="latest",
         isolation_level="read_committed",
         enable_auto_commit=False,
@@ -270,7 +279,7 @@ async def relay_backlog(settings: Settings, backlog: int) -> dict[str, Any]:
                 await store.append(conn, stream, pending, context)
         relay = OutboxRelay(
             dsn=database,
-            bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka,
             topic=settings.topic("ledger.allocation"),
             transactional_id=f"{settings.topic_prefix}bench-relay",
             batch_size=settings.relay_batch_size,
@@ -313,13 +322,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     home = LOCAL / f"bench-{unique_name()}"
     ensure_kafka_jars()
     postgres = Postgres(home / "postgres", free_port(), durable=True)
-    kafka = Kafka(home / "kafka", free_port(), free_port(), partitions=6)
+    kafka = Kafka(
+        home / "kafka", free_port(), free_port(), password=secrets.token_urlsafe(24), partitions=6
+    )
     postgres.start()
     kafka.start()
     try:
         settings = Settings(
             pg_port=postgres.port,
             kafka_bootstrap=kafka.bootstrap,
+            kafka_username=KAFKA_SUPERUSER,
+            kafka_password=SecretStr(kafka.password),
             jwt_secret=SecretStr(SECRET),
             key_encryption_keys=SecretStr(new_kek("bench")),
             ports={"allocation": free_port()},

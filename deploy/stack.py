@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -23,9 +26,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -273,13 +277,115 @@ def ensure_kafka_jars() -> Path:
     return KAFKA_LIBS
 
 
+# The broker's own principal: the broker and the controller talk as it, and it alone
+# manages users and ACLs. Every other principal gets only what it is granted.
+KAFKA_SUPERUSER = "kafka"
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+# Kafka's command-line tools the stack offers, by their names in Kafka's distribution.
+KAFKA_TOOLS = {
+    "kafka-acls.sh": "org.apache.kafka.tools.AclCommand",
+    "kafka-configs.sh": "kafka.admin.ConfigCommand",
+    "kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+}
+
+
+class KafkaGrantLike(Protocol):
+    """What :func:`access_script` reads of a grant (``shared.web.registry.KafkaGrant``)."""
+
+    @property
+    def principal(self) -> str: ...
+    @property
+    def operations(self) -> tuple[str, ...]: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+    @property
+    def groups(self) -> tuple[str, ...]: ...
+    @property
+    def transactional_ids(self) -> tuple[str, ...]: ...
+    @property
+    def prefixed(self) -> bool: ...
+
+
+# Stands for LEDGER_TOPIC_PREFIX in the grants the access script is made from.
+TOPIC_PREFIX_MARK = "@LEDGER_TOPIC_PREFIX@"
+ACCESS_SCRIPT = ROOT / "deploy" / "kafka" / "access.sh"
+
+
+def password_variable(principal: str) -> str:
+    """The variable that holds a principal's Kafka password (compose's .env names them)."""
+    return f"{principal.upper()}_KAFKA_PASSWORD"
+
+
+def _shell_word(value: str) -> str:
+    if TOPIC_PREFIX_MARK in value:
+        return '"' + value.replace(TOPIC_PREFIX_MARK, "${LEDGER_TOPIC_PREFIX:-}") + '"'
+    return shlex.quote(value)
+
+
+def _acl_arguments(grant: KafkaGrantLike) -> list[str]:
+    arguments = ["--add", "--allow-principal", f"User:{grant.principal}"]
+    for flag, values in (
+        ("--operation", grant.operations),
+        ("--topic", grant.topics),
+        ("--group", grant.groups),
+        ("--transactional-id", grant.transactional_ids),
+    ):
+        for value in values:
+            arguments += [flag, value]
+    if grant.prefixed:
+        arguments += ["--resource-pattern-type", "prefixed"]
+    return arguments
+
+
+def access_script(principals: Sequence[str], grants: Iterable[KafkaGrantLike]) -> str:
+    """The shell script that gives each principal its SCRAM credentials and only the ACLs of
+    ``grants`` (names made with topic prefix :data:`TOPIC_PREFIX_MARK`), with Kafka's own
+    tools. compose runs it in the Kafka image; the local stack and the tests run it too."""
+    users = "".join(
+        f'user {shlex.quote(name)} "${{{password_variable(name)}:?set it in .env}}"\n'
+        for name in principals
+    )
+    acls = "".join(
+        "acls " + " ".join(map(_shell_word, _acl_arguments(grant))) + "\n" for grant in grants
+    )
+    return f"""#!/bin/sh
+# Made by `python deploy/stack.py access-script` from shared.web.registry.kafka_grants (a test
+# checks it is current). Gives the ledger's principals their SCRAM credentials and only their
+# ACLs; run as the broker's superuser. Idempotent: run it again after a password changes.
+set -eu
+bin=${{KAFKA_BIN:-/opt/kafka/bin}}
+config=$(mktemp)
+trap 'rm -f "$config"' EXIT
+cat >"$config" <<END
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism={KAFKA_SASL_MECHANISM}
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\
+  username="{KAFKA_SUPERUSER}" password="${{KAFKA_SUPERUSER_PASSWORD:?set it in .env}}";
+END
+user() {{
+  "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \\
+    --alter --add-config "{KAFKA_SASL_MECHANISM}=[password=$2]" \\
+    --entity-type users --entity-name "$1"
+}}
+acls() {{
+  "$bin/kafka-acls.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" "$@"
+}}
+{users}{acls}"""
+
+
 @dataclass
 class Kafka:
-    """A single-node Apache Kafka (KRaft: broker and controller in one process)."""
+    """A single-node Apache Kafka (KRaft: broker and controller in one process) that
+    authenticates every client (SASL/SCRAM) and authorises it by ACL (standard authorizer).
+
+    ``password`` is the superuser's; other users and their ACLs come from an
+    :func:`access_script` (:meth:`run_access_script`).
+    """
 
     home: Path
     port: int
     controller_port: int
+    password: str = field(repr=False)
     heap: str = "512m"
     partitions: int = 6
     extra: dict[str, str] = field(default_factory=dict)
@@ -297,11 +403,13 @@ class Kafka:
         return self.home / "kafka.log"
 
     def _java(self, main: str, *args: str) -> list[str]:
+        if main == "kafka.Kafka":
+            memory = ["-Xms128m", f"-Xmx{self.heap}", "-XX:+UseG1GC"]
+        else:  # a tool: short-lived, so started as quickly as the JVM can
+            memory = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
         return [
             "java",
-            "-Xms128m",
-            f"-Xmx{self.heap}",
-            "-XX:+UseG1GC",
+            *memory,
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
             "-cp",
             f"{ensure_kafka_jars()}/*",
@@ -310,14 +418,31 @@ class Kafka:
         ]
 
     def _write_config(self) -> Path:
+        user = f'username="{KAFKA_SUPERUSER}" password="{self.password}"'
         config = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"CLIENTS://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"CLIENTS://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "CLIENTS",
+            "listener.security.protocol.map": "CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": KAFKA_SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": KAFKA_SASL_MECHANISM,
+            "listener.name.clients.scram-sha-512.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.scram.ScramLoginModule required {user};"
+            ),
+            # SCRAM credentials live in the metadata the controller serves, so the controller
+            # listener authenticates with PLAIN, from this file alone.
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'{user} user_{KAFKA_SUPERUSER}="{self.password}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{KAFKA_SUPERUSER}",
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "false",
@@ -331,9 +456,48 @@ class Kafka:
             "group.initial.rebalance.delay.ms": "0",
             **self.extra,
         }
-        path = self.home / "server.properties"
-        path.write_text("".join(f"{key}={value}\n" for key, value in config.items()))
-        return path
+        return _private_file(
+            self.home / "server.properties",
+            "".join(f"{key}={value}\n" for key, value in config.items()),
+        )
+
+    def tools(self) -> Path:
+        """A folder of Kafka's command-line tools, named as in Kafka's own distribution
+        (``kafka-acls.sh``, ``kafka-configs.sh``, ``kafka-console-consumer.sh``)."""
+        folder = self.home / "bin"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, main in KAFKA_TOOLS.items():
+            tool = folder / name
+            tool.write_text(f'#!/bin/sh\nexec {shlex.join(self._java(main))} "$@"\n')
+            tool.chmod(0o755)
+        return folder
+
+    def run_access_script(self, script: str, passwords: Mapping[str, str]) -> None:
+        """Run an :func:`access_script` against this broker (``passwords``: its variables).
+
+        One JVM per user and per grant (about a second and a half each), so a script this
+        broker has already run with these passwords is not run again.
+        """
+        done = self.home / "access-granted"
+        digest = hashlib.sha256(json.dumps([script, dict(passwords)]).encode()).hexdigest()
+        if done.exists() and done.read_text() == digest:
+            return
+        result = subprocess.run(
+            ["sh", "-c", script],
+            env={
+                "PATH": os.environ["PATH"],
+                "KAFKA_BIN": str(self.tools()),
+                "KAFKA_BOOTSTRAP": self.bootstrap,
+                "KAFKA_SUPERUSER_PASSWORD": self.password,
+                **passwords,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"granting Kafka access failed: {result.stderr[-2000:]}")
+        done.write_text(digest)
 
     def running(self) -> bool:
         return read_pid(self.pid_file) is not None
@@ -349,7 +513,13 @@ class Kafka:
                 )
         self.home.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        if not (self.home / "data" / "meta.properties").exists():
+        formatted = (self.home / "data" / "meta.properties").exists()
+        if formatted and not (self.home / "authenticated").exists():
+            raise StackError(
+                f"{self.home} holds a Kafka made before the ledger's broker authenticated its "
+                "clients: delete it (make clean deletes the whole local stack) and start again"
+            )
+        if not formatted:
             cluster = subprocess.run(
                 self._java("kafka.tools.StorageTool", "random-uuid"),
                 capture_output=True,
@@ -357,11 +527,18 @@ class Kafka:
                 check=True,
             ).stdout.split()[-1]
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)),
+                self._java(
+                    "kafka.tools.StorageTool",
+                    *("format", "-t", cluster, "-c", str(config)),
+                    # The superuser's credentials must exist before the broker can start.
+                    "--add-scram",
+                    f"{KAFKA_SASL_MECHANISM}=[name={KAFKA_SUPERUSER},password={self.password}]",
+                ),
                 capture_output=True,
                 text=True,
                 check=True,
             )
+            (self.home / "authenticated").touch()
         spawn(self._java("kafka.Kafka", str(config)), self.log, self.pid_file)
         wait_until(
             lambda: port_open(self.port) or not self.running(),
@@ -394,17 +571,30 @@ def local_kafka() -> Kafka:
         LOCAL / "kafka",
         int(bootstrap.rsplit(":", 1)[1]),
         _env_port("LEDGER_KAFKA_CONTROLLER_PORT", 9093),
+        password=_kafka_password(KAFKA_SUPERUSER),
     )
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (it holds a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
 
 
 def _secret(name: str, make: Callable[[], str]) -> str:
     """A secret of the local stack, made once and kept in .local (git-ignored, mode 600)."""
     path = LOCAL / name
     if not path.exists():
-        LOCAL.mkdir(parents=True, exist_ok=True)
-        path.write_text(make())
-        path.chmod(0o600)
+        _private_file(path, make())
     return path.read_text().strip()
+
+
+def _kafka_password(principal: str) -> str:
+    """The local stack's password for one of the broker's users."""
+    return _secret(f"kafka-passwords/{principal}", lambda: secrets.token_urlsafe(32))
 
 
 def _new_kek() -> str:
@@ -412,8 +602,9 @@ def _new_kek() -> str:
     return f"local-1={base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
 
 
-def stack_variables(pg: Postgres, kafka: Kafka) -> dict[str, str]:
-    """The settings the local stack gives the services and the CLI, over the caller's own."""
+def stack_variables(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
+    """The settings the local stack gives a service or the CLI (connecting to Kafka as
+    ``principal``), over the caller's own."""
     return {
         "LEDGER_JWT_SECRET": os.environ.get("LEDGER_JWT_SECRET")
         or _secret("jwt-secret", lambda: secrets.token_urlsafe(48)),
@@ -423,13 +614,35 @@ def stack_variables(pg: Postgres, kafka: Kafka) -> dict[str, str]:
         "LEDGER_PG_PORT": str(pg.port),
         "LEDGER_PG_USER": pg.user,
         "LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "LEDGER_KAFKA_USERNAME": principal,
+        "LEDGER_KAFKA_PASSWORD": _kafka_password(principal),
         "LEDGER_LOG_FORMAT": os.environ.get("LEDGER_LOG_FORMAT", "json"),
     }
 
 
-def service_env(pg: Postgres, kafka: Kafka) -> dict[str, str]:
-    """The environment the services and the CLI run with in the local stack."""
-    return {**os.environ, **stack_variables(pg, kafka)}
+def service_env(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
+    """The environment a service or the CLI runs with in the local stack."""
+    return {**os.environ, **stack_variables(pg, kafka, principal)}
+
+
+def ledger_access_script() -> str:
+    """The access script for the installed services (imported here for the reason given in
+    installed_services)."""
+    from shared.core.settings import Settings  # noqa: PLC0415
+    from shared.web.registry import KAFKA_ADMIN, kafka_grants  # noqa: PLC0415
+
+    grants = kafka_grants(Settings(topic_prefix=TOPIC_PREFIX_MARK))
+    return access_script((KAFKA_ADMIN, *installed_services()), grants)
+
+
+def _topic_prefix() -> str:
+    return os.environ.get("LEDGER_TOPIC_PREFIX", "")
+
+
+def write_access_script() -> None:
+    """Bring deploy/kafka/access.sh (which compose runs) up to date with the installed services."""
+    ACCESS_SCRIPT.write_text(ledger_access_script())
+    print(f"wrote {ACCESS_SCRIPT.relative_to(ROOT)}")
 
 
 def installed_services() -> dict[str, int]:
@@ -475,7 +688,14 @@ def up() -> None:
     print("• Apache Kafka (first run fetches its jars from Maven Central) …", flush=True)
     ensure_kafka_jars()
     kafka.start()
-    env = service_env(pg, kafka)
+    print("• Kafka users and ACLs (each service may touch only its own topics) …", flush=True)
+    script = ledger_access_script()
+    principals = re.findall(r"^user (\S+) ", script, re.MULTILINE)
+    passwords = {password_variable(name): _kafka_password(name) for name in principals}
+    kafka.run_access_script(script, {**passwords, "LEDGER_TOPIC_PREFIX": _topic_prefix()})
+    from shared.web.registry import KAFKA_ADMIN  # noqa: PLC0415 - see installed_services
+
+    env = service_env(pg, kafka, KAFKA_ADMIN)
     print("• topics and migrations …", flush=True)
     for command in SETUP_COMMANDS:
         subprocess.run([_ledger(), *command], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -488,7 +708,12 @@ def up() -> None:
             continue
         if port_open(port):
             raise StackError(f"port {port} for {name} is taken; set LEDGER_{name.upper()}_PORT")
-        spawn([_ledger(), *serve_command(name)], LOCAL / "logs" / f"{name}.log", pid_file, env)
+        spawn(
+            [_ledger(), *serve_command(name)],
+            LOCAL / "logs" / f"{name}.log",
+            pid_file,
+            service_env(pg, kafka, name),
+        )
     for name, port in ports.items():
         wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz answering 200 on {port}")
     service_ports = "".join(f"export LEDGER_{n.upper()}_PORT={p}\n" for n, p in ports.items())
@@ -496,6 +721,8 @@ def up() -> None:
         f"export LEDGER_JWT_SECRET={env['LEDGER_JWT_SECRET']}\n"
         f"export LEDGER_KEY_ENCRYPTION_KEYS={env['LEDGER_KEY_ENCRYPTION_KEYS']}\n"
         f"export LEDGER_PG_PORT={pg.port}\nexport LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
+        f"export LEDGER_KAFKA_USERNAME={KAFKA_ADMIN}\n"
+        f"export LEDGER_KAFKA_PASSWORD={env['LEDGER_KAFKA_PASSWORD']}\n"
         f"{service_ports}export PATH={Path(sys.executable).parent}:$PATH\n"
     )
     print(f"\nPostgreSQL  127.0.0.1:{pg.port}  (user {pg.user}; logs {pg.log})")
@@ -541,15 +768,23 @@ def clean() -> None:
         shutil.rmtree(LOCAL / folder, ignore_errors=True)
     for name in ("env", "jwt-secret"):
         (LOCAL / name).unlink(missing_ok=True)
+    shutil.rmtree(LOCAL / "kafka-passwords", ignore_errors=True)
     print("deleted the local stack's data")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "clean"))
+    commands = {
+        "up": up,
+        "down": down,
+        "status": status,
+        "clean": clean,
+        "access-script": write_access_script,
+    }
+    parser.add_argument("command", choices=tuple(commands))
     command = parser.parse_args().command
     try:
-        {"up": up, "down": down, "status": status, "clean": clean}[command]()
+        commands[command]()
     except (StackError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", None)
         print(f"error: {error}" + (f"\n{detail}" if detail else ""), file=sys.stderr)

@@ -6,6 +6,7 @@ runs beside a ``make up`` stack), and every test gets its own databases and topi
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -13,7 +14,15 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from deploy.stack import LOCAL, Kafka, Postgres, ensure_kafka_jars, free_port, unique_name
+from deploy.stack import (
+    KAFKA_SUPERUSER,
+    LOCAL,
+    Kafka,
+    Postgres,
+    ensure_kafka_jars,
+    free_port,
+    unique_name,
+)
 from shared.core.custody import new_kek
 from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
@@ -39,6 +48,10 @@ class Infrastructure:
             "pg_port": self.postgres.port,
             "pg_user": self.postgres.user,
             "kafka_bootstrap": self.kafka.bootstrap,
+            # The superuser: each test's topics carry its own prefix, which no service's
+            # ACLs name (tests/e2e/test_kafka_access.py grants and checks those).
+            "kafka_username": KAFKA_SUPERUSER,
+            "kafka_password": SecretStr(self.kafka.password),
             "database_prefix": f"t{name}_",
             "topic_prefix": f"t{name}.",
             "topic_partitions": 3,
@@ -60,7 +73,14 @@ def infra() -> Iterator[Infrastructure]:
     home = LOCAL / f"test-{unique_name()}"
     ensure_kafka_jars()
     postgres = Postgres(home / "postgres", free_port(), durable=False)
-    kafka = Kafka(home / "kafka", free_port(), free_port(), heap="768m", partitions=3)
+    kafka = Kafka(
+        home / "kafka",
+        free_port(),
+        free_port(),
+        password=secrets.token_urlsafe(24),
+        heap="768m",
+        partitions=3,
+    )
     postgres.start()
     try:
         kafka.start()

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from shared.core.db import dsn
+from shared.core.kafka import connection
 from shared.core.settings import Settings
 from shared.web.registry import migrate, services
 
@@ -77,7 +78,7 @@ async def read_topic(
     """Every committed record on a topic, from the start (waiting for ``expect`` of them)."""
     consumer = AIOKafkaConsumer(
         settings.topic(topic),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connection(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",

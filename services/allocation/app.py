@@ -30,5 +30,6 @@ SERVICE = ServiceDefinition(
     setup=_setup,
     migrations="services.allocation",
     topic=allocation.TOPIC,
+    reads=(spending.TOPIC, approval.TOPIC),
 )
 create_app = SERVICE.create_app

@@ -35,5 +35,6 @@ SERVICE = ServiceDefinition(
     setup=_setup,
     migrations="services.approval",
     topic=approval.TOPIC,
+    reads=(allocation.TOPIC, spending.TOPIC),
 )
 create_app = SERVICE.create_app

@@ -9,6 +9,7 @@ from aiohttp import web
 from services.reporting import commands, projections
 from services.reporting.handlers import Reporting
 from services.reporting.http import REPORTING, routes
+from shared.contracts import TOPICS
 from shared.web.registry import ServiceDefinition
 from shared.web.service import ConsumerSpec, ServiceCore
 
@@ -28,6 +29,7 @@ SERVICE = ServiceDefinition(
     routes=routes,
     setup=_setup,
     migrations="services.reporting",
+    reads=TOPICS,
     add_commands=commands.add_commands,
 )
 create_app = SERVICE.create_app

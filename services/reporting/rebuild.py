@@ -140,7 +140,7 @@ async def rebuild(
 async def _bulk(settings: Settings, runner: ConsumerRunner, progress: Progress) -> int:
     """Everything on the topics now, from the start."""
     topics = [settings.topic(topic) for topic in CONSUMER.topics]
-    beginnings, ends = await topic_bounds(settings.kafka_bootstrap, topics)
+    beginnings, ends = await topic_bounds(settings.kafka, topics)
     progress.expect(sum(ends[p] - beginnings[p] for p in ends))
     return await runner.catch_up(ends, progress.advance)
 

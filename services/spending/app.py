@@ -29,5 +29,6 @@ SERVICE = ServiceDefinition(
     setup=_setup,
     migrations="services.spending",
     topic=spending.TOPIC,
+    reads=(allocation.TOPIC, approval.TOPIC),
 )
 create_app = SERVICE.create_app

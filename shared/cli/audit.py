@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from shared.core.db import Connection
 from shared.core.events import GENESIS_HASH, Envelope
-from shared.core.kafka import partitions_of, topic_bounds
+from shared.core.kafka import connection, partitions_of, topic_bounds
+from shared.core.settings import KafkaAccess
 
 __all__ = [
     "Problem",
@@ -152,9 +153,9 @@ def check_topic(service: str, events: Sequence[StoredEvent], read: TopicRead) ->
     return problems
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, dict[int, int]]:
+async def end_offsets(kafka: KafkaAccess, topics: list[str]) -> dict[str, dict[int, int]]:
     """The next offset of every partition of the topics, now: by topic, then partition."""
-    _, ends = await topic_bounds(bootstrap, topics)
+    _, ends = await topic_bounds(kafka, topics)
     found: dict[str, dict[int, int]] = {topic: {} for topic in topics}
     for partition, offset in ends.items():
         found[partition.topic][partition.partition] = offset
@@ -162,7 +163,7 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, dict[int, 
 
 
 async def read_topic(
-    bootstrap: str,
+    kafka: KafkaAccess,
     topic: str,
     keep: Callable[[Envelope], bool],
     progress: Callable[[int], object] | None = None,
@@ -174,7 +175,7 @@ async def read_topic(
     whatever ``keep`` says; an event read again (same id) counts in ``repeats``.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **connection(kafka),
         enable_auto_commit=False,
         isolation_level="read_committed",
         group_id=None,
@@ -182,7 +183,7 @@ async def read_topic(
     read = TopicRead()
     try:
         await consumer.start()
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

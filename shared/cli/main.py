@@ -92,7 +92,7 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
     publishing = [definition for definition in services() if definition.topic is not None]
     topics = {definition.name: settings.topic(str(definition.topic)) for definition in publishing}
     # Before any store is read: what the topics held then, every store must hold.
-    settled = await audit.end_offsets(settings.kafka_bootstrap, list(topics.values()))
+    settled = await audit.end_offsets(settings.kafka, list(topics.values()))
     for definition in publishing:
         topic = topics[definition.name]
         conn = await connect(dsn(settings, settings.database_of(definition.name)))
@@ -104,7 +104,7 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
         found.problems += audit.check_store(definition.name, events)
         with progress_bar(f"reading {topic}") as bar:
             read = await audit.read_topic(
-                settings.kafka_bootstrap, topic, _of_pilot(pilot_id), bar.update, settled[topic]
+                settings.kafka, topic, _of_pilot(pilot_id), bar.update, settled[topic]
             )
         found.problems += audit.check_topic(definition.name, events, read)
         found.repeats += read.repeats
@@ -161,7 +161,7 @@ async def replay(
             continue
         topic = settings.topic(definition.topic)
         with progress_bar(f"reading {topic}") as bar:
-            read = await audit.read_topic(settings.kafka_bootstrap, topic, keep, bar.update)
+            read = await audit.read_topic(settings.kafka, topic, keep, bar.update)
         events += read.envelopes
         for foreign in read.foreign:
             print(f"passed over: {foreign}", file=sys.stderr)

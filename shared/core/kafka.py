@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.core.settings import Settings
+from shared.core.settings import KafkaAccess, Settings
 
 __all__ = [
     "DEADLETTER_TOPIC",
+    "SASL_MECHANISM",
+    "connection",
     "ensure_topics",
+    "new_admin",
     "new_consumer",
     "new_producer",
     "partitions_of",
@@ -23,14 +27,30 @@ __all__ = [
 ]
 
 DEADLETTER_TOPIC = "ledger.deadletter"
+# Salted and iterated on the broker, never sent in the clear: a broker's copy of the
+# credentials cannot be replayed as a password.
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+def connection(kafka: KafkaAccess) -> dict[str, Any]:
+    """The options every aiokafka client of the ledger connects with."""
+    if kafka.username is None:
+        return {"bootstrap_servers": kafka.bootstrap}
+    return {
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": SASL_MECHANISM,
+        "sasl_plain_username": kafka.username,
+        "sasl_plain_password": kafka.password,
+    }
 
 
 def new_producer(
-    bootstrap: str, client_id: str, transactional_id: str | None = None
+    kafka: KafkaAccess, client_id: str, transactional_id: str | None = None
 ) -> AIOKafkaProducer:
     """A producer that loses nothing it acknowledged and writes nothing twice per session."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **connection(kafka),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -41,13 +61,13 @@ def new_producer(
     )
 
 
-def new_consumer(bootstrap: str, group_id: str | None, client_id: str) -> AIOKafkaConsumer:
+def new_consumer(kafka: KafkaAccess, group_id: str | None, client_id: str) -> AIOKafkaConsumer:
     """A consumer whose position lives with its effects, not in auto-committed offsets.
 
     Without a ``group_id`` it joins no group: partitions are assigned to it directly.
     """
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **connection(kafka),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
@@ -65,7 +85,7 @@ def new_consumer(bootstrap: str, group_id: str | None, client_id: str) -> AIOKaf
 
 async def ensure_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
     """Create the topics (unprefixed names) where missing; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = new_admin(settings.kafka)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -86,16 +106,21 @@ async def ensure_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
         await admin.close()
 
 
+def new_admin(kafka: KafkaAccess) -> AIOKafkaAdminClient:
+    """An admin client (topics and their partitions)."""
+    return AIOKafkaAdminClient(**connection(kafka))
+
+
 async def topic_bounds(
-    bootstrap: str, topics: list[str]
+    kafka: KafkaAccess, topics: list[str]
 ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """The first and the next offset of every partition of ``topics`` (committed records)."""
     partitions = [
         TopicPartition(topic, number)
         for topic in topics
-        for number in await partitions_of(bootstrap, topic)
+        for number in await partitions_of(kafka, topic)
     ]
-    consumer = new_consumer(bootstrap, None, "ledger-topic-bounds")
+    consumer = new_consumer(kafka, None, "ledger-topic-bounds")
     try:
         await consumer.start()
         beginnings: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
@@ -105,9 +130,9 @@ async def topic_bounds(
         await asyncio.shield(consumer.stop())
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+async def partitions_of(kafka: KafkaAccess, topic: str) -> list[int]:
     """The partition numbers of a topic, as the broker describes it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = new_admin(kafka)
     try:
         await admin.start()
         [description] = await admin.describe_topics([topic])

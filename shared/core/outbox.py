@@ -41,6 +41,7 @@ from shared.core.events import canonical_json, partition_key
 from shared.core.eventstore import OUTBOX_CHANNEL
 from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
+from shared.core.settings import KafkaAccess
 
 __all__ = ["OutboxRelay"]
 
@@ -63,18 +64,18 @@ class OutboxRelay(BackgroundTask):
         self,
         *,
         dsn: str,
-        bootstrap: str,
+        kafka: KafkaAccess,
         topic: str,
         transactional_id: str,
         batch_size: int,
         poll_seconds: float,
         metrics: Metrics,
         clock: Callable[[], datetime],
-        producer_factory: Callable[[str, str, str], AIOKafkaProducer] = new_producer,
+        producer_factory: Callable[[KafkaAccess, str, str], AIOKafkaProducer] = new_producer,
     ) -> None:
         super().__init__(f"relay:{topic}")
         self._dsn = dsn
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._topic = topic
         self._transactional_id = transactional_id
         self._batch_size = batch_size
@@ -130,7 +131,7 @@ class OutboxRelay(BackgroundTask):
                 self._standing_by = False
             self._log.info("relay_leading")
             producer = self._producer_factory(
-                self._bootstrap, f"relay-{self._topic}", self._transactional_id
+                self._kafka, f"relay-{self._topic}", self._transactional_id
             )
             try:
                 # Inside the try: a producer that failed to start still has connections to close.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr
@@ -18,13 +19,22 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-__all__ = ["Settings"]
+__all__ = ["KafkaAccess", "Settings"]
 
 _PORT_VARIABLE = re.compile(r"^LEDGER_([A-Z][A-Z0-9_]*)_PORT$")
 
 
 def _empty_is_unset(value: object) -> object:
     return None if value == "" else value
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the broker is and who a client is to it (SASL/SCRAM-SHA-512 when a user is set)."""
+
+    bootstrap: str
+    username: str | None = None
+    password: str = field(default="", repr=False)
 
 
 class Settings(BaseSettings):
@@ -47,6 +57,10 @@ class Settings(BaseSettings):
     pg_pool_max: int = Field(default=10, ge=1)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # The principal this process is to the broker (each service its own, the CLI "admin");
+    # unset connects without authentication, which a broker of the ledger refuses.
+    kafka_username: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    kafka_password: SecretStr = SecretStr("")
     # Prefixed onto every topic name, so that a test run or a second stack can share a broker.
     topic_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1)
@@ -95,6 +109,13 @@ class Settings(BaseSettings):
     def with_port(self, service: str, port: int) -> Settings:
         """These settings with one service on another port."""
         return self.model_copy(update={"ports": {**self.ports, service: port}})
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """What a Kafka client of this process connects with."""
+        return KafkaAccess(
+            self.kafka_bootstrap, self.kafka_username, self.kafka_password.get_secret_value()
+        )
 
     def database_of(self, service: str) -> str:
         """The database a service owns."""

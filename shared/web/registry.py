@@ -26,16 +26,25 @@ from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.schema import Migration, apply_migrations, ensure_database, migrations_of
 from shared.core.settings import Settings
 from shared.web.http import Route
-from shared.web.service import Setup, build_service_app, source_of, utcnow
+from shared.web.service import (
+    Setup,
+    build_service_app,
+    relay_transactional_id,
+    source_of,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "KAFKA_ADMIN",
     "AddCommands",
+    "KafkaGrant",
     "ServiceDefinition",
     "core_migrations",
+    "kafka_grants",
     "ledger_topics",
     "migrate",
     "service",
@@ -74,6 +83,8 @@ class ServiceDefinition:
     setup: Setup
     migrations: str  # the package whose ``migrations/`` folder holds the service's SQL
     topic: str | None = None  # the topic the service publishes (its outbox relay's)
+    # The topics its consumers read: the broker lets its principal read these and no others.
+    reads: tuple[str, ...] = ()
     add_commands: AddCommands | None = None
 
     def all_migrations(self) -> tuple[Migration, ...]:
@@ -126,6 +137,66 @@ def topic_owners(settings: Settings) -> dict[str, str]:
 def ledger_topics() -> tuple[str, ...]:
     """Every topic the installed services publish, and the dead-letter topic (unprefixed)."""
     return (*(d.topic for d in services() if d.topic is not None), DEADLETTER_TOPIC)
+
+
+# The ledger's command-line tools (topics, audit, rebuild) connect as this principal.
+KAFKA_ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class KafkaGrant:
+    """Operations one principal may perform on some of the broker's resources (an ACL of
+    Kafka's standard authorizer for each pair). ``prefixed``: the names are prefixes."""
+
+    principal: str
+    operations: tuple[str, ...]
+    topics: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    transactional_ids: tuple[str, ...] = ()
+    prefixed: bool = False
+
+
+def kafka_grants(settings: Settings) -> tuple[KafkaGrant, ...]:
+    """Everything the broker allows, as names in these settings; what is not here is refused.
+
+    Each service writes its own topic (through its relay's transaction) and the dead-letter
+    topic, and reads the topics it consumes in groups named after it. The tools create and
+    read the ledger's topics and write nothing to them.
+    """
+    deadletter = settings.topic(DEADLETTER_TOPIC)
+    grants = []
+    for definition in services():
+        writes = (settings.topic(definition.topic),) if definition.topic else ()
+        grants.append(
+            KafkaGrant(
+                definition.name,
+                ("Write", "Describe"),
+                topics=(*writes, deadletter),
+                transactional_ids=(relay_transactional_id(settings, definition.name),)
+                if writes
+                else (),
+            )
+        )
+        if definition.reads:
+            read = ("Read", "Describe")
+            grants.append(
+                KafkaGrant(
+                    definition.name, read, topics=tuple(map(settings.topic, definition.reads))
+                )
+            )
+            grants.append(
+                KafkaGrant(
+                    definition.name,
+                    read,
+                    groups=(settings.topic(f"{definition.name}."),),
+                    prefixed=True,
+                )
+            )
+    admin = ("Create", "Describe", "Read")
+    grants.append(
+        KafkaGrant(KAFKA_ADMIN, admin, topics=(settings.topic("ledger."),), prefixed=True)
+    )
+    return tuple(grants)
 
 
 async def migrate(settings: Settings, names: Sequence[str]) -> None:

@@ -215,6 +215,7 @@ async def _run_service(
         )
         app[CORE] = core
         specs = definition.setup(app, core)
+        _check_declared(definition, specs)
 
         async def database() -> bool:
             async with pool.acquire() as conn:
@@ -248,6 +249,19 @@ async def _stop(runners: Sequence[ConsumerRunner], relay: OutboxRelay | None, gr
         await relay.stop(grace * 0.4)
 
 
+def _check_declared(definition: ServiceDefinition, specs: Sequence[ConsumerSpec]) -> None:
+    """Consumers read only the topics the service declares and name their groups after it:
+    the broker's permissions are made from the declarations (registry.kafka_grants)."""
+    for spec in specs:
+        undeclared = set(spec.topics) - set(definition.reads)
+        if undeclared:
+            raise ValueError(
+                f"{spec.name} reads {sorted(undeclared)}, not in {definition.name}.reads"
+            )
+        if not spec.name.startswith(f"{definition.name}."):
+            raise ValueError(f"consumer {spec.name} must be named {definition.name}.<name>")
+
+
 def _relay(
     definition: ServiceDefinition,
     settings: Settings,
@@ -259,14 +273,20 @@ def _relay(
         return None  # a service that publishes nothing (reporting) has no relay
     return OutboxRelay(
         dsn=database_dsn,
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka,
         topic=settings.topic(definition.topic),
-        transactional_id=f"{settings.topic_prefix}ledger-relay-{definition.name}",
+        transactional_id=relay_transactional_id(settings, definition.name),
         batch_size=settings.relay_batch_size,
         poll_seconds=settings.relay_poll_seconds,
         metrics=metrics,
         clock=clock,
     )
+
+
+def relay_transactional_id(settings: Settings, service: str) -> str:
+    """The transactional id of a service's outbox relay: one per service, so that a new
+    leader fences off a former one that still thinks it leads."""
+    return f"{settings.topic_prefix}ledger-relay-{service}"
 
 
 def source_of(service: str) -> str:
@@ -286,7 +306,7 @@ def consumer_runner(
     return ConsumerRunner(
         name=name,
         pool=pool,
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka,
         group_id=name,
         topics=[settings.topic(topic) for topic in spec.topics],
         handler=spec.handler,

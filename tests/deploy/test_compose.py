@@ -21,16 +21,19 @@ import asyncpg
 import pytest
 
 from deploy.stack import (
+    ACCESS_SCRIPT,
     ROOT,
     SETUP_COMMANDS,
     Kafka,
     Postgres,
     installed_services,
+    ledger_access_script,
+    password_variable,
     serve_command,
     stack_variables,
 )
 from shared.core.settings import Settings
-from shared.web.registry import migrate
+from shared.web.registry import KAFKA_ADMIN, migrate
 
 COMPOSE_CHECK = Path(os.environ.get("LEDGER_COMPOSE_CHECK", ROOT / ".local/tools/compose-check"))
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
@@ -72,7 +75,7 @@ def project() -> dict[str, Any]:
 
 def test_the_compose_file_is_valid_and_needs_its_secrets(project: dict[str, Any]) -> None:
     """Valid with the secrets .env.example names; refused, naming them, without them."""
-    assert set(project["services"]) == {"postgres", "kafka", "topics", *SERVICES}
+    assert set(project["services"]) == {"postgres", "kafka", "kafka-access", "topics", *SERVICES}
     bare = load_compose({})
     assert bare.returncode == 1
     for secret in ("LEDGER_JWT_SECRET", "POSTGRES_PASSWORD", "REPORTING_DB_PASSWORD"):
@@ -96,7 +99,8 @@ def test_compose_runs_what_make_up_runs(
     # databases and each service migrates its own when it starts.
     monkeypatch.setenv("LEDGER_JWT_SECRET", "not-a-secret")
     monkeypatch.setenv("LEDGER_KEY_ENCRYPTION_KEYS", "not-a-key")
-    local = stack_variables(Postgres(tmp_path, 5432), Kafka(tmp_path, 9092, 9093))
+    kafka = Kafka(tmp_path, 9092, 9093, password="not-a-password")
+    local = stack_variables(Postgres(tmp_path, 5432), kafka, "spending")
     assert set(local) <= SETTINGS_VARIABLES
     for name, service in ledger.items():
         environment = service["environment"]
@@ -109,6 +113,12 @@ def test_compose_runs_what_make_up_runs(
         assert int(environment["LEDGER_TOPIC_PARTITIONS"]) == Settings().topic_partitions
     for name in SERVICES:
         assert services[name]["environment"]["LEDGER_PG_USER"] == f"ledger_{name}"
+    for name, principal in (*((n, n) for n in SERVICES), ("topics", KAFKA_ADMIN)):
+        environment = services[name]["environment"]
+        assert environment["LEDGER_KAFKA_USERNAME"] == principal
+        assert (
+            environment["LEDGER_KAFKA_PASSWORD"] == f"test-{password_variable(principal).lower()}"
+        )
     pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
     kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     assert kafka_version is not None
@@ -204,3 +214,47 @@ async def test_the_init_script_gives_each_service_its_own_role_and_database(
             await admin.execute(f'DROP DATABASE IF EXISTS "ledger_{name}"')
             await admin.execute(f'DROP ROLE IF EXISTS "ledger_{name}"')
         await admin.close()
+
+
+def test_compose_gives_kafka_the_users_and_acls_the_registry_makes(project: dict[str, Any]) -> None:
+    """compose's access job runs the script made from ``kafka_grants`` for the installed
+    services (tests/e2e/test_kafka_access.py runs that script against a real broker), with
+    every password it needs, after the broker is up and before the topics are made."""
+    assert ACCESS_SCRIPT.read_text() == ledger_access_script(), (
+        "deploy/kafka/access.sh is stale: run `python deploy/stack.py access-script`"
+    )
+    access = project["services"]["kafka-access"]
+    assert access["image"] == project["services"]["kafka"]["image"]
+    assert access["entrypoint"] == ["/bin/sh", "/ledger/access.sh"]
+    [script] = [v for v in access["volumes"] if v["target"] == "/ledger/access.sh"]
+    assert Path(script["source"]) == ACCESS_SCRIPT
+    needed = set(re.findall(r"\$\{([A-Z_]+)", ACCESS_SCRIPT.read_text())) - {"KAFKA_BIN"}
+    assert needed <= set(access["environment"]) | {"LEDGER_TOPIC_PREFIX"}
+    assert access["environment"]["KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert access["depends_on"]["kafka"]["condition"] == "service_healthy"
+    topics = project["services"]["topics"]["depends_on"]["kafka-access"]
+    assert topics["condition"] == "service_completed_successfully"
+
+
+def _properties(text: str) -> dict[str, str]:
+    lines = (line for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_compose_runs_kafka_as_the_local_stack_does(tmp_path: Path) -> None:
+    """The compose broker's settings (deploy/kafka/broker.sh) equal the local broker's, but
+    for addresses and the sizes the local one trims for a laptop; nothing in it is PLAINTEXT."""
+    local = Kafka(tmp_path, 9092, 9093, password="pw")
+    stack = _properties(local._write_config().read_text())
+    script = (ROOT / "deploy" / "kafka" / "broker.sh").read_text()
+    [body] = re.findall(r'cat >"\$config" <<END\n(.*?)\nEND\n', script, re.DOTALL)
+    user = 'username="kafka" password="pw"'
+    compose = _properties(body.replace("$user", user).replace("$KAFKA_SUPERUSER_PASSWORD", "pw"))
+    addresses = {"listeners", "advertised.listeners", "controller.quorum.voters", "log.dirs"}
+    local_only = {"num.partitions", "offsets.topic.num.partitions"}
+    local_only |= {"transaction.state.log.num.partitions"}
+    assert {k: stack[k] for k in set(stack) - addresses - local_only} == {
+        k: compose[k] for k in set(compose) - addresses - {"log.retention.ms"}
+    }
+    assert "PLAINTEXT://" not in script
+    assert compose["log.retention.ms"] == "-1"  # the topics are the ledger's history

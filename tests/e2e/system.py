@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
 
 from services.allocation.app import create_app as allocation_app
 from services.approval.app import create_app as approval_app
@@ -141,16 +142,32 @@ class System:
 
 @asynccontextmanager
 async def running_system(
-    settings: Settings, token: Callable[..., str], *, reporting: bool = False
+    settings: Settings,
+    token: Callable[..., str],
+    *,
+    reporting: bool = False,
+    kafka_passwords: Mapping[str, str] | None = None,
 ) -> AsyncIterator[System]:
-    """The services on one broker, each with its own database (reporting if asked)."""
+    """The services on one broker, each with its own database (reporting if asked). With
+    ``kafka_passwords``, each connects to Kafka as its own principal, as in production."""
+
+    def own(service: str) -> Settings:
+        if kafka_passwords is None:
+            return settings
+        password = SecretStr(kafka_passwords[service])
+        return settings.model_copy(update={"kafka_username": service, "kafka_password": password})
+
     async with AsyncExitStack() as stack:
-        allocation = await stack.enter_async_context(serve(settings, "allocation", allocation_app))
-        spending = await stack.enter_async_context(serve(settings, "spending", spending_app))
-        approval = await stack.enter_async_context(serve(settings, "approval", approval_app))
-        system = System(allocation, spending, approval, token)
+
+        async def start(service: str, app: Callable[[Settings], web.Application]) -> Client:
+            return await stack.enter_async_context(serve(own(service), service, app))
+
+        system = System(
+            await start("allocation", allocation_app),
+            await start("spending", spending_app),
+            await start("approval", approval_app),
+            token,
+        )
         if reporting:
-            system.reporting = await stack.enter_async_context(
-                serve(settings, "reporting", reporting_app)
-            )
+            system.reporting = await start("reporting", reporting_app)
         yield system

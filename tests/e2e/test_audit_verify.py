@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.allocation.app import create_app
+from shared.core.kafka import connection
 from shared.core.settings import Settings
 from shared.web.registry import migrate
 from tests.e2e.system import Client, auth
@@ -230,7 +231,7 @@ async def test_verify_names_a_record_that_is_not_a_ledger_event(
     """A forged record on a ledger topic is a finding with its place, not a traceback."""
     await wigan_with_a_family(client, auth(token("admin", "wigan")))
     await read_topic(settings, "ledger.allocation", expect=2)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(**connection(settings.kafka))
     await producer.start()
     try:
         sent = await producer.send_and_wait(

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from deploy.stack import free_port
 from shared.contracts import allocation
+from shared.core.kafka import connection
 from shared.core.settings import Settings
 from tests.integration.fixtures import envelopes_for
 from tests.support import LEDGER, connect_service_db, settings_env, wait_for
@@ -49,6 +50,7 @@ SERVICE = ServiceDefinition(
     setup=lambda app, core: (ConsumerSpec("extra.seen", (allocation.TOPIC,), seen),),
     migrations="extra_service",
     topic="ledger.extra",
+    reads=(allocation.TOPIC,),
 )
 '''
 
@@ -102,7 +104,7 @@ async def test_a_fifth_service_registers_migrates_serves_and_consumes(
     assert {"seen", "events", "outbox", "consumer_offsets"} <= tables
 
     [event] = envelopes_for("p", "f", [1], source="ledger/allocation")  # the topic's owner
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**connection(settings.kafka), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(

@@ -276,7 +276,7 @@ async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
         }
         event["hash"] = "f" * 64 if bad_hash else chain_hash(event)
         forged.append(event)
-    producer = new_producer(settings.kafka_bootstrap, "forger")
+    producer = new_producer(settings.kafka, "forger")
     await producer.start()
     try:
         for event in forged:

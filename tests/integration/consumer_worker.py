@@ -42,7 +42,7 @@ async def main(settings: Settings, topic: str) -> None:
         runner = ConsumerRunner(
             name="kill-test",
             pool=pool,
-            bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka,
             group_id=f"{settings.topic_prefix}kill-test",
             topics=[topic],
             handler=apply_slowly,
@@ -55,4 +55,4 @@ async def main(settings: Settings, topic: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Settings.model_validate_json(sys.argv[1]), sys.argv[2]))
+    asyncio.run(main(Settings(), sys.argv[1]))  # settings from the environment

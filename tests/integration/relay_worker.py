@@ -22,7 +22,7 @@ from shared.core.db import dsn
 from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
-from shared.core.settings import Settings
+from shared.core.settings import KafkaAccess, Settings
 
 
 class DiesAfterCommit:
@@ -47,14 +47,14 @@ class DiesAfterCommit:
         os.kill(os.getpid(), signal.SIGKILL)  # committed on Kafka; the outbox rows remain
 
 
-def producer(bootstrap: str, client_id: str, transactional_id: str) -> AIOKafkaProducer:
-    return DiesAfterCommit(new_producer(bootstrap, client_id, transactional_id))
+def producer(kafka: KafkaAccess, client_id: str, transactional_id: str) -> AIOKafkaProducer:
+    return DiesAfterCommit(new_producer(kafka, client_id, transactional_id))
 
 
 async def main(settings: Settings, topic: str, transactional_id: str) -> None:
     relay = OutboxRelay(
         dsn=dsn(settings, settings.database_of("allocation")),
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka,
         topic=topic,
         transactional_id=transactional_id,
         batch_size=500,
@@ -68,4 +68,4 @@ async def main(settings: Settings, topic: str, transactional_id: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Settings.model_validate_json(sys.argv[1]), sys.argv[2], sys.argv[3]))
+    asyncio.run(main(Settings(), sys.argv[1], sys.argv[2]))  # settings from the environment

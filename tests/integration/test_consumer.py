@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,11 +20,11 @@ from deploy.stack import ROOT
 from shared.core.consumer import ConsumerRunner, EventHandler
 from shared.core.db import Connection
 from shared.core.events import Envelope
-from shared.core.kafka import new_producer
+from shared.core.kafka import connection, new_producer
 from shared.core.metrics import Metrics
-from shared.core.settings import Settings
+from shared.core.settings import KafkaAccess, Settings
 from tests.integration.fixtures import envelopes_for, migrated_pool
-from tests.support import read_topic, wait_for
+from tests.support import read_topic, settings_env, wait_for
 
 TOPIC = "ledger.spending"
 
@@ -39,9 +38,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]
 async def produce(
     settings: Settings, items: list[tuple[bytes, bytes]], partition: int | None = None
 ) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**connection(settings.kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for key, value in items:
@@ -67,11 +64,10 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
             sys.executable,
             "-m",
             "tests.integration.consumer_worker",
-            settings.model_dump_json(),
             settings.topic(TOPIC),
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**settings_env(settings), "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -121,13 +117,13 @@ def runner_for(
     pool: asyncpg.Pool[asyncpg.Record],
     name: str,
     handler: EventHandler,
-    producer_factory: Callable[[str, str], AIOKafkaProducer] = new_producer,
+    producer_factory: Callable[[KafkaAccess, str], AIOKafkaProducer] = new_producer,
 ) -> ConsumerRunner:
     """A consumer of the test's topic, in a group of its own, dead-lettering as services do."""
     return ConsumerRunner(
         name=name,
         pool=pool,
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka,
         group_id=f"{settings.topic_prefix}{name}",
         topics=[settings.topic(TOPIC)],
         handler=handler,
@@ -307,11 +303,11 @@ async def test_a_record_parked_while_kafka_is_away_is_dead_lettered_later(
     await produce(settings, records_of(envelopes_for("p", "sick", [1], poison=frozenset({1}))))
     producers: list[FirstSendFails] = []
 
-    def producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    def producer(kafka: KafkaAccess, client_id: str) -> AIOKafkaProducer:
         if not producers:
-            producers.append(FirstSendFails(new_producer(bootstrap, client_id)))
+            producers.append(FirstSendFails(new_producer(kafka, client_id)))
             return producers[0]
-        return new_producer(bootstrap, client_id)
+        return new_producer(kafka, client_id)
 
     runner = runner_for(settings, pool, "due-test", Recorder(), producer_factory=producer)
     async with runner:

@@ -16,7 +16,7 @@ from shared.contracts import allocation
 from shared.core.consumer import ConsumerRunner
 from shared.core.events import DomainEvent, Envelope
 from shared.core.eventstore import PendingEvent, Stream
-from shared.core.kafka import DEADLETTER_TOPIC
+from shared.core.kafka import DEADLETTER_TOPIC, connection
 from shared.core.metrics import Metrics
 from shared.core.settings import Settings
 from tests.integration.fixtures import CONTEXT, migrated_pool, new_store
@@ -87,7 +87,7 @@ async def test_unknown_types_are_passed_over_and_newer_versions_parked(
     )
     b = family_stream("b", FamilyEnrolledV2(family_id="b", household="h"), exited(date(2026, 3, 2)))
     c = family_stream("c", enrolled("c"))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**connection(settings.kafka), acks="all")
     await producer.start()
     try:
         for envelope in (*a, *b, *c):
@@ -101,7 +101,7 @@ async def test_unknown_types_are_passed_over_and_newer_versions_parked(
     runner = ConsumerRunner(
         name="contracts-test",
         pool=pool,
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka,
         group_id=f"{settings.topic_prefix}contracts-test",
         topics=[settings.topic(allocation.TOPIC)],
         handler=views.apply,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import sys
@@ -24,7 +23,7 @@ from shared.core.settings import Settings
 from shared.web.registry import migrate
 from tests.conftest import Infrastructure
 from tests.integration.fixtures import CONTEXT, Noted, new_store, utcnow
-from tests.support import read_topic, run_ledger, wait_for
+from tests.support import read_topic, run_ledger, settings_env, wait_for
 
 TOPIC = allocation.TOPIC
 
@@ -32,7 +31,7 @@ TOPIC = allocation.TOPIC
 def relay_for(settings: Settings, metrics: Metrics | None = None) -> OutboxRelay:
     return OutboxRelay(
         dsn=dsn(settings, settings.database_of("allocation")),
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka,
         topic=settings.topic(TOPIC),
         transactional_id=f"{settings.topic_prefix}relay-test",
         batch_size=50,
@@ -157,11 +156,10 @@ async def test_a_relay_killed_between_kafka_commit_and_outbox_delete(settings: S
             sys.executable,
             "-m",
             "tests.integration.relay_worker",
-            settings.model_dump_json(),
             settings.topic(TOPIC),
             transactional_id,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**settings_env(settings), "PYTHONPATH": str(ROOT)},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )

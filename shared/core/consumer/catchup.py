@@ -9,13 +9,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.core.consumer.batches import BatchApplier
 from shared.core.kafka import new_consumer
+from shared.core.settings import KafkaAccess
 
 __all__ = ["catch_up"]
 
 
 async def catch_up(
     applier: BatchApplier,
-    bootstrap: str,
+    kafka: KafkaAccess,
     targets: Mapping[TopicPartition, int],
     progress: Callable[[int], object],
     batch_size: int,
@@ -39,7 +40,7 @@ async def catch_up(
     }
     if not pending:
         return 0
-    consumer = new_consumer(bootstrap, None, applier.name)
+    consumer = new_consumer(kafka, None, applier.name)
     try:
         await consumer.start()
         consumer.assign(list(pending))

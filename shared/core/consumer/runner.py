@@ -25,6 +25,7 @@ from shared.core.consumer.lag import LagGauges
 from shared.core.consumer.parking import retry_parked
 from shared.core.kafka import new_consumer, new_producer
 from shared.core.metrics import Metrics
+from shared.core.settings import KafkaAccess
 
 __all__ = ["ConsumerRunner"]
 
@@ -40,14 +41,14 @@ class ConsumerRunner(BackgroundTask):
         *,
         name: str,
         pool: asyncpg.Pool[asyncpg.Record],
-        bootstrap: str,
+        kafka: KafkaAccess,
         group_id: str,
         topics: Sequence[str],
         handler: EventHandler,
         deadletter_topic: str,
         batch_size: int,
         metrics: Metrics,
-        producer_factory: Callable[[str, str], AIOKafkaProducer] = new_producer,
+        producer_factory: Callable[[KafkaAccess, str], AIOKafkaProducer] = new_producer,
         owners: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"consumer:{name}")
@@ -55,7 +56,7 @@ class ConsumerRunner(BackgroundTask):
         self._pool = pool
         self._producer_factory = producer_factory
         self._applier = BatchApplier(name, pool, handler, metrics, owners)
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._group_id = group_id
         self._topics = tuple(topics)
         self._deadletter_topic = deadletter_topic
@@ -85,8 +86,8 @@ class ConsumerRunner(BackgroundTask):
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _consume(self) -> None:
-        consumer = new_consumer(self._bootstrap, self._group_id, self.name)
-        producer = self._producer_factory(self._bootstrap, f"{self.name}-deadletter")
+        consumer = new_consumer(self._kafka, self._group_id, self.name)
+        producer = self._producer_factory(self._kafka, f"{self.name}-deadletter")
         try:
             # Starts inside the try: a client that failed to start still has connections to close.
             await producer.start()
@@ -151,7 +152,7 @@ class ConsumerRunner(BackgroundTask):
         self, targets: Mapping[TopicPartition, int], progress: Callable[[int], object]
     ) -> int:
         """Apply every record before ``targets`` outside any group (see :mod:`.catchup`)."""
-        return await catch_up(self._applier, self._bootstrap, targets, progress, self._batch_size)
+        return await catch_up(self._applier, self._kafka, targets, progress, self._batch_size)
 
     async def retry_parked(self) -> int:
         """Try parked records again (see :mod:`.parking`); return how many were applied."""

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Made by `python deploy/stack.py access-script` from shared.web.registry.kafka_grants (a test
+# checks it is current). Gives the ledger's principals their SCRAM credentials and only their
+# ACLs; run as the broker's superuser. Idempotent: run it again after a password changes.
+set -eu
+bin=${KAFKA_BIN:-/opt/kafka/bin}
+config=$(mktemp)
+trap 'rm -f "$config"' EXIT
+cat >"$config" <<END
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+  username="kafka" password="${KAFKA_SUPERUSER_PASSWORD:?set it in .env}";
+END
+user() {
+  "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \
+    --alter --add-config "SCRAM-SHA-512=[password=$2]" \
+    --entity-type users --entity-name "$1"
+}
+acls() {
+  "$bin/kafka-acls.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" "$@"
+}
+user admin "${ADMIN_KAFKA_PASSWORD:?set it in .env}"
+user allocation "${ALLOCATION_KAFKA_PASSWORD:?set it in .env}"
+user spending "${SPENDING_KAFKA_PASSWORD:?set it in .env}"
+user approval "${APPROVAL_KAFKA_PASSWORD:?set it in .env}"
+user reporting "${REPORTING_KAFKA_PASSWORD:?set it in .env}"
+acls --add --allow-principal User:allocation --operation Write --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.allocation" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.deadletter" --transactional-id "${LEDGER_TOPIC_PREFIX:-}ledger-relay-allocation"
+acls --add --allow-principal User:allocation --operation Read --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.spending" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.approval"
+acls --add --allow-principal User:allocation --operation Read --operation Describe --group "${LEDGER_TOPIC_PREFIX:-}allocation." --resource-pattern-type prefixed
+acls --add --allow-principal User:spending --operation Write --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.spending" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.deadletter" --transactional-id "${LEDGER_TOPIC_PREFIX:-}ledger-relay-spending"
+acls --add --allow-principal User:spending --operation Read --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.allocation" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.approval"
+acls --add --allow-principal User:spending --operation Read --operation Describe --group "${LEDGER_TOPIC_PREFIX:-}spending." --resource-pattern-type prefixed
+acls --add --allow-principal User:approval --operation Write --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.approval" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.deadletter" --transactional-id "${LEDGER_TOPIC_PREFIX:-}ledger-relay-approval"
+acls --add --allow-principal User:approval --operation Read --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.allocation" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.spending"
+acls --add --allow-principal User:approval --operation Read --operation Describe --group "${LEDGER_TOPIC_PREFIX:-}approval." --resource-pattern-type prefixed
+acls --add --allow-principal User:reporting --operation Write --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.deadletter"
+acls --add --allow-principal User:reporting --operation Read --operation Describe --topic "${LEDGER_TOPIC_PREFIX:-}ledger.allocation" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.spending" --topic "${LEDGER_TOPIC_PREFIX:-}ledger.approval"
+acls --add --allow-principal User:reporting --operation Read --operation Describe --group "${LEDGER_TOPIC_PREFIX:-}reporting." --resource-pattern-type prefixed
+acls --add --allow-principal User:admin --operation Create --operation Describe --operation Read --topic "${LEDGER_TOPIC_PREFIX:-}ledger." --resource-pattern-type prefixed

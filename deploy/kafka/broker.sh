@@ -1,0 +1,47 @@
+#!/bin/sh
+# The compose file's Kafka: one node (KRaft, broker and controller in one process) that
+# authenticates every client with SASL/SCRAM and authorises it by ACL (Kafka's standard
+# authorizer). The same settings as deploy/stack.py's local broker (a test compares them).
+# Only the superuser exists at first; deploy/kafka/access.sh adds the ledger's principals.
+set -eu
+: "${KAFKA_SUPERUSER_PASSWORD:?set it in .env}"
+umask 077 # the files below hold the superuser's password
+config=/tmp/server.properties
+user="username=\"kafka\" password=\"$KAFKA_SUPERUSER_PASSWORD\""
+cat >"$config" <<END
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@kafka:9093
+listeners=CLIENTS://:9092,CONTROLLER://:9093
+advertised.listeners=CLIENTS://kafka:9092
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=CLIENTS
+listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.clients.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $user;
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required $user user_kafka="$KAFKA_SUPERUSER_PASSWORD";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:kafka
+log.dirs=/var/lib/kafka/data
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.ms=-1
+END
+# For the health check, as the superuser.
+cat >/tmp/superuser.properties <<END
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $user;
+END
+# The superuser's credentials must exist before the broker starts; a formatted volume is kept.
+/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t "$CLUSTER_ID" -c "$config" \
+  --add-scram "SCRAM-SHA-512=[name=kafka,password=$KAFKA_SUPERUSER_PASSWORD]"
+exec /opt/kafka/bin/kafka-server-start.sh "$config"
