@@ -56,6 +56,7 @@ __all__ = [
     "ServiceCore",
     "Setup",
     "build_service_app",
+    "check_consumers_declared",
     "consumer_runner",
     "utcnow",
 ]
@@ -215,7 +216,7 @@ async def _run_service(
         )
         app[CORE] = core
         specs = definition.setup(app, core)
-        _check_declared(definition, specs)
+        check_consumers_declared(definition, specs)
 
         async def database() -> bool:
             async with pool.acquire() as conn:
@@ -249,7 +250,7 @@ async def _stop(runners: Sequence[ConsumerRunner], relay: OutboxRelay | None, gr
         await relay.stop(grace * 0.4)
 
 
-def _check_declared(definition: ServiceDefinition, specs: Sequence[ConsumerSpec]) -> None:
+def check_consumers_declared(definition: ServiceDefinition, specs: Sequence[ConsumerSpec]) -> None:
     """Consumers read only the topics the service declares and name their groups after it:
     the broker's permissions are made from the declarations (registry.kafka_grants)."""
     for spec in specs:
