@@ -6,22 +6,17 @@ from dataclasses import replace
 
 import pytest
 
-from shared.core.db import Connection
-from shared.core.events import Envelope
+from services.spending import views
 from shared.core.settings import Settings
 from shared.web.registry import KAFKA_ADMIN, kafka_grants, service
 from shared.web.service import ConsumerSpec, check_consumers_declared
-
-
-async def _ignore(_conn: Connection, _envelope: Envelope) -> None:
-    return None
 
 
 def test_a_service_with_a_consumer_it_did_not_declare_does_not_start() -> None:
     """The ACLs come from ``reads``: a consumer of anything else would be refused by the
     broker at run time, so the service refuses at start, naming it."""
     spending = service("spending")
-    declared = ConsumerSpec("spending.views", spending.reads, _ignore)
+    declared = ConsumerSpec(views.CONSUMER, spending.reads, views.apply)
     check_consumers_declared(spending, [declared])
     with pytest.raises(ValueError, match=r"ledger\.spending"):
         check_consumers_declared(spending, [replace(declared, topics=("ledger.spending",))])
