@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
-from aiohttp import web
-
 from shared.cli import audit
 from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
@@ -27,6 +25,7 @@ from shared.core.logging import configure_logging
 from shared.core.settings import Settings
 from shared.web.auth import ROLES, TEAM_SCOPED_ROLES, Role, mint_token
 from shared.web.registry import ledger_topics, migrate, service, services
+from shared.web.serving import serve
 
 __all__ = ["main", "replay", "verify"]
 
@@ -69,13 +68,12 @@ def _topics(_: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     definition = service(args.service)
     configure_logging(definition.name, settings.log_format, settings.log_level)
-    web.run_app(
+    serve(
         definition.create_app(settings),
         host=settings.host,
         port=settings.port_of(definition.name, definition.default_port),
         shutdown_timeout=settings.shutdown_grace_seconds,
-        access_log=None,
-        print=None,
+        header_timeout=settings.http_header_timeout_seconds,
     )
     return 0
 

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     shutdown_grace_seconds: float = Field(default=8.0, gt=0)
     http_body_timeout_seconds: float = Field(default=10.0, gt=0)  # then 408
+    # A connection that has not sent a whole request's headers by then is closed.
+    http_header_timeout_seconds: float = Field(default=15.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -38,6 +38,7 @@ __all__ = [
     "CLOCK",
     "MAX_BODY_BYTES",
     "METRICS",
+    "SAFE_HEADERS",
     "TOKEN_RULES",
     "Caller",
     "Handler",
@@ -201,7 +202,7 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
 
 
 # On every answer: most carry family data, and none is for a cache, a sniffer or a referrer.
-_SAFE_HEADERS = {
+SAFE_HEADERS = {
     "Server": "ledger",  # not which server, nor its version
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -449,7 +450,7 @@ async def _context(request: web.Request, handler: Handler) -> web.StreamResponse
         status = response.status
         response.headers["X-Request-Id"] = request_id
         response.headers["X-Correlation-Id"] = correlation_id
-        response.headers.update(_SAFE_HEADERS)
+        response.headers.update(SAFE_HEADERS)
         return response
     finally:
         elapsed = time.perf_counter() - started

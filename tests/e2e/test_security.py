@@ -4,11 +4,14 @@ and audience, and the ids a caller may put into events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +19,9 @@ from shared.core.events import chain_hash, partition_key
 from shared.core.kafka import ensure_topics, new_producer
 from shared.core.settings import Settings
 from shared.web.auth import mint_token
-from shared.web.registry import ledger_topics
+from shared.web.registry import ledger_topics, migrate
 from tests.conftest import JWT_SECRET, Infrastructure
+from tests.e2e.processes import ServiceProcesses
 from tests.e2e.system import System, auth, running_system
 from tests.support import connect_service_db, read_topic, stored_events, wait_for
 
@@ -317,3 +321,50 @@ async def test_a_body_that_trickles_in_is_cut_off(
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert b"request_timeout" in answer
+
+
+async def test_the_served_process_bounds_header_time_and_quotes_no_bad_request(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """As `ledger serve` runs a service: a client that trickles its headers is cut off once
+    the header timeout passes (it was held for aiohttp's 75 s keep-alive), and a request
+    with an over-long Authorization header is a problem that quotes none of the token
+    (aiohttp's answer quoted its first 100 bytes, with aiohttp's version in `Server`)."""
+    settings = infra.settings(http_header_timeout_seconds=1.0)
+    await ensure_topics(settings, ledger_topics())
+    await migrate(settings, ["allocation"])
+    processes = ServiceProcesses(settings, tmp_path)
+    try:
+        await processes.start("allocation")
+        port = int(processes.url("allocation").rsplit(":", 1)[1])
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            while not reader.at_eof() and time.monotonic() - started < 30:
+                writer.write(b"X")  # a header that never ends
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        assert reader.at_eof(), "the connection was still open after 30 s"
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        secret = b"eyJhbGciOiJIUzI1NiJ9.SECRET-PART-OF-A-TOKEN"
+        writer.write(
+            b"GET /pilots/wigan/families HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + secret
+            + b"A" * 9_000
+            + b"\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    finally:
+        await processes.stop_all()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400")), head
+    assert b"application/problem+json" in head
+    assert b"\r\nServer: ledger\r\n" in head
+    assert json.loads(body)["code"] == "malformed_request"
+    assert b"SECRET" not in answer
+    assert b"SECRET" not in processes.log_path("allocation").read_bytes()
