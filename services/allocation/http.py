@@ -50,11 +50,13 @@ _WRITERS = frozenset({"case_system", "social_worker", "admin"})
 
 
 async def get_pilot(request: web.Request) -> web.StreamResponse:
-    return json_response(await request.app[ALLOCATION].pilot(PathParams(request).pilot_id))
+    return json_response(
+        await request.app[ALLOCATION].pilot(PathParams(request.match_info).pilot_id)
+    )
 
 
 async def get_family(request: web.Request) -> web.StreamResponse:
-    path = PathParams(request)
+    path = PathParams(request.match_info)
     family = await request.app[ALLOCATION].family(
         principal_of(request), path.pilot_id, path.family_id
     )
@@ -62,7 +64,7 @@ async def get_family(request: web.Request) -> web.StreamResponse:
 
 
 async def get_adjustment(request: web.Request) -> web.StreamResponse:
-    path = PathParams(request)
+    path = PathParams(request.match_info)
     adjustment = await request.app[ALLOCATION].adjustment(
         principal_of(request), path.pilot_id, path.family_id, path.uuid("adjustment_id")
     )
@@ -70,7 +72,7 @@ async def get_adjustment(request: web.Request) -> web.StreamResponse:
 
 
 async def get_notes(request: web.Request) -> web.StreamResponse:
-    path = PathParams(request)
+    path = PathParams(request.match_info)
     notes = await request.app[ALLOCATION].notes(
         principal_of(request), path.pilot_id, path.family_id
     )

@@ -23,7 +23,7 @@ _REQUEST = "/pilots/{pilot_id}/spend-requests/{request_id}"
 async def get_pending(request: web.Request) -> web.StreamResponse:
     PendingQuery.model_validate(dict(request.query))
     listing = await request.app[APPROVAL].pending(
-        principal_of(request), PathParams(request).pilot_id
+        principal_of(request), PathParams(request.match_info).pilot_id
     )
     return json_response(listing)
 

@@ -27,7 +27,7 @@ _WORKERS = frozenset({"case_system", "social_worker"})
 
 
 async def get_request(request: web.Request) -> web.StreamResponse:
-    path = PathParams(request)
+    path = PathParams(request.match_info)
     view = await request.app[SPENDING].view(
         principal_of(request), path.pilot_id, path.uuid("request_id")
     )

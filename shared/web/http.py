@@ -13,7 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -41,18 +41,22 @@ __all__ = [
     "SAFE_HEADERS",
     "TOKEN_RULES",
     "Caller",
+    "Command",
+    "CommandCall",
     "Handler",
     "PathParams",
     "Route",
-    "caller_of",
     "command_response",
     "command_route",
-    "idempotency_of",
     "json_response",
     "middlewares",
     "parse_body",
+    "parse_json",
     "principal_of",
+    "problem_of",
     "problem_response",
+    "read_body",
+    "validate_body",
 ]
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -64,7 +68,6 @@ METRICS = web.AppKey("metrics", Metrics)
 _PRINCIPAL = web.RequestKey("principal", Principal)
 _CORRELATION = web.RequestKey("correlation_id", str)
 _REQUEST_ID = web.RequestKey("request_id", str)
-_BODY = web.RequestKey("body", object)
 _KEY_CHARS = frozenset(chr(code) for code in range(0x21, 0x7F))
 # Ids a caller may give (request, correlation, causation) are kept in events for good: a
 # short token of safe characters, else the ledger mints its own.
@@ -94,8 +97,8 @@ class Caller:
 class PathParams:
     """A request's path parameters, read the same way by every route."""
 
-    def __init__(self, request: web.Request) -> None:
-        self._match = request.match_info
+    def __init__(self, match: Mapping[str, str]) -> None:
+        self._match = match
 
     @property
     def pilot_id(self) -> str:
@@ -136,6 +139,9 @@ class Route:
     may_be_unavailable: bool = False
     # Other success statuses it may answer, with what each means (PUT: 201 or 200).
     also: tuple[tuple[int, str], ...] = ()
+    # A command's endpoint: what runs it, also from a line of a batch (shared.web.batches).
+    command: Command | None = None
+    body_content_type: str = "application/json"
 
     def guarded(self) -> Handler:
         """The handler behind authentication, role and pilot checks."""
@@ -165,8 +171,8 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
-    """The JSON body as ``model``: 415 if not JSON, 400 if malformed, 422 if invalid."""
+async def read_body(request: web.Request, content_type: str) -> bytes:
+    """The request's body: 408 if it trickles in, 415 if it is not ``content_type``."""
     try:
         # A client that trickles its body holds a connection and a worker: not for long.
         raw = await asyncio.wait_for(request.read(), request.app[BODY_TIMEOUT])
@@ -174,16 +180,34 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
         raise HttpProblemError(
             408, "request_timeout", "Request timeout", "the body did not arrive in time"
         ) from error
+    if raw.strip() and request.content_type != content_type:
+        raise HttpProblemError(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            f"send the body as {content_type}",
+        )
+    return raw
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The JSON body as ``model``: 415 if not JSON, 400 if malformed, 422 if invalid."""
+    return validate_body(model, parse_json(await read_body(request, "application/json")))
+
+
+def validate_body(model: type[ModelT], data: object) -> ModelT:
+    """JSON as a command's model (422 if it does not fit)."""
+    # Validated as JSON, so strict fields take JSON's own types: dates as "YYYY-MM-DD",
+    # money as integers (a float, a string or a boolean is refused).
+    return model.model_validate_json(json.dumps(data))
+
+
+def parse_json(raw: bytes) -> object:
+    """A body's JSON, checked as every body is: 400 if malformed, too deep, or holding NUL.
+    An empty body is an empty object."""
     if not raw.strip():
         data: Any = {}
     else:
-        if request.content_type != "application/json":
-            raise HttpProblemError(
-                415,
-                "unsupported_media_type",
-                "Unsupported media type",
-                "send the body as application/json",
-            )
         try:
             data = json.loads(raw, parse_constant=_reject_constant)
         except RecursionError as error:
@@ -195,10 +219,7 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
                 400, "malformed_json", "Malformed JSON", f"the body is not valid JSON: {error}"
             ) from error
     _check_json(data)
-    request[_BODY] = data
-    # Validated as JSON, so strict fields take JSON's own types: dates as "YYYY-MM-DD",
-    # money as integers (a float, a string or a boolean is refused).
-    return model.model_validate_json(json.dumps(data))
+    return data
 
 
 # On every answer: most carry family data, and none is for a cache, a sniffer or a referrer.
@@ -232,49 +253,85 @@ def _check_json(value: object, depth: int = 0) -> None:
             _check_json(item, depth + 1)
 
 
-def idempotency_of(request: web.Request) -> IdempotencyRequest | None:
-    """The request's ``Idempotency-Key``, scoped to its caller; call after :func:`parse_body`."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 128 or not set(key) <= _KEY_CHARS:
-        raise HttpProblemError(
-            400,
-            "bad_idempotency_key",
-            "Bad Idempotency-Key",
-            "Idempotency-Key must be 1 to 128 printable characters",
-        )
-    principal = principal_of(request)
-    resource = request.match_info.route.resource
-    operation = f"{request.method} {resource.canonical if resource else request.path}"
-    return IdempotencyRequest(
-        # Another pilot, role or operation never sees (or collides with) this caller's key.
-        scope=canonical_json([principal.pilot, principal.role, principal.sub, operation]).decode(),
-        key=key,
-        fingerprint=fingerprint(request.method, request.path, request.get(_BODY)),
-    )
+@dataclass(frozen=True)
+class CommandCall:
+    """One call of a command, however it came: a request of its own, or a batch's line."""
 
+    principal: Principal
+    path: str  # as called, e.g. /pilots/wigan/families
+    params: Mapping[str, str]  # the path's parameters
+    data: object  # the JSON body, read and checked (parse_json)
+    idempotency_key: str | None
+    correlation_id: str
+    causation_id: str | None
 
-def caller_of(request: web.Request, occurred_at: datetime | None = None) -> Caller:
-    """Who sends this command; call after :func:`parse_body` (the key covers the body).
-
-    ``occurred_at`` is kept in UTC, and refused when it is in the future (the bounds that
-    need a pilot's configuration or a family are the services' to check).
-    """
-    principal = principal_of(request)
-    if occurred_at is not None:
-        occurred_at = occurred_at.astimezone(UTC)
-        check_occurred_at(occurred_at, request.app[CLOCK](), backdating_days=None, enrolled_on=None)
-    return Caller(
-        principal=principal,
-        context=CommandContext(
-            actor=Actor(sub=principal.sub, role=principal.role),
+    @classmethod
+    def of(cls, request: web.Request, data: object) -> CommandCall:
+        """A request's call of its route's command."""
+        return cls(
+            principal=principal_of(request),
+            path=request.path,
+            params=request.match_info,
+            data=data,
+            idempotency_key=request.headers.get("Idempotency-Key"),
             correlation_id=request[_CORRELATION],
             causation_id=_caller_id(request.headers.get("X-Causation-Id")),
-            occurred_at=occurred_at,
-        ),
-        idempotency=idempotency_of(request),
-    )
+        )
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command endpoint's work apart from HTTP: validate the body, say who calls, run it on
+    the service. A request of its own and a line of a batch go through this alike."""
+
+    method: str
+    template: str  # the route's path, e.g. /pilots/{pilot_id}/families
+    app: web.AppKey[Any]
+    body: type[BaseModel]
+    run: Callable[[Any, Caller, PathParams, Any], Awaitable[CommandResult]]
+
+    async def execute(self, app: web.Application, call: CommandCall) -> CommandResult:
+        """422 if the body does not fit, 400 for a bad key; else what the service answers."""
+        parsed = validate_body(self.body, call.data)
+        occurred_at = parsed.occurred_at if isinstance(parsed, CommandBody) else None
+        if occurred_at is not None:
+            # Kept in UTC, and refused in the future (the bounds that need a pilot's
+            # configuration or a family are the services' to check).
+            occurred_at = occurred_at.astimezone(UTC)
+            check_occurred_at(occurred_at, app[CLOCK](), backdating_days=None, enrolled_on=None)
+        caller = Caller(
+            principal=call.principal,
+            context=CommandContext(
+                actor=Actor(sub=call.principal.sub, role=call.principal.role),
+                correlation_id=call.correlation_id,
+                causation_id=call.causation_id,
+                occurred_at=occurred_at,
+            ),
+            idempotency=self._idempotency(call),
+        )
+        return await self.run(app[self.app], caller, PathParams(call.params), parsed)
+
+    def _idempotency(self, call: CommandCall) -> IdempotencyRequest | None:
+        key = call.idempotency_key
+        if key is None:
+            return None
+        if not 1 <= len(key) <= 128 or not set(key) <= _KEY_CHARS:
+            raise HttpProblemError(
+                400,
+                "bad_idempotency_key",
+                "Bad Idempotency-Key",
+                "Idempotency-Key must be 1 to 128 printable characters",
+            )
+        principal = call.principal
+        operation = f"{self.method} {self.template}"
+        return IdempotencyRequest(
+            # Another pilot, role or operation never sees (or collides with) this caller's key.
+            scope=canonical_json(
+                [principal.pilot, principal.role, principal.sub, operation]
+            ).decode(),
+            key=key,
+            fingerprint=fingerprint(self.method, call.path, call.data),
+        )
 
 
 def command_route(
@@ -294,12 +351,11 @@ def command_route(
     also: tuple[tuple[int, str], ...] = (),
 ) -> Route:
     """A command as an endpoint: parse the body, authorise, run it on the service, answer."""
+    command = Command(method, path, app, body, run)
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        parsed = await parse_body(request, body)
-        occurred_at = parsed.occurred_at if isinstance(parsed, CommandBody) else None
-        caller = caller_of(request, occurred_at)
-        result = await run(request.app[app], caller, PathParams(request), parsed)
+        data = parse_json(await read_body(request, "application/json"))
+        result = await command.execute(request.app, CommandCall.of(request, data))
         return command_response(request, result)
 
     return Route(
@@ -315,6 +371,7 @@ def command_route(
         tags=tags,
         may_be_unavailable=may_be_unavailable,
         also=also,
+        command=command,
     )
 
 
@@ -388,8 +445,8 @@ _HTTP_CODES = {
 }
 
 
-def _problem_of(request: web.Request, error: BaseException) -> web.Response:
-    path = request.path
+def problem_of(error: BaseException, path: str, method: str) -> web.Response:
+    """The problem document that answers an error raised by a call of ``method`` ``path``."""
     if isinstance(error, LedgerError):
         retry = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
         return problem_response(
@@ -409,7 +466,7 @@ def _problem_of(request: web.Request, error: BaseException) -> web.Response:
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         detail = {
             404: f"nothing is served at {path}",
-            405: f"{request.method} is not allowed on {path}",
+            405: f"{method} is not allowed on {path}",
             413: f"the body is larger than {MAX_BODY_BYTES} bytes",
         }.get(error.status, error.text or error.reason)
         return problem_response(error.status, code, title, detail, instance=path, headers=headers)
@@ -446,7 +503,7 @@ async def _context(request: web.Request, handler: Handler) -> web.StreamResponse
         try:
             response = await handler(request)
         except Exception as error:  # noqa: BLE001 - every error becomes a problem document
-            response = _problem_of(request, error)
+            response = problem_of(error, request.path, request.method)
         status = response.status
         response.headers["X-Request-Id"] = request_id
         response.headers["X-Correlation-Id"] = correlation_id

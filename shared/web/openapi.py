@@ -98,7 +98,7 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
+            "content": {route.body_content_type: {"schema": refs[(route.body, "validation")]}},
         }
     responses: dict[str, Any] = {str(route.status): _success(route, refs)}
     for status, meaning in route.also:
@@ -169,7 +169,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             {"name": name, "in": "query", "required": name in required, "schema": schema}
             for name, schema in query_schema.get("properties", {}).items()
         ]
-    if route.method in {"POST", "PUT"}:
+    if route.command is not None:  # a batch's lines carry keys of their own
         parameters.append(
             {
                 "name": "Idempotency-Key",

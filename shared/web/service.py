@@ -33,6 +33,7 @@ from shared.core.personal import wrap_legacy_keys
 from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
 from shared.web.auth import TokenRules
+from shared.web.batches import batch_route
 from shared.web.http import (
     BODY_TIMEOUT,
     CLOCK,
@@ -151,7 +152,9 @@ def build_service_app(
     service = definition.name
     app[METRICS] = Metrics(service)
     app[READINESS] = Readiness()
-    all_routes = [*definition.routes(), *_operational_routes()]
+    routes = definition.routes()
+    batches = batch_route(routes)
+    all_routes = [*routes, *([batches] if batches else []), *_operational_routes()]
     document = openapi_document(
         title=f"Devolved budgets ledger: {service}",
         version=_VERSION,

@@ -1,0 +1,167 @@
+"""Batches: many of a service's commands in one request, for case-system sync and migrations.
+
+``POST /pilots/{pilot_id}/batches`` takes NDJSON, one command per line, each as its own
+request would be sent (method, path, Idempotency-Key, body), and answers NDJSON, one result
+per line in the same order: the status and the body the command's own request would have
+answered. Each line is authorised, validated and run exactly as that request (the same
+:class:`~shared.web.http.Command`, the same idempotency scope), in a transaction of its own,
+so a line is applied whole or not at all, and a line never depends on another's failure.
+Lines run in order: a family enrolled on one line can be funded on the next.
+
+Every line carries an idempotency key, so a batch sent again after a dropped connection
+applies nothing twice: each line already applied answers what it answered the first time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.web.auth import require_pilot, require_role
+from shared.web.http import (
+    Command,
+    CommandCall,
+    HttpProblemError,
+    Route,
+    parse_json,
+    principal_of,
+    problem_of,
+    read_body,
+    validate_body,
+)
+
+__all__ = ["MAX_LINES", "NDJSON", "BatchLine", "BatchLineResult", "batch_route"]
+
+NDJSON = "application/x-ndjson"
+MAX_LINES = 1_000  # and the body, like every body, at most 1 MiB
+PATH = "/pilots/{pilot_id}/batches"
+
+
+class BatchLine(BaseModel):
+    """One line of a batch: a command as its own request would send it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    method: Literal["POST", "PUT"]
+    path: str = Field(
+        min_length=1,
+        max_length=512,
+        description="The command's path, as its own request's, in the batch's pilot",
+        examples=["/pilots/wigan/families"],
+    )
+    idempotency_key: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Required: a batch sent again applies nothing twice",
+    )
+    body: dict[str, Any] = Field(default_factory=dict, description="The command's JSON body")
+
+
+class BatchLineResult(BaseModel):
+    """What one line's own request would have answered."""
+
+    line: int = Field(description="1 for the batch's first line")
+    status: int = Field(description="The HTTP status its own request would have answered")
+    body: dict[str, Any] = Field(description="That answer's body: a result, or a problem")
+    replayed: bool = Field(description="The answer of an earlier call with the same key")
+
+
+class _Target:
+    """A command a line may name, with a pattern for its concrete paths."""
+
+    def __init__(self, route: Route, command: Command) -> None:
+        self.route, self.command = route, command
+        names = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(route.path))
+        self.pattern = re.compile(f"^{names}$")
+
+
+def batch_route(routes: Sequence[Route]) -> Route | None:
+    """The batch endpoint of a service whose routes include commands (None without any)."""
+    targets = [_Target(r, r.command) for r in routes if r.command is not None]
+    if not targets:
+        return None
+    roles = frozenset().union(*(target.route.roles or () for target in targets))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raw = await read_body(request, NDJSON)
+        lines = raw.splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if len(lines) > MAX_LINES:
+            raise HttpProblemError(
+                413,
+                "batch_too_large",
+                "Batch too large",
+                f"a batch holds at most {MAX_LINES} lines; this one has {len(lines)}",
+            )
+        answers = [
+            (await _run_line(request, targets, number, line)).model_dump_json()
+            for number, line in enumerate(lines, start=1)
+        ]
+        return web.Response(text="".join(f"{answer}\n" for answer in answers), content_type=NDJSON)
+
+    commands = ", ".join(f"{t.route.method} {t.route.path}" for t in targets)
+    return Route(
+        "POST",
+        PATH,
+        handler,
+        "Many commands in one request (NDJSON in, NDJSON out)",
+        roles,
+        body=BatchLine,
+        response=BatchLineResult,
+        content_type=NDJSON,
+        body_content_type=NDJSON,
+        description=f"One command per line, each with its own idempotency key; at most "
+        f"{MAX_LINES} lines and 1 MiB. Each line is authorised, validated and applied exactly "
+        "as its own request would be, whole or not at all, in order; the answer has one "
+        "result per line, in the same order, with the status and body that request would "
+        "have answered (a problem for a line refused: nothing is recorded for it). Sending "
+        "a batch again applies nothing twice. The whole batch is refused (nothing applied) "
+        f"only when it cannot be read. Commands a line may name: {commands}.",
+        tags=("batches",),
+    )
+
+
+async def _run_line(
+    request: web.Request, targets: Sequence[_Target], number: int, raw: bytes
+) -> BatchLineResult:
+    path, method = request.path, request.method
+    try:
+        line = validate_body(BatchLine, parse_json(raw))
+        path, method = line.path, line.method
+        target, params = _target(targets, line)
+        principal = principal_of(request)
+        require_role(principal, target.route.roles or frozenset())
+        require_pilot(principal, params["pilot_id"])
+        call = replace(
+            CommandCall.of(request, line.body),  # the batch's caller, correlation, causation
+            path=line.path,
+            params=params,
+            idempotency_key=line.idempotency_key,
+        )
+        result = await target.command.execute(request.app, call)
+    except Exception as error:  # noqa: BLE001 - each line answers for itself, as its request would
+        answer = problem_of(error, path, method)
+        assert answer.text is not None
+        return BatchLineResult(
+            line=number, status=answer.status, body=json.loads(answer.text), replayed=False
+        )
+    return BatchLineResult(
+        line=number, status=result.status, body=dict(result.body), replayed=result.replayed
+    )
+
+
+def _target(targets: Sequence[_Target], line: BatchLine) -> tuple[_Target, dict[str, str]]:
+    for target in targets:
+        match = target.pattern.match(line.path)
+        if match and target.route.method == line.method:
+            return target, match.groupdict()
+    raise HttpProblemError(
+        404, "not_found", "Not found", f"no command of this service is {line.method} {line.path}"
+    )

@@ -1,0 +1,172 @@
+"""Batches: each line applied exactly as its own request, answered per line, nothing twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from shared.core.settings import Settings
+from shared.web.batches import MAX_LINES, NDJSON
+from tests.e2e.system import Client, System, auth, running_system
+from tests.support import stored_events
+
+
+@pytest.fixture
+async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+    async with running_system(settings, token) as system:
+        await system.configure()
+        yield system
+
+
+def ndjson(lines: list[dict[str, Any] | str]) -> str:
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+
+
+async def send(
+    client: Client, headers: dict[str, str], lines: list[dict[str, Any] | str], pilot: str = "wigan"
+) -> list[dict[str, Any]]:
+    response = await client.post(
+        f"/pilots/{pilot}/batches",
+        data=ndjson(lines),
+        headers={**headers, "Content-Type": NDJSON},
+    )
+    assert response.status == 200, await response.text()
+    assert response.content_type == NDJSON
+    return [json.loads(line) for line in (await response.text()).splitlines()]
+
+
+def enrol(family: str, key: str, team: str = "t-1") -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "path": "/pilots/wigan/families",
+        "idempotency_key": key,
+        "body": {"family_id": family, "team": team, "worker": "sw-1", "enrolled_on": "2026-01-05"},
+    }
+
+
+def allocate(family: str, key: str, amount: int) -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "path": f"/pilots/wigan/families/{family}/allocations",
+        "idempotency_key": key,
+        "body": {"amount_pence": amount},
+    }
+
+
+async def test_each_line_is_applied_as_its_own_request_and_answered_in_order(
+    system: System, settings: Settings
+) -> None:
+    lines: list[dict[str, Any] | str] = [
+        enrol("fam-1", "e-1"),
+        allocate("fam-1", "a-1", 100_000),  # needs the line before it
+        enrol("fam-1", "e-1b"),  # enrolled twice: 409, as its own request
+        allocate("fam-1", "a-2", 10**9),  # above the cap: 422
+        {**allocate("fam-1", "a-3", 5_000), "body": {"amount_pence": "5000"}},  # a string
+        "{not json",
+        {"method": "POST", "path": "/pilots/wigan/families/fam-1/allocations", "body": {}},
+        {**enrol("fam-2", "e-2"), "path": "/pilots/bury/families"},  # another pilot
+        {**enrol("fam-3", "e-3"), "method": "PUT"},  # no such command
+        enrol("fam-4", "e-4"),
+    ]
+    before = await stored_events(settings)
+    answers = await send(system.allocation, system.admin(), lines)
+    assert [a["line"] for a in answers] == list(range(1, len(lines) + 1))
+    statuses = [a["status"] for a in answers]
+    assert statuses == [201, 201, 409, 422, 422, 400, 422, 403, 404, 201]
+    codes = [a["body"].get("code") for a in answers]
+    assert codes[2:9] == [
+        "already_enrolled",
+        "exceeds_family_cap",
+        "validation_failed",
+        "malformed_json",
+        "validation_failed",
+        "forbidden_pilot",
+        "not_found",
+    ]
+    assert answers[0]["body"]["family_id"] == "fam-1"
+    # Only the three applied lines recorded anything: two enrolments and one allocation.
+    assert await stored_events(settings) == before + 3
+
+    family = await system.allocation.get("/pilots/wigan/families/fam-1", headers=system.admin())
+    assert (await family.json())["periods"][0]["allocated_pence"] == 100_000
+
+
+async def test_a_batch_sent_again_applies_nothing_twice(system: System, settings: Settings) -> None:
+    """As after a dropped connection: every applied line answers as the first time did."""
+    lines: list[dict[str, Any] | str] = [enrol("fam-1", "e-1"), allocate("fam-1", "a-1", 7_000)]
+    first = await send(system.allocation, system.admin(), lines)
+    events = await stored_events(settings)
+    again = await send(system.allocation, system.admin(), lines)
+    assert [a["status"] for a in again] == [a["status"] for a in first] == [201, 201]
+    assert [a["body"] for a in again] == [a["body"] for a in first]
+    assert [a["replayed"] for a in again] == [True, True]
+    assert await stored_events(settings) == events
+    # A line and its own request share the key's scope: the request replays the line.
+    response = await system.allocation.post(
+        "/pilots/wigan/families/fam-1/allocations",
+        json={"amount_pence": 7_000},
+        headers={**system.admin(), "Idempotency-Key": "a-1"},
+    )
+    assert response.status == 201
+    assert response.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_lines_are_authorised_like_their_own_requests(
+    system: System, token: Callable[..., str]
+) -> None:
+    """A social worker may enrol into their own team only, and may not allocate at all."""
+    worker = auth(token("social_worker", "wigan", sub="sw-1", team="t-1"))
+    answers = await send(
+        system.allocation,
+        worker,
+        [enrol("fam-1", "e-1"), enrol("fam-2", "e-2", team="t-2"), allocate("fam-1", "a", 100)],
+    )
+    assert [a["status"] for a in answers] == [201, 403, 403]
+
+
+async def test_spend_requests_go_through_spendings_batch(system: System) -> None:
+    version = await system.enrol("fam-1", allocate=100_000)
+    line = {
+        "method": "POST",
+        "path": "/pilots/wigan/spend-requests",
+        "idempotency_key": "r-1",
+        "body": {
+            "family_id": "fam-1",
+            "amount_pence": 2_500,
+            "category": "practical",
+            "purpose": "school uniform",
+            "requested_by": "sw-1",
+            "family_involved": True,
+            "allocation_version": version,
+        },
+    }
+    [answer] = await send(system.spending, system.worker(), [line])
+    assert answer["status"] == 202, answer
+    settled = await system.settled(answer["body"]["request_id"], "approved")
+    assert settled["amount_pence"] == 2_500
+
+
+async def test_a_batch_that_cannot_be_read_applies_nothing(
+    system: System, settings: Settings
+) -> None:
+    before = await stored_events(settings)
+    too_many = [enrol(f"fam-{n}", f"e-{n}") for n in range(MAX_LINES + 1)]
+    response = await system.allocation.post(
+        "/pilots/wigan/batches",
+        data=ndjson(too_many),  # type: ignore[arg-type]
+        headers={**system.admin(), "Content-Type": NDJSON},
+    )
+    assert response.status == 413
+    assert (await response.json())["code"] == "batch_too_large"
+    as_json = await system.allocation.post(
+        "/pilots/wigan/batches", json=enrol("fam-1", "e-1"), headers=system.admin()
+    )
+    assert as_json.status == 415
+    no_token = await system.allocation.post(
+        "/pilots/wigan/batches", data=ndjson([enrol("fam-1", "e-1")])
+    )
+    assert no_token.status == 401
+    assert await stored_events(settings) == before
