@@ -27,6 +27,8 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 from tqdm import tqdm
 
+from bench.batches import batch_ingest
+from bench.floors import asyncpg_appends
 from deploy.stack import (
     KAFKA_SUPERUSER,
     LOCAL,
@@ -344,6 +346,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await migrate(settings, ["allocation"])
         if args.scenario == "pilot-size":
             return {"pilot_size": await command_by_pilot_size(settings, (100, 10_000))}
+        if args.scenario == "batches":
+            batch_settings = settings.model_copy(
+                update={"ports": {"allocation": free_port(), "spending": free_port()}}
+            )
+            await migrate(batch_settings, ["spending"])
+            floors = await asyncpg_appends(settings)
+            ingest = await batch_ingest(batch_settings, args.families)
+            return {"asyncpg_floors_per_s": floors, "batch_ingest": ingest}
         results = {
             "sustained": await http_commands(settings, args.commands, args.concurrency),
             "sparse": await http_commands(settings, args.sparse, 1, interval=0.05),
@@ -372,10 +382,11 @@ def main() -> None:
     parser.add_argument("--sparse", type=int, default=200, help="commands 50 ms apart")
     parser.add_argument(
         "--scenario",
-        choices=("all", "pilot-size"),
+        choices=("all", "pilot-size", "batches"),
         default="all",
         help="pilot-size: a family command at 100 and at 10,000 families only",
     )
+    parser.add_argument("--families", type=int, default=5_000, help="batches: families synced")
     args = parser.parse_args()
     configure_logging("bench", "json", "WARNING")
     results = asyncio.run(run(args))

@@ -8,9 +8,11 @@ same transaction, so a retried request either finds the first response or runs a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,8 @@ ON CONFLICT DO NOTHING RETURNING 1
 """
 _STORED = "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2"
 _REMEMBER = "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2"
+# The transaction that commands run in together (CommandRunner.together), if any.
+_TOGETHER: ContextVar[Connection | None] = ContextVar("commands_together", default=None)
 
 
 @dataclass(frozen=True)
@@ -82,21 +86,44 @@ class CommandRunner:
                 await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # noqa: S311
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @contextlib.asynccontextmanager
+    async def together(self) -> AsyncIterator[None]:
+        """Commands run in this block (in this task) share one transaction, each in a
+        savepoint of its own: a command refused or failed leaves the others be, and one
+        commit, one fsync, covers them all, as a batch's lines are applied. Nothing of it is
+        seen elsewhere until the block ends; if the commit fails, none of it happened.
+        Keep the block short: what its commands lock stays locked until it ends."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            token = _TOGETHER.set(conn)
+            try:
+                yield
+            finally:
+                _TOGETHER.reset(token)
+
     async def _run_once(
         self, handler: Handler, idempotency: IdempotencyRequest | None
     ) -> CommandResult:
+        shared = _TOGETHER.get()
+        if shared is not None:
+            async with shared.transaction():  # a savepoint
+                return await self._in_transaction(shared, handler, idempotency)
         async with self._pool.acquire() as conn, conn.transaction():
-            if idempotency is not None:
-                stored = await _claim(conn, idempotency)
-                if stored is not None:
-                    await _authorise_replay(conn, handler)
-                    return stored
-            result = await handler(conn)
-            if idempotency is not None:
-                await conn.execute(
-                    _REMEMBER, idempotency.scope, idempotency.key, result.status, result.body
-                )
-            return result
+            return await self._in_transaction(conn, handler, idempotency)
+
+    async def _in_transaction(
+        self, conn: Connection, handler: Handler, idempotency: IdempotencyRequest | None
+    ) -> CommandResult:
+        if idempotency is not None:
+            stored = await _claim(conn, idempotency)
+            if stored is not None:
+                await _authorise_replay(conn, handler)
+                return stored
+        result = await handler(conn)
+        if idempotency is not None:
+            await conn.execute(
+                _REMEMBER, idempotency.scope, idempotency.key, result.status, result.body
+            )
+        return result
 
 
 async def _authorise_replay(conn: Connection, handler: Handler) -> None:

@@ -8,6 +8,12 @@ answered. Each line is authorised, validated and run exactly as that request (th
 so a line is applied whole or not at all, and a line never depends on another's failure.
 Lines run in order: a family enrolled on one line can be funded on the next.
 
+Lines are applied :data:`CHUNK` at a time in one transaction, each line in a savepoint of
+its own (:meth:`~shared.core.commands.CommandRunner.together`): one commit for many lines.
+A line's answer is given only once its chunk has committed; if the commit fails, every
+line of the chunk answers that failure (503 when the database went away) and none of them
+happened, so the batch can be sent again as it was.
+
 Every line carries an idempotency key, so a batch sent again after a dropped connection
 applies nothing twice: each line already applied answers what it answered the first time.
 """
@@ -16,13 +22,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.core.commands import CommandRunner
 from shared.web.auth import require_pilot, require_role
 from shared.web.http import (
     Command,
@@ -40,6 +47,9 @@ __all__ = ["MAX_LINES", "NDJSON", "BatchLine", "BatchLineResult", "batch_route"]
 
 NDJSON = "application/x-ndjson"
 MAX_LINES = 1_000  # and the body, like every body, at most 1 MiB
+# Lines per transaction: enough to spread a commit's fsync thin, few enough that what the
+# lines lock is not held for long (about a tenth of a second at the rates measured).
+CHUNK = 100
 PATH = "/pilots/{pilot_id}/batches"
 
 
@@ -81,8 +91,11 @@ class _Target:
         self.pattern = re.compile(f"^{names}$")
 
 
-def batch_route(routes: Sequence[Route]) -> Route | None:
-    """The batch endpoint of a service whose routes include commands (None without any)."""
+def batch_route(
+    routes: Sequence[Route], runner_of: Callable[[web.Application], CommandRunner]
+) -> Route | None:
+    """The batch endpoint of a service whose routes include commands (None without any);
+    ``runner_of`` gives the service's command runner."""
     targets = [_Target(r, r.command) for r in routes if r.command is not None]
     if not targets:
         return None
@@ -100,11 +113,21 @@ def batch_route(routes: Sequence[Route]) -> Route | None:
                 "Batch too large",
                 f"a batch holds at most {MAX_LINES} lines; this one has {len(lines)}",
             )
-        answers = [
-            (await _run_line(request, targets, number, line)).model_dump_json()
-            for number, line in enumerate(lines, start=1)
-        ]
-        return web.Response(text="".join(f"{answer}\n" for answer in answers), content_type=NDJSON)
+        answers: list[BatchLineResult] = []
+        numbered = list(enumerate(lines, start=1))
+        for first in range(0, len(numbered), CHUNK):
+            chunk = numbered[first : first + CHUNK]
+            results = []
+            try:
+                async with runner_of(request.app).together():
+                    for number, line in chunk:
+                        results.append(await _run_line(request, targets, number, line))
+            except Exception as error:  # noqa: BLE001 - the chunk did not commit: say so per line
+                failed = problem_of(error, request.path, request.method)
+                results = [_refused(number, failed) for number, _ in chunk]
+            answers += results
+        text = "".join(f"{answer.model_dump_json()}\n" for answer in answers)
+        return web.Response(text=text, content_type=NDJSON)
 
     commands = ", ".join(f"{t.route.method} {t.route.path}" for t in targets)
     return Route(
@@ -147,13 +170,16 @@ async def _run_line(
         )
         result = await target.command.execute(request.app, call)
     except Exception as error:  # noqa: BLE001 - each line answers for itself, as its request would
-        answer = problem_of(error, path, method)
-        assert answer.text is not None
-        return BatchLineResult(
-            line=number, status=answer.status, body=json.loads(answer.text), replayed=False
-        )
+        return _refused(number, problem_of(error, path, method))
     return BatchLineResult(
         line=number, status=result.status, body=dict(result.body), replayed=result.replayed
+    )
+
+
+def _refused(number: int, problem: web.Response) -> BatchLineResult:
+    assert problem.text is not None
+    return BatchLineResult(
+        line=number, status=problem.status, body=json.loads(problem.text), replayed=False
     )
 
 

@@ -153,7 +153,7 @@ def build_service_app(
     app[METRICS] = Metrics(service)
     app[READINESS] = Readiness()
     routes = definition.routes()
-    batches = batch_route(routes)
+    batches = batch_route(routes, lambda app: app[CORE].commands)
     all_routes = [*routes, *([batches] if batches else []), *_operational_routes()]
     document = openapi_document(
         title=f"Devolved budgets ledger: {service}",
