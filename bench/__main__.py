@@ -40,6 +40,7 @@ from deploy.stack import (
 )
 from services.allocation.app import create_app
 from services.reporting.rebuild import rebuild
+from shared.cli.main import verify
 from shared.cli.progress import ProgressBar
 from shared.core.custody import new_kek
 from shared.core.db import dsn, open_pool
@@ -320,6 +321,20 @@ async def projections_rebuild(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def audit_verify(settings: Settings) -> dict[str, Any]:
+    """``ledger audit verify`` over the whole ledger: every store and every topic."""
+    await asyncio.sleep(2)  # the relays publish what the last batch recorded
+    started = time.perf_counter()
+    found = await verify(settings, None)
+    seconds = time.perf_counter() - started
+    assert not found.problems, found.problems[:3]
+    return {
+        "events": found.events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(found.events / seconds),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     home = LOCAL / f"bench-{unique_name()}"
     ensure_kafka_jars()
@@ -350,10 +365,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             batch_settings = settings.model_copy(
                 update={"ports": {"allocation": free_port(), "spending": free_port()}}
             )
-            await migrate(batch_settings, ["spending"])
+            await migrate(batch_settings, ["spending", "approval"])
             floors = await asyncpg_appends(settings)
             ingest = await batch_ingest(batch_settings, args.families)
-            return {"asyncpg_floors_per_s": floors, "batch_ingest": ingest}
+            return {
+                "asyncpg_floors_per_s": floors,
+                "batch_ingest": ingest,
+                "audit_verify": await audit_verify(batch_settings),
+            }
         results = {
             "sustained": await http_commands(settings, args.commands, args.concurrency),
             "sparse": await http_commands(settings, args.sparse, 1, interval=0.05),
