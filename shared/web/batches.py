@@ -106,6 +106,10 @@ def batch_route(
         lines = raw.splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
+        if not lines:
+            raise HttpProblemError(
+                422, "empty_batch", "Empty batch", "a batch holds at least one line"
+            )
         if len(lines) > MAX_LINES:
             raise HttpProblemError(
                 413,
@@ -140,9 +144,9 @@ def batch_route(
         response=BatchLineResult,
         content_type=NDJSON,
         body_content_type=NDJSON,
-        description=f"One command per line, each with its own idempotency key; at most "
-        f"{MAX_LINES} lines and 1 MiB. Each line is authorised, validated and applied exactly "
-        "as its own request would be, whole or not at all, in order; the answer has one "
+        description=f"One command per line, each with its own idempotency key; at least one "
+        f"line, at most {MAX_LINES} and 1 MiB. Each line is authorised, validated and applied "
+        "exactly as its own request would be, whole or not at all, in order; the answer has one "
         "result per line, in the same order, with the status and body that request would "
         "have answered (a problem for a line refused: nothing is recorded for it). Sending "
         "a batch again applies nothing twice. The whole batch is refused (nothing applied) "

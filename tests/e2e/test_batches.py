@@ -165,6 +165,11 @@ async def test_a_batch_that_cannot_be_read_applies_nothing(
         "/pilots/wigan/batches", json=enrol("fam-1", "e-1"), headers=system.admin()
     )
     assert as_json.status == 415
+    empty = await system.allocation.post(
+        "/pilots/wigan/batches", data=b"", headers={**system.admin(), "Content-Type": NDJSON}
+    )
+    assert empty.status == 422
+    assert (await empty.json())["code"] == "empty_batch"
     no_token = await system.allocation.post(
         "/pilots/wigan/batches", data=ndjson([enrol("fam-1", "e-1")])
     )
