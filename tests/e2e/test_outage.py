@@ -44,8 +44,9 @@ async def _allow_connections(settings: Settings, allowed: bool) -> None:
 async def test_a_database_outage_answers_503_and_a_retry_converges(
     system: System, settings: Settings
 ) -> None:
-    """While the database is away: 503 unavailable with Retry-After (500 before); after,
-    the same request and key is recorded once, and the OpenAPI document says so."""
+    """While the database is away: 503 unavailable with Retry-After (500 before) and
+    /readyz red; after, /readyz green, the same request and key is recorded once, and the
+    OpenAPI document says so."""
     path = "/pilots/wigan/families/fam-1/allocations"
     headers = {**system.admin(), "Idempotency-Key": "outage-1"}
     await _allow_connections(settings, allowed=False)
@@ -55,8 +56,16 @@ async def test_a_database_outage_answers_503_and_a_retry_converges(
         problem = await during.json()
         assert problem["code"] == "unavailable"
         assert int(during.headers["Retry-After"]) >= 1
+        ready = await system.allocation.get("/readyz")
+        assert ready.status == 503, await ready.text()  # red while the database is away
+        assert (await ready.json())["checks"]["database"] is False
     finally:
         await _allow_connections(settings, allowed=True)
+
+    async def green() -> bool:
+        return (await system.allocation.get("/readyz")).status == 200
+
+    await wait_for(green, timeout=30, interval=0.5)
 
     async def recorded() -> bool:
         after = await system.allocation.post(path, json={"amount_pence": 700}, headers=headers)
