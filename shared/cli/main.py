@@ -23,6 +23,7 @@ from shared.core.events import Envelope, canonical_json
 from shared.core.kafka import ensure_topics
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings
+from shared.core.tracing import configure_tracing
 from shared.web.auth import ROLES, TEAM_SCOPED_ROLES, Role, mint_token
 from shared.web.registry import ledger_topics, migrate, service, services
 from shared.web.serving import serve
@@ -68,6 +69,7 @@ def _topics(_: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     definition = service(args.service)
     configure_logging(definition.name, settings.log_format, settings.log_level)
+    configure_tracing(definition.name, settings.otlp_endpoint)  # before the app is made
     serve(
         definition.create_app(settings),
         host=settings.host,

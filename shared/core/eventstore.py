@@ -27,6 +27,7 @@ from shared.core.events import (
     format_time,
 )
 from shared.core.metrics import Metrics
+from shared.core.tracing import current_traceparent
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -57,7 +58,7 @@ WITH appended AS (
         $7::timestamptz[], $8::jsonb[])
     RETURNING position
 )
-INSERT INTO outbox (position) SELECT position FROM appended
+INSERT INTO outbox (position, traceparent) SELECT position, $9 FROM appended
 """
 _NOTIFY = "SELECT pg_notify($1, '')"
 _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
@@ -192,6 +193,7 @@ class EventStore:
                 [e.family_id for e in envelopes],
                 [e.time for e in envelopes],
                 [e.to_json_dict() for e in envelopes],
+                current_traceparent(),
             )
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == _STREAM_VERSION_CONSTRAINT:

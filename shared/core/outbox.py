@@ -42,12 +42,13 @@ from shared.core.eventstore import OUTBOX_CHANNEL
 from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
 from shared.core.settings import KafkaAccess
+from shared.core.tracing import TRACEPARENT
 
 __all__ = ["OutboxRelay"]
 
 _LEADER_LOCK = 7_346_002
 _BATCH = """
-SELECT o.position, e.envelope, e.recorded_at
+SELECT o.position, o.traceparent, e.envelope, e.recorded_at
 FROM outbox o JOIN events e USING (position)
 ORDER BY o.position
 LIMIT $1
@@ -168,11 +169,14 @@ class OutboxRelay(BackgroundTask):
         async with producer.transaction():
             for row in rows:
                 envelope = row["envelope"]
+                headers = [("type", envelope["type"].encode())]
+                if row["traceparent"] is not None:  # the trace it was recorded in
+                    headers.append((TRACEPARENT, row["traceparent"].encode()))
                 await producer.send(
                     self._topic,
                     value=canonical_json(envelope),
                     key=partition_key(envelope["pilot_id"], envelope["family_id"]),
-                    headers=[("type", envelope["type"].encode())],
+                    headers=headers,
                 )
         await conn.execute(_DONE, [row["position"] for row in rows])
         self._kafka_ok = True

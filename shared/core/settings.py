@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # current (shared.core.custody); kept outside every database and topic.
     key_encryption_keys: SecretStr = SecretStr("")
     key_custody: str = "local"  # or a plug-in in the entry-point group ledger.key_custody
+    # An OpenTelemetry collector's OTLP/HTTP endpoint (http://host:4318): traces go there.
+    # Unset (the default), no spans are made.
+    otlp_endpoint: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

@@ -27,6 +27,7 @@ from shared.core.db import Connection, is_transient
 from shared.core.errors import ConcurrencyError
 from shared.core.events import Envelope
 from shared.core.metrics import Metrics
+from shared.core.tracing import TRACEPARENT, span_from
 
 __all__ = ["GAP", "REJECTED", "BatchApplier", "EventHandler", "decode_record", "retriable"]
 
@@ -213,7 +214,12 @@ class BatchApplier:
             self._metrics.parked.labels(self.name, partition.topic).inc()
         else:
             error = await self.apply_one(
-                conn, envelope, batch.versions, topic=partition.topic, careful=careful
+                conn,
+                envelope,
+                batch.versions,
+                topic=partition.topic,
+                careful=careful,
+                traceparent=_header(record, TRACEPARENT),
             )
         if error is not None and error.startswith(REJECTED):
             key = f"{REJECTED}{partition.partition}:{record.offset}"  # holds nothing back
@@ -248,8 +254,10 @@ class BatchApplier:
         *,
         topic: str,
         careful: bool,
+        traceparent: str | None = None,
     ) -> str | None:
-        """Apply one decoded record; return why it cannot be applied, or None."""
+        """Apply one decoded record; return why it cannot be applied, or None.
+        ``traceparent``: the trace it was recorded in, which its handling joins."""
         if isinstance(envelope, str):
             return envelope
         rejection = self._rejection(envelope, topic, versions)
@@ -265,10 +273,17 @@ class BatchApplier:
             )
         try:
             # Whatever the handler logs carries the event's ids.
-            with structlog.contextvars.bound_contextvars(
-                correlation_id=envelope.correlation_id,
-                event_id=str(envelope.id),
-                pilot_id=envelope.pilot_id,
+            with (
+                structlog.contextvars.bound_contextvars(
+                    correlation_id=envelope.correlation_id,
+                    event_id=str(envelope.id),
+                    pilot_id=envelope.pilot_id,
+                ),
+                span_from(
+                    traceparent,
+                    f"{self.name} apply {envelope.type}",
+                    {"ledger.event_id": str(envelope.id), "ledger.stream_id": envelope.stream_id},
+                ),
             ):
                 await self._handle(conn, envelope, careful=careful)
         except Exception as error:
@@ -336,3 +351,11 @@ def decode_record(value: bytes | None) -> Envelope | str:
         return Envelope.model_validate_json(value)
     except ValidationError as error:
         return f"not a ledger event: {error.error_count()} problem(s): {error.errors()[0]['msg']}"
+
+
+def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    """A record's header as text, if it has it."""
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode(errors="replace")
+    return None
