@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from shared.core.db import dsn
+from shared.core.events import Envelope
 from shared.core.kafka import connection
 from shared.core.settings import Settings
 from shared.web.registry import migrate, services
@@ -68,8 +69,13 @@ class Record:
     partition: int
     offset: int
     key: str
-    value: dict[str, Any]
+    value: dict[str, Any]  # as published: an envelope in its wire format
     headers: dict[str, str]
+
+    @property
+    def envelope(self) -> Envelope:
+        """The value as the ledger reads it (field names, whatever its wire format)."""
+        return Envelope.model_validate(self.value)
 
 
 async def read_topic(

@@ -1,8 +1,18 @@
 """The event envelope, its canonical encoding and hash chain, and how domain events are typed.
 
 A domain event is a frozen pydantic model with a stable ``event_type`` string and a
-``schema_version``. It travels inside an :class:`Envelope` (CloudEvents-style) that adds
-identity, stream position, both times, who acted and why, and the per-stream hash chain.
+``schema_version``. It travels inside an :class:`Envelope` that adds identity, stream
+position, both times, who acted and why, and the per-stream hash chain.
+
+An envelope is stored and published in the wire format it was written in, and its hash is
+taken over that form, so an event never changes. Format 2 (every event written since
+2026-12-01) is a CloudEvent 1.0 in its JSON format, strictly: the ledger's attributes are
+extensions named as the specification allows (lower-case letters and digits), who acted is
+two of them (``actorsub``, ``actorrole``), an absent family or causation is left out rather
+than null, and ``datacontenttype`` is ``application/json``. Format 1, the first, spelled the
+same attributes with underscores, ``actor`` as an object and nulls; events in it read,
+replay and verify as ever, and a stream's first format-2 event chains to its last format-1
+one. :data:`WIRE_NAMES` is the mapping.
 """
 
 from __future__ import annotations
@@ -14,10 +24,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 __all__ = [
+    "CURRENT_FORMAT",
+    "FORMAT_ATTRIBUTE",
     "GENESIS_HASH",
+    "WIRE_NAMES",
     "Actor",
     "DomainEvent",
     "Envelope",
@@ -32,6 +45,23 @@ __all__ = [
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of every stream's first event."""
+
+CURRENT_FORMAT = 2
+FORMAT_ATTRIBUTE = "ledgerformat"  # absent in format 1
+# Format 2's name (a CloudEvents extension attribute) of each envelope field format 1 named
+# otherwise; ``actor`` becomes actorsub and actorrole.
+WIRE_NAMES = {
+    "schema_version": "schemaversion",
+    "pilot_id": "pilotid",
+    "family_id": "familyid",
+    "stream_id": "streamid",
+    "stream_version": "streamversion",
+    "occurred_at": "occurredat",
+    "correlation_id": "correlationid",
+    "causation_id": "causationid",
+    "prev_hash": "prevhash",
+}
+_FIELD_NAMES = {wire: field for field, wire in WIRE_NAMES.items()}
 
 
 def format_time(moment: datetime) -> str:
@@ -87,14 +117,33 @@ class Envelope(Frozen):
     data: dict[str, Any]
     prev_hash: str
     hash: str
+    wire_format: int = Field(
+        default=1,
+        ge=1,
+        le=CURRENT_FORMAT,
+        description="The wire format it was stored and published in, and hashed over: 2, a "
+        "CloudEvent with the ledger's attributes as extensions (streamid, prevhash, ...); 1, "
+        "the first form, with the field names used here",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_wire(cls, value: Any) -> Any:  # noqa: ANN401 - whatever pydantic is given
+        if isinstance(value, Mapping) and FORMAT_ATTRIBUTE in value:
+            return _fields_of(value)
+        return value
 
     @field_serializer("time", "occurred_at")
     def _serialize_time(self, moment: datetime) -> str:
         return format_time(moment)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The envelope as plain JSON values."""
-        return self.model_dump(mode="json")
+        """The envelope as stored and published: plain JSON values, in its wire format."""
+        fields = self.model_dump(mode="json")
+        if self.wire_format == 1:
+            del fields["wire_format"]  # format 1 knew no such field
+            return fields
+        return _cloudevent_of(fields)
 
     def partition_key(self) -> bytes:
         """Kafka key of this event (see :func:`partition_key`)."""
@@ -103,6 +152,31 @@ class Envelope(Frozen):
     def computed_hash(self) -> str:
         """The hash this envelope must carry, given its content and ``prev_hash``."""
         return chain_hash(self.to_json_dict())
+
+
+def _cloudevent_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 of an envelope's fields: a CloudEvent 1.0 (JSON format)."""
+    left = {"actor", "wire_format"}
+    event = {k: v for k, v in fields.items() if k not in WIRE_NAMES and k not in left}
+    event.update({WIRE_NAMES[k]: fields[k] for k in WIRE_NAMES if fields[k] is not None})
+    event["actorsub"], event["actorrole"] = fields["actor"]["sub"], fields["actor"]["role"]
+    event["datacontenttype"] = "application/json"
+    event[FORMAT_ATTRIBUTE] = 2
+    return event
+
+
+def _fields_of(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An envelope's fields from its format-2 form (what is left unknown fails validation)."""
+    fields = {
+        _FIELD_NAMES.get(name, name): value
+        for name, value in event.items()
+        if name not in {"actorsub", "actorrole", "datacontenttype", FORMAT_ATTRIBUTE}
+    }
+    fields.setdefault("family_id", None)
+    fields.setdefault("causation_id", None)
+    fields["actor"] = {"sub": event.get("actorsub"), "role": event.get("actorrole")}
+    fields["wire_format"] = event[FORMAT_ATTRIBUTE]
+    return fields
 
 
 def partition_key(pilot_id: str, family_id: str | None) -> bytes:

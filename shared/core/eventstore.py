@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -18,13 +17,13 @@ import asyncpg
 from shared.core.db import Connection
 from shared.core.errors import ConcurrencyError, EventTooLargeError
 from shared.core.events import (
+    CURRENT_FORMAT,
     GENESIS_HASH,
     Actor,
     DomainEvent,
     Envelope,
     canonical_json,
     chain_hash,
-    format_time,
 )
 from shared.core.metrics import Metrics
 from shared.core.tracing import current_traceparent
@@ -142,25 +141,27 @@ class EventStore:
         prev_hash, version = stream.last_hash, stream.version
         for item in pending:
             version += 1
-            body: dict[str, Any] = {
-                "specversion": "1.0",
-                "id": str(self._ids()),
-                "type": item.event.event_type,
-                "source": self._source,
-                "time": format_time(recorded_at),
-                "subject": _subject(item.pilot_id, item.family_id),
-                "schema_version": item.event.schema_version,
-                "pilot_id": item.pilot_id,
-                "family_id": item.family_id,
-                "stream_id": stream.stream_id,
-                "stream_version": version,
-                "occurred_at": format_time(occurred_at),
-                "actor": context.actor.model_dump(),
-                "correlation_id": context.correlation_id,
-                "causation_id": context.causation_id,
-                "data": item.event.model_dump(mode="json"),
-                "prev_hash": prev_hash,
-            }
+            unsealed = Envelope(
+                id=self._ids(),
+                type=item.event.event_type,
+                source=self._source,
+                time=recorded_at,
+                subject=_subject(item.pilot_id, item.family_id),
+                schema_version=item.event.schema_version,
+                pilot_id=item.pilot_id,
+                family_id=item.family_id,
+                stream_id=stream.stream_id,
+                stream_version=version,
+                occurred_at=occurred_at,
+                actor=context.actor,
+                correlation_id=context.correlation_id,
+                causation_id=context.causation_id,
+                data=item.event.model_dump(mode="json"),
+                prev_hash=prev_hash,
+                hash="",
+                wire_format=CURRENT_FORMAT,
+            )
+            body = unsealed.to_json_dict()
             body["hash"] = prev_hash = chain_hash(body)
             size = len(canonical_json(body))
             if size > MAX_EVENT_BYTES:

@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.core.background import BackgroundTask
 from shared.core.db import Connection, connect
-from shared.core.events import canonical_json, partition_key
+from shared.core.events import Envelope, canonical_json
 from shared.core.eventstore import OUTBOX_CHANNEL
 from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
@@ -54,6 +54,8 @@ ORDER BY o.position
 LIMIT $1
 """
 _DONE = "DELETE FROM outbox WHERE position = ANY($1::bigint[])"
+# The Kafka binding's structured content mode: the record's value is the whole CloudEvent.
+CLOUDEVENTS_JSON = b"application/cloudevents+json"
 _PENDING = "SELECT count(*) FROM outbox"
 _MAX_BACKOFF = 5.0
 
@@ -168,14 +170,17 @@ class OutboxRelay(BackgroundTask):
         )
         async with producer.transaction():
             for row in rows:
-                envelope = row["envelope"]
-                headers = [("type", envelope["type"].encode())]
+                stored = row["envelope"]
+                envelope = Envelope.model_validate(stored)
+                headers = [("type", envelope.type.encode())]
+                if envelope.wire_format > 1:  # a CloudEvent in structured mode
+                    headers.append(("content-type", CLOUDEVENTS_JSON))
                 if row["traceparent"] is not None:  # the trace it was recorded in
                     headers.append((TRACEPARENT, row["traceparent"].encode()))
                 await producer.send(
                     self._topic,
-                    value=canonical_json(envelope),
-                    key=partition_key(envelope["pilot_id"], envelope["family_id"]),
+                    value=canonical_json(stored),  # as stored: its hash is over these bytes
+                    key=envelope.partition_key(),
                     headers=headers,
                 )
         await conn.execute(_DONE, [row["position"] for row in rows])

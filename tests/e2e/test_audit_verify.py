@@ -148,12 +148,12 @@ async def test_replay_prints_a_familys_history_from_kafka_in_order(
     )
     assert code == 0
     events = [json.loads(line) for line in output.splitlines()]
-    assert [(e["type"], e["stream_version"]) for e in events] == [
+    assert [(e["type"], e["streamversion"]) for e in events] == [
         ("family.enrolled", 1),
         ("family.budget_allocated", 2),
         ("family.budget_allocated", 3),
     ]
-    assert {e["family_id"] for e in events} == {"fam-a"}
+    assert {e["familyid"] for e in events} == {"fam-a"}
     as_of = next(e["time"] for e in events if e["id"] == cut)
     code, output = await run_ledger(
         settings, "audit", "replay", "--family", "fam-a", "--as-of", as_of

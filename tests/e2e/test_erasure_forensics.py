@@ -33,6 +33,7 @@ from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
 from shared.web.registry import ledger_topics
 from tests.conftest import Infrastructure
+from tests.e2e.cloudevents_check import every_record_is_a_cloudevent
 from tests.e2e.system import System, running_system
 from tests.support import connect_service_db, read_topic, run_ledger, wait_for
 
@@ -97,7 +98,7 @@ async def sealed_on_topics(settings: Settings, family: str) -> list[tuple[str, U
     found = []
     for service in ("allocation", "spending", "approval"):
         for record in await read_topic(settings, f"ledger.{service}"):
-            if record.value.get("family_id") != family:
+            if record.envelope.family_id != family:
                 continue
             for key_id, token in SEALED.findall(str(record.value["data"])):
                 found.append((f"wigan:{family}", UUID(key_id), base64.urlsafe_b64decode(token)))
@@ -130,6 +131,8 @@ async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
 
     logs = [infra.postgres.log, infra.kafka.log]
     sealed = await sealed_on_topics(settings, "fam-x")
+    seen = await every_record_is_a_cloudevent(settings, "erasure")  # the erasure's too
+    assert ("ledger.allocation", "family.personal_data_erased") in seen
     assert len(sealed) >= len(texts)
     # Every file a thief with the disks has: PostgreSQL's data directory (WAL included) and
     # server log, Kafka's log directories and server log, and the dump from before.

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from deploy.stack import free_port
 from shared.contracts import allocation
+from shared.core.events import canonical_json
 from shared.core.kafka import connection
 from shared.core.settings import Settings
 from tests.integration.fixtures import envelopes_for
@@ -109,7 +110,7 @@ async def test_a_fifth_service_registers_migrates_serves_and_consumes(
     try:
         await producer.send_and_wait(
             settings.topic(allocation.TOPIC),
-            value=event.model_dump_json().encode(),
+            value=canonical_json(event.to_json_dict()),
             key=event.partition_key(),
         )
     finally:

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from shared.core.settings import Settings
+from tests.e2e.cloudevents_check import every_record_is_a_cloudevent
 from tests.e2e.system import Client, System, running_system
 from tests.support import connect_service_db, quiet, read_topic, wait_for
 
@@ -410,6 +411,7 @@ async def _run(system: System, settings: Settings, seed: int) -> None:
     await _check_balances(system, settings, model)
     await _check_events(settings, model)
     await _check_uptake(system, model)
+    await every_record_is_a_cloudevent(settings, f"interleavings-{seed}")
     _keep_summary(seed, model)
 
 

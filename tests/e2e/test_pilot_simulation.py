@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from shared.core.settings import Settings
+from tests.conftest import Infrastructure
+from tests.e2e.cloudevents_check import console_consumer_headers, every_record_is_a_cloudevent
 from tests.e2e.system import Client, System, running_system
 from tests.support import reporting_caught_up, wait_for
 
@@ -286,7 +288,7 @@ def reporting(system: System) -> Client:
 
 
 async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
-    system: System, settings: Settings
+    system: System, settings: Settings, infra: Infrastructure
 ) -> None:
     books = await simulate(system, random.Random(SEED))
     arms = Counter(family.arm for family in books.families.values())
@@ -295,6 +297,14 @@ async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
     assert {v for _, v in books.verdicts} == {"approved", "rejected"}
     assert books.refunds
     await wait_for(lambda: reporting_caught_up(settings), timeout=60)
+
+    # Every event the pilot recorded, read from the topics by clients nobody here wrote.
+    seen = await every_record_is_a_cloudevent(settings, "pilot-simulation")
+    assert len({kind for _, kind in seen}) >= 12, seen
+    printed = await console_consumer_headers(infra.kafka, settings, "ledger.spending")
+    assert printed.count("content-type:application/cloudevents+json") == sum(
+        n for (topic, _), n in seen.items() if topic == "ledger.spending"
+    ), printed[:2000]
 
     uptake = await ok(
         await reporting(system).get("/pilots/wigan/uptake", headers=system.admin()), 200

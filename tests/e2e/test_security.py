@@ -121,8 +121,8 @@ async def test_ids_a_caller_gives_are_kept_only_when_they_are_short_tokens(
         assert response.status == 201
     async with connect_service_db(settings, "allocation") as conn:
         rows = await conn.fetch(
-            "SELECT envelope->>'correlation_id' AS correlation, "
-            "envelope->>'causation_id' AS causation FROM events "
+            "SELECT envelope->>'correlationid' AS correlation, "
+            "envelope->>'causationid' AS causation FROM events "
             "WHERE type = 'family.budget_disclosed' ORDER BY position"
         )
     assert rows[0]["correlation"] != "<script>alert(1)</script>"
@@ -266,8 +266,8 @@ async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
             "id": str(uuid.uuid4()),
             "type": "family.budget_allocated",
             "source": source,
-            "stream_version": last["stream_version"] + 1,
-            "prev_hash": prev_hash,
+            "streamversion": last["streamversion"] + 1,
+            "prevhash": prev_hash,
             "data": {
                 "allocation_id": str(uuid.uuid4()),
                 "amount_pence": 999_900,

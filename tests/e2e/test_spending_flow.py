@@ -201,7 +201,7 @@ async def test_a_backdated_request_cannot_reopen_what_is_closed(
             "SELECT envelope FROM events WHERE stream_id LIKE $1", f"%{accepted['request_id']}"
         )
     recorded = json.loads(envelope)
-    assert recorded["occurred_at"] == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert recorded["occurredat"] == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _events(settings: Settings) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from aiokafka.errors import KafkaConnectionError
 from deploy.stack import ROOT
 from shared.core.consumer import ConsumerRunner, EventHandler
 from shared.core.db import Connection
-from shared.core.events import Envelope
+from shared.core.events import Envelope, canonical_json
 from shared.core.kafka import connection, new_producer
 from shared.core.metrics import Metrics
 from shared.core.settings import KafkaAccess, Settings
@@ -50,7 +49,7 @@ async def produce(
 
 
 def records_of(envelopes: tuple[Envelope, ...]) -> list[tuple[bytes, bytes]]:
-    return [(e.partition_key(), e.model_dump_json().encode()) for e in envelopes]
+    return [(e.partition_key(), canonical_json(e.to_json_dict())) for e in envelopes]
 
 
 async def count(pool: asyncpg.Pool[asyncpg.Record], sql: str) -> int:
@@ -215,7 +214,7 @@ async def test_gap_in_a_stream_parks_the_family(
         ]
     assert parked is not None
     assert "jumped from version 1 to 3" in parked["error"]
-    assert json.loads(parked["value"])["stream_version"] == 3
+    assert Envelope.model_validate_json(parked["value"]).stream_version == 3
     # Version 2 arrived later and waits behind version 3; a retry applies both, in order.
     assert numbers == [1]
     assert await runner.retry_parked() == 2

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from services.spending import views
 from shared.contracts import allocation
 from shared.core.consumer import ConsumerRunner
-from shared.core.events import DomainEvent, Envelope
+from shared.core.events import DomainEvent, Envelope, canonical_json
 from shared.core.eventstore import PendingEvent, Stream
 from shared.core.kafka import DEADLETTER_TOPIC, connection
 from shared.core.metrics import Metrics
@@ -93,7 +93,7 @@ async def test_unknown_types_are_passed_over_and_newer_versions_parked(
         for envelope in (*a, *b, *c):
             await producer.send_and_wait(
                 settings.topic(allocation.TOPIC),
-                value=envelope.model_dump_json().encode(),
+                value=canonical_json(envelope.to_json_dict()),
                 key=envelope.partition_key(),
             )
     finally:

@@ -86,7 +86,7 @@ async def test_late_commits_are_never_skipped(settings: Settings) -> None:
     assert len(set(published_ids)) == len(published_ids)
     versions: dict[str, list[int]] = defaultdict(list)
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        versions[record.value["stream_id"]].append(record.value["stream_version"])
+        versions[record.envelope.stream_id].append(record.envelope.stream_version)
     for stream_versions in versions.values():
         assert stream_versions == list(range(1, len(stream_versions) + 1))
 
@@ -136,7 +136,7 @@ async def test_commands_are_accepted_while_kafka_is_down(
             await wait_for(lambda: _outbox_empty(pool), timeout=90)
     records = await read_topic(settings, TOPIC, expect=25)
     assert [r.value["data"]["number"] for r in records] == list(range(25))
-    assert [r.value["stream_version"] for r in records] == list(range(1, 26))
+    assert [r.envelope.stream_version for r in records] == list(range(1, 26))
 
 
 @pytest.mark.faults

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import pytest
 
+from shared.cli.audit import StoredEvent, check_store
 from shared.contracts import PUBLISHED
 from shared.contracts.allocation import PilotConfigured
 from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.events import (
+    CURRENT_FORMAT,
+    FORMAT_ATTRIBUTE,
     GENESIS_HASH,
     DomainEvent,
+    Envelope,
     EventRegistry,
     NewerSchemaVersionError,
     canonical_json,
+    chain_hash,
 )
-from tests.integration.fixtures import envelopes_for
+from shared.core.eventstore import PendingEvent, Stream
+from tests.integration.fixtures import CONTEXT, Noted, envelopes_for, new_store
 
 
 def test_canonical_json_ignores_key_order_and_spacing() -> None:
@@ -96,3 +103,48 @@ def test_a_version_1_pilot_configuration_reads_as_version_3() -> None:
     assert isinstance(event, PilotConfigured)
     assert event.config.backdating_days == 31
     assert event.period_lengths == (PeriodLength(since=ALWAYS, months=12),)
+
+
+def _format_1(envelope: Envelope) -> Envelope:
+    """The envelope as the first wire format wrote it: field names, nulls, actor an object,
+    hashed over that form (what every event recorded before 2026-12-01 looks like)."""
+    body = envelope.model_dump(mode="json", exclude={"wire_format"})
+    body["hash"] = chain_hash(body)
+    return Envelope.model_validate(body)
+
+
+def test_new_events_are_cloudevents_with_extensions_the_specification_allows() -> None:
+    """Format 2: attribute names of lower-case letters and digits, no nulls, no objects
+    but data, datacontenttype set; it reads back to the same envelope."""
+    [event] = envelopes_for("p", "f", [1])
+    wire = event.to_json_dict()
+    assert event.wire_format == CURRENT_FORMAT == wire[FORMAT_ATTRIBUTE] == 2
+    assert all(re.fullmatch("[a-z0-9]{1,20}", name) for name in wire)
+    assert None not in wire.values()
+    assert [name for name, value in wire.items() if isinstance(value, dict)] == ["data"]
+    assert wire["datacontenttype"] == "application/json"
+    assert (wire["actorsub"], wire["actorrole"]) == (event.actor.sub, event.actor.role)
+    assert "familyid" in wire
+    assert "causationid" not in wire  # none given: left out, not null
+    assert Envelope.model_validate(wire) == event
+    assert event.computed_hash() == event.hash == chain_hash(wire)
+
+
+def test_format_1_events_read_replay_and_verify_and_format_2_continues_their_chain() -> None:
+    """An event is never rewritten: an old one keeps its form and its hash, and a stream's
+    first new-format event chains to its last old one; verification holds across it."""
+    old = _format_1(envelopes_for("p", "f", [1])[0])
+    wire = old.to_json_dict()
+    assert wire["stream_id"] == old.stream_id
+    assert wire["actor"] == {"sub": old.actor.sub, "role": old.actor.role}
+    assert "causation_id" in wire  # format 1 kept its nulls
+    assert old.wire_format == 1
+    assert old.computed_hash() == old.hash
+    [new] = new_store().seal(
+        Stream(old.stream_id, (old,)), [PendingEvent(Noted(number=2), "p", "f")], CONTEXT
+    )
+    assert (new.wire_format, new.stream_version, new.prev_hash) == (2, 2, old.hash)
+    stored = [StoredEvent(e, e.stream_version, pending=False) for e in (old, new)]
+    assert check_store("test", stored) == []
+    tampered = new.model_copy(update={"data": {"number": 3, "poison": False}})
+    assert check_store("test", [stored[0], StoredEvent(tampered, 2, pending=False)])
