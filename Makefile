@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 LOCK_VENV := .local/lock-venv
 # Loads docker-compose.yml as Docker Compose does, offline (Go modules from the Go proxy).
 COMPOSE_CHECK := .local/tools/compose-check
+# Validates each service's /asyncapi.json (npm, pinned by deploy/asyncapi/package-lock.json).
+ASYNCAPI_TOOLS := .local/tools/asyncapi
+ASYNCAPI_CLI := $(ASYNCAPI_TOOLS)/node_modules/.bin/asyncapi
 
 .PHONY: up down clean status test soak lint typecheck bench install lock
 
@@ -20,6 +23,12 @@ install: $(STAMP)
 
 $(COMPOSE_CHECK): deploy/compose-check/main.go deploy/compose-check/go.mod deploy/compose-check/go.sum
 	cd deploy/compose-check && go build -o $(abspath $(COMPOSE_CHECK)) .
+
+$(ASYNCAPI_CLI): deploy/asyncapi/package.json deploy/asyncapi/package-lock.json
+	mkdir -p $(ASYNCAPI_TOOLS)
+	cp deploy/asyncapi/package.json deploy/asyncapi/package-lock.json $(ASYNCAPI_TOOLS)/
+	cd $(ASYNCAPI_TOOLS) && npm ci --silent --no-audit --no-fund
+	touch $(ASYNCAPI_CLI)
 
 up: $(STAMP)
 	$(BIN)/python deploy/stack.py up
@@ -36,15 +45,17 @@ status: $(STAMP)
 # The suite starts its own PostgreSQL and Kafka on free ports, so it runs beside `make up`.
 # Two workers, each with its own PostgreSQL and Kafka: most tests wait on I/O, so two
 # share the two cores well (measured in the README's Development section).
-test: $(STAMP) $(COMPOSE_CHECK)
+test: $(STAMP)
 	deploy/system-packages --tests
+	$(MAKE) $(COMPOSE_CHECK) $(ASYNCAPI_CLI)
 	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
-	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) $(BIN)/pytest -n 2 --dist worksteal
+	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) LEDGER_ASYNCAPI_CLI=$(ASYNCAPI_CLI) \
+		$(BIN)/pytest -n 2 --dist worksteal
 
 # The model-based interleavings test at length: SOAK_SEEDS seeds, SOAK_COMMANDS commands
 # each (minutes; each run's answers are counted in .local/artefacts/interleavings-<seed>.json).

@@ -22,13 +22,20 @@ from __future__ import annotations
 from shared.contracts import allocation, approval, spending
 from shared.core.events import DomainEvent, Envelope, EventRegistry
 
-__all__ = ["PUBLISHED", "TOPICS", "decode"]
+__all__ = ["PUBLISHED", "REGISTRIES", "TOPICS", "decode"]
 
 PUBLISHED = EventRegistry.merge(allocation.REGISTRY, spending.REGISTRY, approval.REGISTRY)
 """Every event type any service publishes, by type and schema version."""
 
 TOPICS = (allocation.TOPIC, spending.TOPIC, approval.TOPIC)
 """The topics these contracts describe, in the order their owners were built."""
+
+REGISTRIES = {
+    allocation.TOPIC: allocation.REGISTRY,
+    spending.TOPIC: spending.REGISTRY,
+    approval.TOPIC: approval.REGISTRY,
+}
+"""The events each topic carries."""
 
 
 def decode(envelope: Envelope) -> DomainEvent | None:

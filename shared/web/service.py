@@ -32,6 +32,7 @@ from shared.core.outbox import OutboxRelay
 from shared.core.personal import wrap_legacy_keys
 from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
+from shared.web.asyncapi import asyncapi_document
 from shared.web.auth import TokenRules
 from shared.web.batches import batch_route
 from shared.web.http import (
@@ -162,11 +163,19 @@ def build_service_app(
         routes=all_routes,
     )
 
-    async def openapi(_: web.Request) -> web.Response:
-        return web.json_response(document)
+    events = asyncapi_document(
+        title=f"Devolved budgets ledger: {service} events",
+        version=_VERSION,
+        sends=definition.topic,
+        receives=definition.reads,
+    )
+    documents = {"/openapi.json": document, "/asyncapi.json": events}
+
+    async def served(request: web.Request) -> web.Response:
+        return web.json_response(documents[request.path])
 
     for route in all_routes:
-        handler = openapi if route.path == "/openapi.json" else route.guarded()
+        handler = served if route.path in documents else route.guarded()
         app.router.add_route(route.method, route.path, handler)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -382,4 +391,12 @@ def _operational_routes() -> list[Route]:
             tags=("operations",),
         ),
         Route("GET", "/openapi.json", _never, "This document", None, tags=("operations",)),
+        Route(
+            "GET",
+            "/asyncapi.json",
+            _never,
+            "The AsyncAPI 3.0 document of the topics the service sends to and receives from",
+            None,
+            tags=("operations",),
+        ),
     ]
