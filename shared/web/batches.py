@@ -130,7 +130,8 @@ def batch_route(
                 failed = problem_of(error, request.path, request.method)
                 results = [_refused(number, failed) for number, _ in chunk]
             answers += results
-        text = "".join(f"{answer.model_dump_json()}\n" for answer in answers)
+        # ASCII JSON: an echoed U+0085 or U+2028 left raw is a line break to many readers.
+        text = "".join(json.dumps(answer.model_dump(mode="json")) + "\n" for answer in answers)
         return web.Response(text=text, content_type=NDJSON)
 
     commands = ", ".join(f"{t.route.method} {t.route.path}" for t in targets)

@@ -175,3 +175,17 @@ async def test_a_batch_that_cannot_be_read_applies_nothing(
     )
     assert no_token.status == 401
     assert await stored_events(settings) == before
+
+
+async def test_each_answer_is_one_line_whatever_a_line_echoes(system: System) -> None:
+    """A refused line's problem may quote its path; a U+0085 or U+2028 in it must not split
+    the answer's line for a reader that takes them for line breaks (schemathesis found it)."""
+    line = {"method": "POST", "path": "/\u0085x\u2028y", "idempotency_key": "k", "body": {}}
+    response = await system.allocation.post(
+        "/pilots/wigan/batches",
+        data=json.dumps(line) + "\n",
+        headers={**system.admin(), "Content-Type": NDJSON},
+    )
+    text = await response.text()
+    assert len(text.splitlines()) == 1, text
+    assert json.loads(text)["status"] == 404
