@@ -81,7 +81,11 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", None) or ""
         return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(error, (OSError, asyncpg.InterfaceError, TimeoutError))
+    # InternalClientError: a pooled connection whose server process was terminated in the
+    # middle of an operation is left "in another operation" (seen under load in an outage).
+    return isinstance(
+        error, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
+    )
 
 
 def model_of(model: type[ModelT], row: asyncpg.Record, **values: object) -> ModelT:
