@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from aiohttp import web
 
-from services.reporting import commands, projections
+from services.reporting import commands, projections, webhooks
+from services.reporting.deliveries import Dispatcher, RetryPolicy
 from services.reporting.handlers import Reporting
-from services.reporting.http import REPORTING, routes
+from services.reporting.http import REPORTING, WEBHOOKS, routes
 from shared.contracts import TOPICS
 from shared.web.registry import ServiceDefinition
 from shared.web.service import ConsumerSpec, ServiceCore
@@ -18,14 +20,30 @@ __all__ = ["SERVICE", "create_app"]
 
 def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
     app[REPORTING] = Reporting(core)
-    return (projections.CONSUMER,)
+    app[WEBHOOKS] = webhooks.Webhooks(core)
+    settings = core.settings
+    core.tasks["webhooks"] = Dispatcher(
+        core.pool,
+        core.custody,
+        core.metrics,
+        core.clock,
+        policy=RetryPolicy(
+            window=timedelta(seconds=settings.webhook_retry_window_seconds),
+            first_retry=timedelta(seconds=settings.webhook_first_retry_seconds),
+            max_backoff=timedelta(seconds=settings.webhook_max_backoff_seconds),
+        ),
+        timeout_seconds=settings.webhook_timeout_seconds,
+        poll_seconds=settings.webhook_poll_seconds,
+    )
+    return (projections.CONSUMER, webhooks.CONSUMER)
 
 
 SERVICE = ServiceDefinition(
     name="reporting",
     default_port=8084,
     description="Balances (now or as of a moment) and every family's history, projected "
-    "from all three topics and rebuildable from them.",
+    "from all three topics and rebuildable from them; and webhooks that send case systems "
+    "the events they subscribe to, signed as Standard Webhooks says.",
     routes=routes,
     setup=_setup,
     migrations="services.reporting",

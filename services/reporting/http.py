@@ -8,17 +8,29 @@ from services.reporting.handlers import Reporting
 from services.reporting.schemas import (
     BalanceQuery,
     BalanceView,
+    DeliveryList,
+    DeliveryQuery,
     HistoryView,
+    NewSubscriptionView,
+    ReplayBody,
+    ReplayView,
+    SubscriptionBody,
+    SubscriptionList,
+    SubscriptionView,
     UptakeQuery,
     UptakeView,
 )
 from services.reporting.transactions import COLUMNS
+from services.reporting.webhooks import Webhooks
 from shared.web.auth import ROLES
-from shared.web.http import Route, json_response, principal_of
+from shared.web.http import PathParams, Route, json_response, parse_body, principal_of
 
-__all__ = ["REPORTING", "routes"]
+__all__ = ["REPORTING", "WEBHOOKS", "routes"]
 
 REPORTING = web.AppKey("reporting", Reporting)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+_WEBHOOK = "/pilots/{pilot_id}/webhooks/{subscription_id}"
+_ADMIN = frozenset({"admin"})
 _FAMILY = "/pilots/{pilot_id}/families/{family_id}"
 
 
@@ -72,6 +84,40 @@ async def get_dashboard(request: web.Request) -> web.StreamResponse:
             "Cache-Control": "no-store",
         },
     )
+
+
+async def post_webhook(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, SubscriptionBody)
+    view = await request.app[WEBHOOKS].create(
+        principal_of(request), request.match_info["pilot_id"], body
+    )
+    return json_response(view, status=201)
+
+
+async def get_webhooks(request: web.Request) -> web.StreamResponse:
+    return json_response(await request.app[WEBHOOKS].list(request.match_info["pilot_id"]))
+
+
+async def delete_webhook(request: web.Request) -> web.StreamResponse:
+    params = PathParams(request.match_info)
+    view = await request.app[WEBHOOKS].remove(params.pilot_id, params.uuid("subscription_id"))
+    return json_response(view)
+
+
+async def get_deliveries(request: web.Request) -> web.StreamResponse:
+    params = PathParams(request.match_info)
+    query = DeliveryQuery.model_validate(dict(request.query))
+    view = await request.app[WEBHOOKS].deliveries(
+        params.pilot_id, params.uuid("subscription_id"), query
+    )
+    return json_response(view)
+
+
+async def post_replay(request: web.Request) -> web.StreamResponse:
+    params = PathParams(request.match_info)
+    body = await parse_body(request, ReplayBody)
+    view = await request.app[WEBHOOKS].replay(params.pilot_id, params.uuid("subscription_id"), body)
+    return json_response(view)
 
 
 # A table with one entry per endpoint, not logic: it is as long as the API is wide.
@@ -137,6 +183,77 @@ def routes() -> list[Route]:
             description="One self-contained page for a laptop or a phone: the uptake figures "
             "per pilot and arm, spend by category, transaction sizes, families with spend by "
             "month and time to decision. Counts of 1 to 4 families are shown as <5.",
+            tags=tags,
+        ),
+        *_webhook_routes(),
+    ]
+
+
+def _webhook_routes() -> list[Route]:
+    tags = ("webhooks",)
+    return [
+        Route(
+            "POST",
+            "/pilots/{pilot_id}/webhooks",
+            post_webhook,
+            "Subscribe a case system to the pilot's events (its secret is shown once)",
+            _ADMIN,
+            body=SubscriptionBody,
+            response=NewSubscriptionView,
+            status=201,
+            description="Each event of the chosen types recorded from now on is POSTed to the "
+            "url as a CloudEvent (content-type application/cloudevents+json, the body as on "
+            "Kafka), signed as the Standard Webhooks specification says: webhook-id (the "
+            "event's id: deduplicate on it), webhook-timestamp (Unix seconds) and "
+            "webhook-signature (v1, HMAC-SHA256 of id.timestamp.body under the secret). A "
+            "family's events arrive in order, one at a time. Anything but a 2xx is retried, "
+            "waits doubling from 5 s to at most 1 hour, for 24 hours; then the delivery is "
+            "dead (listed under deliveries) and the family's next events go on. Delivery is "
+            "at least once: a 2xx that is lost on the way back brings the event again.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/webhooks",
+            get_webhooks,
+            "The pilot's webhook subscriptions (never their secrets)",
+            _ADMIN,
+            response=SubscriptionList,
+            tags=tags,
+        ),
+        Route(
+            "DELETE",
+            _WEBHOOK,
+            delete_webhook,
+            "Remove a subscription: nothing more is sent, and its secret is erased",
+            _ADMIN,
+            response=SubscriptionView,
+            description="Removing one already removed answers it as it is.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            f"{_WEBHOOK}/deliveries",
+            get_deliveries,
+            "A subscription's deliveries, by position: pending, delivered or dead",
+            _ADMIN,
+            response=DeliveryList,
+            query=DeliveryQuery,
+            description="Oldest first, after the position given; status=dead lists what "
+            "was still failing after the retry window.",
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{_WEBHOOK}/replay",
+            post_replay,
+            "Send a subscription's deliveries again, from a position on",
+            _ADMIN,
+            body=ReplayBody,
+            response=ReplayView,
+            description="Every delivery from from_position on (dead, delivered or pending) "
+            "is sent again, in order, with its own webhook-id: a receiver that deduplicates "
+            "takes each once. A removed subscription answers 409.",
             tags=tags,
         ),
     ]

@@ -75,6 +75,13 @@ class Metrics:
             "Requests answered from a stored response because their Idempotency-Key was seen.",
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "ledger_webhook_deliveries",
+            "Webhook sends by outcome: delivered, retried (failed, tried again later) or dead "
+            "(still failing after the retry window).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.info = Gauge(
             "ledger_service_info",
             "Constant 1, labelled with the service.",

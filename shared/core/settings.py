@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(default=10.0, gt=0)  # then 408
     # A connection that has not sent a whole request's headers by then is closed.
     http_header_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Webhooks: a failing delivery is retried, waits doubling from the first retry up to
+    # the longest, until the window has passed since its first try; then it is dead.
+    webhook_retry_window_seconds: float = Field(default=86_400.0, gt=0)
+    webhook_first_retry_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_backoff_seconds: float = Field(default=3_600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)  # per send
+    webhook_poll_seconds: float = Field(default=0.5, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.core.aggregates import Aggregates
+from shared.core.background import BackgroundTask
 from shared.core.commands import CommandRunner
 from shared.core.consumer import ConsumerRunner, EventHandler
 from shared.core.custody import KeyCustody, custody_of
@@ -86,6 +87,8 @@ class ServiceCore:
     clock: Callable[[], datetime]
     ids: Callable[[], UUID]
     consumers: dict[str, ConsumerRunner] = field(default_factory=dict)  # by name, once started
+    # Background work of the service's own (started after its consumers, stopped before).
+    tasks: dict[str, BackgroundTask] = field(default_factory=dict)  # by name
 
 
 @dataclass(frozen=True)
@@ -245,19 +248,31 @@ async def _run_service(
         for runner in runners:
             await runner.start()
             readiness.add(f"consumer:{runner.name}", _running(runner))
+        for name, task in core.tasks.items():
+            await task.start()
+            readiness.add(f"task:{name}", _running(task))
         log.info("service_started", port=settings.port_of(service, definition.default_port))
         try:
             yield
         finally:
             readiness.draining = True
-            await _stop(runners, relay, settings.shutdown_grace_seconds)
+            await _stop(list(core.tasks.values()), runners, relay, settings.shutdown_grace_seconds)
             log.info("service_stopped")
 
 
-async def _stop(runners: Sequence[ConsumerRunner], relay: OutboxRelay | None, grace: float) -> None:
-    """Consumers first, together (each finishes its batch and commits its offsets with it),
-    then the relay, which publishes everything committed until then."""
-    await asyncio.gather(*(runner.stop(grace * 0.6) for runner in runners))
+async def _stop(
+    tasks: Sequence[BackgroundTask],
+    runners: Sequence[ConsumerRunner],
+    relay: OutboxRelay | None,
+    grace: float,
+) -> None:
+    """The service's own tasks and the consumers first, together (each consumer finishes its
+    batch and commits its offsets with it), then the relay, which publishes everything
+    committed until then."""
+    await asyncio.gather(
+        *(task.stop(grace * 0.6) for task in tasks),
+        *(runner.stop(grace * 0.6) for runner in runners),
+    )
     if relay is not None:
         await relay.stop(grace * 0.4)
 

@@ -54,6 +54,7 @@ def pilot_wide(roles: frozenset[str]) -> Allowed:
 # (service, method, path) -> who may. API.md's tables, then the project's additions.
 F = "/pilots/{pilot_id}/families/{family_id}"
 R = "/pilots/{pilot_id}/spend-requests"
+W = "/pilots/{pilot_id}/webhooks"
 ADMIN = frozenset({"admin"})
 WORKERS = frozenset({"case_system", "social_worker"})
 HANDLERS = frozenset({"case_system", "social_worker", "finance"})
@@ -102,6 +103,12 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("allocation", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(WRITERS),
     ("spending", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(HANDLERS),
     ("approval", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(frozenset({"manager"})),
+    # Webhook subscriptions hold a secret and send family events out: an admin's alone.
+    ("reporting", "POST", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),
+    ("reporting", "GET", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),
+    ("reporting", "DELETE", f"{W}/{{subscription_id}}"): pilot_wide(ADMIN),
+    ("reporting", "GET", f"{W}/{{subscription_id}}/deliveries"): pilot_wide(ADMIN),
+    ("reporting", "POST", f"{W}/{{subscription_id}}/replay"): pilot_wide(ADMIN),
 }
 
 # A valid body for each command, so that a cell reaches the team check behind validation.
@@ -133,6 +140,9 @@ BODIES: dict[str, dict[str, Any]] = {
     "/close": {},
     "/approve": {},
     "/reject": {"reason": "r"},
+    # Port 9 (discard) on loopback: nothing answers, and nothing leaves the machine.
+    "/webhooks": {"url": "http://127.0.0.1:9/hook", "event_types": ["family.enrolled"]},
+    "/replay": {"from_position": 1},
 }
 
 
@@ -250,7 +260,13 @@ async def _set_up(system: System) -> dict[str, str]:
         headers=system.admin(),
     )
     assert top_up.status == 201
+    assert system.reporting is not None
+    subscription = await system.reporting.post(
+        "/pilots/wigan/webhooks", json=BODIES["/webhooks"], headers=system.admin()
+    )
+    assert subscription.status == 201, await subscription.text()
     ids = {
+        "subscription_id": (await subscription.json())["subscription_id"],
         "pilot_id": "wigan",
         "family_id": "fam-1",
         "request_id": bought,
@@ -294,8 +310,8 @@ async def _try(
         sub = "sw-1" if caller.role == "social_worker" else f"{caller.role}-9"
         headers = auth(system.token(caller.role, caller.pilot, sub=sub, team=caller.team))
     client = _clients(system)[service]
-    if method == "GET":
-        response = await client.get(url, headers=headers)
+    if method in {"GET", "DELETE"}:
+        response = await client.request(method, url, headers=headers)
     elif path.endswith("/batches"):  # a line naming no command: the batch's guard answers
         headers["Content-Type"] = NDJSON
         line = {"method": "POST", "path": "/nowhere", "idempotency_key": "m", "body": {}}

@@ -1,0 +1,216 @@
+"""Webhooks for case systems: subscriptions, the deliveries the topics make, and signing.
+
+A case system's subscription names its pilot, the event types it wants and its URL; the
+ledger makes its signing secret (Standard Webhooks' ``whsec_`` form), shows it once and keeps
+it only sealed (:mod:`shared.core.personal`, subject ``webhook:<id>``). The
+``reporting.webhooks`` consumer reads every topic and, in the transaction that moves its
+offsets, records one delivery for each live subscription an event matches: however often
+Kafka redelivers, a delivery is recorded once. :mod:`.deliveries` sends them, signed as the
+Standard Webhooks specification says, never from a request's path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from uuid import UUID
+
+from asyncpg import Record
+
+from services.reporting.schemas import (
+    DeliveryList,
+    DeliveryQuery,
+    DeliveryView,
+    NewSubscriptionView,
+    ReplayBody,
+    ReplayView,
+    SubscriptionBody,
+    SubscriptionList,
+    SubscriptionView,
+)
+from shared.contracts import TOPICS
+from shared.core.db import Connection
+from shared.core.errors import ConflictError, NotFoundError
+from shared.core.events import Envelope
+from shared.core.personal import Sealer
+from shared.web.auth import Principal
+from shared.web.service import ConsumerSpec, ServiceCore
+
+__all__ = [
+    "CONSUMER",
+    "SECRET_PREFIX",
+    "Webhooks",
+    "enqueue",
+    "new_secret",
+    "secret_subject",
+    "signature",
+]
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the form of a secret, not one
+
+_ENQUEUE = """
+INSERT INTO webhook_deliveries
+    (subscription_id, event_id, event_type, ordering_key, family_id, body, next_attempt_at)
+SELECT subscription_id, $2, $3, $4, $5, $6, NULL
+FROM webhook_subscriptions
+WHERE pilot_id = $1 AND removed_at IS NULL AND $3 = ANY(event_types)
+ORDER BY subscription_id
+ON CONFLICT (subscription_id, event_id) DO NOTHING
+"""
+_CREATE = """
+INSERT INTO webhook_subscriptions
+    (subscription_id, pilot_id, url, event_types, secret, created_at, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *
+"""
+_LIST = "SELECT * FROM webhook_subscriptions WHERE pilot_id = $1 ORDER BY created_at"
+_ONE = "SELECT * FROM webhook_subscriptions WHERE pilot_id = $1 AND subscription_id = $2"
+_REMOVE = """
+UPDATE webhook_subscriptions SET removed_at = coalesce(removed_at, $3)
+WHERE pilot_id = $1 AND subscription_id = $2 RETURNING *
+"""
+_DELIVERIES = """
+SELECT * FROM webhook_deliveries
+WHERE subscription_id = $1 AND position > $2 AND ($3::text IS NULL OR status = $3)
+ORDER BY position LIMIT $4
+"""
+_REPLAY = """
+UPDATE webhook_deliveries
+SET status = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = NULL,
+    lease_until = NULL, delivered_at = NULL, last_error = NULL
+WHERE subscription_id = $1 AND position >= $2
+"""
+
+
+def new_secret() -> str:
+    """A signing secret: 32 random bytes, base64, prefixed as Standard Webhooks does."""
+    return SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()
+
+
+def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
+    """The ``webhook-signature`` of a message: HMAC-SHA256 of ``id.timestamp.body``."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.{body}".encode()
+    return "v1," + base64.b64encode(hmac.digest(key, signed, hashlib.sha256)).decode()
+
+
+def secret_subject(subscription_id: UUID) -> str:
+    """The subject whose key seals a subscription's secret."""
+    return f"webhook:{subscription_id}"
+
+
+async def enqueue(conn: Connection, envelope: Envelope) -> None:
+    """Record a delivery of the event for every live subscription of its pilot that wants it."""
+    await conn.execute(
+        _ENQUEUE,
+        envelope.pilot_id,
+        envelope.id,
+        envelope.type,
+        # Per family in order; an event of no family (a pilot's) keeps its stream's order.
+        envelope.family_id or envelope.stream_id,
+        envelope.family_id,
+        json.dumps(envelope.to_json_dict(), separators=(",", ":"), ensure_ascii=False),
+    )
+
+
+CONSUMER = ConsumerSpec("reporting.webhooks", TOPICS, enqueue)
+
+
+class Webhooks:
+    """An administrator's management of a pilot's subscriptions and their deliveries."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+        self._sealer = Sealer(core.custody)
+
+    async def create(
+        self, principal: Principal, pilot_id: str, body: SubscriptionBody
+    ) -> NewSubscriptionView:
+        """A new subscription, with its secret: the only time the secret is shown."""
+        subscription_id = self._core.ids()
+        secret = new_secret()
+        async with self._core.pool.acquire() as conn, conn.transaction():
+            sealed = await self._sealer.seal(conn, secret_subject(subscription_id), secret)
+            row = await conn.fetchrow(
+                _CREATE,
+                subscription_id,
+                pilot_id,
+                str(body.url),
+                list(dict.fromkeys(body.event_types)),
+                sealed,
+                self._core.clock(),
+                principal.sub,
+            )
+        assert row is not None
+        return NewSubscriptionView(**_view(row).model_dump(), secret=secret)
+
+    async def list(self, pilot_id: str) -> SubscriptionList:
+        """The pilot's subscriptions, removed ones too; never their secrets."""
+        async with self._core.pool.acquire() as conn:
+            rows = await conn.fetch(_LIST, pilot_id)
+        return SubscriptionList(subscriptions=tuple(_view(row) for row in rows))
+
+    async def remove(self, pilot_id: str, subscription_id: UUID) -> SubscriptionView:
+        """Stop a subscription: nothing more is recorded or sent, and its secret is erased."""
+        async with self._core.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_REMOVE, pilot_id, subscription_id, self._core.clock())
+            if row is None:
+                raise NotFoundError("no such subscription")
+            await self._sealer.erase(conn, secret_subject(subscription_id))
+        return _view(row)
+
+    async def deliveries(
+        self, pilot_id: str, subscription_id: UUID, query: DeliveryQuery
+    ) -> DeliveryList:
+        """A subscription's deliveries after a position, oldest first."""
+        async with self._core.pool.acquire() as conn:
+            await _subscription(conn, pilot_id, subscription_id)
+            rows = await conn.fetch(
+                _DELIVERIES, subscription_id, query.after, query.status, query.limit
+            )
+        return DeliveryList(deliveries=tuple(_delivery(row) for row in rows))
+
+    async def replay(self, pilot_id: str, subscription_id: UUID, body: ReplayBody) -> ReplayView:
+        """Send again every delivery from a position on (dead, delivered or pending), in order."""
+        async with self._core.pool.acquire() as conn:
+            row = await _subscription(conn, pilot_id, subscription_id)
+            if row["removed_at"] is not None:
+                raise ConflictError("the subscription is removed; nothing is sent to it")
+            result = await conn.execute(_REPLAY, subscription_id, body.from_position)
+        return ReplayView(replayed=int(result.split()[-1]))
+
+
+async def _subscription(conn: Connection, pilot_id: str, subscription_id: UUID) -> Record:
+    row = await conn.fetchrow(_ONE, pilot_id, subscription_id)
+    if row is None:
+        raise NotFoundError("no such subscription")
+    return row
+
+
+def _view(fields: Record) -> SubscriptionView:
+    return SubscriptionView(
+        subscription_id=fields["subscription_id"],
+        pilot_id=fields["pilot_id"],
+        url=fields["url"],
+        event_types=tuple(fields["event_types"]),
+        created_at=fields["created_at"],
+        created_by=fields["created_by"],
+        removed_at=fields["removed_at"],
+    )
+
+
+def _delivery(fields: Record) -> DeliveryView:
+    return DeliveryView(
+        position=fields["position"],
+        event_id=fields["event_id"],
+        event_type=fields["event_type"],
+        family_id=fields["family_id"],
+        status=fields["status"],
+        attempts=fields["attempts"],
+        next_attempt_at=None if fields["status"] != "pending" else fields["next_attempt_at"],
+        delivered_at=fields["delivered_at"],
+        last_error=fields["last_error"],
+    )
