@@ -49,5 +49,6 @@ SERVICE = ServiceDefinition(
     migrations="services.reporting",
     reads=TOPICS,
     add_commands=commands.add_commands,
+    webhooks=webhooks.OPENAPI_WEBHOOKS,
 )
 create_app = SERVICE.create_app

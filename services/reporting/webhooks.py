@@ -21,6 +21,7 @@ from uuid import UUID
 from asyncpg import Record
 
 from services.reporting.schemas import (
+    EVENT_TYPES,
     DeliveryList,
     DeliveryQuery,
     DeliveryView,
@@ -41,6 +42,7 @@ from shared.web.service import ConsumerSpec, ServiceCore
 
 __all__ = [
     "CONSUMER",
+    "OPENAPI_WEBHOOKS",
     "SECRET_PREFIX",
     "Webhooks",
     "enqueue",
@@ -83,6 +85,77 @@ SET status = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at =
     lease_until = NULL, delivered_at = NULL, last_error = NULL
 WHERE subscription_id = $1 AND position >= $2
 """
+
+_HEADER = {"type": "string"}
+# What a subscriber receives, as OpenAPI 3.1 describes requests a service sends.
+OPENAPI_WEBHOOKS = {
+    "ledgerEvent": {
+        "post": {
+            "summary": "One event a subscription asked for, POSTed to its url",
+            "description": "The body is the event as a CloudEvent 1.0 in structured mode, "
+            "exactly as on Kafka (its data's schema per type is in /asyncapi.json; events "
+            "recorded before wire format 2 keep their format-1 form). Verify "
+            "webhook-signature before trusting it, and deduplicate on webhook-id: delivery is "
+            "at least once. A family's events come in order, one at a time. Answer 2xx once "
+            "it is kept; anything else (or no answer within 10 s) is retried, waits doubling "
+            "from 5 s to at most 1 hour, for 24 hours, after which the delivery is dead.",
+            "operationId": "ledger_event",
+            "tags": ["webhooks"],
+            "parameters": [
+                {
+                    "name": "webhook-id",
+                    "in": "header",
+                    "required": True,
+                    "schema": _HEADER,
+                    "description": "The event's id: the same on every retry and replay.",
+                },
+                {
+                    "name": "webhook-timestamp",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    "description": "When it was sent, in Unix seconds (refuse ones far off).",
+                },
+                {
+                    "name": "webhook-signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": _HEADER,
+                    "description": "v1, then base64 of HMAC-SHA256 of "
+                    "'<webhook-id>.<webhook-timestamp>.<body>' under the secret's base64-decoded "
+                    "bytes (after whsec_), as the Standard Webhooks specification says.",
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/cloudevents+json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "specversion": {"const": "1.0"},
+                                "id": {"type": "string", "format": "uuid"},
+                                "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                                "source": {"type": "string"},
+                                "time": {"type": "string", "format": "date-time"},
+                                "pilotid": {"type": "string"},
+                                "familyid": {"type": "string"},
+                                "streamid": {"type": "string"},
+                                "streamversion": {"type": "integer", "minimum": 1},
+                                "data": {"type": "object"},
+                            },
+                            "required": ["specversion", "id", "type", "source", "time", "data"],
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "2XX": {"description": "Kept: the delivery is done."},
+                "default": {"description": "Not kept: it is sent again later."},
+            },
+        }
+    }
+}
 
 
 def new_secret() -> str:

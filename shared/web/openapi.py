@@ -52,9 +52,14 @@ class Problem(BaseModel):
 
 
 def openapi_document(
-    *, title: str, version: str, description: str, routes: Sequence[Route]
+    *,
+    title: str,
+    version: str,
+    description: str,
+    routes: Sequence[Route],
+    webhooks: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The service's OpenAPI document."""
+    """The service's OpenAPI document; ``webhooks``: the requests it sends to subscribers."""
     wanted: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (Problem, "serialization")
     ]
@@ -71,6 +76,7 @@ def openapi_document(
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
+        **({"webhooks": dict(webhooks)} if webhooks else {}),
         "components": {
             "schemas": defs.get("$defs", {}),
             "securitySchemes": {

@@ -14,11 +14,11 @@ new service is a new folder plus one line of packaging: nothing in ``shared`` ch
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from shared.core.db import connect, dsn
@@ -86,6 +86,8 @@ class ServiceDefinition:
     # The topics its consumers read: the broker lets its principal read these and no others.
     reads: tuple[str, ...] = ()
     add_commands: AddCommands | None = None
+    # The requests the service sends out (OpenAPI 3.1 ``webhooks``), by name.
+    webhooks: Mapping[str, Any] = field(default_factory=dict)
 
     def all_migrations(self) -> tuple[Migration, ...]:
         """The core's migrations, then the service's own."""

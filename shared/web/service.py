@@ -164,6 +164,7 @@ def build_service_app(
         version=_VERSION,
         description=definition.description,
         routes=all_routes,
+        webhooks=definition.webhooks,
     )
 
     events = asyncapi_document(

@@ -166,8 +166,9 @@ async def test_every_event_arrives_signed_once_after_deduplication_despite_failu
         requests = []
         for family in ("fam-1", "fam-2", "fam-3"):
             version = await system.enrol(family, allocate=50_000)
-            for amount in (1_000, 2_000):
-                requests.append(await system.request(family, amount, version=version))
+            requests += [
+                await system.request(family, amount, version=version) for amount in (1_000, 2_000)
+            ]
         for request in requests:
             await system.settled(request["request_id"], "approved")
         await wait_for(lambda: hooks.sends >= 3, timeout=30)  # it is being refused, and retried

@@ -42,3 +42,25 @@ def test_a_get_without_a_body_documents_no_body_errors() -> None:
     """413 and 415 are about bodies: a GET does not answer them."""
     get = documents()["reporting"]["paths"]["/pilots/{pilot_id}/families/{family_id}/balance"]
     assert not {"413", "415"} & set(get["get"]["responses"])
+
+
+def test_reporting_documents_the_webhook_requests_it_sends() -> None:
+    """OpenAPI 3.1's webhooks: the signed headers a subscriber must check, and the body."""
+    definition = next(d for d in services() if d.name == "reporting")
+    document = openapi_document(
+        title="reporting",
+        version="test",
+        description=definition.description,
+        routes=definition.routes(),
+        webhooks=definition.webhooks,
+    )
+    post = document["webhooks"]["ledgerEvent"]["post"]
+    assert {p["name"] for p in post["parameters"]} == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert "application/cloudevents+json" in post["requestBody"]["content"]
+    assert {"/pilots/{pilot_id}/webhooks", "/pilots/{pilot_id}/webhooks/{subscription_id}"} <= set(
+        document["paths"]
+    )
