@@ -16,7 +16,6 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
 
 from shared.core.db import dsn
 from shared.core.events import Envelope
@@ -141,16 +140,7 @@ async def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: fl
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a ``ledger`` process these settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("LEDGER_")}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if name == "ports":
-            env.update({f"LEDGER_{service.upper()}_PORT": str(p) for service, p in value.items()})
-            continue
-        if value is None:  # unset stays unset (not the string "None")
-            continue
-        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        env[f"LEDGER_{name.upper()}"] = text
-    return env
+    return env | settings.as_environment()
 
 
 async def run_ledger(settings: Settings, *args: str) -> tuple[int, str]:

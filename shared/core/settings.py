@@ -137,6 +137,22 @@ class Settings(BaseSettings):
         """The broker's name for one of the ledger's topics."""
         return f"{self.topic_prefix}{name}"
 
+    def as_environment(self) -> dict[str, str]:
+        """The ``LEDGER_*`` variables that give another process these settings."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "ports":
+                env.update(
+                    {f"LEDGER_{service.upper()}_PORT": str(p) for service, p in value.items()}
+                )
+                continue
+            if value is None:  # unset stays unset (not the string "None")
+                continue
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"LEDGER_{name.upper()}"] = text
+        return env
+
 
 class _ServicePorts(PydanticBaseSettingsSource):
     """``LEDGER_<SERVICE>_PORT`` variables, as ``ports`` (those of other settings excepted)."""

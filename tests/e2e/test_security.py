@@ -290,8 +290,10 @@ async def test_a_forged_event_is_dead_lettered_and_moves_no_money(
             )
     finally:
         await producer.stop()
-    dead = await read_topic(settings, "ledger.deadletter", expect=9, timeout=30)
-    assert len(dead) == 9  # three forgeries, each rejected by spending, approval and reporting
+    dead = await read_topic(settings, "ledger.deadletter", expect=12, timeout=30)
+    # Three forgeries, each rejected by spending, approval and reporting's two consumers
+    # (its projections, and its webhooks: a forgery is never sent to a case system).
+    assert len(dead) == 12
     assert all("rejected" in record.headers.get("error", "") for record in dead), dead[0].headers
     await system.allocate("fam-b", 5_000)  # the family's next real event
 
