@@ -75,7 +75,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The goals of the performance issue, each against floors and a peer taken in the same run;
+# wrk (Debian) drives HTTP, and the eventsourcing library (the bench extra) is the peer.
 bench: $(STAMP)
+	deploy/system-packages --bench
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	$(BIN)/python -m bench
 
 # Re-pin constraints.txt at the newest versions pyproject.toml allows (then run make test).

@@ -2,8 +2,10 @@
 the outbox relay's catch-up rate, and the rate of rebuilding reporting's projections from
 the topics. Starts its own PostgreSQL and Kafka like the tests.
 
-    python -m bench [--commands 2000] [--concurrency 16] [--backlog 20000]
+    python -m bench                        # the goals: floors, peer, P1 to P6 (make bench)
+    python -m bench --scenario write-path [--commands 2000] [--concurrency 16] [--backlog 20000]
     python -m bench --scenario pilot-size   # a family command at 100 and 10,000 families
+    python -m bench --scenario batches      # P5 alone, with audit verify
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import platform
 import secrets
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from tqdm import tqdm
 
 from bench.batches import batch_ingest
 from bench.floors import asyncpg_appends
+from bench.goals import measure_goals
 from deploy.stack import (
     KAFKA_SUPERUSER,
     LOCAL,
@@ -359,6 +363,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         await ensure_topics(settings, ledger_topics())
         await migrate(settings, ["allocation"])
+        if args.scenario == "goals":
+            floors = await asyncpg_appends(settings)
+            return await measure_goals(settings, postgres, home / "logs", floors, args.families)
         if args.scenario == "pilot-size":
             return {"pilot_size": await command_by_pilot_size(settings, (100, 10_000))}
         if args.scenario == "batches":
@@ -401,14 +408,24 @@ def main() -> None:
     parser.add_argument("--sparse", type=int, default=200, help="commands 50 ms apart")
     parser.add_argument(
         "--scenario",
-        choices=("all", "pilot-size", "batches"),
-        default="all",
-        help="pilot-size: a family command at 100 and at 10,000 families only",
+        choices=("goals", "write-path", "pilot-size", "batches"),
+        default="goals",
+        help="goals: every floor, the peer and P1 to P6 (make bench); pilot-size: a family "
+        "command at 100 and at 10,000 families only",
     )
-    parser.add_argument("--families", type=int, default=5_000, help="batches: families synced")
+    parser.add_argument(
+        "--families", type=int, default=3_000, help="goals, batches: families synced (P5)"
+    )
     args = parser.parse_args()
     configure_logging("bench", "json", "WARNING")
     results = asyncio.run(run(args))
+    for goal in results.get("goals", []):
+        verdict = "PASS" if goal["passed"] else "FAIL"
+        ratio = "" if goal["ratio"] is None else f" ({goal['ratio']:.3g}x)"
+        print(
+            f"{goal['name']} {verdict}: {goal['measured']}{ratio}; goal {goal['target']}",
+            file=sys.stderr,
+        )
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )

@@ -15,7 +15,7 @@ from aiohttp import web
 from tqdm import tqdm
 
 from shared.core.settings import Settings
-from shared.web.auth import mint_token
+from shared.web.auth import Role, mint_token
 from shared.web.batches import MAX_LINES, NDJSON
 from shared.web.registry import service
 
@@ -42,7 +42,7 @@ async def served(settings: Settings, name: str) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def _token(secret: str, role: str, team: str | None = None) -> dict[str, str]:
+def _token(secret: str, role: Role, team: str | None = None) -> dict[str, str]:
     token = mint_token(secret, sub="sync", role=role, pilot=PILOT, team=team, now=datetime.now(UTC))
     return {"Authorization": f"Bearer {token}"}
 
