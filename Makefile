@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	deploy/system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --constraint constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --constraint constraints.txt -e ".[dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -76,10 +76,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The goals of the performance issue, each against floors and a peer taken in the same run;
-# wrk (Debian) drives HTTP, and the eventsourcing library (the bench extra) is the peer.
+# wrk (Debian) drives HTTP, and the eventsourcing library (the bench extra, installed with
+# the rest) is the peer.
 bench: $(STAMP)
 	deploy/system-packages --bench
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	$(BIN)/python -m bench
 
 # Re-pin constraints.txt at the newest versions pyproject.toml allows (then run make test).
@@ -87,7 +87,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
-	$(LOCK_VENV)/bin/pip install --quiet -e ".[dev]"
+	$(LOCK_VENV)/bin/pip install --quiet -e ".[dev,bench]"
 	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude-editable; } > constraints.new
 	mv constraints.new constraints.txt
 	rm -rf $(LOCK_VENV)

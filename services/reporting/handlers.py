@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from services.reporting import dashboard, uptake
+from services.reporting import dashboard, trial, uptake
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared.contracts import balances, views
@@ -13,6 +13,7 @@ from shared.contracts.periods import PeriodLength, period_containing
 from shared.core.db import Connection
 from shared.core.errors import NotFoundError
 from shared.core.events import Envelope
+from shared.core.personal import Sealer
 from shared.web.auth import Principal, require_team
 from shared.web.service import ServiceCore
 
@@ -24,6 +25,7 @@ UPTAKE_EVENT_TYPES = [
     "family.budget_adjusted",
     "family.budget_disclosed",
     "family.outcome_recorded",
+    "family.exited",
     "spend_request.requested",
     "decision.approved",
     "decision.rejected",
@@ -50,6 +52,7 @@ class Reporting:
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
+        self._sealer = Sealer(core.custody)
 
     async def _family(
         self, conn: Connection, principal: Principal, pilot_id: str, family_id: str
@@ -126,6 +129,17 @@ class Reporting:
             all=figures.pop("all"),
             arms=figures,
         )
+
+    async def trial_dataset(self, pilot_id: str) -> bytes:
+        """The pilot's trial dataset and its descriptor, zipped (:mod:`.trial`)."""
+        config, facts = await self._facts(pilot_id)
+        async with self._core.pool.acquire() as conn, conn.transaction():
+            secret = await trial.pilot_secret(conn, self._sealer, pilot_id)
+        categories = sorted(
+            set(config.categories) | {category for _, _, category, _ in facts.purchases}
+        )
+        columns = trial.columns_of(categories)
+        return trial.package(pilot_id, columns, trial.rows(facts, categories, secret))
 
     async def dashboard(self, pilot_id: str) -> str:
         """The pilot's dashboard page, small cells suppressed."""

@@ -20,7 +20,8 @@ from services.reporting.schemas import (
     UptakeQuery,
     UptakeView,
 )
-from services.reporting.transactions import COLUMNS
+from services.reporting.transactions import COLUMNS as TRANSACTION_COLUMNS
+from services.reporting.trial import COLUMNS
 from services.reporting.webhooks import Webhooks
 from shared.web.auth import ROLES
 from shared.web.http import PathParams, Route, json_response, parse_body, principal_of
@@ -69,6 +70,16 @@ async def get_uptake(request: web.Request) -> web.StreamResponse:
         request.match_info["pilot_id"], suppress_small_cells=query.suppress_small_cells
     )
     return json_response(view)
+
+
+async def get_trial_dataset(request: web.Request) -> web.StreamResponse:
+    pilot_id = request.match_info["pilot_id"]
+    body = await request.app[REPORTING].trial_dataset(pilot_id)
+    return web.Response(
+        body=body,
+        content_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{pilot_id}-trial-dataset.zip"'},
+    )
 
 
 async def get_dashboard(request: web.Request) -> web.StreamResponse:
@@ -169,7 +180,9 @@ def routes() -> list[Route]:
             "Every purchase and refund, one row each (CSV)",
             frozenset({"admin", "auditor", "finance"}),
             content_type="text/csv",
-            description="Columns: " + ", ".join(COLUMNS) + ". Refunds are negative and carry "
+            description="Columns: "
+            + ", ".join(TRANSACTION_COLUMNS)
+            + ". Refunds are negative and carry "
             "their purchase's method and vendor. The free-text purpose is never exported.",
             tags=tags,
         ),
@@ -183,6 +196,22 @@ def routes() -> list[Route]:
             description="One self-contained page for a laptop or a phone: the uptake figures "
             "per pilot and arm, spend by category, transaction sizes, families with spend by "
             "month and time to decision. Counts of 1 to 4 families are shown as <5.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/trial-dataset",
+            get_trial_dataset,
+            "The trial dataset for evaluators: a Frictionless Data Package (zip)",
+            frozenset({"admin", "auditor"}),
+            content_type="application/zip",
+            description="A zip of datapackage.json and trial-dataset.csv: one row per "
+            "enrolled family, in the arm it was randomised to whatever happened later "
+            "(intention to treat). Columns: "
+            + "; ".join(f"{c.name}: {c.description}" for c in COLUMNS)
+            + " Then spent_<category>_pence for each of the pilot's categories and "
+            "outcome_<outcome>_on (the day each outcome was first recorded) for each outcome. "
+            "Money is in pence.",
             tags=tags,
         ),
         *_webhook_routes(),

@@ -24,6 +24,7 @@ from shared.contracts.allocation import (
     BudgetAllocated,
     BudgetDisclosed,
     FamilyEnrolled,
+    FamilyExited,
     OutcomeRecorded,
 )
 from shared.contracts.approval import BudgetReduced, RequestApproved, RequestRejected
@@ -53,6 +54,10 @@ class _Family:
     net_spend: int = 0
     told: bool = False
     allocated: int = 0  # every period's, net of accepted cuts
+    stratum: str | None = None
+    enrolled_on: date | None = None
+    exited_on: date | None = None
+    outcomes: dict[str, date] = field(default_factory=dict)  # each outcome's first date
 
 
 class Figures(BaseModel):
@@ -129,6 +134,8 @@ class Facts:
         match decode(envelope):
             case OutcomeRecorded() as event:
                 self.outcomes.append((family_id, event.outcome))
+                if family is not None:
+                    family.outcomes.setdefault(event.outcome, event.occurred_on)
             case RequestApproved() | RequestRejected() as event:
                 verdict = "approved" if isinstance(event, RequestApproved) else "rejected"
                 self.verdicts.append((family_id, verdict))
@@ -141,7 +148,10 @@ class Facts:
         family_id = envelope.family_id or ""
         match event:
             case FamilyEnrolled():
-                family.arm = event.arm
+                family.arm, family.stratum = event.arm, event.stratum
+                family.enrolled_on = event.enrolled_on
+            case FamilyExited():
+                family.exited_on = event.exited_on
             case BudgetAllocated() | BudgetAdjusted() | BudgetReduced():
                 move = movement(event)
                 assert move is not None

@@ -103,6 +103,10 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("allocation", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(WRITERS),
     ("spending", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(HANDLERS),
     ("approval", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(frozenset({"manager"})),
+    # The trial dataset is pseudonymous, for evaluators: auditors and admins.
+    ("reporting", "GET", "/pilots/{pilot_id}/trial-dataset"): pilot_wide(
+        frozenset({"admin", "auditor"})
+    ),
     # Webhook subscriptions hold a secret and send family events out: an admin's alone.
     ("reporting", "POST", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),
     ("reporting", "GET", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),
