@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from services.reporting import dashboard, trial, uptake
+from services.reporting import dashboard, statement, trial, uptake
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared.contracts import balances, views
@@ -99,6 +99,21 @@ class Reporting:
             await self._family(conn, principal, pilot_id, family_id)
             events = await _history(conn, pilot_id, family_id, None)
         return HistoryView(pilot_id=pilot_id, family_id=family_id, events=tuple(events))
+
+    async def statement(self, principal: Principal, pilot_id: str, family_id: str) -> str:
+        """The family's budget statement page for this budget period (:mod:`.statement`)."""
+        now = self._core.clock()
+        async with self._core.pool.acquire() as conn:
+            enrolled_on, lengths = await self._family(conn, principal, pilot_id, family_id)
+            pilot = await views.pilot_in_force(conn, pilot_id)
+            events = await _history(conn, pilot_id, family_id, None)
+        assert pilot is not None  # _family found it
+        period = period_containing(enrolled_on, lengths, now.astimezone(UTC).date())
+        balance = balances.fold(events).get(period.start) or balances.Balance.nothing(
+            period.start, period.end
+        )
+        shown = statement.statement(events, balance)
+        return statement.render(pilot.config.name, family_id, shown, now)
 
     async def transactions(self, pilot_id: str) -> str:
         """Every purchase and refund of the pilot as CSV."""

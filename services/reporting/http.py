@@ -72,6 +72,21 @@ async def get_uptake(request: web.Request) -> web.StreamResponse:
     return json_response(view)
 
 
+# A page of family data: nothing may load, run, frame it or keep it in a cache.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "img-src data:; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+
+
+async def get_statement(request: web.Request) -> web.StreamResponse:
+    page = await request.app[REPORTING].statement(
+        principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
+    )
+    return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
+
+
 async def get_trial_dataset(request: web.Request) -> web.StreamResponse:
     pilot_id = request.match_info["pilot_id"]
     body = await request.app[REPORTING].trial_dataset(pilot_id)
@@ -84,17 +99,7 @@ async def get_trial_dataset(request: web.Request) -> web.StreamResponse:
 
 async def get_dashboard(request: web.Request) -> web.StreamResponse:
     page = await request.app[REPORTING].dashboard(request.match_info["pilot_id"])
-    return web.Response(
-        text=page,
-        content_type="text/html",
-        charset="utf-8",
-        # The page is self-contained: it may load nothing, run nothing, be framed by no one.
-        headers={
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:; frame-ancestors 'none'",
-            "Cache-Control": "no-store",
-        },
-    )
+    return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
 
 async def post_webhook(request: web.Request) -> web.StreamResponse:
@@ -196,6 +201,21 @@ def routes() -> list[Route]:
             description="One self-contained page for a laptop or a phone: the uptake figures "
             "per pilot and arm, spend by category, transaction sizes, families with spend by "
             "month and time to decision. Counts of 1 to 4 families are shown as <5.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            f"{_FAMILY}/statement",
+            get_statement,
+            "A budget statement the family can read (HTML, for a phone or for print)",
+            frozenset({"social_worker", "manager", "admin"}),
+            content_type="text/html",
+            description="This budget period: what the family has been given, what has been "
+            "spent on what (category and day, never the sealed free text) and what is left, "
+            "as the balance counts it. Self-contained and never cached. When the worker goes "
+            "through it with the family, they record it as a disclosure (allocation's POST "
+            "/pilots/{pilot_id}/families/{family_id}/disclosures): the 'families told their "
+            "budget' figure. Social workers and managers see their own team's families only.",
             tags=tags,
         ),
         Route(

@@ -103,6 +103,10 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("allocation", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(WRITERS),
     ("spending", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(HANDLERS),
     ("approval", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(frozenset({"manager"})),
+    # A family's statement is for the family, through its worker (or their manager, an admin).
+    ("reporting", "GET", f"{F}/statement"): family(
+        frozenset({"admin", "manager", "social_worker"})
+    ),
     # The trial dataset is pseudonymous, for evaluators: auditors and admins.
     ("reporting", "GET", "/pilots/{pilot_id}/trial-dataset"): pilot_wide(
         frozenset({"admin", "auditor"})

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from shared.core.settings import Settings
+from tests.e2e.browser import ARTEFACTS, chromium
 from tests.e2e.system import System, running_system
 from tests.support import wait_for
-
-ARTEFACTS = Path(".local/artefacts")
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 # family, amount requested, category, amount bought (None: approved, nothing bought yet)
 SPENDING = [
@@ -60,26 +54,7 @@ async def seed(system: System) -> None:
 
 def browse(url: str, token: str) -> dict[str, Any]:
     """Open the page as a laptop and as a phone; what the page showed, and its console."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-extensions",
-        "--no-first-run",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd(
-            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {token}"}}
-        )
-        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    with chromium(token) as driver:
         driver.set_window_size(1280, 1600)
         driver.get(url)
         seen: dict[str, Any] = {
@@ -115,8 +90,6 @@ def browse(url: str, token: str) -> dict[str, Any]:
         driver.save_screenshot(str(ARTEFACTS / "dashboard-phone.png"))
         seen["console"] = driver.get_log("browser")  # type: ignore[no-untyped-call]
         return seen
-    finally:
-        driver.quit()
 
 
 async def test_dashboard_in_a_browser_shows_the_pilot_and_draws_its_charts(

@@ -1,0 +1,45 @@
+"""A real headless Chromium (Debian's ``chromium`` and ``chromium-driver``, by Selenium) that
+sends a bearer token with every request, as a council's authenticating proxy would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+__all__ = ["ARTEFACTS", "chromium"]
+
+ARTEFACTS = Path(".local/artefacts")
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@contextmanager
+def chromium(token: str) -> Iterator[webdriver.Chrome]:
+    """A browser whose every request carries ``Authorization: Bearer <token>``."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {token}"}}
+        )
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        yield driver
+    finally:
+        driver.quit()
