@@ -1,4 +1,5 @@
-"""A pilot's dashboard: its uptake figures and four charts, as one self-contained HTML page.
+"""A pilot's dashboard: its uptake figures, per arm and per team, and six charts, as one
+self-contained HTML page.
 
 Rendered on the server as HTML and inline SVG: no script, nothing fetched from elsewhere
 (the response's Content-Security-Policy forbids it), so it prints, works offline and reads
@@ -9,7 +10,7 @@ shown as "<5", in the tables and in the charts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from html import escape
@@ -43,6 +44,15 @@ _HOUR_BANDS = (
     (168, "3 to 7 days"),
     (None, "a week or more"),
 )
+# Upper bounds (exclusive) of the share of its budget a family has used, and their labels.
+_USED_BANDS = (
+    (1e-9, "none of it"),
+    (0.25, "under a quarter"),
+    (0.5, "a quarter to a half"),
+    (0.75, "a half to three quarters"),
+    (1.0, "three quarters or more"),
+    (None, "all of it"),
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,15 @@ class Charts:
     spend_by_category: tuple[Bar, ...]
     transaction_sizes: tuple[Bar, ...]
     families_with_spend: tuple[Bar, ...]  # by month, cumulative
+    spend_by_month: tuple[Bar, ...]  # purchases less refunds in each month
+    budget_used: tuple[Bar, ...]  # families with a budget, by the share of it they used
     time_to_decision: tuple[Bar, ...]
 
 
 def charts(facts: Facts) -> Charts:
-    """The four charts of a pilot, from its facts (pure)."""
+    """The charts of a pilot, from its facts (pure)."""
     everyone = facts.families.keys()
+    funded = [family for family in facts.families.values() if family.allocated > 0]
     return Charts(
         spend_by_category=tuple(
             Bar(category, pence, _money(pence))
@@ -74,15 +87,54 @@ def charts(facts: Facts) -> Charts:
         ),
         transaction_sizes=_banded([amount for _, amount, _, _ in facts.purchases], _SIZE_BANDS),
         families_with_spend=_families_with_spend(facts),
+        spend_by_month=_spend_by_month(facts),
+        budget_used=_banded(
+            [max(0, family.net_spend) / family.allocated for family in funded],
+            _USED_BANDS,
+            families=True,
+        ),
         time_to_decision=_banded(hours_to_decision(facts, everyone), _HOUR_BANDS),
     )
 
 
-def _banded(values: Sequence[float], bands: Sequence[tuple[int | None, str]]) -> tuple[Bar, ...]:
+def _banded(
+    values: Sequence[float],
+    bands: Sequence[tuple[float | None, str]],
+    *,
+    families: bool = False,
+) -> tuple[Bar, ...]:
+    """How many values fall in each band; counts of families as published ("<5")."""
     counts = Counter(
         next(label for bound, label in bands if bound is None or value < bound) for value in values
     )
-    return tuple(Bar(label, counts[label], str(counts[label])) for _, label in bands)
+    return tuple(
+        Bar(label, counts[label], str(small_cell(counts[label]) if families else counts[label]))
+        for _, label in bands
+    )
+
+
+def _spend_by_month(facts: Facts) -> tuple[Bar, ...]:
+    """Purchases (by the day bought) less refunds (by the day recorded), month by month."""
+    net: Counter[tuple[int, int]] = Counter()
+    for _, amount, _, day in facts.purchases:
+        net[_month(day)] += amount
+    for _, amount, _, day in facts.refunds:
+        net[_month(day)] -= amount
+    if not net:
+        return ()
+    months = list(_months(min(net), max(net)))
+    return tuple(Bar(_month_name(month), net[month], _money(net[month])) for month in months)
+
+
+def _months(first: tuple[int, int], last: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    month = first
+    while month <= last:
+        yield month
+        month = (month[0] + month[1] // 12, month[1] % 12 + 1)
+
+
+def _month_name(month: tuple[int, int]) -> str:
+    return date(month[0], month[1], 1).strftime("%b %Y")
 
 
 def _families_with_spend(facts: Facts) -> tuple[Bar, ...]:
@@ -103,7 +155,7 @@ def _families_with_spend(facts: Facts) -> tuple[Bar, ...]:
             net[family] += amount
             position += 1
         with_spend = sum(pence > 0 for pence in net.values())
-        bars.append(Bar(f"{month[0]}-{month[1]:02d}", with_spend, str(small_cell(with_spend))))
+        bars.append(Bar(_month_name(month), with_spend, str(small_cell(with_spend))))
         month = (month[0] + month[1] // 12, month[1] % 12 + 1)
     return tuple(bars)
 
@@ -154,6 +206,33 @@ _ROWS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
     ("Families told their budget", lambda f: _share(f.share_families_told_budget)),
 )
 
+# The per-team table: the figures a manager compares teams by.
+_TEAM_ROWS = tuple(
+    (label, show)
+    for label, show in _ROWS
+    if label
+    in {
+        "Families enrolled",
+        "Families with spend",
+        "Uptake rate",
+        "Spent (purchases minus refunds)",
+        "Median hours to decision",
+        "Families told their budget",
+    }
+)
+
+
+def _rows(
+    figures: dict[str, Figures], shown: Sequence[tuple[str, Callable[[Figures], str]]]
+) -> str:
+    return "".join(
+        f"<tr><th scope='row'>{escape(label)}</th>"
+        + "".join(f"<td>{escape(show(f))}</td>" for f in figures.values())
+        + "</tr>"
+        for label, show in shown
+    )
+
+
 _STYLE = """
 body{font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;
 background:#f6f6f4}
@@ -161,7 +240,7 @@ header,main{max-width:72rem;margin:0 auto;padding:1rem}
 header{border-bottom:4px solid #2a6f97}
 h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.15rem;margin:0 0 .6rem}
 .meta{color:#555;margin:0}
-.grid{display:grid;gap:1rem;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));
+.grid{display:grid;gap:1rem;grid-template-columns:repeat(auto-fit,minmax(min(24rem,100%),1fr));
 align-items:start}
 .wide{grid-column:1/-1}
 section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1rem;overflow-x:auto}
@@ -173,22 +252,29 @@ svg{width:100%;height:auto;display:block}
 .bar{fill:#2a6f97}.negative{fill:#b5473a}.label,.value{font-size:13px;fill:#1b1b1b}
 .empty{color:#555;font-style:italic}
 footer{max-width:72rem;margin:0 auto;padding:1rem;color:#555;font-size:.9rem}
+@media (max-width:40rem){header,main{padding:.6rem}section{padding:.6rem}
+.grid{grid-template-columns:minmax(0,1fr)}
+th,td{padding:.3rem .2rem;font-size:13px}thead th{white-space:normal}}
 """
 
 
 # The page as one template, read top to bottom as it renders; its parts are built above.
 def render(
-    pilot_id: str, name: str, as_of: datetime, figures: dict[str, Figures], chart: Charts
+    pilot_id: str,
+    name: str,
+    as_of: datetime,
+    figures: dict[str, Figures],
+    teams: dict[str, Figures],
+    chart: Charts,
 ) -> str:
-    """The whole page. ``figures`` come suppressed (small cells already "<5")."""
+    """The whole page. ``figures`` (per arm) and ``teams`` come suppressed (small cells
+    already "<5")."""
     scopes = list(figures)
     head = "".join(f"<th scope='col'>{escape(_scope(scope))}</th>" for scope in scopes)
-    rows = "".join(
-        f"<tr><th scope='row'>{escape(label)}</th>"
-        + "".join(f"<td>{escape(show(figures[scope]))}</td>" for scope in scopes)
-        + "</tr>"
-        for label, show in _ROWS
-    )
+    rows = _rows(figures, _ROWS)
+    team_names = [team for team in teams if team != "all"]
+    team_head = "".join(f"<th scope='col'>{escape(team)}</th>" for team in team_names)
+    team_rows = _rows({team: teams[team] for team in team_names}, _TEAM_ROWS)
     outcomes = sorted({outcome for f in figures.values() for outcome in f.outcomes})
     outcome_rows = "".join(
         f"<tr><th scope='row'>{escape(outcome.replace('_', ' '))}</th>"
@@ -204,7 +290,8 @@ def render(
     sections = [
         _section(
             "Figures",
-            f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>",
+            f"<table id='figures'><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody>"
+            "</table>",
             wide=True,
         ),
         _section(
@@ -212,6 +299,13 @@ def render(
             f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{outcome_rows}</tbody></table>"
             if outcomes
             else "<p class='empty'>No outcomes recorded yet.</p>",
+            wide=True,
+        ),
+        _section(
+            "By team",
+            f"<table id='teams'><thead><tr><th></th>{team_head}</tr></thead>"
+            f"<tbody>{team_rows}</tbody></table>",
+            wide=True,
         ),
         _section(
             "Spend by category",
@@ -222,8 +316,18 @@ def render(
             _bar_chart("Purchases by size", chart.transaction_sizes, shown=spend_shown),
         ),
         _section(
-            "Families with spend, by month",
-            _bar_chart("Families with spend at the end of each month", chart.families_with_spend),
+            "Spend per month",
+            _bar_chart("Spend per month", chart.spend_by_month, shown=spend_shown),
+        ),
+        _section(
+            "Families with spend so far (a running total)",
+            _bar_chart(
+                "Families with spend so far, at the end of each month", chart.families_with_spend
+            ),
+        ),
+        _section(
+            "How much of its budget each family has used",
+            _bar_chart("Families by the share of their budget used", chart.budget_used),
         ),
         _section(
             "Time from request to decision",
@@ -267,7 +371,11 @@ def _bar_chart(title: str, bars: Sequence[Bar], *, shown: bool = True) -> str:
         return "<p class='empty'>Not shown: it rests on fewer than five families.</p>"
     if not bars:
         return "<p class='empty'>Nothing recorded yet.</p>"
-    row, label_width, bar_width = 26, 120, 200
+    # Room for the longest label and the longest value at 13 px (about 7.5 px a character),
+    # so that neither is cut off however long the bars grow.
+    row, bar_width = 26, 200
+    label_width = 8 + round(7.5 * max(len(bar.label) for bar in bars))
+    width = label_width + bar_width + 6 + round(7.5 * max(len(bar.shown) for bar in bars)) + 4
     longest = max(abs(bar.value) for bar in bars) or 1
     height = row * len(bars) + 8
     shapes = []
@@ -283,6 +391,6 @@ def _bar_chart(title: str, bars: Sequence[Bar], *, shown: bool = True) -> str:
             f"{escape(bar.shown)}</text>"
         )
     return (
-        f"<svg viewBox='0 0 380 {height}' role='img' aria-label='{escape(title)}'>"
+        f"<svg viewBox='0 0 {width} {height}' role='img' aria-label='{escape(title)}'>"
         f"<title>{escape(title)}</title>{''.join(shapes)}</svg>"
     )

@@ -159,12 +159,13 @@ class Reporting:
     async def dashboard(self, pilot_id: str) -> str:
         """The pilot's dashboard page, small cells suppressed."""
         config, facts = await self._facts(pilot_id)
-        figures = uptake.compute(facts, config.forecast_spend_per_family_pence)
+        forecast = config.forecast_spend_per_family_pence
         return dashboard.render(
             pilot_id,
             config.name,
             self._core.clock(),
-            uptake.suppress(figures),
+            uptake.suppress(uptake.compute(facts, forecast)),
+            uptake.suppress(uptake.by_team(facts, forecast)),
             dashboard.charts(facts),
         )
 

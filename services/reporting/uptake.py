@@ -2,7 +2,8 @@
 
 Definitions (also in the OpenAPI document): a family "with spend" has purchases minus
 refunds above zero; medians and the share under £20 are over purchases (not refunds);
-spend against forecast is net spend / (families enrolled x forecast per family); time to
+spend against forecast is net spend / (families in the treatment arm x forecast per family),
+as the control arm gets no budget; time to
 decision runs from the request to its first approval or rejection (a referral to a manager
 is not a decision); the median transaction is the lower median, so it stays whole pence.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "SMALL_CELL",
     "Facts",
     "Figures",
+    "by_team",
     "compute",
     "gather",
     "hours_to_decision",
@@ -55,6 +57,7 @@ class _Family:
     told: bool = False
     allocated: int = 0  # every period's, net of accepted cuts
     stratum: str | None = None
+    team: str = ""
     enrolled_on: date | None = None
     exited_on: date | None = None
     outcomes: dict[str, date] = field(default_factory=dict)  # each outcome's first date
@@ -85,7 +88,9 @@ class Figures(BaseModel):
     )
     spent_pence: int | None = Field(0, description="Purchases minus refunds.")
     spend_vs_forecast: float | None = Field(
-        None, description="spent_pence / (families_enrolled x forecast per family)."
+        None,
+        description="spent_pence / (families in the treatment arm x forecast per family): "
+        "the control arm gets no budget, so it has none (null).",
     )
     median_transaction_pence: int | None = Field(
         None, description="Lower median of purchase amounts (refunds excluded)."
@@ -148,7 +153,7 @@ class Facts:
         family_id = envelope.family_id or ""
         match event:
             case FamilyEnrolled():
-                family.arm, family.stratum = event.arm, event.stratum
+                family.arm, family.stratum, family.team = event.arm, event.stratum, event.team
                 family.enrolled_on = event.enrolled_on
             case FamilyExited():
                 family.exited_on = event.exited_on
@@ -199,6 +204,7 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
     amounts = [amount for f, amount, _, _ in facts.purchases if f in members]
     hours = hours_to_decision(facts, members)
     enrolled = len(families)
+    treated = sum(family.arm == "treatment" for family in families)
     spent = sum(family.net_spend for family in families)
     with_spend = sum(family.net_spend > 0 for family in families)
     return Figures(
@@ -211,7 +217,7 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
         rejected=sum(f in members and v == "rejected" for f, v in facts.verdicts),
         allocated_pence=sum(family.allocated for family in families),
         spent_pence=spent,
-        spend_vs_forecast=_share(spent, enrolled * forecast_pence) if forecast_pence else None,
+        spend_vs_forecast=_share(spent, treated * forecast_pence) if forecast_pence else None,
         median_transaction_pence=statistics.median_low(amounts) if amounts else None,
         share_transactions_under_2000_pence=_share(sum(a < 2000 for a in amounts), len(amounts)),
         spent_by_category_pence=spent_by_category(facts, members),
@@ -222,6 +228,15 @@ def _figures(facts: Facts, members: set[str], forecast_pence: int | None) -> Fig
         share_families_told_budget=_share(sum(family.told for family in families), enrolled),
         outcomes=dict(sorted(Counter(o for f, o in facts.outcomes if f in members).items())),
     )
+
+
+def by_team(facts: Facts, forecast_pence: int | None) -> dict[str, Figures]:
+    """Figures for the whole pilot (key ``all``) and for each team, by team name."""
+    teams: dict[str, set[str]] = defaultdict(set)
+    for family_id, family in facts.families.items():
+        teams[family.team].add(family_id)
+    scopes = {"all": set(facts.families), **dict(sorted(teams.items()))}
+    return {scope: _figures(facts, members, forecast_pence) for scope, members in scopes.items()}
 
 
 def spent_by_category(facts: Facts, members: Collection[str]) -> dict[str, int]:

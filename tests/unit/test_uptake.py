@@ -244,7 +244,10 @@ def test_every_figure_follows_its_definition() -> None:
     assert (pilot.requests, pilot.approved, pilot.rejected) == (3, 2, 1)
     assert pilot.allocated_pence == 130_000  # t1's allocations, top-ups less cuts, plus t2's
     assert pilot.spent_pence == 1_500 + 30_000 + 1_999 - 500
-    assert pilot.spend_vs_forecast == round(32_999 / 400_000, 4)
+    # Against the treatment arm's forecast only: the control family never gets a budget
+    # (before, the pilot's counted it and read 0.0825).
+    assert pilot.spend_vs_forecast == round(32_999 / 300_000, 4)
+    assert control.spend_vs_forecast is None
     assert pilot.median_transaction_pence == 1_999
     assert pilot.share_transactions_under_2000_pence == round(2 / 3, 4)
     assert pilot.spent_by_category_pence == {"practical": 29_500, "relationship": 3_499}
