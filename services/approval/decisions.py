@@ -17,6 +17,7 @@ from uuid import UUID
 from pydantic import Field
 
 from shared.contracts.allocation import ApprovalTier
+from shared.contracts.allocation import approver_for as tiers_approver
 from shared.contracts.approval import (
     REGISTRY,
     HoldReleased,
@@ -53,10 +54,7 @@ class Policy(Frozen):
 
 def approver_for(policy: Policy, amount_pence: int) -> Literal["auto", "manager"]:
     """The first tier the amount fits in decides; above the last tier, a manager."""
-    for tier in policy.tiers:
-        if amount_pence <= tier.up_to_pence:
-            return tier.approver
-    return "manager"
+    return tiers_approver(policy.tiers, amount_pence)
 
 
 class RequestFacts(Frozen):

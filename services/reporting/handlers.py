@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from services.reporting import dashboard, statement, trial, uptake
+from services.reporting import dashboard, statement, trial, uptake, whatif
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared.contracts import balances, views
@@ -17,7 +17,7 @@ from shared.core.personal import Sealer
 from shared.web.auth import Principal, require_team
 from shared.web.service import ServiceCore
 
-__all__ = ["UPTAKE_EVENT_TYPES", "Reporting"]
+__all__ = ["UPTAKE_EVENT_TYPES", "WHAT_IF_EVENT_TYPES", "Reporting", "policy_what_if"]
 
 UPTAKE_EVENT_TYPES = [
     "family.enrolled",
@@ -30,6 +30,20 @@ UPTAKE_EVENT_TYPES = [
     "decision.approved",
     "decision.rejected",
     "decision.budget_reduced",
+    "purchase.recorded",
+    "purchase.refunded",
+]
+
+# What a policy what-if replays (services.reporting.whatif).
+WHAT_IF_EVENT_TYPES = [
+    "family.enrolled",
+    "family.budget_allocated",
+    "family.budget_adjusted",
+    "decision.budget_reduced",
+    "spend_request.requested",
+    "decision.referred",
+    "decision.approved",
+    "decision.rejected",
     "purchase.recorded",
     "purchase.refunded",
 ]
@@ -156,6 +170,11 @@ class Reporting:
         columns = trial.columns_of(categories)
         return trial.package(pilot_id, columns, trial.rows(facts, categories, secret))
 
+    async def what_if(self, pilot_id: str, proposal: PilotConfig) -> whatif.WhatIf:
+        """The pilot's recorded requests under a proposed configuration; records nothing."""
+        async with self._core.pool.acquire() as conn:
+            return await policy_what_if(conn, pilot_id, proposal)
+
     async def dashboard(self, pilot_id: str) -> str:
         """The pilot's dashboard page, small cells suppressed."""
         config, facts = await self._facts(pilot_id)
@@ -168,6 +187,16 @@ class Reporting:
             uptake.suppress(uptake.by_team(facts, forecast)),
             dashboard.charts(facts),
         )
+
+
+async def policy_what_if(conn: Connection, pilot_id: str, proposal: PilotConfig) -> whatif.WhatIf:
+    """A what-if from reporting's database (the endpoint's and ``ledger policy what-if``'s)."""
+    pilot = await views.pilot_in_force(conn, pilot_id)
+    if pilot is None:
+        raise NotFoundError("no such pilot")
+    rows = await conn.fetch(_PILOT_EVENTS, pilot_id, WHAT_IF_EVENT_TYPES)
+    events = (Envelope.model_validate(row["envelope"]) for row in rows)
+    return whatif.what_if(pilot_id, events, pilot.config, proposal)
 
 
 async def _history(

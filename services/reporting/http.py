@@ -23,6 +23,8 @@ from services.reporting.schemas import (
 from services.reporting.transactions import COLUMNS as TRANSACTION_COLUMNS
 from services.reporting.trial import COLUMNS
 from services.reporting.webhooks import Webhooks
+from services.reporting.whatif import WhatIf
+from shared.contracts.allocation import PilotConfig
 from shared.web.auth import ROLES
 from shared.web.http import PathParams, Route, json_response, parse_body, principal_of
 
@@ -85,6 +87,13 @@ async def get_statement(request: web.Request) -> web.StreamResponse:
         principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
     )
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
+
+
+async def post_what_if(request: web.Request) -> web.StreamResponse:
+    proposal = await parse_body(request, PilotConfig)
+    return json_response(
+        await request.app[REPORTING].what_if(request.match_info["pilot_id"], proposal)
+    )
 
 
 async def get_trial_dataset(request: web.Request) -> web.StreamResponse:
@@ -233,6 +242,26 @@ def routes() -> list[Route]:
             "outcome_<outcome>_on (the day each outcome was first recorded) for each outcome. "
             "Money is in pence.",
             tags=tags,
+        ),
+        Route(
+            "POST",
+            "/pilots/{pilot_id}/policy/what-if",
+            post_what_if,
+            "Replay the pilot's recorded requests under a proposed configuration",
+            _ADMIN,
+            body=PilotConfig,
+            response=WhatIf,
+            description="The body is a pilot configuration as PUT /pilots/{pilot_id} takes "
+            "it (tiers, family cap, categories, forecast). Every recorded spend request is "
+            "judged again in recorded order: refused when its category is not proposed "
+            "(category_not_allowed) or when it would take its family's period past what it "
+            "was allocated, capped at the proposed family cap (over_family_cap); else decided "
+            "by the tier its amount falls in. Per scope (all, arm:<arm>, team:<team>): how "
+            "many each way as recorded and as proposed, the median hours to decision (a "
+            "request decided as recorded keeps its hours; one moved to an auto tier takes the "
+            "recorded automatic median, to a manager the team's recorded manager median) and "
+            "spend against forecast without the refused requests' spend. Nothing is recorded.",
+            tags=("policy",),
         ),
         *_webhook_routes(),
     ]

@@ -9,6 +9,7 @@ A change to an event's shape is a new ``schema_version`` with an upcaster, never
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import date
 from fractions import Fraction
 from typing import Annotated, Any, Literal
@@ -45,6 +46,7 @@ __all__ = [
     "PilotConfig",
     "PilotConfigured",
     "Randomised",
+    "approver_for",
     "family_stream_version",
     "ratio_fraction",
 ]
@@ -117,6 +119,14 @@ class ApprovalTier(Frozen):
 
     up_to_pence: Pence
     approver: Literal["auto", "manager"]
+
+
+def approver_for(tiers: Sequence[ApprovalTier], amount_pence: int) -> Literal["auto", "manager"]:
+    """Who decides a request: the first tier the amount fits in; above the last, a manager."""
+    for tier in tiers:
+        if amount_pence <= tier.up_to_pence:
+            return tier.approver
+    return "manager"
 
 
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]

@@ -107,6 +107,8 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("reporting", "GET", f"{F}/statement"): family(
         frozenset({"admin", "manager", "social_worker"})
     ),
+    # A what-if reads every request of the pilot: an admin's question.
+    ("reporting", "POST", "/pilots/{pilot_id}/policy/what-if"): pilot_wide(ADMIN),
     # The trial dataset is pseudonymous, for evaluators: auditors and admins.
     ("reporting", "GET", "/pilots/{pilot_id}/trial-dataset"): pilot_wide(
         frozenset({"admin", "auditor"})
@@ -151,6 +153,7 @@ BODIES: dict[str, dict[str, Any]] = {
     # Port 9 (discard) on loopback: nothing answers, and nothing leaves the machine.
     "/webhooks": {"url": "http://127.0.0.1:9/hook", "event_types": ["family.enrolled"]},
     "/replay": {"from_position": 1},
+    "/what-if": WIGAN,
 }
 
 
