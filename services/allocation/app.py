@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from services.allocation.commands import add_commands
 from services.allocation.handlers import Allocation
 from services.allocation.http import ALLOCATION, routes
+from services.allocation.retention import RetentionSweep
 from shared.contracts import allocation, approval, spending
 from shared.web.registry import ServiceDefinition
 from shared.web.service import ConsumerSpec, ServiceCore
@@ -17,6 +19,9 @@ __all__ = ["SERVICE", "create_app"]
 
 def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
     service = app[ALLOCATION] = Allocation(core)
+    core.tasks["retention"] = RetentionSweep(
+        core.pool, service, core.metrics, core.clock, core.settings.retention_interval_seconds
+    )
     topics = (spending.TOPIC, approval.TOPIC)
     return (ConsumerSpec("allocation.balances", topics, service.on_event),)
 
@@ -31,5 +36,6 @@ SERVICE = ServiceDefinition(
     migrations="services.allocation",
     topic=allocation.TOPIC,
     reads=(spending.TOPIC, approval.TOPIC),
+    add_commands=add_commands,
 )
 create_app = SERVICE.create_app

@@ -12,6 +12,7 @@ from datetime import date
 from uuid import UUID
 
 from services.allocation import adjustments, families, pilots, register
+from services.allocation.retention import Due
 from services.allocation.schemas import (
     AdjustmentBody,
     AdjustmentResult,
@@ -46,16 +47,19 @@ from shared.contracts.allocation import (
 from shared.contracts.approval import ReductionDecided
 from shared.contracts.business_time import check_occurred_at
 from shared.core.aggregates import Aggregate, Decided, answer
-from shared.core.commands import CommandResult
+from shared.core.commands import CommandResult, IdempotencyRequest, fingerprint
 from shared.core.db import Connection
 from shared.core.errors import NotFoundError
-from shared.core.events import Envelope
+from shared.core.events import Actor, Envelope
+from shared.core.eventstore import CommandContext
 from shared.core.personal import Sealer, is_sealed, subject_of
 from shared.web.auth import Principal, require_team
 from shared.web.http import Caller
 from shared.web.service import ServiceCore
 
-__all__ = ["Allocation"]
+__all__ = ["RETENTION_ACTOR", "Allocation"]
+
+RETENTION_ACTOR = "ledger/retention"  # who erases when a retention policy says
 
 Pilot = Aggregate[pilots.PilotState, pilots.Command]
 Family = Aggregate[families.FamilyState, families.Command]
@@ -454,6 +458,35 @@ class Allocation:
         return await self._family_command(
             caller, pilot_id, family_id, build, ErasureResult, status=200
         )
+
+    # Retention: what services.allocation.retention asks of the service.
+
+    async def retention_months(self, conn: Connection, pilot_id: str) -> int | None:
+        """The months after exit the pilot's policy in force keeps free text for; None: none."""
+        policy = (await self._pilot(conn, pilot_id)).state.require().retention
+        return None if policy is None else policy.free_text_months_after_exit
+
+    async def erase_expired(self, item: Due, today: date) -> None:
+        """Erase as an administrator would, basis retention_expired, in the ledger's name;
+        keyed by the family and its exit, so that a second sweep finds it done."""
+        body = ErasureBody(basis="retention_expired", erased_on=today)
+        caller = Caller(
+            principal=Principal(sub=RETENTION_ACTOR, role="admin", pilot=item.pilot_id),
+            context=CommandContext(
+                actor=Actor(sub=RETENTION_ACTOR, role="admin"),
+                correlation_id=f"retention-{item.family_id}-{item.exited_on}",
+                causation_id=None,
+                occurred_at=None,
+            ),
+            idempotency=IdempotencyRequest(
+                scope=f"{RETENTION_ACTOR}|{item.pilot_id}",
+                key=f"{item.family_id}|{item.exited_on}",
+                fingerprint=fingerprint(
+                    "ERASE", item.family_id, {"exited_on": str(item.exited_on)}
+                ),
+            ),
+        )
+        await self.erase(caller, item.pilot_id, item.family_id, body)
 
     async def notes(self, principal: Principal, pilot_id: str, family_id: str) -> NotesView:
         """The family's free text, opened (or marked erased), for those allowed to read it."""

@@ -132,6 +132,15 @@ def approver_for(tiers: Sequence[ApprovalTier], amount_pence: int) -> Literal["a
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
 
+class RetentionPolicy(Frozen):
+    """When the ledger erases a family's free text by itself, as the council's retention
+    schedule says (basis ``retention_expired``)."""
+
+    free_text_months_after_exit: int = Field(
+        strict=True, ge=1, le=1200, description="Months after a family's exit date."
+    )
+
+
 class PilotConfig(Frozen):
     """A pilot's rules: configuration, not code."""
 
@@ -153,6 +162,11 @@ class PilotConfig(Frozen):
         le=366,
         description="How far back a caller's occurred_at may go, in days (business time only: "
         "eligibility is always judged when the ledger records a command).",
+    )
+    retention: RetentionPolicy | None = Field(
+        default=None,
+        description="Erase a family's free text this long after its exit (checked hourly by "
+        "the allocation service, and by `ledger retention run`); none: only on request.",
     )
 
     @field_validator("approval_tiers")

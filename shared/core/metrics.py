@@ -82,6 +82,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.retention_erasures = Counter(
+            "ledger_retention_erasures",
+            "Families whose free text a retention policy erased (allocation).",
+            registry=self.registry,
+        )
         self.info = Gauge(
             "ledger_service_info",
             "Constant 1, labelled with the service.",

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     webhook_max_backoff_seconds: float = Field(default=3_600.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)  # per send
     webhook_poll_seconds: float = Field(default=0.5, gt=0)
+    # How often allocation applies the pilots' retention policies.
+    retention_interval_seconds: float = Field(default=3_600.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
