@@ -96,7 +96,10 @@ class Books:
             "rejected": sum(f in members and v == "rejected" for f, v in self.verdicts),
             "allocated_pence": sum(family.allocated for family in families),
             "spent_pence": spent,
-            "spend_vs_forecast": share(spent, enrolled * FORECAST),
+            # Only the treatment arm gets a budget, so only it has a forecast.
+            "spend_vs_forecast": share(
+                spent, sum(family.arm == "treatment" for family in families) * FORECAST
+            ),
             "median_transaction_pence": statistics.median_low(bought) if bought else None,
             "share_transactions_under_2000_pence": share(
                 sum(b < 2_000 for b in bought), len(bought)

@@ -197,3 +197,27 @@ async def test_commands_on_unknown_requests_and_purchases_are_not_found(system: 
     )
     # The body is checked before anything is looked up.
     assert (wrong_method.status, (await wrong_method.json())["code"]) == (422, "validation_failed")
+
+
+async def test_an_allocation_version_no_stream_could_reach_is_a_503_not_a_500(
+    system: System,
+) -> None:
+    """A version past PostgreSQL's integer range (schemathesis sent 2**49 - 1) never arrives:
+    503 not_yet_consistent, as for any version not yet seen (it answered 500 when the check
+    compared it in SQL)."""
+    await system.enrol("fam-1", allocate=1_000)
+    response = await system.spending.post(
+        "/pilots/wigan/spend-requests",
+        json={
+            "family_id": "fam-1",
+            "amount_pence": 100,
+            "category": "practical",
+            "purpose": "p",
+            "requested_by": "sw-1",
+            "family_involved": True,
+            "allocation_version": 562_949_953_421_311,
+        },
+        headers=system.worker(),
+    )
+    assert response.status == 503, await response.text()
+    assert (await response.json())["code"] == "not_yet_consistent"
