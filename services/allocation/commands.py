@@ -9,15 +9,12 @@ from datetime import UTC
 
 from services.allocation.handlers import Allocation
 from services.allocation.retention import Due, sweep
-from shared.core.aggregates import Aggregates
-from shared.core.commands import CommandRunner
 from shared.core.custody import custody_of
 from shared.core.db import dsn, open_pool
-from shared.core.eventstore import EventStore
 from shared.core.logging import configure_logging
 from shared.core.metrics import Metrics
 from shared.core.settings import Settings
-from shared.web.service import ServiceCore, source_of, utcnow
+from shared.web.service import ServiceCore, utcnow
 
 __all__ = ["add_commands"]
 
@@ -55,17 +52,7 @@ async def _sweep(settings: Settings, *, dry_run: bool) -> list[Due]:
     database = dsn(settings, settings.database_of("allocation"))
     metrics = Metrics("allocation")
     async with open_pool(database, min_size=1, max_size=2) as pool:
-        store = EventStore(source_of("allocation"), utcnow, uuid.uuid4, metrics)
-        core = ServiceCore(
-            "allocation",
-            settings,
-            pool,
-            store,
-            Aggregates(store),
-            CommandRunner(pool),
-            metrics,
-            custody_of(settings),
-            utcnow,
-            uuid.uuid4,
+        core = ServiceCore.of(
+            "allocation", settings, pool, metrics, custody_of(settings), utcnow, uuid.uuid4
         )
         return await sweep(pool, Allocation(core), utcnow().astimezone(UTC).date(), dry_run=dry_run)

@@ -90,6 +90,33 @@ class ServiceCore:
     # Background work of the service's own (started after its consumers, stopped before).
     tasks: dict[str, BackgroundTask] = field(default_factory=dict)  # by name
 
+    @classmethod
+    def of(
+        cls,
+        service: str,
+        settings: Settings,
+        pool: asyncpg.Pool[asyncpg.Record],
+        metrics: Metrics,
+        custody: KeyCustody,
+        clock: Callable[[], datetime],
+        ids: Callable[[], UUID],
+    ) -> ServiceCore:
+        """A service's core on an open pool: its store, aggregates and command runner made
+        the one way (by the service as it starts, and by its CLI commands)."""
+        store = EventStore(source_of(service), clock, ids, metrics)
+        return cls(
+            service,
+            settings,
+            pool,
+            store,
+            Aggregates(store),
+            CommandRunner(pool),
+            metrics,
+            custody,
+            clock,
+            ids,
+        )
+
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -217,19 +244,7 @@ async def _run_service(
             wrapped = await wrap_legacy_keys(conn, custody)
         if wrapped:
             log.info("legacy_keys_wrapped", count=wrapped)
-        store = EventStore(source_of(service), clock, ids, metrics)
-        core = ServiceCore(
-            service,
-            settings,
-            pool,
-            store,
-            Aggregates(store),
-            CommandRunner(pool),
-            metrics,
-            custody,
-            clock,
-            ids,
-        )
+        core = ServiceCore.of(service, settings, pool, metrics, custody, clock, ids)
         app[CORE] = core
         specs = definition.setup(app, core)
         check_consumers_declared(definition, specs)

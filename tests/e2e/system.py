@@ -50,6 +50,12 @@ class System:
     reporting: Client | None = None
     pilot: str = "wigan"
 
+    @property
+    def reports(self) -> Client:
+        """Reporting's client (a system started with ``reporting=True``)."""
+        assert self.reporting is not None
+        return self.reporting
+
     def admin(self) -> dict[str, str]:
         return auth(self.token("admin", self.pilot, sub="finance-1"))
 

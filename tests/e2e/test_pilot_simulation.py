@@ -24,7 +24,7 @@ import pytest
 from shared.core.settings import Settings
 from tests.conftest import Infrastructure
 from tests.e2e.cloudevents_check import console_consumer_headers, every_record_is_a_cloudevent
-from tests.e2e.system import Client, System, running_system
+from tests.e2e.system import System, running_system
 from tests.support import reporting_caught_up, wait_for
 
 SEED = 20_261_123
@@ -285,11 +285,6 @@ def _hours(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds() / 3600)
 
 
-def reporting(system: System) -> Client:
-    assert system.reporting is not None
-    return system.reporting
-
-
 async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
     system: System, settings: Settings, infra: Infrastructure
 ) -> None:
@@ -309,9 +304,7 @@ async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
         n for (topic, _), n in seen.items() if topic == "ledger.spending"
     ), printed[:2000]
 
-    uptake = await ok(
-        await reporting(system).get("/pilots/wigan/uptake", headers=system.admin()), 200
-    )
+    uptake = await ok(await system.reports.get("/pilots/wigan/uptake", headers=system.admin()), 200)
     scopes = {"all": uptake["all"], **uptake["arms"]}
     assert set(scopes) == {"all", "treatment", "control"}
     for scope, figures in scopes.items():
@@ -326,7 +319,7 @@ async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
             assert hours is None
 
     published = await ok(
-        await reporting(system).get(
+        await system.reports.get(
             "/pilots/wigan/uptake?suppress_small_cells=true", headers=system.admin()
         ),
         200,
@@ -341,7 +334,7 @@ async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
         if family.arm == "control":
             continue
         balance = await ok(
-            await reporting(system).get(
+            await system.reports.get(
                 f"/pilots/wigan/families/{family_id}/balance", headers=system.admin()
             ),
             200,
@@ -353,9 +346,7 @@ async def test_a_seeded_pilot_adds_up_in_every_figure_balance_and_row(
             balance["available_pence"],
         ) == (family.allocated, family.held, family.spent, family.available), family_id
 
-    response = await reporting(system).get(
-        "/pilots/wigan/transactions.csv", headers=system.finance()
-    )
+    response = await system.reports.get("/pilots/wigan/transactions.csv", headers=system.finance())
     rows = list(csv.DictReader(io.StringIO(await response.text())))
     columns = (
         "kind",

@@ -14,7 +14,7 @@ import pytest
 
 from shared.core.events import Envelope
 from shared.core.settings import Settings
-from tests.e2e.system import Client, System, auth, running_system
+from tests.e2e.system import System, auth, running_system
 from tests.support import wait_for
 
 
@@ -25,18 +25,13 @@ async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator
         yield system
 
 
-def reporting(system: System) -> Client:
-    assert system.reporting is not None
-    return system.reporting
-
-
 async def balance(
     system: System, family: str, as_of: datetime | None = None, *, projected: bool = True
 ) -> dict[str, Any]:
     """The family's balance in reporting; with ``projected=False`` an empty one while
     reporting has not yet seen the family (404), for waiting on it."""
     query = "" if as_of is None else f"?as_of={quote(as_of.isoformat())}"
-    response = await reporting(system).get(
+    response = await system.reports.get(
         f"/pilots/wigan/families/{family}/balance{query}", headers=system.admin()
     )
     if response.status == 404 and not projected:
@@ -95,7 +90,7 @@ async def test_as_of_picks_the_period_by_its_utc_date(system: System) -> None:
 
 
 async def _known(system: System, family: str) -> bool:
-    response = await reporting(system).get(
+    response = await system.reports.get(
         f"/pilots/wigan/families/{family}/balance", headers=system.admin()
     )
     return response.status == 200
@@ -115,7 +110,7 @@ async def test_history_holds_every_service_in_order_with_its_chains(system: Syst
     ]
 
     async def complete() -> list[dict[str, Any]] | None:
-        response = await reporting(system).get(path, headers=auth(system.token("auditor", "wigan")))
+        response = await system.reports.get(path, headers=auth(system.token("auditor", "wigan")))
         events = list((await response.json())["events"])
         return events if [e["type"] for e in events] == expected else None
 
@@ -133,13 +128,13 @@ async def test_history_holds_every_service_in_order_with_its_chains(system: Syst
     for _, stream in by_stream:
         chain = list(stream)
         assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(chain))
-    refused = await reporting(system).get(path, headers=system.worker())
+    refused = await system.reports.get(path, headers=system.worker())
     assert refused.status == 403
-    other_team = await reporting(system).get(
+    other_team = await system.reports.get(
         "/pilots/wigan/families/fam-2/balance", headers=system.worker("sw-9", "t-9")
     )
     assert other_team.status == 404  # another team's family answers as a missing one
-    bad = await reporting(system).get(
+    bad = await system.reports.get(
         "/pilots/wigan/families/fam-2/balance?as_of=yesterday", headers=system.admin()
     )
     assert (bad.status, (await bad.json())["code"]) == (422, "validation_failed")
@@ -183,7 +178,7 @@ async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System
     assert refund.status == 201
 
     async def rows() -> list[dict[str, str]] | None:
-        response = await reporting(system).get(
+        response = await system.reports.get(
             "/pilots/wigan/transactions.csv", headers=system.finance()
         )
         assert response.status == 200
@@ -204,10 +199,10 @@ async def test_transactions_csv_has_a_row_per_purchase_and_refund(system: System
     assert all(r["family_id"] == "fam-3" and r["request_id"] == request_id for r in found)
     assert all(r["category"] == "practical" for r in found)
     text = await (
-        await reporting(system).get("/pilots/wigan/transactions.csv", headers=system.admin())
+        await system.reports.get("/pilots/wigan/transactions.csv", headers=system.admin())
     ).text()
     assert "school uniform" not in text  # the purpose every request in these tests carries
-    refused = await reporting(system).get("/pilots/wigan/transactions.csv", headers=system.worker())
+    refused = await system.reports.get("/pilots/wigan/transactions.csv", headers=system.worker())
     assert refused.status == 403
 
 
@@ -235,7 +230,7 @@ async def test_uptake_matches_what_was_posted(system: System) -> None:
     manager = system.manager()
 
     async def figures() -> dict[str, Any] | None:
-        response = await reporting(system).get("/pilots/wigan/uptake", headers=manager)
+        response = await system.reports.get("/pilots/wigan/uptake", headers=manager)
         body = dict(await response.json())
         done = (
             body["all"]["spent_pence"] == sum(bought) and body["all"]["share_families_told_budget"]
@@ -259,11 +254,9 @@ async def test_uptake_matches_what_was_posted(system: System) -> None:
     assert pilot["share_families_told_budget"] == round(1 / 3, 4)
     assert pilot["median_hours_to_decision"] is not None
     published = await (
-        await reporting(system).get(
-            "/pilots/wigan/uptake?suppress_small_cells=true", headers=manager
-        )
+        await system.reports.get("/pilots/wigan/uptake?suppress_small_cells=true", headers=manager)
     ).json()
     assert published["all"]["families_enrolled"] == "<5"
     assert published["all"]["uptake_rate"] is None
-    refused = await reporting(system).get("/pilots/wigan/uptake", headers=system.worker())
+    refused = await system.reports.get("/pilots/wigan/uptake", headers=system.worker())
     assert refused.status == 403

@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 
 from shared.core.settings import Settings
 from tests.e2e.browser import ARTEFACTS, chromium
-from tests.e2e.system import Client, System, running_system
+from tests.e2e.system import System, running_system
 from tests.support import wait_for
 
 SIZES = {"laptop": (1366, 900), "phone": (390, 844)}
@@ -24,11 +24,6 @@ async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator
     async with running_system(settings, token, reporting=True) as system:
         await system.configure()
         yield system
-
-
-def reporting(system: System) -> Client:
-    assert system.reporting is not None
-    return system.reporting
 
 
 def browse(url: str, token: str) -> dict[str, dict[str, Any]]:
@@ -93,7 +88,7 @@ async def test_a_family_reads_its_statement_on_a_phone_and_on_a_laptop(
     await system.settled(held, "approved")
 
     async def balance() -> dict[str, Any] | None:
-        response = await reporting(system).get(
+        response = await system.reports.get(
             "/pilots/wigan/families/fam-1/balance", headers=system.admin()
         )
         body = dict(await response.json())
@@ -103,7 +98,7 @@ async def test_a_family_reads_its_statement_on_a_phone_and_on_a_laptop(
 
     figures = await wait_for(balance, timeout=30)
     url = "/pilots/wigan/families/fam-1/statement"
-    answer = await reporting(system).get(url, headers=system.worker())
+    answer = await system.reports.get(url, headers=system.worker())
     assert answer.status == 200
     assert answer.headers["Cache-Control"] == "no-store"
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
@@ -113,7 +108,7 @@ async def test_a_family_reads_its_statement_on_a_phone_and_on_a_laptop(
     assert "<script" not in page
 
     worker = token("social_worker", "wigan", sub="sw-1", team="t-1")
-    seen = await asyncio.to_thread(browse, str(reporting(system).make_url(url)), worker)
+    seen = await asyncio.to_thread(browse, str(system.reports.make_url(url)), worker)
     for name, shown in seen.items():
         assert shown["console"] == [], name
         assert shown["overflow"] <= 0, name  # no sideways scrolling
@@ -140,16 +135,16 @@ async def test_a_family_reads_its_statement_on_a_phone_and_on_a_laptop(
     assert told.status == 201
 
     async def shared() -> bool:
-        again = await reporting(system).get(url, headers=system.worker())
+        again = await system.reports.get(url, headers=system.worker())
         return "went through your budget with you on 6 March 2026" in await again.text()
 
     await wait_for(shared, timeout=30)
-    uptake = await reporting(system).get("/pilots/wigan/uptake", headers=system.admin())
+    uptake = await system.reports.get("/pilots/wigan/uptake", headers=system.admin())
     assert (await uptake.json())["all"]["share_families_told_budget"] == 1.0
 
-    other_team = await reporting(system).get(url, headers=system.worker(team="t-9"))
+    other_team = await system.reports.get(url, headers=system.worker(team="t-9"))
     assert other_team.status == 404  # as a family that does not exist
-    finance = await reporting(system).get(url, headers=system.finance())
+    finance = await system.reports.get(url, headers=system.finance())
     assert finance.status == 403
 
 

@@ -37,11 +37,6 @@ async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator
         yield system
 
 
-def reporting(system: System) -> Client:
-    assert system.reporting is not None
-    return system.reporting
-
-
 def expected_row(family: str) -> dict[str, Any]:
     return {
         "arm": "",
@@ -73,7 +68,7 @@ async def test_every_column_is_what_was_posted_and_frictionless_accepts_it(
     auditor = auth(system.token("auditor", "wigan"))
 
     async def complete() -> bytes | None:
-        response = await reporting(system).get("/pilots/wigan/trial-dataset", headers=auditor)
+        response = await system.reports.get("/pilots/wigan/trial-dataset", headers=auditor)
         assert response.status == 200, await response.text()
         assert response.content_type == "application/zip"
         body = await response.read()
@@ -129,11 +124,11 @@ async def test_every_column_is_what_was_posted_and_frictionless_accepts_it(
             )
         else:
             assert row["median_hours_to_decision"] == ""
-    again = await reporting(system).get("/pilots/wigan/trial-dataset", headers=auditor)
+    again = await system.reports.get("/pilots/wigan/trial-dataset", headers=auditor)
     assert set(_table(await again.read())[0]) == set(next(iter(rows.values())))
     assert {r["participant_id"] for r in _table(await again.read())} == set(rows)  # stable
 
-    refused = await reporting(system).get("/pilots/wigan/trial-dataset", headers=system.manager())
+    refused = await system.reports.get("/pilots/wigan/trial-dataset", headers=system.manager())
     assert refused.status == 403
 
 
@@ -242,7 +237,7 @@ async def _hours_to_decision(system: System) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {}
     for number in range(8):
         family = f"t{number}"
-        response = await reporting(system).get(
+        response = await system.reports.get(
             f"/pilots/wigan/families/{family}/history", headers=system.admin()
         )
         events = (await response.json())["events"]

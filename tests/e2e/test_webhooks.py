@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from deploy.stack import free_port
 from shared.core.settings import Settings
-from tests.e2e.system import Client, System, running_system
+from tests.e2e.system import System, running_system
 from tests.support import connect_service_db, wait_for
 
 TYPES = [
@@ -98,7 +98,7 @@ async def hooks() -> AsyncIterator[Receiver]:
 
 
 async def subscribe(system: System, hooks: Receiver, types: list[str]) -> dict[str, Any]:
-    response = await reporting(system).post(
+    response = await system.reports.post(
         "/pilots/wigan/webhooks",
         json={"url": hooks.url, "event_types": types},
         headers=system.admin(),
@@ -125,13 +125,8 @@ async def recorded(settings: Settings, types: list[str]) -> list[dict[str, Any]]
     return found
 
 
-def reporting(system: System) -> Client:
-    assert system.reporting is not None
-    return system.reporting
-
-
 async def deliveries(system: System, subscription: str, **query: str) -> list[dict[str, Any]]:
-    response = await reporting(system).get(
+    response = await system.reports.get(
         f"/pilots/wigan/webhooks/{subscription}/deliveries", params=query, headers=system.admin()
     )
     assert response.status == 200, await response.text()
@@ -157,7 +152,7 @@ async def test_every_event_arrives_signed_once_after_deduplication_despite_failu
     async with running_system(settings, token, reporting=True) as system:
         await system.configure()
         created = await subscribe(system, hooks, TYPES)
-        listed = await reporting(system).get("/pilots/wigan/webhooks", headers=system.admin())
+        listed = await system.reports.get("/pilots/wigan/webhooks", headers=system.admin())
         assert [s["subscription_id"] for s in (await listed.json())["subscriptions"]] == [
             created["subscription_id"]
         ]
@@ -191,7 +186,7 @@ async def test_every_event_arrives_signed_once_after_deduplication_despite_failu
         await wait_for(lambda: _all_delivered(system, subscription), timeout=10)
 
         # Removed: nothing more is recorded for it, its secret is erased, replay is refused.
-        removed = await reporting(system).delete(
+        removed = await system.reports.delete(
             f"/pilots/wigan/webhooks/{subscription}", headers=system.admin()
         )
         assert removed.status == 200
@@ -207,7 +202,7 @@ async def test_every_event_arrives_signed_once_after_deduplication_despite_failu
                 )
                 == 0
             )
-        replay = await reporting(system).post(
+        replay = await system.reports.post(
             f"/pilots/wigan/webhooks/{subscription}/replay",
             json={"from_position": 1},
             headers=system.admin(),
@@ -239,13 +234,13 @@ async def test_a_delivery_still_failing_after_the_window_is_dead_listed_and_repl
         dead = await deliveries(system, subscription, status="dead")
         assert all(d["attempts"] >= 2 and d["last_error"] == "answered 503" for d in dead)
         assert all(d["next_attempt_at"] is None for d in dead)
-        metrics = await (await reporting(system).get("/metrics")).text()
+        metrics = await (await system.reports.get("/metrics")).text()
         assert 'ledger_webhook_deliveries_total{outcome="dead"} 4.0' in metrics
         assert hooks.kept == {}
 
         hooks.failing = False
         first = min(d["position"] for d in dead)
-        replay = await reporting(system).post(
+        replay = await system.reports.post(
             f"/pilots/wigan/webhooks/{subscription}/replay",
             json={"from_position": first},
             headers=system.admin(),
@@ -258,7 +253,7 @@ async def test_a_delivery_still_failing_after_the_window_is_dead_listed_and_repl
 
         # Replaying delivered ones sends them again; the receiver deduplicates them.
         sends = hooks.sends
-        again = await reporting(system).post(
+        again = await system.reports.post(
             f"/pilots/wigan/webhooks/{subscription}/replay",
             json={"from_position": first},
             headers=system.admin(),
@@ -278,18 +273,18 @@ async def test_subscriptions_refuse_what_no_one_could_deliver(
             {"url": hooks.url, "event_types": ["family.vanished"]},
             {"url": hooks.url, "event_types": []},
         ):
-            response = await reporting(system).post(
+            response = await system.reports.post(
                 "/pilots/wigan/webhooks", json=body, headers=system.admin()
             )
             assert response.status == 422, body
             assert response.content_type == "application/problem+json"
-        worker = await reporting(system).post(
+        worker = await system.reports.post(
             "/pilots/wigan/webhooks",
             json={"url": hooks.url, "event_types": ["family.enrolled"]},
             headers=system.worker(),
         )
         assert worker.status == 403
-        unknown = await reporting(system).get(
+        unknown = await system.reports.get(
             "/pilots/wigan/webhooks/not-a-uuid/deliveries", headers=system.admin()
         )
         assert unknown.status == 404

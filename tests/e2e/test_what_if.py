@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.core.settings import Settings
-from tests.e2e.system import WIGAN, Client, System, running_system
+from tests.e2e.system import WIGAN, System, running_system
 from tests.support import run_ledger, stored_events, wait_for
 
 
@@ -20,11 +20,6 @@ async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator
     async with running_system(settings, token, reporting=True) as system:
         await system.configure()
         yield system
-
-
-def reporting(system: System) -> Client:
-    assert system.reporting is not None
-    return system.reporting
 
 
 async def decide(system: System, request_id: str, verdict: str, body: dict[str, Any]) -> None:
@@ -54,7 +49,7 @@ async def test_what_if_workers_approved_up_to_a_thousand_pounds(
     proposal = {**WIGAN, "approval_tiers": [{"up_to_pence": 100_000, "approver": "auto"}]}
 
     async def answered() -> dict[str, Any] | None:
-        response = await reporting(system).post(
+        response = await system.reports.post(
             "/pilots/wigan/policy/what-if", json=proposal, headers=system.admin()
         )
         assert response.status == 200, await response.text()
@@ -100,7 +95,7 @@ async def test_what_if_workers_approved_up_to_a_thousand_pounds(
         settings, "policy", "what-if", "--pilot", "wigan", "--config", str(config)
     )
     assert (code, output) == (2, "")
-    refused = await reporting(system).post(
+    refused = await system.reports.post(
         "/pilots/wigan/policy/what-if", json=proposal, headers=system.manager()
     )
     assert refused.status == 403
