@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.spending import statements
 from services.spending.handlers import Spending
 from services.spending.schemas import (
     CloseBody,
@@ -14,10 +15,20 @@ from services.spending.schemas import (
     RequestAccepted,
     RequestView,
     SpendRequestBody,
+    StatementQuery,
+    StatementReport,
     WithdrawBody,
 )
 from shared.web.auth import ROLES
-from shared.web.http import PathParams, Route, command_route, json_response, principal_of
+from shared.web.http import (
+    HttpProblemError,
+    PathParams,
+    Route,
+    command_route,
+    json_response,
+    principal_of,
+    read_body,
+)
 
 __all__ = ["SPENDING", "routes"]
 
@@ -32,6 +43,37 @@ async def get_request(request: web.Request) -> web.StreamResponse:
         principal_of(request), path.pilot_id, path.uuid("request_id")
     )
     return json_response(view)
+
+
+_STATEMENT_TYPES: dict[str, statements.Format] = {"text/csv": "csv", "application/x-ofx": "ofx"}
+
+
+async def post_statement(request: web.Request) -> web.StreamResponse:
+    kind = _STATEMENT_TYPES.get(request.content_type)
+    if kind is None:
+        raise HttpProblemError(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the statement as text/csv or application/x-ofx",
+        )
+    query = StatementQuery.model_validate(dict(request.query))
+    raw = await read_body(request, request.content_type)
+    status, report = await request.app[SPENDING].import_statement(
+        request.match_info["pilot_id"], raw, kind, query.tolerance_days
+    )
+    return json_response(report, status=status)
+
+
+async def get_statement_exceptions(request: web.Request) -> web.StreamResponse:
+    pilot_id, statement = request.match_info["pilot_id"], request.match_info["statement_id"]
+    body = await request.app[SPENDING].statement_exceptions(pilot_id, statement)
+    return web.Response(
+        text=body,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="statement-{statement[:16]}.csv"'},
+    )
 
 
 # A table with one entry per endpoint, not logic: it is as long as the API is wide.
@@ -123,6 +165,38 @@ def routes() -> list[Route]:
                 caller, path.pilot_id, path.uuid("request_id"), body
             ),
             response=RequestView,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            "/pilots/{pilot_id}/statements",
+            post_statement,
+            "Import a card or bank statement and reconcile it with the purchases",
+            frozenset({"finance", "admin"}),
+            response=StatementReport,
+            status=201,
+            also=((200, "The same file was imported before: its report, nothing recorded"),),
+            query=StatementQuery,
+            file_body=tuple(_STATEMENT_TYPES),
+            description="CSV (header date,amount,description,reference; date YYYY-MM-DD; "
+            "amount paid out in pounds and pence, a credit negative; reference optional) or "
+            "OFX. Each line, in date order, is matched to the unmatched purchase of the same "
+            "amount within tolerance_days of its day (one whose vendor the description names "
+            "first, then the nearest day); then the purchases of the statement's days that no "
+            "line took. Recorded as events (statement.imported, statement.line_matched, "
+            "statement.line_unmatched, statement.purchase_unmatched). 422 "
+            "unreadable_statement names the first thing wrong, and nothing is recorded.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/statements/{statement_id}/exceptions.csv",
+            get_statement_exceptions,
+            "A statement's exceptions: lines without a purchase, purchases without a line",
+            frozenset({"finance", "admin", "auditor"}),
+            content_type="text/csv",
+            description="Columns: kind (line_without_purchase or purchase_without_line), date, "
+            "amount (pounds), description, reference, purchase_id, request_id, family_id.",
             tags=tags,
         ),
     ]

@@ -6,7 +6,7 @@ from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.spending.requests import Status
 from shared.contracts.spending import PurchaseMethod
@@ -161,3 +161,25 @@ class RefundResult(Frozen):
 
 
 RequestView.model_rebuild()
+
+
+class StatementQuery(BaseModel):
+    """How far apart a line's day and a purchase's day may be and still match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance_days: int = Field(default=3, ge=0, le=14)
+
+
+class StatementReport(Frozen):
+    """A statement's reconciliation, as recorded (importing the same file again answers it)."""
+
+    statement_id: str = Field(description="SHA-256 of the file, hex.")
+    format: Literal["csv", "ofx"]
+    lines: int
+    matched: int = Field(description="Lines matched to a purchase.")
+    unmatched_lines: int = Field(description="Lines no recorded purchase accounts for.")
+    purchases_without_line: int = Field(
+        description="Purchases of the statement's days that no line matched."
+    )
+    replayed: bool = Field(description="True when this file was imported before.")

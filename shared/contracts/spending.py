@@ -21,9 +21,13 @@ __all__ = [
     "PurchaseMethod",
     "PurchaseRecorded",
     "PurchaseRefunded",
+    "PurchaseWithoutLine",
     "RequestClosed",
     "SpendRequested",
     "SpendWithdrawn",
+    "StatementImported",
+    "StatementLineMatched",
+    "StatementLineUnmatched",
 ]
 
 TOPIC = "ledger.spending"
@@ -99,6 +103,68 @@ class RequestClosed(DomainEvent):
     purchased_pence: int
 
 
+class StatementImported(DomainEvent):
+    """Finance imported a card or bank statement of the pilot; its lines follow, each matched
+    to a purchase or not, then the purchases of its days that no line matched."""
+
+    event_type = "statement.imported"
+    statement_id: str = Field(description="SHA-256 of the file, hex: the same file, the same id.")
+    format: Literal["csv", "ofx"]
+    lines: int
+    first_day: date | None
+    last_day: date | None
+    tolerance_days: int
+
+
+class StatementLineMatched(DomainEvent):
+    """A statement line is this purchase: the same amount, within the tolerance of its day."""
+
+    event_type = "statement.line_matched"
+    statement_id: str
+    line: int
+    reference: str
+    booked_on: date
+    amount_pence: int
+    purchase_id: UUID
+    request_id: UUID
+    family_id: str
+
+
+class StatementLineUnmatched(DomainEvent):
+    """A statement line no purchase recorded in the ledger accounts for."""
+
+    event_type = "statement.line_unmatched"
+    statement_id: str
+    line: int
+    reference: str
+    booked_on: date
+    amount_pence: int = Field(description="Paid out; a credit is negative.")
+    description: str
+
+
+class PurchaseWithoutLine(DomainEvent):
+    """A purchase of the statement's days that no line of it (nor of an earlier one) matched."""
+
+    event_type = "statement.purchase_unmatched"
+    statement_id: str
+    purchase_id: UUID
+    request_id: UUID
+    family_id: str
+    purchased_on: date
+    amount_pence: int
+    vendor: str | None
+
+
 REGISTRY = EventRegistry(
-    (SpendRequested, SpendWithdrawn, PurchaseRecorded, PurchaseRefunded, RequestClosed)
+    (
+        SpendRequested,
+        SpendWithdrawn,
+        PurchaseRecorded,
+        PurchaseRefunded,
+        RequestClosed,
+        StatementImported,
+        StatementLineMatched,
+        StatementLineUnmatched,
+        PurchaseWithoutLine,
+    )
 )

@@ -44,6 +44,7 @@ __all__ = [
     "Command",
     "CommandCall",
     "Handler",
+    "HttpProblemError",
     "PathParams",
     "Route",
     "command_response",
@@ -142,6 +143,8 @@ class Route:
     # A command's endpoint: what runs it, also from a line of a batch (shared.web.batches).
     command: Command | None = None
     body_content_type: str = "application/json"
+    # A body that is a file, not JSON: the content types it may come as (documented as text).
+    file_body: tuple[str, ...] = ()
 
     def guarded(self) -> Handler:
         """The handler behind authentication, role and pilot checks."""

@@ -106,6 +106,11 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
             "required": True,
             "content": {route.body_content_type: {"schema": refs[(route.body, "validation")]}},
         }
+    elif route.file_body:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {kind: {"schema": {"type": "string"}} for kind in route.file_body},
+        }
     responses: dict[str, Any] = {str(route.status): _success(route, refs)}
     for status, meaning in route.also:
         responses[str(status)] = {**_success(route, refs), "description": meaning}
@@ -139,6 +144,7 @@ def _problems(route: Route, problem: dict[str, Any]) -> dict[str, Any]:
         for status, text in _ERROR_STATUSES.items()
         if status not in body_only
         or route.body is not None
+        or route.file_body
         or (status == "422" and route.query is not None)  # a bad query parameter
     }
     unavailable = (

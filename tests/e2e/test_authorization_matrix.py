@@ -113,6 +113,13 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("reporting", "GET", "/pilots/{pilot_id}/trial-dataset"): pilot_wide(
         frozenset({"admin", "auditor"})
     ),
+    # Statements are finance's to reconcile; auditors read what did not match.
+    ("spending", "POST", "/pilots/{pilot_id}/statements"): pilot_wide(
+        frozenset({"finance", "admin"})
+    ),
+    ("spending", "GET", "/pilots/{pilot_id}/statements/{statement_id}/exceptions.csv"): (
+        pilot_wide(frozenset({"finance", "admin", "auditor"}))
+    ),
     # Webhook subscriptions hold a secret and send family events out: an admin's alone.
     ("reporting", "POST", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),
     ("reporting", "GET", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),
@@ -154,6 +161,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/webhooks": {"url": "http://127.0.0.1:9/hook", "event_types": ["family.enrolled"]},
     "/replay": {"from_position": 1},
     "/what-if": WIGAN,
+    "/statements": {},  # JSON, not a statement: 415 where the role may, 401 or 403 before that
 }
 
 
@@ -277,6 +285,7 @@ async def _set_up(system: System) -> dict[str, str]:
     )
     assert subscription.status == 201, await subscription.text()
     ids = {
+        "statement_id": "0" * 64,
         "subscription_id": (await subscription.json())["subscription_id"],
         "pilot_id": "wigan",
         "family_id": "fam-1",

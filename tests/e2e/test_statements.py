@@ -1,0 +1,145 @@
+"""Statement reconciliation through HTTP: statements that match exactly, partially, twice and
+not at all, in CSV and OFX, recorded as events; the same file again changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from shared.core.settings import Settings
+from tests.e2e.system import System, running_system
+from tests.support import connect_service_db
+
+
+@pytest.fixture
+async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+    async with running_system(settings, token) as system:
+        await system.configure()
+        yield system
+
+
+async def buy(
+    system: System, family: str, version: int, pence: int, day: str, receipt: str | None = None
+) -> str:
+    request = await system.request(family, pence, version=version)
+    await system.settled(request["request_id"], "approved")
+    body: dict[str, Any] = {"amount_pence": pence, "purchased_on": day, "method": "card"}
+    if receipt:
+        body["receipt_ref"] = receipt
+    answer = await system.spending.post(
+        f"/pilots/wigan/spend-requests/{request['request_id']}/purchases",
+        json=body,
+        headers=system.finance(),
+    )
+    assert answer.status == 201, await answer.text()
+    return str((await answer.json())["purchase_id"])
+
+
+async def send(system: System, body: bytes, kind: str, expect: int = 201) -> dict[str, Any]:
+    answer = await system.spending.post(
+        "/pilots/wigan/statements",
+        data=body,
+        headers={**system.finance(), "Content-Type": kind},
+    )
+    assert answer.status == expect, await answer.text()
+    return dict(await answer.json())
+
+
+async def statement_events(settings: Settings) -> list[str]:
+    async with connect_service_db(settings, "spending") as conn:
+        rows = await conn.fetch(
+            "SELECT type FROM events WHERE type LIKE 'statement.%' ORDER BY position"
+        )
+    return [row["type"] for row in rows]
+
+
+OFX = """OFXHEADER:100
+DATA:OFXSGML
+VERSION:102
+SECURITY:NONE
+ENCODING:USASCII
+CHARSET:1252
+COMPRESSION:NONE
+OLDFILEUID:NONE
+NEWFILEUID:NONE
+
+<OFX><BANKMSGSRSV1><STMTTRNRS><TRNUID>1<STATUS><CODE>0<SEVERITY>INFO</STATUS>
+<STMTRS><CURDEF>GBP<BANKACCTFROM><BANKID>1<ACCTID>2<ACCTTYPE>CHECKING</BANKACCTFROM>
+<BANKTRANLIST><DTSTART>20260301<DTEND>20260331
+<STMTTRN><TRNTYPE>DEBIT<DTPOSTED>20260313<TRNAMT>-8.00<FITID>F-3<NAME>CORNER SHOP</STMTTRN>
+<STMTTRN><TRNTYPE>DEBIT<DTPOSTED>20260325<TRNAMT>-45.00<FITID>F-9<NAME>UNKNOWN LTD</STMTTRN>
+</BANKTRANLIST><LEDGERBAL><BALAMT>0<DTASOF>20260331</LEDGERBAL></STMTRS></STMTTRNRS>
+</BANKMSGSRSV1></OFX>
+"""
+
+
+async def test_statements_match_exactly_partially_twice_and_not_at_all(
+    system: System, settings: Settings
+) -> None:
+    v1 = await system.enrol("fam-1", allocate=100_000)
+    v2 = await system.enrol("fam-2", allocate=100_000)
+    await buy(system, "fam-1", v1, 1_250, "2026-03-05", receipt="R-2041")
+    await buy(system, "fam-2", v2, 3_000, "2026-03-10")
+    await buy(system, "fam-1", v1, 800, "2026-03-12")
+    missing = await buy(system, "fam-2", v2, 2_000, "2026-03-21")
+
+    # Exactly: every line is a purchase (the first by its receipt, a day apart).
+    exact = (
+        b"date,amount,description,reference\n"
+        b"2026-03-06,12.50,TESCO STORES R-2041,TX-1\n"
+        b"2026-03-10,30.00,ARGOS,TX-2\n"
+    )
+    report = await send(system, exact, "text/csv")
+    assert (report["lines"], report["matched"], report["unmatched_lines"]) == (2, 2, 0)
+    assert (report["purchases_without_line"], report["replayed"]) == (0, False)
+    recorded = await statement_events(settings)
+    assert recorded.count("statement.line_matched") == 2
+
+    # Twice: the same file records nothing more and answers the first report.
+    again = await send(system, exact, "text/csv", expect=200)
+    assert again == {**report, "replayed": True}
+    assert await statement_events(settings) == recorded
+
+    # Partially (OFX): one line is a purchase, one is not; a purchase of its days has no line.
+    partial = await send(system, OFX.encode(), "application/x-ofx")
+    assert (partial["matched"], partial["unmatched_lines"]) == (1, 1)
+    assert partial["purchases_without_line"] == 1
+    exceptions = await system.spending.get(
+        f"/pilots/wigan/statements/{partial['statement_id']}/exceptions.csv",
+        headers=system.finance(),
+    )
+    assert exceptions.status == 200
+    rows = list(csv.DictReader(io.StringIO(await exceptions.text())))
+    assert [(r["kind"], r["amount"]) for r in rows] == [
+        ("line_without_purchase", "45.00"),
+        ("purchase_without_line", "20.00"),
+    ]
+    assert rows[1]["purchase_id"] == missing
+    assert rows[0]["reference"] == "F-9"
+
+    # Not at all: lines of other days and sums; nothing of theirs is a purchase.
+    none = await send(
+        system, b"date,amount,description\n2026-04-02,1.00,A\n2026-04-03,2.00,B\n", "text/csv"
+    )
+    assert (none["matched"], none["unmatched_lines"], none["purchases_without_line"]) == (0, 2, 0)
+
+    # A file that is not a statement changes nothing.
+    before = await statement_events(settings)
+    refused = await system.spending.post(
+        "/pilots/wigan/statements",
+        data=b"when,what\n1,2\n",
+        headers={**system.finance(), "Content-Type": "text/csv"},
+    )
+    assert refused.status == 422
+    assert (await refused.json())["code"] == "unreadable_statement"
+    assert await statement_events(settings) == before
+    worker = await system.spending.post(
+        "/pilots/wigan/statements",
+        data=exact,
+        headers={**system.worker(), "Content-Type": "text/csv"},
+    )
+    assert worker.status == 403
