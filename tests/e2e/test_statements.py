@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from shared.core.settings import Settings
+from tests.e2e.cloudevents_check import every_record_is_a_cloudevent
 from tests.e2e.system import System, running_system
-from tests.support import connect_service_db
+from tests.support import connect_service_db, wait_for
 
 
 @pytest.fixture
@@ -143,3 +145,12 @@ async def test_statements_match_exactly_partially_twice_and_not_at_all(
         headers={**system.worker(), "Content-Type": "text/csv"},
     )
     assert worker.status == 403
+
+    # The statement's events are CloudEvents on the topic, as every other event is.
+    async def published() -> Counter[tuple[str, str]] | None:
+        seen = await every_record_is_a_cloudevent(settings, "statements")
+        kinds = {kind for _, kind in seen if kind.startswith("statement.")}
+        return seen if len(kinds) == 4 else None
+
+    seen = await wait_for(published, timeout=30, interval=1)
+    assert seen[("ledger.spending", "statement.imported")] == 3
