@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 from uuid import UUID
 
@@ -35,7 +34,7 @@ from services.reporting.schemas import (
 from shared.contracts import TOPICS
 from shared.core.db import Connection
 from shared.core.errors import ConflictError, NotFoundError
-from shared.core.events import Envelope
+from shared.core.events import Envelope, canonical_json
 from shared.core.personal import Sealer
 from shared.web.auth import Principal
 from shared.web.service import ConsumerSpec, ServiceCore
@@ -185,7 +184,7 @@ async def enqueue(conn: Connection, envelope: Envelope) -> None:
         # Per family in order; an event of no family (a pilot's) keeps its stream's order.
         envelope.family_id or envelope.stream_id,
         envelope.family_id,
-        json.dumps(envelope.to_json_dict(), separators=(",", ":"), ensure_ascii=False),
+        canonical_json(envelope.to_json_dict()).decode(),  # the bytes the relay published
     )
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from deploy.stack import free_port
+from shared.core.events import canonical_json
 from shared.core.settings import Settings
 from tests.e2e.system import System, running_system
 from tests.support import connect_service_db, wait_for
@@ -51,6 +52,8 @@ class Receiver:
             self.refused_signatures += 1
             return web.Response(status=400)
         assert request.content_type == "application/cloudevents+json"
+        # The event's canonical JSON: the bytes the relay published to Kafka.
+        assert body == canonical_json(json.loads(body)).decode()
         self.timestamps.append(int(request.headers["webhook-timestamp"]))
         if self.failing:
             return web.Response(status=503)
