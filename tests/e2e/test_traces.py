@@ -114,13 +114,25 @@ async def test_one_spend_request_is_one_trace_across_the_four_services(
             def services_in_trace() -> set[str]:
                 return {service for service, trace, _ in spans if trace == trace_id}
 
+            def applied_in_trace() -> set[tuple[str, str]]:
+                return {
+                    (service, name.rsplit(" apply ", 1)[1])
+                    for service, trace, name in spans
+                    if trace == trace_id and " apply " in name
+                }
+
             everyone = {f"ledger-{name}" for name in SERVICE_NAMES}
-            await wait_for(lambda: services_in_trace() == everyone, timeout=30)
-    applied = {
-        (service, name.rsplit(" apply ", 1)[1])
-        for service, trace, name in spans
-        if trace == trace_id and " apply " in name
-    }
+            # Every service's spans, and each service's span of applying the decision: each
+            # process exports its spans in its own time.
+            deciding = {
+                (service, "decision.approved")
+                for service in ("ledger-spending", "ledger-allocation", "ledger-reporting")
+            }
+            await wait_for(
+                lambda: services_in_trace() == everyone and deciding <= applied_in_trace(),
+                timeout=30,
+            )
+    applied = applied_in_trace()
     server = {(s, n) for s, t, n in spans if t == trace_id and n.startswith("POST ")}
     assert ("ledger-spending", "POST /pilots/{pilot_id}/spend-requests") in server
     assert ("ledger-approval", "spend_request.requested") in applied
