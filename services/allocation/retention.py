@@ -14,8 +14,6 @@ service's, so tests move time by giving it another.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -114,11 +112,7 @@ class RetentionSweep(BackgroundTask):
         self._metrics = metrics
         self._clock = clock
         self._interval = interval
-        self._woken = asyncio.Event()
         self._log = structlog.get_logger().bind(component="retention")
-
-    def _wake(self) -> None:
-        self._woken.set()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -137,6 +131,4 @@ class RetentionSweep(BackgroundTask):
                         family_id=item.family_id,
                         exited_on=item.exited_on.isoformat(),
                     )
-            self._woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self._interval)
+            await self._pause(self._interval)

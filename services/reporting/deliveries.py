@@ -19,7 +19,6 @@ same ``webhook-id``, which is how receivers deduplicate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -123,11 +122,7 @@ class Dispatcher(BackgroundTask):
         self._policy = policy
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._poll_seconds = poll_seconds
-        self._woken = asyncio.Event()
         self._log = structlog.get_logger().bind(component="webhooks")
-
-    def _wake(self) -> None:
-        self._woken.set()
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession(timeout=self._timeout) as session:
@@ -146,9 +141,7 @@ class Dispatcher(BackgroundTask):
                     self._log.warning("webhook_dispatch_failed", error=repr(error))
                     claimed = []
                 if not claimed:
-                    self._woken.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._woken.wait(), self._poll_seconds)
+                    await self._pause(self._poll_seconds)
 
     async def _claim(self) -> list[_Claimed]:
         now = self._clock()

@@ -13,13 +13,16 @@ __all__ = ["BackgroundTask"]
 class BackgroundTask(abc.ABC):
     """A task that runs until asked to stop, finishes what it holds, and is then awaited.
 
-    Subclasses implement :meth:`_run` and look at ``self._stopping`` between units of work.
+    Subclasses implement :meth:`_run`, look at ``self._stopping`` between units of work,
+    and wait between them with :meth:`_pause`, which a stop (or new work, through
+    :meth:`_wake`) cuts short.
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
 
     @property
     def running(self) -> bool:
@@ -31,9 +34,16 @@ class BackgroundTask(abc.ABC):
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self._name)
 
-    @abc.abstractmethod
     def _wake(self) -> None:
-        """Interrupt an idle wait, so that a stop is seen at once."""
+        """Interrupt a pause, so that a stop (or new work) is seen at once."""
+        self._woken.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait until woken or ``seconds`` have passed; a wake that comes while the task
+        works is kept for its next pause, so none is lost."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        self._woken.clear()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Ask the task to finish within ``grace`` seconds; cancel it after that."""

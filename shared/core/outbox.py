@@ -28,7 +28,6 @@ transactional id fences any stale relay that still thinks it leads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -86,7 +85,6 @@ class OutboxRelay(BackgroundTask):
         self._metrics = metrics
         self._clock = clock
         self._producer_factory = producer_factory
-        self._wakeup = asyncio.Event()
         self._kafka_ok = False
         self._standing_by = False
         self._log = structlog.get_logger().bind(component="relay", topic=topic)
@@ -99,9 +97,6 @@ class OutboxRelay(BackgroundTask):
         commands as the leader: what it commits, the leader publishes.
         """
         return self._kafka_ok or self._standing_by
-
-    def _wake(self) -> None:
-        self._wakeup.set()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -153,12 +148,10 @@ class OutboxRelay(BackgroundTask):
             await conn.close()
 
     def _notified(self, *_: object) -> None:
-        self._wakeup.set()
+        self._wake()
 
     async def _idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
-        self._wakeup.clear()
+        await self._pause(self._poll_seconds)
 
     async def _publish_batch(self, conn: Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(_BATCH, self._batch_size)
