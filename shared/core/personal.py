@@ -7,6 +7,10 @@ wrapped under a key-encryption key held outside the database (:mod:`shared.core.
 Events, amounts and hash chains never change; erasing a subject deletes its wrapped keys,
 after which its text cannot be read through the ledger; once the key-encryption keys of
 before the erasure are rotated away, no copy anywhere (WAL, archives, backups) opens it.
+
+Reporting seals its own secrets the same way, so that key rotation covers them and removing
+them erases them: a webhook subscription's signing secret (subject ``webhook:<id>``) and a
+pilot's trial-dataset pseudonymisation secret (``trial:<pilot>``).
 """
 
 from __future__ import annotations
