@@ -164,13 +164,14 @@ class Mix:
 
     async def _give(self, what: str, body: dict[str, Any]) -> None:
         name, family = self._family()
-        allowed = _unless_exited(family, "201", "exceeds_family_cap")
+        had_left = family.exited
         status, answer = await self._post(
             self.system.allocation,
             f"/pilots/wigan/families/{name}/{what}",
             body,
             self.system.admin(),
         )
+        allowed = _unless_exited(family, had_left, "201", "exceeds_family_cap")
         if self._answer(what, status, answer, *allowed) == "201":
             family.given += body.get("amount_pence", body.get("delta_pence", 0))
             family.version = max(family.version, answer["stream_version"])
@@ -178,11 +179,12 @@ class Mix:
 
     async def cut(self) -> None:
         name, family = self._family()
-        allowed = _unless_exited(family, "202", "exceeds_allocation")
+        had_left = family.exited
         amount = self.chance.randint(1_000, 30_000)
         path = f"/pilots/wigan/families/{name}/adjustments"
         body = {"delta_pence": -amount, "reason": "budget review"}
         status, answer = await self._post(self.system.allocation, path, body, self.system.admin())
+        allowed = _unless_exited(family, had_left, "202", "exceeds_allocation")
         if self._answer("cut", status, answer, *allowed) != "202":
             return
         family.version = max(family.version, answer["stream_version"])
@@ -231,7 +233,7 @@ class Mix:
 
     async def request(self, occurred_at: str | None = None) -> None:
         name, family = self._family()
-        allowed = _unless_exited(family, "202")
+        had_left = family.exited
         amount = self.chance.choice(  # under and over the automatic tier
             [self.chance.randint(500, 25_000), self.chance.randint(25_000, 60_000)]
         )
@@ -249,6 +251,7 @@ class Mix:
         status, answer = await self._post(
             self.system.spending, "/pilots/wigan/spend-requests", body, self.system.worker()
         )
+        allowed = _unless_exited(family, had_left, "202")
         if self._answer("request", status, answer, *allowed) != "202":
             return
         seen = await self.system.settled(
@@ -371,10 +374,15 @@ class Mix:
         request.status = status
 
 
-def _unless_exited(family: Family, *answers: str) -> list[str]:
-    """What a command for the family may be answered: once its exit was acknowledged, only
-    family_exited; while an exit is on its way, that too."""
-    if family.exited:
+def _unless_exited(family: Family, had_left: bool, *answers: str) -> list[str]:
+    """What a command for the family may be answered, judged once its answer is back.
+
+    If the family's exit was acknowledged before the command was sent (``had_left``), only
+    family_exited. If an exit was sent at any time before the answer came back, it may have
+    landed first, so family_exited too: judging that when the command was sent missed an exit
+    another client sent while this command was in flight (seed 11 saw one win).
+    """
+    if had_left:
         return ["family_exited"]
     return [*answers, "family_exited"] if family.exiting else list(answers)
 
