@@ -11,17 +11,29 @@ from services.reporting import commands, projections, webhooks
 from services.reporting.deliveries import Dispatcher, RetryPolicy
 from services.reporting.handlers import Reporting
 from services.reporting.http import REPORTING, WEBHOOKS, routes
+from services.reporting.purposes import SpendingPurposes
 from shared.contracts import TOPICS
-from shared.web.registry import ServiceDefinition
+from shared.core.settings import Settings
+from shared.web.registry import ServiceDefinition, service
 from shared.web.service import ConsumerSpec, ServiceCore
 
 __all__ = ["SERVICE", "create_app"]
 
 
+PURPOSES_TIMEOUT_SECONDS = 5.0  # then a statement with purposes answers 503
+
+
+def _spending_url(settings: Settings) -> str:
+    if settings.spending_url is not None:
+        return settings.spending_url
+    return f"http://127.0.0.1:{settings.port_of('spending', service('spending').default_port)}"
+
+
 def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
-    app[REPORTING] = Reporting(core)
-    app[WEBHOOKS] = webhooks.Webhooks(core)
     settings = core.settings
+    purposes = SpendingPurposes(_spending_url(settings), timeout_seconds=PURPOSES_TIMEOUT_SECONDS)
+    app[REPORTING] = Reporting(core, purposes)
+    app[WEBHOOKS] = webhooks.Webhooks(core)
     core.tasks["webhooks"] = Dispatcher(
         core.pool,
         core.custody,

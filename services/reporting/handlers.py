@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from services.reporting import dashboard, statement, trial, uptake, whatif
+from services.reporting.purposes import SpendingPurposes
 from services.reporting.schemas import BalanceView, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared.contracts import balances, views
@@ -64,9 +65,10 @@ ORDER BY recorded_at, source, stream_version
 class Reporting:
     """Answers from reporting's projections."""
 
-    def __init__(self, core: ServiceCore) -> None:
+    def __init__(self, core: ServiceCore, purposes: SpendingPurposes) -> None:
         self._core = core
         self._sealer = Sealer(core.custody)
+        self._purposes = purposes
 
     async def _family(
         self, conn: Connection, principal: Principal, pilot_id: str, family_id: str
@@ -114,8 +116,17 @@ class Reporting:
             events = await _history(conn, pilot_id, family_id, None)
         return HistoryView(pilot_id=pilot_id, family_id=family_id, events=tuple(events))
 
-    async def statement(self, principal: Principal, pilot_id: str, family_id: str) -> str:
-        """The family's budget statement page for this budget period (:mod:`.statement`)."""
+    async def statement(
+        self,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        *,
+        purposes_asked_as: str | None = None,
+    ) -> str:
+        """The family's budget statement page for this budget period (:mod:`.statement`);
+        with ``purposes_asked_as`` (the caller's Authorization), what each purchase was for,
+        asked of spending in the caller's name."""
         now = self._core.clock()
         async with self._core.pool.acquire() as conn:
             enrolled_on, lengths = await self._family(conn, principal, pilot_id, family_id)
@@ -126,7 +137,10 @@ class Reporting:
         balance = balances.fold(events).get(period.start) or balances.Balance.nothing(
             period.start, period.end
         )
-        shown = statement.statement(events, balance)
+        purposes = None
+        if purposes_asked_as is not None:
+            purposes = await self._purposes.of_family(pilot_id, family_id, purposes_asked_as)
+        shown = statement.statement(events, balance, purposes)
         return statement.render(pilot.config.name, family_id, shown, now)
 
     async def transactions(self, pilot_id: str) -> str:

@@ -14,6 +14,7 @@ from services.reporting.schemas import (
     NewSubscriptionView,
     ReplayBody,
     ReplayView,
+    StatementQuery,
     SubscriptionBody,
     SubscriptionList,
     SubscriptionView,
@@ -83,8 +84,13 @@ _PAGE_HEADERS = {
 
 
 async def get_statement(request: web.Request) -> web.StreamResponse:
+    query = StatementQuery.model_validate(dict(request.query))
     page = await request.app[REPORTING].statement(
-        principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
+        principal_of(request),
+        request.match_info["pilot_id"],
+        request.match_info["family_id"],
+        # Spending judges the caller again by the same token: reporting asks in their name.
+        purposes_asked_as=request.headers["Authorization"] if query.include_purposes else None,
     )
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
@@ -219,9 +225,14 @@ def routes() -> list[Route]:
             "A budget statement the family can read (HTML, for a phone or for print)",
             frozenset({"social_worker", "manager", "admin"}),
             content_type="text/html",
+            query=StatementQuery,
             description="This budget period: what the family has been given, what has been "
-            "spent on what (category and day, never the sealed free text) and what is left, "
-            "as the balance counts it. Self-contained and never cached. When the worker goes "
+            "spent on what (category and day) and what is left, as the balance counts it. The "
+            "sealed purposes are left out unless include_purposes=true: then reporting asks "
+            "spending (GET /pilots/{pilot_id}/families/{family_id}/purposes) with the caller's "
+            "own token, shows each purchase's purpose and keeps none of them; 503 "
+            "purposes_unavailable (with Retry-After) when spending cannot answer within 5 s. "
+            "Self-contained and never cached. When the worker goes "
             "through it with the family, they record it as a disclosure (allocation's POST "
             "/pilots/{pilot_id}/families/{family_id}/disclosures): the 'families told their "
             "budget' figure. Social workers and managers see their own team's families only.",

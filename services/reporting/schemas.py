@@ -23,6 +23,7 @@ __all__ = [
     "NewSubscriptionView",
     "ReplayBody",
     "ReplayView",
+    "StatementQuery",
     "SubscriptionBody",
     "SubscriptionList",
     "SubscriptionView",
@@ -82,6 +83,15 @@ class UptakeQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suppress_small_cells: bool = False
+
+
+class StatementQuery(BaseModel):
+    """``include_purposes``: show what each purchase was for, as the worker wrote it. The
+    worker's choice, made as they show the page to the family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_purposes: bool = False
 
 
 class UptakeView(Frozen):

@@ -1,17 +1,19 @@
 """A family's budget statement: a page a family can read, on a phone or on paper (pure).
 
 What the family has been given this budget period, what has been spent on what (the
-category and the day, never the free text written about the family: that is sealed, and a
-statement is for handing over), and what is left. The figures are
+category and the day), and what is left. The free text written about the family is sealed
+and stays off the page, unless the worker chooses to show what each purchase was for: then
+the purposes, opened by spending (:mod:`.purposes`), are given to :func:`statement`. The figures are
 :func:`shared.contracts.balances.fold` of the family's facts, the same rules as the balance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from html import escape
+from uuid import UUID
 
 from shared.contracts import decode
 from shared.contracts.allocation import BudgetAdjusted, BudgetAllocated, BudgetDisclosed
@@ -25,11 +27,13 @@ __all__ = ["Line", "Statement", "render", "statement"]
 
 @dataclass(frozen=True)
 class Line:
-    """One row of the statement: a day, what happened, and how much (pence, signed)."""
+    """One row of the statement: a day, what happened, how much (pence, signed) and, when
+    the worker chose to show it, what it was for."""
 
     day: date
     what: str
     pence: int
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,19 @@ class Statement:
     given: tuple[Line, ...]
     spent: tuple[Line, ...]
     last_shared: date | None
+    with_purposes: bool = False
 
 
 def _words(category: str) -> str:
     return category.replace("_", " ").capitalize()
 
 
-def statement(events: Iterable[Envelope], balance: Balance) -> Statement:
-    """The statement of the period ``balance`` is for, from the family's events in order."""
+def statement(
+    events: Iterable[Envelope], balance: Balance, purposes: Mapping[UUID, str] | None = None
+) -> Statement:
+    """The statement of the period ``balance`` is for, from the family's events in order;
+    with ``purposes`` (by request), each purchase and refund says what it was for."""
+    shown = purposes or {}
     given: list[Line] = []
     spent: list[Line] = []
     shared: date | None = None
@@ -68,10 +77,14 @@ def statement(events: Iterable[Envelope], balance: Balance) -> Statement:
             case BudgetReduced():
                 given.append(Line(day, "Budget reduced", -event.amount_pence))
             case PurchaseRecorded():
-                spent.append(Line(event.purchased_on, _words(event.category), event.amount_pence))
+                what = _words(event.category)
+                purpose = shown.get(event.request_id)
+                spent.append(Line(event.purchased_on, what, event.amount_pence, purpose))
             case PurchaseRefunded():
-                spent.append(Line(day, f"Refund: {_words(event.category)}", -event.amount_pence))
-    return Statement(balance, tuple(given), tuple(sorted(spent, key=lambda line: line.day)), shared)
+                what = f"Refund: {_words(event.category)}"
+                spent.append(Line(day, what, -event.amount_pence, shown.get(event.request_id)))
+    spent.sort(key=lambda line: line.day)
+    return Statement(balance, tuple(given), tuple(spent), shared, purposes is not None)
 
 
 def _money(pence: int) -> str:
@@ -83,11 +96,17 @@ def _day(day: date) -> str:
     return f"{day.day} {day:%B %Y}"
 
 
+def _purpose(line: Line) -> str:
+    if line.purpose is None:
+        return ""
+    return f"<span class='for'>For: {escape(line.purpose)}</span>"
+
+
 def _table(caption: str, lines: Sequence[Line], empty: str) -> str:
     if not lines:
         return f"<p class='empty'>{escape(empty)}</p>"
     rows = "".join(
-        f"<tr><td>{escape(_day(line.day))}</td><td>{escape(line.what)}</td>"
+        f"<tr><td>{escape(_day(line.day))}</td><td>{escape(line.what)}{_purpose(line)}</td>"
         f"<td class='money'>{escape(_money(line.pence))}</td></tr>"
         for line in lines
     )
@@ -115,9 +134,17 @@ caption{text-align:left;position:absolute;left:-9999px}
 th,td{padding:.45rem .3rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
 .money{text-align:right;white-space:nowrap}
 .empty{color:#444}
+.for{display:block;font-size:1rem;color:#333;overflow-wrap:anywhere}
 footer{color:#444;font-size:1rem;border-top:1px solid #ddd;margin-top:1.5rem;padding-top:.8rem}
 @media print{body{font-size:12pt}main{max-width:none}.summary .left{background:none}}
 """
+
+
+_WRITTEN = {
+    False: "This statement shows what was spent and when, never notes written about your family.",
+    True: "Your worker chose to show what each thing was for, as they wrote it down. It shows "
+    "no other notes written about your family.",
+}
 
 
 def render(pilot_name: str, family_id: str, shown: Statement, printed_at: datetime) -> str:
@@ -152,8 +179,7 @@ def render(pilot_name: str, family_id: str, shown: Statement, printed_at: dateti
         + _table("Money spent", shown.spent, "Nothing has been spent yet in this budget.")
         + "<footer><p>The money is for you and your family, to spend with your worker on "
         "what helps. Ask your worker about anything here, or about what else it could be "
-        f"used for. {escape(shared)}</p><p>Printed {escape(_day(printed_at.date()))}. This "
-        "statement shows what was spent and when, never notes written about your "
-        "family.</p></footer>"
+        f"used for. {escape(shared)}</p><p>Printed {escape(_day(printed_at.date()))}. "
+        f"{_WRITTEN[shown.with_purposes]}</p></footer>"
         "</main></body></html>"
     )

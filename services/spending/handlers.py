@@ -20,6 +20,8 @@ from services.spending.schemas import (
     PurchaseBody,
     PurchaseLine,
     PurchaseResult,
+    PurposesView,
+    PurposeView,
     RefundBody,
     RefundResult,
     RequestAccepted,
@@ -34,6 +36,7 @@ from shared.contracts.periods import period_containing
 from shared.contracts.spending import (
     PurchaseRecorded,
     PurchaseWithoutLine,
+    SpendRequested,
     StatementImported,
     StatementLineMatched,
     StatementLineUnmatched,
@@ -64,6 +67,10 @@ DECISION_WAIT_SECONDS = 3.0
 
 _INDEX_REQUEST = """
 INSERT INTO request_index (request_id, pilot_id, family_id, team) VALUES ($1, $2, $3, $4)
+"""
+_REQUESTS_OF_FAMILY = """
+SELECT envelope FROM events
+WHERE pilot_id = $1 AND family_id = $2 AND type = 'spend_request.requested' ORDER BY position
 """
 _REQUEST_TEAM = "SELECT team FROM request_index WHERE request_id = $1 AND pilot_id = $2"
 _INDEX_PURCHASE = (
@@ -413,6 +420,31 @@ class Spending:
     async def _current_decision(self, request_id: UUID) -> requests.Decision | None:
         async with self._core.pool.acquire() as conn:
             return await views.decision_of(conn, request_id)
+
+    async def purposes(self, principal: Principal, pilot_id: str, family_id: str) -> PurposesView:
+        """What each of the family's requests was for, opened, for those allowed to read it:
+        the twin of allocation's notes, and what a statement shows when the worker asks."""
+        unseen = NotFoundError("no such family in this pilot")
+        async with self._core.pool.acquire() as conn:
+            family = await views.family_of(conn, pilot_id, family_id)
+            if family is None:
+                raise unseen
+            require_team(principal, family.team, unseen=unseen)
+            subject = subject_of(pilot_id, family_id)
+            purposes = []
+            for row in await conn.fetch(_REQUESTS_OF_FAMILY, pilot_id, family_id):
+                envelope = Envelope.model_validate(row["envelope"])
+                event = decode(envelope)
+                assert isinstance(event, SpendRequested)
+                purposes.append(
+                    PurposeView(
+                        request_id=event.request_id,
+                        category=event.category,
+                        requested_at=envelope.time,
+                        purpose=await self._sealer.open(conn, subject, event.purpose) or "",
+                    )
+                )
+        return PurposesView(family_id=family_id, purposes=tuple(purposes))
 
     async def _require_visible(self, principal: Principal, pilot_id: str, request_id: UUID) -> None:
         async with self._core.pool.acquire() as conn:

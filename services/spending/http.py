@@ -10,6 +10,7 @@ from services.spending.schemas import (
     CloseBody,
     PurchaseBody,
     PurchaseResult,
+    PurposesView,
     RefundBody,
     RefundResult,
     RequestAccepted,
@@ -41,6 +42,13 @@ async def get_request(request: web.Request) -> web.StreamResponse:
     path = PathParams(request.match_info)
     view = await request.app[SPENDING].view(
         principal_of(request), path.pilot_id, path.uuid("request_id")
+    )
+    return json_response(view)
+
+
+async def get_purposes(request: web.Request) -> web.StreamResponse:
+    view = await request.app[SPENDING].purposes(
+        principal_of(request), request.match_info["pilot_id"], request.match_info["family_id"]
     )
     return json_response(view)
 
@@ -109,6 +117,19 @@ def routes() -> list[Route]:
             response=RequestView,
             description="Social workers and managers see their own team's requests only: another "
             "team's answers 404, as a request that does not exist.",
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/families/{family_id}/purposes",
+            get_purposes,
+            "What each of the family's spend requests was for, opened",
+            frozenset({"admin", "case_system", "social_worker", "manager"}),
+            response=PurposesView,
+            description="Purposes are stored sealed; this opens them for the roles that write "
+            "them (workers and managers: own team; another team's family answers 404). After "
+            "the family's erasure each reads [erased]. Reporting's family statement asks for "
+            "them here, with the caller's own token, when the worker chooses to include them.",
             tags=tags,
         ),
         command_route(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -18,6 +18,8 @@ __all__ = [
     "PurchaseBody",
     "PurchaseLine",
     "PurchaseResult",
+    "PurposeView",
+    "PurposesView",
     "RefundBody",
     "RefundResult",
     "RequestAccepted",
@@ -131,6 +133,22 @@ class RequestView(Frozen):
     period_start: date
     period_end: date
     stream_version: int
+
+
+class PurposeView(Frozen):
+    """What one spend request was for, opened; ``[erased]`` after the family's erasure."""
+
+    request_id: UUID
+    category: str
+    requested_at: datetime = Field(description="When the request was recorded.")
+    purpose: str
+
+
+class PurposesView(Frozen):
+    """The purposes of the family's spend requests, in the order they were recorded."""
+
+    family_id: str
+    purposes: tuple[PurposeView, ...]
 
 
 class PurchaseLine(Frozen):

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     webhook_max_backoff_seconds: float = Field(default=3_600.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)  # per send
     webhook_poll_seconds: float = Field(default=0.5, gt=0)
+    # Where reporting asks spending what a family's requests were for (a statement the
+    # worker chooses to show them on); unset: spending's port on this machine.
+    spending_url: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     # How often allocation applies the pilots' retention policies.
     retention_interval_seconds: float = Field(default=3_600.0, gt=0)
 

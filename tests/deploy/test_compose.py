@@ -150,6 +150,8 @@ def test_services_are_health_checked_ordered_and_scalable(project: dict[str, Any
         [data] = [v for v in services[name]["volumes"] if v["type"] == "volume"]
         assert data["source"] in project["volumes"]  # kept across restarts and upgrades
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    # Reporting asks spending what requests were for, at the port every service listens on.
+    assert services["reporting"]["environment"]["LEDGER_SPENDING_URL"] == "http://spending:8080"
 
 
 def test_the_dockerfile_is_multi_stage_non_root_and_stops_on_sigterm() -> None:

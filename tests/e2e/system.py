@@ -165,8 +165,11 @@ async def running_system(
 
     async with AsyncExitStack() as stack:
 
-        async def start(service: str, app: Callable[[Settings], web.Application]) -> Client:
-            return await stack.enter_async_context(serve(own(service), service, app))
+        async def start(
+            service: str, app: Callable[[Settings], web.Application], **more: str
+        ) -> Client:
+            chosen = own(service).model_copy(update=more)
+            return await stack.enter_async_context(serve(chosen, service, app))
 
         system = System(
             await start("allocation", allocation_app),
@@ -174,6 +177,7 @@ async def running_system(
             await start("approval", approval_app),
             token,
         )
-        if reporting:
-            system.reporting = await start("reporting", reporting_app)
+        if reporting:  # it asks spending what requests were for (a statement's purposes)
+            spending_url = str(system.spending.make_url("/"))
+            system.reporting = await start("reporting", reporting_app, spending_url=spending_url)
         yield system

@@ -98,6 +98,9 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("allocation", "GET", f"{F}/notes"): family(
         frozenset({"admin", "case_system", "manager", "social_worker"})
     ),
+    ("spending", "GET", f"{F}/purposes"): family(
+        frozenset({"admin", "case_system", "manager", "social_worker"})
+    ),
     # A batch is open to whoever may call one of its service's commands; each line is then
     # authorised as its own request (tests/e2e/test_batches.py).
     ("allocation", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(WRITERS),

@@ -156,6 +156,14 @@ async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
             "/pilots/wigan/families/fam-x/notes", headers=system.admin()
         )
         assert {note["text"] for note in (await gone.json())["notes"]} == {"[erased]"}
+        for family, shown in (
+            ("fam-keep", {"kept: a coat", "kept: a cot"}),
+            ("fam-x", {"[erased]"}),
+        ):
+            purposes = await system.spending.get(
+                f"/pilots/wigan/families/{family}/purposes", headers=system.admin()
+            )
+            assert {item["purpose"] for item in (await purposes.json())["purposes"]} == shown
     assert await _balances(after) == balances_before
     code, output = await run_ledger(after, "audit", "verify")
     assert code == 0, output

@@ -1,6 +1,7 @@
 """A family's budget statement in a real headless Chromium, on a laptop and a phone: the
-figures the balance gives, what was spent on what (never the sealed purpose), readable
-text, no sideways scrolling, nothing cached; the worker's disclosure then counts."""
+figures the balance gives, what was spent on what (the sealed purpose only when the worker
+chooses), readable text, no sideways scrolling, nothing cached; the worker's disclosure then
+counts."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator
         yield system
 
 
-def browse(url: str, token: str) -> dict[str, dict[str, Any]]:
-    """What the page showed at each size, and how it laid out."""
+def browse(url: str, token: str, artefact: str = "statement") -> dict[str, dict[str, Any]]:
+    """What the page showed at each size, and how it laid out (screenshots kept)."""
     seen = {}
     with chromium(token) as driver:
         for name, (width, height) in SIZES.items():
@@ -60,7 +61,7 @@ def browse(url: str, token: str) -> dict[str, dict[str, Any]]:
                 ),
                 "console": driver.get_log("browser"),  # type: ignore[no-untyped-call]
             }
-            driver.save_screenshot(str(ARTEFACTS / f"statement-{name}.png"))
+            driver.save_screenshot(str(ARTEFACTS / f"{artefact}-{name}.png"))
     return seen
 
 
@@ -103,7 +104,7 @@ async def test_a_family_reads_its_statement_on_a_phone_and_on_a_laptop(
     assert answer.headers["Cache-Control"] == "no-store"
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
     page = await answer.text()
-    assert "school uniform" not in page  # the request's sealed purpose is never shown
+    assert "school uniform" not in page  # the sealed purpose: not unless the worker chooses
     assert "sealed:" not in page
     assert "<script" not in page
 
@@ -125,6 +126,27 @@ async def test_a_family_reads_its_statement_on_a_phone_and_on_a_laptop(
         assert ["5 March 2026", "Therapeutic", "£115.00"] in shown["rows"]
         assert "went through your budget" not in shown["text"]
         assert (ARTEFACTS / f"statement-{name}.png").stat().st_size > 5_000
+
+    # The worker chooses to show what each thing was for: spending opens it, in their name.
+    with_purposes = f"{url}?include_purposes=true"
+    answer = await system.reports.get(with_purposes, headers=system.worker())
+    assert answer.status == 200, await answer.text()
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert (await answer.text()).count("For: school uniform and shoes") == 1  # one purchase
+    seen = await asyncio.to_thread(
+        browse, str(system.reports.make_url(with_purposes)), worker, "statement-purposes"
+    )
+    for name, shown in seen.items():
+        assert shown["overflow"] <= 0, name
+        assert shown["clipped"] == 0, name
+        assert shown["smallest_font"] >= 16, name
+        row = ["5 March 2026", "Therapeutic\nFor: school uniform and shoes", "£115.00"]
+        assert row in shown["rows"], (name, shown["rows"])
+        assert "Your worker chose to show what each thing was for" in shown["text"], name
+    for caller, status in ((system.worker(team="t-9"), 404), (system.finance(), 403)):
+        refused = await system.reports.get(with_purposes, headers=caller)
+        assert refused.status == status
+        assert "school uniform" not in await refused.text()
 
     # The worker goes through it with the family and records so: a disclosure.
     told = await system.allocation.post(
