@@ -5,19 +5,25 @@ it carries, (2) chain to the event before it (``prev_hash``, genesis for version
 version missing, and (3) be on the service's topic with the same hash, unless it is still
 waiting in the outbox. Every event on the topic must still be in the store. An event that
 was altered, removed or moved shows up as the first broken link of its stream.
+
+Events are checked in their wire form, as stored and published (:func:`carries_its_hash`),
+never through the envelope model: the hash is taken over those very bytes' values, and a
+model costs twenty times the check. A store is read through a cursor and only what the
+checks need of each event is kept, so a ledger of millions verifies in bounded memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import groupby
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from pydantic import ValidationError
 
 from shared.core.db import Connection
-from shared.core.events import GENESIS_HASH, Envelope
+from shared.core.events import GENESIS_HASH, carries_its_hash, wire_loads, wire_value
 from shared.core.kafka import connection, partitions_of, topic_bounds
 from shared.core.settings import KafkaAccess
 
@@ -25,6 +31,7 @@ __all__ = [
     "Problem",
     "StoredEvent",
     "TopicRead",
+    "Wire",
     "check_store",
     "check_topic",
     "end_offsets",
@@ -33,8 +40,11 @@ __all__ = [
     "read_topic",
 ]
 
+Wire = dict[str, Any]
+"""An event as stored and published: its JSON object, in the format it was written in."""
+
 _EVENTS = """
-SELECT e.envelope, e.stream_version, e.event_id, o.position IS NOT NULL AS pending
+SELECT e.envelope::text AS envelope, e.stream_version, o.position IS NOT NULL AS pending
 FROM events e LEFT JOIN outbox o USING (position)
 WHERE $1::text IS NULL OR e.pilot_id = $1
 ORDER BY e.stream_id, e.stream_version, e.position
@@ -58,50 +68,76 @@ class Problem:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event as its store holds it."""
+    """What the checks need of an event its store holds (not the event: millions are kept)."""
 
-    envelope: Envelope
-    row_version: int
-    pending: bool
+    event_id: str
+    stream_id: str
+    stream_version: int | None  # as the event says; None if it says nothing
+    prev_hash: str | None
+    hash: str | None
+    intact: bool  # it carries the hash of its content
+    row_version: int  # as the store's row says
+    pending: bool  # still in the outbox: not yet expected on the topic
+
+    @classmethod
+    def of(cls, wire: Wire, row_version: int, pending: bool) -> StoredEvent:
+        """The checks' view of one stored event, from its wire form."""
+        return cls(
+            event_id=str(wire.get("id")),
+            stream_id=str(wire_value(wire, "stream_id")),
+            stream_version=wire_value(wire, "stream_version"),
+            prev_hash=wire_value(wire, "prev_hash"),
+            hash=wire.get("hash"),
+            intact=carries_its_hash(wire),
+            row_version=row_version,
+            pending=pending,
+        )
 
 
-async def load_store(conn: Connection, pilot_id: str | None) -> list[StoredEvent]:
+async def load_store(
+    conn: Connection, pilot_id: str | None, progress: Callable[[int], object] | None = None
+) -> list[StoredEvent]:
     """Every event of a service's store (of one pilot, if named), by stream and version."""
-    rows = await conn.fetch(_EVENTS, pilot_id)
-    return [
-        StoredEvent(Envelope.model_validate(row["envelope"]), row["stream_version"], row["pending"])
-        for row in rows
-    ]
+    stored: list[StoredEvent] = []
+    async with conn.transaction():  # a cursor lives in one
+        async for row in conn.cursor(_EVENTS, pilot_id, prefetch=_PREFETCH):
+            wire = wire_loads(row["envelope"])
+            stored.append(StoredEvent.of(wire, row["stream_version"], row["pending"]))
+            if progress is not None and len(stored) % _PREFETCH == 0:
+                progress(_PREFETCH)
+    if progress is not None:
+        progress(len(stored) % _PREFETCH)
+    return stored
+
+
+_PREFETCH = 5_000  # rows per round trip of the store's cursor
 
 
 def check_store(service: str, events: Iterable[StoredEvent]) -> list[Problem]:
     """Hashes, chains and versions of every stream (pure)."""
     problems: list[Problem] = []
-    for stream_id, stream in groupby(events, key=lambda e: e.envelope.stream_id):
+    for stream_id, stream in groupby(events, key=lambda e: e.stream_id):
         previous_hash, expected_version = GENESIS_HASH, 1
         for stored in stream:
             detail = _broken_link(stored, expected_version, previous_hash)
             if detail is not None:
-                envelope = stored.envelope
-                problems.append(
-                    Problem(service, stream_id, envelope.stream_version, str(envelope.id), detail)
-                )
+                version = stored.stream_version or 0
+                problems.append(Problem(service, stream_id, version, stored.event_id, detail))
                 break  # the first broken link of a stream is the one to report
-            previous_hash, expected_version = stored.envelope.hash, expected_version + 1
+            previous_hash, expected_version = stored.hash or "", expected_version + 1
     return problems
 
 
 def _broken_link(stored: StoredEvent, expected_version: int, previous_hash: str) -> str | None:
-    envelope = stored.envelope
-    if envelope.hash != envelope.computed_hash():
+    if not stored.intact:
         return "its content does not match its hash: it was altered"
-    if stored.row_version != envelope.stream_version:
+    if stored.row_version != stored.stream_version:
         return "its row says another version: it was moved"
-    if envelope.stream_version != expected_version:
+    if stored.stream_version != expected_version:
         return f"version {expected_version} is missing: an event was removed"
-    if envelope.prev_hash != previous_hash:
+    if stored.prev_hash != previous_hash:
         return "it does not chain to the event before it: events were reordered"
     return None
 
@@ -114,7 +150,7 @@ class TopicRead:
     # Ids read below the offsets the topic had before the store was read: each of these
     # was committed before that read, so the store must hold it.
     settled: set[str] = field(default_factory=set)
-    envelopes: list[Envelope] = field(default_factory=list)  # each event once
+    events: list[Wire] = field(default_factory=list)  # each event once, as published
     repeats: int = 0  # copies of an event already read (a relay that published twice)
     foreign: list[str] = field(default_factory=list)  # records that are not ledger events
 
@@ -129,19 +165,17 @@ def check_topic(service: str, events: Sequence[StoredEvent], read: TopicRead) ->
     problems: list[Problem] = []
     stored_ids = set()
     for stored in events:
-        envelope = stored.envelope
-        event_id = str(envelope.id)
+        event_id = stored.event_id
         stored_ids.add(event_id)
         on_topic = read.hashes.get(event_id)
         if on_topic is None and not stored.pending:
             detail = "it is in the store but not on the topic"
-        elif on_topic is not None and on_topic != envelope.hash:
+        elif on_topic is not None and on_topic != stored.hash:
             detail = "the topic holds it with another hash: one copy was altered"
         else:
             continue
-        problems.append(
-            Problem(service, envelope.stream_id, envelope.stream_version, event_id, detail)
-        )
+        version = stored.stream_version or 0
+        problems.append(Problem(service, stored.stream_id, version, event_id, detail))
     problems.extend(
         Problem(service, "?", 0, event_id, "it is on the topic but gone from the store")
         for event_id in sorted(read.settled - stored_ids)
@@ -165,14 +199,15 @@ async def end_offsets(kafka: KafkaAccess, topics: list[str]) -> dict[str, dict[i
 async def read_topic(
     kafka: KafkaAccess,
     topic: str,
-    keep: Callable[[Envelope], bool],
+    keep: Callable[[Wire], bool],
     progress: Callable[[int], object] | None = None,
     settled_below: Mapping[int, int] | None = None,
 ) -> TopicRead:
     """Every committed event on a topic that ``keep`` accepts, from its start to its end now.
 
-    Records that are not ledger events are named (topic, partition, offset) in ``foreign``,
-    whatever ``keep`` says; an event read again (same id) counts in ``repeats``.
+    Records that are not ledger events -- not JSON, no envelope, or content that does not
+    match its hash -- are named (topic, partition, offset) in ``foreign``, whatever ``keep``
+    says; an event read again (same id) counts in ``repeats``.
     """
     consumer = AIOKafkaConsumer(
         **connection(kafka),
@@ -202,42 +237,72 @@ async def read_topic(
 def _take(
     read: TopicRead,
     record: ConsumerRecord[bytes, bytes],
-    keep: Callable[[Envelope], bool],
+    keep: Callable[[Wire], bool],
     settled: Mapping[int, int],
 ) -> None:
+    where = f"{record.topic}:{record.partition}@{record.offset}"
     try:
-        envelope = Envelope.model_validate_json(record.value or b"")
-    except ValidationError as error:
-        where = f"{record.topic}:{record.partition}@{record.offset}"
-        read.foreign.append(
-            f"{where}: {error.error_count()} problem(s), {error.errors()[0]['msg']}"
-        )
+        wire = wire_loads(record.value or b"")
+    except ValueError:
+        read.foreign.append(f"{where}: not JSON")
         return
-    if not keep(envelope):
+    wrong = _not_an_event(wire)
+    if wrong is not None:
+        read.foreign.append(f"{where}: {wrong}")
         return
-    event_id = str(envelope.id)
+    if not keep(wire):
+        return
+    event_id, hash_ = wire["id"], wire["hash"]
     if event_id in read.hashes:
         read.repeats += 1
-        if read.hashes[event_id] != envelope.hash:
-            read.foreign.append(
-                f"{record.topic}:{record.partition}@{record.offset}: another copy of event "
-                f"{event_id} with a different hash"
-            )
+        if read.hashes[event_id] != hash_:
+            read.foreign.append(f"{where}: another copy of event {event_id} with a different hash")
         return
-    read.hashes[event_id] = envelope.hash
-    read.envelopes.append(envelope)
+    read.hashes[event_id] = hash_
+    read.events.append(wire)
     if record.offset < settled.get(record.partition, 0):
         read.settled.add(event_id)
 
 
-def in_order(events: Iterable[Envelope]) -> list[Envelope]:
+_ORDER_FIELDS = {"source": str, "stream_id": str, "stream_version": int}
+
+
+def _not_an_event(wire: object) -> str | None:
+    """Why a record is not a ledger event, or None: an object with an id, the fields history
+    is ordered by, and a hash its content matches."""
+    if not isinstance(wire, dict):
+        return "not a JSON object"
+    if not isinstance(wire.get("id"), str) or not isinstance(wire.get("hash"), str):
+        return "no event id or hash"
+    for name, kind in _ORDER_FIELDS.items():
+        if not isinstance(wire_value(wire, name), kind):
+            return f"no {name}"
+    try:
+        datetime.fromisoformat(wire["time"])
+    except (KeyError, TypeError, ValueError):
+        return "no time"
+    if not carries_its_hash(wire):
+        return "its content does not match its hash"
+    return None
+
+
+def in_order(events: Iterable[Wire]) -> list[Wire]:
     """History order: recorded time, then source, then version (a batch shares its time).
 
     Each event once: a relay that died between the Kafka commit and the outbox delete
     published its batch twice, and the second copy is the same event (same id and hash).
     """
-    unique = {envelope.id: envelope for envelope in events}.values()
-    return sorted(unique, key=lambda e: (e.time, e.source, e.stream_id, e.stream_version))
+    unique = {wire["id"]: wire for wire in events}.values()
+    return sorted(unique, key=_history_position)
+
+
+def _history_position(wire: Wire) -> tuple[datetime, str, str, int]:
+    return (
+        datetime.fromisoformat(wire_value(wire, "time")),
+        wire_value(wire, "source"),
+        wire_value(wire, "stream_id"),
+        wire_value(wire, "stream_version"),
+    )
 
 
 async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

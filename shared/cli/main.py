@@ -19,7 +19,7 @@ from shared.cli import audit
 from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
 from shared.core.db import connect, dsn
-from shared.core.events import Envelope, canonical_json
+from shared.core.events import canonical_json, wire_value
 from shared.core.kafka import ensure_topics
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings
@@ -97,7 +97,8 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
         topic = topics[definition.name]
         conn = await connect(dsn(settings, settings.database_of(definition.name)))
         try:
-            events = await audit.load_store(conn, pilot_id)
+            with progress_bar(f"checking {definition.name}'s store") as bar:
+                events = await audit.load_store(conn, pilot_id, bar.update)
         finally:
             await conn.close()
         found.events += len(events)
@@ -121,8 +122,8 @@ class Verification:
     repeats: int = 0
 
 
-def _of_pilot(pilot_id: str | None) -> Callable[[Envelope], bool]:
-    return lambda envelope: pilot_id is None or envelope.pilot_id == pilot_id
+def _of_pilot(pilot_id: str | None) -> Callable[[audit.Wire], bool]:
+    return lambda wire: pilot_id is None or wire_value(wire, "pilot_id") == pilot_id
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,24 +146,25 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 async def replay(
     settings: Settings, pilot_id: str | None, family_id: str | None, as_of: datetime | None
-) -> list[Envelope]:
-    """The history straight from Kafka: every published topic, filtered, in order."""
+) -> list[audit.Wire]:
+    """The history straight from Kafka: every published topic, filtered, in order; each
+    event as it was published."""
 
-    def keep(envelope: Envelope) -> bool:
+    def keep(wire: audit.Wire) -> bool:
         return (
-            (pilot_id is None or envelope.pilot_id == pilot_id)
-            and (family_id is None or envelope.family_id == family_id)
-            and (as_of is None or envelope.time <= as_of)
+            (pilot_id is None or wire_value(wire, "pilot_id") == pilot_id)
+            and (family_id is None or wire_value(wire, "family_id") == family_id)
+            and (as_of is None or datetime.fromisoformat(wire["time"]) <= as_of)
         )
 
-    events: list[Envelope] = []
+    events: list[audit.Wire] = []
     for definition in services():
         if definition.topic is None:
             continue
         topic = settings.topic(definition.topic)
         with progress_bar(f"reading {topic}") as bar:
             read = await audit.read_topic(settings.kafka, topic, keep, bar.update)
-        events += read.envelopes
+        events += read.events
         for foreign in read.foreign:
             print(f"passed over: {foreign}", file=sys.stderr)
         if read.repeats:
@@ -186,8 +188,8 @@ def _moment(text: str) -> datetime:
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    for envelope in asyncio.run(replay(settings, args.pilot, args.family, args.as_of)):
-        print(canonical_json(envelope.to_json_dict()).decode())
+    for wire in asyncio.run(replay(settings, args.pilot, args.family, args.as_of)):
+        print(canonical_json(wire).decode())
     return 0
 
 

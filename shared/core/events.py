@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 __all__ = [
@@ -37,10 +38,13 @@ __all__ = [
     "EventRegistry",
     "NewerSchemaVersionError",
     "canonical_json",
+    "carries_its_hash",
     "chain_hash",
     "fold",
     "format_time",
     "partition_key",
+    "wire_loads",
+    "wire_value",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -188,6 +192,38 @@ def chain_hash(envelope: Mapping[str, Any]) -> str:
     """SHA-256 over the canonical encoding of everything in the envelope except ``hash``."""
     body = {key: value for key, value in envelope.items() if key != "hash"}
     return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def carries_its_hash(wire: Mapping[str, Any]) -> bool:
+    """Whether a stored or published event's ``hash`` is :func:`chain_hash` of the rest of it,
+    read straight from its wire form (no model: the audit checks millions of these).
+
+    orjson's sorted, compact encoding is byte for byte :func:`canonical_json`'s for what the
+    ledger writes, and twenty times faster; where it might not be (or refuses a value), the
+    canonical encoding decides, so a match is never missed and never invented.
+    """
+    claimed = wire.get("hash")
+    body = {key: value for key, value in wire.items() if key != "hash"}
+    try:
+        fast = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, say
+        fast = None
+    return fast == claimed or chain_hash(wire) == claimed
+
+
+def wire_loads(text: str | bytes) -> Any:  # noqa: ANN401 - any JSON value
+    """JSON as stored or published, parsed by orjson, or by json where orjson refuses a
+    value it cannot hold (an integer beyond 64 bits); ValueError if it is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def wire_value(wire: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - any JSON value
+    """An envelope field (by its name here) of an event in its wire form, either format;
+    None if absent. ``actor`` is not one: format 2 spells it as two attributes."""
+    return wire.get(WIRE_NAMES.get(name, name) if FORMAT_ATTRIBUTE in wire else name)
 
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

@@ -248,3 +248,35 @@ async def test_verify_names_a_record_that_is_not_a_ledger_event(
     ), output
     code, output = await run_ledger(settings, "audit", "verify", "--pilot", "wigan")
     assert code == 1, output
+
+
+async def test_verify_finds_an_event_altered_on_the_topic_with_its_hash_kept(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """A copy of a real event whose amount was changed on the topic, its hash left as it
+    was, is found: the topic's copy is hashed too, not only compared by its hash field."""
+    await wigan_with_a_family(client, auth(token("admin", "wigan")))
+    [configured, enrolled] = await read_topic(settings, "ledger.allocation", expect=2)
+    altered = {**enrolled.value, "data": {**enrolled.value["data"], "team": "t-forged"}}
+    producer = AIOKafkaProducer(**connection(settings.kafka))
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            settings.topic("ledger.allocation"),
+            value=json.dumps(altered).encode(),
+            key=enrolled.key.encode(),
+        )
+    finally:
+        await producer.stop()
+    code, output = await run_verify(settings)
+    assert code == 1, output
+    place = f"{settings.topic('ledger.allocation')}:{sent.partition}@{sent.offset}"
+    assert any(
+        line.startswith("broken:") and place in line and "does not match its hash" in line
+        for line in output.splitlines()
+    ), output
+    # Replay passes over it: the history holds the event as the ledger wrote it.
+    code, output = await run_ledger(settings, "audit", "replay", "--pilot", "wigan")
+    assert code == 0, output
+    assert "t-forged" not in output
+    assert configured.value["id"] in output

@@ -144,7 +144,9 @@ def test_format_1_events_read_replay_and_verify_and_format_2_continues_their_cha
         Stream(old.stream_id, (old,)), [PendingEvent(Noted(number=2), "p", "f")], CONTEXT
     )
     assert (new.wire_format, new.stream_version, new.prev_hash) == (2, 2, old.hash)
-    stored = [StoredEvent(e, e.stream_version, pending=False) for e in (old, new)]
+    stored = [StoredEvent.of(e.to_json_dict(), e.stream_version, pending=False) for e in (old, new)]
     assert check_store("test", stored) == []
     tampered = new.model_copy(update={"data": {"number": 3, "poison": False}})
-    assert check_store("test", [stored[0], StoredEvent(tampered, 2, pending=False)])
+    assert check_store(
+        "test", [stored[0], StoredEvent.of(tampered.to_json_dict(), 2, pending=False)]
+    )
