@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from shared.core.db import Connection, is_transient
 from shared.core.errors import ConcurrencyError
-from shared.core.events import Envelope
+from shared.core.events import Envelope, carries_its_hash, wire_loads
 from shared.core.metrics import Metrics
 from shared.core.tracing import TRACEPARENT, span_from
 
@@ -300,8 +300,6 @@ class BatchApplier:
         owner = self._owners.get(topic)
         if owner is not None and envelope.source != owner:
             return f"source {envelope.source!r} on {topic}, which only {owner} writes"
-        if envelope.hash != envelope.computed_hash():
-            return f"event {envelope.id}: its hash is not the hash of its content"
         last = versions.known.get(envelope.stream_id, 0)
         last_hash = versions.hashes.get(envelope.stream_id)
         if last_hash is None:
@@ -344,13 +342,26 @@ def retriable(error: BaseException) -> bool:
 
 
 def decode_record(value: bytes | None) -> Envelope | str:
-    """The envelope in a record, or why it is not one."""
+    """The envelope in a record, or why it is not one: :data:`REJECTED` first when it cannot
+    be the event it claims, its content not matching its hash.
+
+    The hash is checked on the record's own JSON (:func:`carries_its_hash`), not on the
+    envelope re-encoded: the same answer at a sixth of the cost, paid for every record by
+    every consumer.
+    """
     if value is None:
         return "record has no value"
     try:
-        return Envelope.model_validate_json(value)
-    except ValidationError as error:
-        return f"not a ledger event: {error.error_count()} problem(s): {error.errors()[0]['msg']}"
+        wire = wire_loads(value)
+        envelope = Envelope.model_validate(wire)
+    except ValueError as error:  # not JSON, or pydantic's ValidationError
+        if isinstance(error, ValidationError):
+            count, first = error.error_count(), error.errors()[0]["msg"]
+            return f"not a ledger event: {count} problem(s): {first}"
+        return f"not a ledger event: not JSON ({error})"
+    if not carries_its_hash(wire):
+        return f"{REJECTED}event {envelope.id}: its hash is not the hash of its content"
+    return envelope
 
 
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
