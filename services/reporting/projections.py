@@ -4,17 +4,21 @@ One handler for all three topics. Each effect is keyed (history by event id, fam
 id, pilots by version) or a sum over facts (:mod:`shared.contracts.balances`), so reading the
 topics in any interleaving, with redeliveries, gives the same projections. History keeps
 every event, also of a type no contract names; the other projections read the typed events.
+A batch of events is applied at once (:func:`apply_many`), with set-based statements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from shared.contracts import TOPICS, balances, decode, views
 from shared.contracts.allocation import FamilyEnrolled, PilotConfigured
 from shared.core.db import Connection
-from shared.core.events import Envelope
+from shared.core.events import Envelope, wire_dumps
 from shared.web.service import ConsumerSpec
 
-__all__ = ["CONSUMER", "TABLES", "apply"]
+__all__ = ["CONSUMER", "TABLES", "apply", "apply_many"]
 
 # The tables the projections consumer writes, and nothing else writes: what a rebuild replaces.
 TABLES = ("history", "family_view", "pilot_view", "balances")
@@ -22,7 +26,10 @@ TABLES = ("history", "family_view", "pilot_view", "balances")
 _HISTORY = """
 INSERT INTO history (event_id, pilot_id, family_id, stream_id, stream_version, type, source,
     recorded_at, occurred_at, envelope)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT e, p, f, s, v, t, src, r, o, j::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::text[],
+            $7::text[], $8::timestamptz[], $9::timestamptz[], $10::text[])
+    AS u(e, p, f, s, v, t, src, r, o, j)
 ON CONFLICT (event_id) DO NOTHING
 """
 _FAMILY = """
@@ -33,33 +40,44 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
 
 async def apply(conn: Connection, envelope: Envelope) -> None:
     """Apply one event of any service to reporting's projections."""
-    await conn.execute(
-        _HISTORY,
-        envelope.id,
-        envelope.pilot_id,
-        envelope.family_id,
-        envelope.stream_id,
-        envelope.stream_version,
-        envelope.type,
-        envelope.source,
-        envelope.time,
-        envelope.occurred_at,
-        envelope.to_json_dict(),
-    )
-    event = decode(envelope)
-    if isinstance(event, FamilyEnrolled):
-        await conn.execute(
-            _FAMILY,
+    await apply_many(conn, [envelope])
+
+
+async def apply_many(conn: Connection, envelopes: Sequence[Envelope]) -> None:
+    """Apply events of any service to reporting's projections, in order: one statement for
+    their history, one for their balances, one per family enrolled or pilot configured."""
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    for envelope in envelopes:
+        row = (
+            envelope.id,
             envelope.pilot_id,
             envelope.family_id,
-            event.team,
-            event.arm,
-            event.stratum,
-            event.enrolled_on,
+            envelope.stream_id,
+            envelope.stream_version,
+            envelope.type,
+            envelope.source,
+            envelope.time,
+            envelope.occurred_at,
+            wire_dumps(envelope.to_json_dict()),
         )
-    elif isinstance(event, PilotConfigured):
-        await views.record_pilot(conn, envelope.pilot_id, event)
-    await balances.apply(conn, envelope.pilot_id, envelope.family_id, event)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    await conn.execute(_HISTORY, *columns)
+    events = [(envelope, decode(envelope)) for envelope in envelopes]
+    for envelope, event in events:
+        if isinstance(event, FamilyEnrolled):
+            await conn.execute(
+                _FAMILY,
+                envelope.pilot_id,
+                envelope.family_id,
+                event.team,
+                event.arm,
+                event.stratum,
+                event.enrolled_on,
+            )
+        elif isinstance(event, PilotConfigured):
+            await views.record_pilot(conn, envelope.pilot_id, event)
+    await balances.apply_many(conn, ((e.pilot_id, e.family_id, event) for e, event in events))
 
 
-CONSUMER = ConsumerSpec("reporting.projections", TOPICS, apply)
+CONSUMER = ConsumerSpec("reporting.projections", TOPICS, apply, apply_many)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import asyncpg
 
@@ -46,6 +47,7 @@ __all__ = [
     "Balance",
     "Movement",
     "apply",
+    "apply_many",
     "balance_of",
     "fold",
     "lock",
@@ -57,10 +59,16 @@ _ENSURE = """
 INSERT INTO balances (pilot_id, family_id, period_start, period_end) VALUES ($1, $2, $3, $4)
 ON CONFLICT (pilot_id, family_id, period_start) DO NOTHING
 """
+# Each row once per statement: the caller sums a batch's movements per period first.
 _ADD = """
-UPDATE balances SET allocated_pence = allocated_pence + $4, held_pence = held_pence + $5,
-                    spent_pence = spent_pence + $6
-WHERE pilot_id = $1 AND family_id = $2 AND period_start = $3
+INSERT INTO balances AS b
+    (pilot_id, family_id, period_start, period_end, allocated_pence, held_pence, spent_pence)
+SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[], $5::bigint[],
+                     $6::bigint[], $7::bigint[])
+ON CONFLICT (pilot_id, family_id, period_start) DO UPDATE
+SET allocated_pence = b.allocated_pence + excluded.allocated_pence,
+    held_pence = b.held_pence + excluded.held_pence,
+    spent_pence = b.spent_pence + excluded.spent_pence
 """
 _LOCK = """
 SELECT allocated_pence, held_pence, spent_pence, period_end FROM balances
@@ -169,13 +177,32 @@ async def apply(
     conn: Connection, pilot_id: str, family_id: str | None, event: DomainEvent | None
 ) -> None:
     """Apply one event of a family to its balances (events that move no money are ignored)."""
-    move = movement(event)
-    if move is None:
-        return
-    assert family_id is not None  # every money event belongs to a family
-    key = (pilot_id, family_id, move.period_start)
-    await conn.execute(_ENSURE, *key, move.period_end)
-    await conn.execute(_ADD, *key, move.allocated_pence, move.held_pence, move.spent_pence)
+    await apply_many(conn, [(pilot_id, family_id, event)])
+
+
+async def apply_many(
+    conn: Connection, events: Iterable[tuple[str, str | None, DomainEvent | None]]
+) -> None:
+    """Apply events (pilot, family, event) to their balances in one statement: each
+    period's movements summed, then added to its row (made if it is new)."""
+    totals: dict[tuple[str, str, date], list[Any]] = {}
+    for pilot_id, family_id, event in events:
+        move = movement(event)
+        if move is None:
+            continue
+        assert family_id is not None  # every money event belongs to a family
+        row = totals.setdefault(
+            (pilot_id, family_id, move.period_start), [move.period_end, 0, 0, 0]
+        )
+        row[1] += move.allocated_pence
+        row[2] += move.held_pence
+        row[3] += move.spent_pence
+    if totals:
+        keys, rows = list(totals), list(totals.values())
+        columns = [[key[i] for key in keys] for i in range(3)] + [
+            [row[i] for row in rows] for i in range(4)
+        ]
+        await conn.execute(_ADD, *columns)
 
 
 async def lock(

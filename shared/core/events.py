@@ -43,6 +43,7 @@ __all__ = [
     "fold",
     "format_time",
     "partition_key",
+    "wire_dumps",
     "wire_loads",
     "wire_value",
 ]
@@ -218,6 +219,15 @@ def wire_loads(text: str | bytes) -> Any:  # noqa: ANN401 - any JSON value
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def wire_dumps(value: object) -> str:
+    """JSON text of a value, by orjson, or by json where orjson refuses one (an integer
+    beyond 64 bits): for PostgreSQL to store, not to hash (that is :func:`canonical_json`)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def wire_value(wire: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - any JSON value

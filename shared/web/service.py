@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.core.aggregates import Aggregates
 from shared.core.background import BackgroundTask
 from shared.core.commands import CommandRunner
-from shared.core.consumer import ConsumerRunner, EventHandler
+from shared.core.consumer import BatchHandler, ConsumerRunner, EventHandler
 from shared.core.custody import KeyCustody, custody_of
 from shared.core.db import dsn, open_pool
 from shared.core.eventstore import EventStore
@@ -120,11 +120,13 @@ class ServiceCore:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A consumer a service runs: its name, the ledger topics it reads, its handler."""
+    """A consumer a service runs: its name, the ledger topics it reads, its handler, and
+    optionally a handler of many events at once for its batches' fast path."""
 
     name: str
     topics: tuple[str, ...]
     handler: EventHandler
+    many: BatchHandler | None = None
 
 
 class Readiness:
@@ -358,6 +360,7 @@ def consumer_runner(
         batch_size=settings.consumer_batch_size,
         metrics=metrics,
         owners=owners,
+        many=spec.many,
     )
 
 

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from deploy.stack import ROOT
-from shared.core.consumer import ConsumerRunner, EventHandler
+from shared.core.consumer import BatchHandler, ConsumerRunner, EventHandler
 from shared.core.db import Connection
 from shared.core.events import Envelope, canonical_json
 from shared.core.kafka import connection, new_producer
@@ -117,6 +117,7 @@ def runner_for(
     name: str,
     handler: EventHandler,
     producer_factory: Callable[[KafkaAccess, str], AIOKafkaProducer] = new_producer,
+    many: BatchHandler | None = None,
 ) -> ConsumerRunner:
     """A consumer of the test's topic, in a group of its own, dead-lettering as services do."""
     return ConsumerRunner(
@@ -130,6 +131,7 @@ def runner_for(
         batch_size=100,
         metrics=Metrics("test"),
         producer_factory=producer_factory,
+        many=many,
     )
 
 
@@ -138,6 +140,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.fixed = False
+        self.batches: list[int] = []  # the size of each batch the batch handler was given
 
     async def __call__(self, conn: Connection, envelope: Envelope) -> None:
         await conn.execute(
@@ -146,11 +149,24 @@ class Recorder:
         if envelope.data["poison"] and not self.fixed:
             raise ValueError("cannot apply this record")
 
+    async def many(self, conn: Connection, envelopes: Sequence[Envelope]) -> None:
+        """The same, for a batch at once: one statement, refused whole for any poison."""
+        self.batches.append(len(envelopes))
+        await conn.execute(
+            "INSERT INTO applied SELECT * FROM unnest($1::text[], $2::integer[])",
+            [e.family_id for e in envelopes],
+            [e.data["number"] for e in envelopes],
+        )
+        if any(e.data["poison"] for e in envelopes) and not self.fixed:
+            raise ValueError("cannot apply this record")
 
+
+@pytest.mark.parametrize("at_once", [False, True], ids=["one-by-one", "batch-handler"])
 async def test_poison_record_is_deadlettered_and_its_family_parked(
-    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record], at_once: bool
 ) -> None:
-    """A bad record is dead-lettered with its origin; its family's later ones wait; others flow."""
+    """A bad record is dead-lettered with its origin; its family's later ones wait; others flow.
+    With a batch handler, the batch it refuses is redone record by record, to the same end."""
     async with pool.acquire() as conn:
         await conn.execute("CREATE TABLE applied (family text, number integer)")
     sick = envelopes_for("p", "sick", [1, 2, 3], poison=frozenset({2}))
@@ -163,7 +179,8 @@ async def test_poison_record_is_deadlettered_and_its_family_parked(
         partition=0,
     )
     recorder = Recorder()
-    runner = runner_for(settings, pool, "poison-test", recorder)
+    many = recorder.many if at_once else None
+    runner = runner_for(settings, pool, "poison-test", recorder, many=many)
 
     async def applied() -> list[tuple[str, int]]:
         async with pool.acquire() as conn:
@@ -186,6 +203,37 @@ async def test_poison_record_is_deadlettered_and_its_family_parked(
     assert await runner.retry_parked() == 2
     assert await applied() == [("sick", 1), ("sick", 2), ("sick", 3), ("well", 1), ("well", 2)]
     assert await count(pool, "SELECT count(*) FROM consumer_parked") == 1  # the garbage stays
+    # The batch handler was given the checked records (not the garbage) and refused them.
+    assert (max(recorder.batches, default=0) > 1) == at_once
+
+
+async def test_a_batch_handler_applies_a_clean_batch_at_once(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """Records without a problem, with redeliveries among them, are given to the batch
+    handler together, each once, and never to the one-at-a-time handler."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (family text, number integer)")
+    first, second = envelopes_for("p", "a", [1, 2, 3]), envelopes_for("p", "b", [1, 2])
+    items = records_of(first) + records_of(second) + records_of(first[:2])  # two redelivered
+    await produce(settings, items, partition=0)
+    recorder = Recorder()
+    singles: list[Envelope] = []
+
+    async def one(conn: Connection, envelope: Envelope) -> None:
+        singles.append(envelope)
+        await recorder(conn, envelope)
+
+    async with runner_for(settings, pool, "batch-test", one, many=recorder.many):
+        await wait_for(lambda: _applied(pool, 5), timeout=30)
+        await asyncio.sleep(0.5)  # a redelivery applied would arrive now
+    assert await count(pool, "SELECT count(*) FROM applied") == 5
+    assert singles == []
+    assert sum(recorder.batches) == 5
+
+
+async def _applied(pool: asyncpg.Pool[asyncpg.Record], wanted: int) -> bool:
+    return await count(pool, "SELECT count(*) FROM applied") >= wanted
 
 
 async def _parked(pool: asyncpg.Pool[asyncpg.Record], wanted: int) -> bool:

@@ -1,4 +1,5 @@
-"""Reporting's projections do not depend on how the three topics interleave."""
+"""Reporting's projections do not depend on how the three topics interleave, nor on how
+their records are batched."""
 
 from __future__ import annotations
 
@@ -138,15 +139,26 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]
         yield pool
 
 
-async def projected(pool: asyncpg.Pool[asyncpg.Record], order: list[str]) -> tuple[Any, ...]:
-    """Apply the topics in this interleaving, read every projection, undo it all."""
+async def projected(
+    pool: asyncpg.Pool[asyncpg.Record], order: list[str], sizes: list[int] | None = None
+) -> tuple[Any, ...]:
+    """Apply the topics in this interleaving, read every projection, undo it all. With
+    ``sizes``, in batches of those sizes (the last takes what is left), as a consumer's
+    fast path applies them; else one by one."""
     cursors = {name: iter(events) for name, events in TOPICS.items()}
+    envelopes = [next(cursors[name]) for name in order]
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:
-            for name in order:
-                await projections.apply(conn, next(cursors[name]))
+            if sizes is None:
+                for envelope in envelopes:
+                    await projections.apply(conn, envelope)
+            else:
+                for size in [*sizes, len(envelopes)]:
+                    batch, envelopes = envelopes[:size], envelopes[size:]
+                    if batch:
+                        await projections.apply_many(conn, batch)
             state = (
                 [
                     tuple(r)
@@ -154,8 +166,10 @@ async def projected(pool: asyncpg.Pool[asyncpg.Record], order: list[str]) -> tup
                 ],
                 [tuple(r) for r in await conn.fetch("SELECT * FROM family_view")],
                 [
-                    r["event_id"]
-                    for r in await conn.fetch("SELECT event_id FROM history ORDER BY event_id")
+                    tuple(r)
+                    for r in await conn.fetch(
+                        "SELECT event_id, envelope FROM history ORDER BY event_id"
+                    )
                 ],
             )
         finally:
@@ -174,3 +188,16 @@ async def test_any_interleaving_gives_the_same_projections(
     reference = await projected(pool, LABELS)
     assert reference[0] == [("p", "f", date(2026, 1, 1), date(2026, 12, 31), 45_000, 20_000, 6_000)]
     assert await projected(pool, order) == reference
+
+
+@given(order=st.permutations(LABELS), sizes=st.lists(st.integers(1, len(LABELS)), max_size=4))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+async def test_any_batching_gives_the_same_projections(
+    pool: asyncpg.Pool[asyncpg.Record], order: list[str], sizes: list[int]
+) -> None:
+    """Applied in batches of any sizes, as a consumer's fast path does (one set-based
+    statement per projection), the projections are those of one event at a time."""
+    reference = await projected(pool, LABELS)
+    assert await projected(pool, order, sizes) == reference

@@ -1,6 +1,7 @@
 """Consumers: apply records of other services' topics to a service's database, one effect each.
 
-Each partition's batch is applied in one PostgreSQL transaction that also advances the
+Each partition's batch is applied in one PostgreSQL transaction (by a consumer's batch
+handler, when it has one, in a few set-based statements) that also advances the
 stored offset (``consumer_offsets``, locked for the batch, sought on assignment) and each
 stream's last applied version (``consumer_streams``). Redeliveries are dropped by version.
 
@@ -26,7 +27,7 @@ One module per job:
 
 from __future__ import annotations
 
-from shared.core.consumer.batches import EventHandler
+from shared.core.consumer.batches import BatchHandler, EventHandler
 from shared.core.consumer.runner import ConsumerRunner
 
-__all__ = ["ConsumerRunner", "EventHandler"]
+__all__ = ["BatchHandler", "ConsumerRunner", "EventHandler"]

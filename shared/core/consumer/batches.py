@@ -2,7 +2,9 @@
 
 The fast path applies the whole batch in one transaction; a record whose handler fails
 sends the batch down the careful path, where each record runs in a savepoint, so that the
-failure parks that record (and its family's later ones) and the rest still commit.
+failure parks that record (and its family's later ones) and the rest still commit. A
+consumer with a :class:`BatchHandler` applies the fast path's records with it, all at once,
+after each has been checked: a few set-based statements for the batch, not a few per record.
 
 A record that cannot be what it claims is rejected, never applied: its ``source`` is not
 the service that owns the topic, its ``hash`` is not the hash of its content, its
@@ -29,7 +31,15 @@ from shared.core.events import Envelope, carries_its_hash, wire_loads
 from shared.core.metrics import Metrics
 from shared.core.tracing import TRACEPARENT, span_from
 
-__all__ = ["GAP", "REJECTED", "BatchApplier", "EventHandler", "decode_record", "retriable"]
+__all__ = [
+    "GAP",
+    "REJECTED",
+    "BatchApplier",
+    "BatchHandler",
+    "EventHandler",
+    "decode_record",
+    "retriable",
+]
 
 _LOCK_OFFSET = """
 INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
@@ -65,6 +75,13 @@ class EventHandler(Protocol):
     """Applies one event to the consumer's database, inside the runner's transaction."""
 
     def __call__(self, conn: Connection, envelope: Envelope) -> Awaitable[None]: ...
+
+
+class BatchHandler(Protocol):
+    """Applies many events, in order, inside the runner's transaction, with the effect the
+    consumer's :class:`EventHandler` would have applying each in turn."""
+
+    def __call__(self, conn: Connection, envelopes: Sequence[Envelope]) -> Awaitable[None]: ...
 
 
 class CarefulRetryNeededError(Exception):
@@ -119,10 +136,12 @@ class BatchApplier:
         handler: EventHandler,
         metrics: Metrics,
         owners: Mapping[str, str] | None = None,
+        many: BatchHandler | None = None,
     ) -> None:
         self.name = name
         self.pool = pool
         self._handler = handler
+        self._many = many
         self._owners = dict(owners or {})  # topic -> the source that alone writes it
         self._metrics = metrics
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
@@ -178,8 +197,12 @@ class BatchApplier:
             batch.versions = await StreamVersions.load(
                 conn, self.name, list(batch.envelopes.values())
             )
+            if self._many is not None and not careful:
+                batch.deferred = []
             for record in fresh:
                 await self._apply_record(conn, partition, record, batch, careful=careful, due=due)
+            if batch.deferred:
+                await self._apply_many(conn, batch.deferred)
             await batch.versions.save(conn, self.name)
             await conn.execute(
                 _SAVE_OFFSET, self.name, topic, partition.partition, fresh[-1].offset + 1
@@ -220,6 +243,7 @@ class BatchApplier:
                 topic=partition.topic,
                 careful=careful,
                 traceparent=_header(record, TRACEPARENT),
+                deferred=batch.deferred,
             )
         if error is not None and error.startswith(REJECTED):
             key = f"{REJECTED}{partition.partition}:{record.offset}"  # holds nothing back
@@ -255,9 +279,12 @@ class BatchApplier:
         topic: str,
         careful: bool,
         traceparent: str | None = None,
+        deferred: list[Envelope] | None = None,
     ) -> str | None:
         """Apply one decoded record; return why it cannot be applied, or None.
-        ``traceparent``: the trace it was recorded in, which its handling joins."""
+        ``traceparent``: the trace it was recorded in, which its handling joins. With
+        ``deferred``, a record that passes every check joins it, for the batch handler to
+        apply with the rest of its batch, instead of being handled now."""
         if isinstance(envelope, str):
             return envelope
         rejection = self._rejection(envelope, topic, versions)
@@ -285,7 +312,10 @@ class BatchApplier:
                     {"ledger.event_id": str(envelope.id), "ledger.stream_id": envelope.stream_id},
                 ),
             ):
-                await self._handle(conn, envelope, careful=careful)
+                if deferred is None:
+                    await self._handle(conn, envelope, careful=careful)
+                else:
+                    deferred.append(envelope)
         except Exception as error:
             if retriable(error):
                 raise
@@ -316,6 +346,17 @@ class BatchApplier:
             )
         return None
 
+    async def _apply_many(self, conn: Connection, envelopes: Sequence[Envelope]) -> None:
+        """The fast path's checked records, at once; a failure redoes the batch carefully."""
+        assert self._many is not None
+        try:
+            with span_from(None, f"{self.name} apply {len(envelopes)} events", {}):
+                await self._many(conn, envelopes)
+        except Exception as error:
+            if retriable(error):
+                raise
+            raise CarefulRetryNeededError from error
+
     async def _handle(self, conn: Connection, envelope: Envelope, *, careful: bool) -> None:
         if careful:
             async with conn.transaction():  # a savepoint: a failure undoes this one only
@@ -334,6 +375,7 @@ class _Batch:
     applied: int = 0
     effects: list[Envelope] = field(default_factory=list)  # applied now, not redeliveries
     failed: int = 0  # parked for a failure of their own (not held behind one)
+    deferred: list[Envelope] | None = None  # checked, for the batch handler (fast path)
 
 
 def retriable(error: BaseException) -> bool:

@@ -18,7 +18,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from shared.core.background import BackgroundTask
-from shared.core.consumer.batches import BatchApplier, EventHandler
+from shared.core.consumer.batches import BatchApplier, BatchHandler, EventHandler
 from shared.core.consumer.catchup import catch_up
 from shared.core.consumer.deadletters import publish_due
 from shared.core.consumer.lag import LagGauges
@@ -50,12 +50,13 @@ class ConsumerRunner(BackgroundTask):
         metrics: Metrics,
         producer_factory: Callable[[KafkaAccess, str], AIOKafkaProducer] = new_producer,
         owners: Mapping[str, str] | None = None,
+        many: BatchHandler | None = None,
     ) -> None:
         super().__init__(f"consumer:{name}")
         self.name = name
         self._pool = pool
         self._producer_factory = producer_factory
-        self._applier = BatchApplier(name, pool, handler, metrics, owners)
+        self._applier = BatchApplier(name, pool, handler, metrics, owners, many)
         self._kafka = kafka
         self._group_id = group_id
         self._topics = tuple(topics)
