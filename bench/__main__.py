@@ -6,6 +6,7 @@ the topics. Starts its own PostgreSQL and Kafka like the tests.
     python -m bench --scenario write-path [--commands 2000] [--concurrency 16] [--backlog 20000]
     python -m bench --scenario pilot-size   # a family command at 100 and 10,000 families
     python -m bench --scenario batches      # P5 alone, with audit verify
+    python -m bench --scenario audit [--backlog 1000000]  # P3 and P4 on a large ledger
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from deploy.stack import (
 )
 from services.allocation.app import create_app
 from services.reporting.rebuild import rebuild
-from shared.cli.main import verify
+from shared.cli.main import replay, verify
 from shared.cli.progress import ProgressBar
 from shared.core.custody import new_kek
 from shared.core.db import dsn, open_pool
@@ -57,15 +58,21 @@ from shared.core.outbox import OutboxRelay
 from shared.core.settings import Settings
 from shared.web.auth import mint_token
 from shared.web.registry import ledger_topics, migrate
+from shared.web.service import source_of
 
 SECRET = "bench-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghij"  # noqa: S105
 
 
 class Filler(DomainEvent):
-    """A backlog event for the relay benchmark."""
+    """A backlog event for the relay benchmark; ``padding`` makes it as large as a real one."""
 
     event_type = "bench.filler"
     number: int
+    padding: str = ""
+
+
+# A spend request's envelope is about 1,100 bytes; this brings a filler's to about that.
+REAL_SIZE_PADDING = "x" * 560
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -270,9 +277,10 @@ async def _settle(done: Callable[[], bool], seconds: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def relay_backlog(settings: Settings, backlog: int) -> dict[str, Any]:
+async def relay_backlog(settings: Settings, backlog: int, padding: str = "") -> dict[str, Any]:
     """Commit a backlog while no relay runs, then time one relay publishing all of it."""
-    store = EventStore("ledger/bench", lambda: datetime.now(UTC), uuid.uuid4)
+    # The source of the topic it is published on: consumers reject events of any other.
+    store = EventStore(source_of("allocation"), lambda: datetime.now(UTC), uuid.uuid4)
     context = CommandContext(actor=Actor(sub="bench", role="admin"), correlation_id="bench")
     database = dsn(settings, settings.database_of("allocation"))
     async with open_pool(database, min_size=1, max_size=4) as pool:
@@ -281,7 +289,8 @@ async def relay_backlog(settings: Settings, backlog: int) -> dict[str, Any]:
             async with pool.acquire() as conn, conn.transaction():
                 stream = Stream(f"bench:{start}", ())
                 pending = [
-                    PendingEvent(Filler(number=n), "bench", f"s{start}") for n in range(per_stream)
+                    PendingEvent(Filler(number=n, padding=padding), "bench", f"s{start}")
+                    for n in range(per_stream)
                 ]
                 await store.append(conn, stream, pending, context)
         relay = OutboxRelay(
@@ -339,6 +348,28 @@ async def audit_verify(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def large_ledger(settings: Settings, events: int) -> dict[str, Any]:
+    """P3 and P4 on a ledger of ``events`` events of a real event's size: committed through
+    the event store, published by the relay, then rebuilt, verified and replayed."""
+    relayed = await relay_backlog(settings, events, REAL_SIZE_PADDING)
+    await migrate(settings, ["spending", "approval", "reporting"])  # their stores: empty
+    rebuilt = await projections_rebuild(settings)
+    verified = await audit_verify(settings)
+    started = time.perf_counter()
+    replayed = len(await replay(settings, None, None, None))
+    seconds = time.perf_counter() - started
+    return {
+        "relay": relayed,
+        "p3_rebuild": rebuilt,
+        "p4_verify": verified,
+        "p4_replay": {
+            "events": replayed,
+            "seconds": round(seconds, 2),
+            "events_per_s": round(replayed / seconds),
+        },
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     home = LOCAL / f"bench-{unique_name()}"
     ensure_kafka_jars()
@@ -368,6 +399,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return await measure_goals(settings, postgres, home / "logs", floors, args.families)
         if args.scenario == "pilot-size":
             return {"pilot_size": await command_by_pilot_size(settings, (100, 10_000))}
+        if args.scenario == "audit":
+            floors = await asyncpg_appends(settings)
+            return {"asyncpg_floors_per_s": floors, **await large_ledger(settings, args.backlog)}
         if args.scenario == "batches":
             batch_settings = settings.model_copy(
                 update={"ports": {"allocation": free_port(), "spending": free_port()}}
@@ -408,7 +442,7 @@ def main() -> None:
     parser.add_argument("--sparse", type=int, default=200, help="commands 50 ms apart")
     parser.add_argument(
         "--scenario",
-        choices=("goals", "write-path", "pilot-size", "batches"),
+        choices=("goals", "write-path", "pilot-size", "batches", "audit"),
         default="goals",
         help="goals: every floor, the peer and P1 to P6 (make bench); pilot-size: a family "
         "command at 100 and at 10,000 families only",

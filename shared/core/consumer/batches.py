@@ -158,17 +158,19 @@ class BatchApplier:
         partition: TopicPartition,
         records: Sequence[Any],
         *,
-        dead_letter: bool = True,
+        live: bool = True,
     ) -> int | None:
         """Apply a partition's batch: how many records it parked as failed, or None to read it
         again (a transient error rolled it back, and the consumer is sought back to where the
-        effects stand). What ``dead_letter`` parks is marked due for the dead-letter topic,
-        in the batch's transaction (see :mod:`.deadletters`)."""
+        effects stand). ``live``: the consumer follows the topics as they are written, so
+        what it parks is marked due for the dead-letter topic in the batch's transaction (see
+        :mod:`.deadletters`), and each event applied is logged, to follow a request through
+        the services; a catch-up (a rebuild) does neither."""
         try:
             try:
-                return await self._apply_batch(partition, records, careful=False, due=dead_letter)
+                return await self._apply_batch(partition, records, careful=False, live=live)
             except CarefulRetryNeededError:
-                return await self._apply_batch(partition, records, careful=True, due=dead_letter)
+                return await self._apply_batch(partition, records, careful=True, live=live)
         except Exception as error:
             if not retriable(error):
                 raise
@@ -179,7 +181,7 @@ class BatchApplier:
             return None
 
     async def _apply_batch(
-        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool, due: bool
+        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool, live: bool
     ) -> int:
         topic = partition.topic
         async with self.pool.acquire() as conn, conn.transaction():
@@ -200,7 +202,7 @@ class BatchApplier:
             if self._many is not None and not careful:
                 batch.deferred = []
             for record in fresh:
-                await self._apply_record(conn, partition, record, batch, careful=careful, due=due)
+                await self._apply_record(conn, partition, record, batch, careful=careful, due=live)
             if batch.deferred:
                 await self._apply_many(conn, batch.deferred)
             await batch.versions.save(conn, self.name)
@@ -208,6 +210,8 @@ class BatchApplier:
                 _SAVE_OFFSET, self.name, topic, partition.partition, fresh[-1].offset + 1
             )
         self._metrics.events_consumed.labels(self.name, topic).inc(batch.applied)
+        if not live:  # a rebuild's million lines would follow no request
+            return batch.failed
         for envelope in batch.effects:  # committed: a request can be followed through every service
             self._log.info(
                 "event_applied",

@@ -29,8 +29,8 @@ async def catch_up(
     Each partition starts where the applier's effects stand and stops exactly at its
     target, so the result can be compared with, and swapped for, a live consumer's at the
     same offsets. A record that cannot be applied is parked as usual but not dead-lettered
-    again: the live consumer did that already. A batch that meets a transient error is read
-    again from the stored offset.
+    again: the live consumer did that already. Nor is each event applied logged. A batch
+    that meets a transient error is read again from the stored offset.
     """
     stored = await applier.stored_offsets()
     pending = {
@@ -70,7 +70,7 @@ async def _read_until(
             wanted = [record for record in records if record.offset < pending[partition]]
             if not wanted:
                 continue
-            if await applier.apply(consumer, partition, wanted, dead_letter=False) is not None:
+            if await applier.apply(consumer, partition, wanted, live=False) is not None:
                 read += len(wanted)
         for partition in list(pending):
             position = min(await consumer.position(partition), pending[partition])
