@@ -36,7 +36,13 @@ from aiokafka import AIOKafkaProducer
 
 from shared.core.background import BackgroundTask
 from shared.core.db import Connection, connect
-from shared.core.events import Envelope, canonical_json
+from shared.core.events import (
+    FORMAT_ATTRIBUTE,
+    canonical_json,
+    partition_key,
+    wire_loads,
+    wire_value,
+)
 from shared.core.eventstore import OUTBOX_CHANNEL
 from shared.core.kafka import new_producer
 from shared.core.metrics import Metrics
@@ -47,7 +53,7 @@ __all__ = ["OutboxRelay"]
 
 _LEADER_LOCK = 7_346_002
 _BATCH = """
-SELECT o.position, o.traceparent, e.envelope, e.recorded_at
+SELECT o.position, o.traceparent, e.envelope::text AS envelope, e.recorded_at
 FROM outbox o JOIN events e USING (position)
 ORDER BY o.position
 LIMIT $1
@@ -163,17 +169,18 @@ class OutboxRelay(BackgroundTask):
         )
         async with producer.transaction():
             for row in rows:
-                stored = row["envelope"]
-                envelope = Envelope.model_validate(stored)
-                headers = [("type", envelope.type.encode())]
-                if envelope.wire_format > 1:  # a CloudEvent in structured mode
+                # Read as stored, not through the envelope model: the relay only forwards it.
+                stored = wire_loads(row["envelope"])
+                headers = [("type", str(stored["type"]).encode())]
+                if FORMAT_ATTRIBUTE in stored:  # format 2: a CloudEvent in structured mode
                     headers.append(("content-type", CLOUDEVENTS_JSON))
                 if row["traceparent"] is not None:  # the trace it was recorded in
                     headers.append((TRACEPARENT, row["traceparent"].encode()))
+                key = partition_key(wire_value(stored, "pilot_id"), wire_value(stored, "family_id"))
                 await producer.send(
                     self._topic,
                     value=canonical_json(stored),  # as stored: its hash is over these bytes
-                    key=envelope.partition_key(),
+                    key=key,
                     headers=headers,
                 )
         await conn.execute(_DONE, [row["position"] for row in rows])
