@@ -303,23 +303,21 @@ class BatchApplier:
                 f"to {envelope.stream_version}: an earlier event is missing"
             )
         try:
-            # Whatever the handler logs carries the event's ids.
-            with (
-                structlog.contextvars.bound_contextvars(
-                    correlation_id=envelope.correlation_id,
-                    event_id=str(envelope.id),
-                    pilot_id=envelope.pilot_id,
-                ),
-                span_from(
-                    traceparent,
-                    f"{self.name} apply {envelope.type}",
-                    {"ledger.event_id": str(envelope.id), "ledger.stream_id": envelope.stream_id},
-                ),
+            with span_from(
+                traceparent,
+                f"{self.name} apply {envelope.type}",
+                {"ledger.event_id": str(envelope.id), "ledger.stream_id": envelope.stream_id},
             ):
-                if deferred is None:
-                    await self._handle(conn, envelope, careful=careful)
-                else:
+                if deferred is not None:
                     deferred.append(envelope)
+                else:
+                    # Whatever the handler logs carries the event's ids.
+                    with structlog.contextvars.bound_contextvars(
+                        correlation_id=envelope.correlation_id,
+                        event_id=str(envelope.id),
+                        pilot_id=envelope.pilot_id,
+                    ):
+                        await self._handle(conn, envelope, careful=careful)
         except Exception as error:
             if retriable(error):
                 raise
