@@ -16,9 +16,9 @@ from deploy.stack import ROOT
 from shared.contracts import allocation
 from shared.core.commands import CommandResult, CommandRunner
 from shared.core.db import Connection, dsn, open_pool
-from shared.core.eventstore import PendingEvent
+from shared.core.eventstore import PendingEvent, Stream
 from shared.core.metrics import Metrics
-from shared.core.outbox import OutboxRelay
+from shared.core.outbox import BATCH, OutboxRelay
 from shared.core.settings import Settings
 from shared.web.registry import migrate
 from tests.conftest import Infrastructure
@@ -182,3 +182,41 @@ async def test_a_relay_killed_between_kafka_commit_and_outbox_delete(settings: S
 async def _outbox_count(pool: asyncpg.Pool[asyncpg.Record]) -> int:
     async with pool.acquire() as conn:
         return int(await conn.fetchval("SELECT count(*) FROM outbox"))
+
+
+async def test_the_relay_reads_a_batch_without_walking_what_it_published(
+    settings: Settings,
+) -> None:
+    """With most of a long backlog published, reading the next batch touches about a batch
+    of events, not every event published before it. (The planner drove the join from the
+    events' index, walking every published event for each batch: a 1,000,000-event backlog
+    slowed from 6,600 to 750 events/s.)"""
+    await migrate(settings, ["allocation"])
+    store = new_store()
+    async with open_pool(
+        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
+    ) as pool:
+        async with pool.acquire() as conn, conn.transaction():
+            for stream in range(40):
+                pending = [PendingEvent(Noted(number=n), "p", f"f{stream}") for n in range(100)]
+                await store.append(conn, Stream(f"s:{stream}", ()), pending, CONTEXT)
+        async with pool.acquire() as conn:
+            # Statistics from when the backlog was whole (a drain outruns autovacuum), then
+            # all but the last 400 of the 4,000 published, as the relay deletes them.
+            await conn.execute("ANALYZE outbox; ANALYZE events")
+            await conn.execute(
+                "DELETE FROM outbox WHERE position < (SELECT max(position) - 399 FROM outbox)"
+            )
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {BATCH}", 100)
+    touched = _rows_read(plan[0]["Plan"], "events")  # the pool decodes JSON
+    assert touched <= 100, f"the batch read {touched} events to find 100"
+
+
+def _rows_read(node: dict[str, object], relation: str) -> int:
+    """Rows the plan's scans of ``relation`` returned, over all their loops."""
+    rows = 0
+    if node.get("Relation Name") == relation:
+        rows += int(node["Actual Rows"]) * int(node["Actual Loops"])  # type: ignore[call-overload]
+    for child in node.get("Plans", []):  # type: ignore[attr-defined]
+        rows += _rows_read(child, relation)
+    return rows
