@@ -231,21 +231,10 @@ async def test_verify_names_a_record_that_is_not_a_ledger_event(
     """A forged record on a ledger topic is a finding with its place, not a traceback."""
     await wigan_with_a_family(client, auth(token("admin", "wigan")))
     await read_topic(settings, "ledger.allocation", expect=2)
-    producer = AIOKafkaProducer(**connection(settings.kafka))
-    await producer.start()
-    try:
-        sent = await producer.send_and_wait(
-            settings.topic("ledger.allocation"), value=b'{"forged": true}', key=b"wigan:fam-a"
-        )
-    finally:
-        await producer.stop()
+    place = await forge(settings, b'{"forged": true}', b"wigan:fam-a")
     code, output = await run_verify(settings)
     assert code == 1, output
-    place = f"{settings.topic('ledger.allocation')}:{sent.partition}@{sent.offset}"
-    assert any(
-        line.startswith("broken:") and "not a ledger event" in line and place in line
-        for line in output.splitlines()
-    ), output
+    assert broken_at(output, place, "not a ledger event"), output
     code, output = await run_ledger(settings, "audit", "verify", "--pilot", "wigan")
     assert code == 1, output
 
@@ -253,30 +242,38 @@ async def test_verify_names_a_record_that_is_not_a_ledger_event(
 async def test_verify_finds_an_event_altered_on_the_topic_with_its_hash_kept(
     client: Client, settings: Settings, token: Callable[..., str]
 ) -> None:
-    """A copy of a real event whose amount was changed on the topic, its hash left as it
+    """A copy of a real event whose team was changed on the topic, its hash left as it
     was, is found: the topic's copy is hashed too, not only compared by its hash field."""
     await wigan_with_a_family(client, auth(token("admin", "wigan")))
     [configured, enrolled] = await read_topic(settings, "ledger.allocation", expect=2)
     altered = {**enrolled.value, "data": {**enrolled.value["data"], "team": "t-forged"}}
-    producer = AIOKafkaProducer(**connection(settings.kafka))
-    await producer.start()
-    try:
-        sent = await producer.send_and_wait(
-            settings.topic("ledger.allocation"),
-            value=json.dumps(altered).encode(),
-            key=enrolled.key.encode(),
-        )
-    finally:
-        await producer.stop()
+    place = await forge(settings, json.dumps(altered).encode(), enrolled.key.encode())
     code, output = await run_verify(settings)
     assert code == 1, output
-    place = f"{settings.topic('ledger.allocation')}:{sent.partition}@{sent.offset}"
-    assert any(
-        line.startswith("broken:") and place in line and "does not match its hash" in line
-        for line in output.splitlines()
-    ), output
+    assert broken_at(output, place, "does not match its hash"), output
     # Replay passes over it: the history holds the event as the ledger wrote it.
     code, output = await run_ledger(settings, "audit", "replay", "--pilot", "wigan")
     assert code == 0, output
     assert "t-forged" not in output
     assert configured.value["id"] in output
+
+
+async def forge(settings: Settings, value: bytes, key: bytes) -> str:
+    """Write a record onto allocation's topic behind the ledger's back; where it landed."""
+    producer = AIOKafkaProducer(**connection(settings.kafka))
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            settings.topic("ledger.allocation"), value=value, key=key
+        )
+    finally:
+        await producer.stop()
+    return f"{settings.topic('ledger.allocation')}:{sent.partition}@{sent.offset}"
+
+
+def broken_at(output: str, place: str, reason: str) -> bool:
+    """Whether verify named the record at ``place`` as broken, for ``reason``."""
+    return any(
+        line.startswith("broken:") and place in line and reason in line
+        for line in output.splitlines()
+    )
