@@ -240,15 +240,14 @@ def _take(
     keep: Callable[[Wire], bool],
     settled: Mapping[int, int],
 ) -> None:
-    where = f"{record.topic}:{record.partition}@{record.offset}"
     try:
         wire = wire_loads(record.value or b"")
     except ValueError:
-        read.foreign.append(f"{where}: not JSON")
+        read.foreign.append(f"{_place(record)}: not JSON")
         return
     wrong = _not_an_event(wire)
     if wrong is not None:
-        read.foreign.append(f"{where}: {wrong}")
+        read.foreign.append(f"{_place(record)}: {wrong}")
         return
     if not keep(wire):
         return
@@ -256,12 +255,19 @@ def _take(
     if event_id in read.hashes:
         read.repeats += 1
         if read.hashes[event_id] != hash_:
-            read.foreign.append(f"{where}: another copy of event {event_id} with a different hash")
+            read.foreign.append(
+                f"{_place(record)}: another copy of event {event_id} with a different hash"
+            )
         return
     read.hashes[event_id] = hash_
     read.events.append(wire)
     if record.offset < settled.get(record.partition, 0):
         read.settled.add(event_id)
+
+
+def _place(record: ConsumerRecord[bytes, bytes]) -> str:
+    """Where a record is: topic, partition and offset (named only when something is wrong)."""
+    return f"{record.topic}:{record.partition}@{record.offset}"
 
 
 _ORDER_FIELDS = {"source": str, "stream_id": str, "stream_version": int}

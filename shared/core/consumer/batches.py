@@ -398,10 +398,9 @@ def decode_record(value: bytes | None) -> Envelope | str:
     try:
         wire = wire_loads(value)
         envelope = Envelope.model_validate(wire)
-    except ValueError as error:  # not JSON, or pydantic's ValidationError
-        if isinstance(error, ValidationError):
-            count, first = error.error_count(), error.errors()[0]["msg"]
-            return f"not a ledger event: {count} problem(s): {first}"
+    except ValidationError as error:
+        return f"not a ledger event: {error.error_count()} problem(s): {error.errors()[0]['msg']}"
+    except ValueError as error:
         return f"not a ledger event: not JSON ({error})"
     if not carries_its_hash(wire):
         return f"{REJECTED}event {envelope.id}: its hash is not the hash of its content"
