@@ -14,6 +14,7 @@ checks need of each event is kept, so a ledger of millions verifies in bounded m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,7 +151,7 @@ class TopicRead:
     # Ids read below the offsets the topic had before the store was read: each of these
     # was committed before that read, so the store must hold it.
     settled: set[str] = field(default_factory=set)
-    events: list[Wire] = field(default_factory=list)  # each event once, as published
+    events: list[Wire] = field(default_factory=list)  # each event once, as published (collect)
     repeats: int = 0  # copies of an event already read (a relay that published twice)
     foreign: list[str] = field(default_factory=list)  # records that are not ledger events
 
@@ -202,8 +203,14 @@ async def read_topic(
     keep: Callable[[Wire], bool],
     progress: Callable[[int], object] | None = None,
     settled_below: Mapping[int, int] | None = None,
+    *,
+    after: asyncio.Future[Any] | None = None,
+    collect: bool = True,
 ) -> TopicRead:
-    """Every committed event on a topic that ``keep`` accepts, from its start to its end now.
+    """Every committed event on a topic that ``keep`` accepts, from its start to its end now,
+    or, with ``after``, to its end as it stands once ``after`` is done (read as far as it
+    goes meanwhile: a store being read alongside, say). ``collect``: keep each event (for a
+    replay), not only its id and hash (for a check, in bounded memory).
 
     Records that are not ledger events -- not JSON, no envelope, or content that does not
     match its hash -- are named (topic, partition, offset) in ``foreign``, whatever ``keep``
@@ -221,14 +228,20 @@ async def read_topic(
         partitions = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        while not await _at_end(consumer, ends):
-            batch = await consumer.getmany(timeout_ms=500)
+
+        async def take_some(timeout_ms: int) -> None:
+            batch = await consumer.getmany(timeout_ms=timeout_ms)
             for records in batch.values():
                 for record in records:
-                    _take(read, record, keep, settled_below or {})
+                    _take(read, record, keep, settled_below or {}, collect=collect)
                 if progress is not None:
                     progress(len(records))
+
+        while after is not None and not after.done():
+            await take_some(timeout_ms=100)
+        ends = await consumer.end_offsets(partitions)
+        while not await _at_end(consumer, ends):
+            await take_some(timeout_ms=500)
         return read
     finally:
         await consumer.stop()
@@ -239,6 +252,8 @@ def _take(
     record: ConsumerRecord[bytes, bytes],
     keep: Callable[[Wire], bool],
     settled: Mapping[int, int],
+    *,
+    collect: bool,
 ) -> None:
     try:
         wire = wire_loads(record.value or b"")
@@ -260,7 +275,8 @@ def _take(
             )
         return
     read.hashes[event_id] = hash_
-    read.events.append(wire)
+    if collect:
+        read.events.append(wire)
     if record.offset < settled.get(record.partition, 0):
         read.settled.add(event_id)
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from shared.cli import audit
 from shared.cli.keys import add_keys
@@ -83,10 +83,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 async def verify(settings: Settings, pilot_id: str | None) -> Verification:
     """Every problem of every publishing service's store and topic.
 
-    The topics' end offsets are taken first, then each store is read, then its topic to its
-    end: what the topic held before the store was read must be in the store, and what the
-    store held (published) must be on the topic, so events written meanwhile raise no false
-    alarm.
+    The topics' end offsets are taken first, then each store is read, and its topic to its
+    end as it stands once the store has been read: what the topic held before the store was
+    read must be in the store, and what the store held (published) must be on the topic, so
+    events written meanwhile raise no false alarm. A topic is read while its store is (from
+    its start, as far as it goes), so that parsing one fills the wait for the other.
     """
     found = Verification()
     publishing = [definition for definition in services() if definition.topic is not None]
@@ -95,22 +96,46 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
     settled = await audit.end_offsets(settings.kafka, list(topics.values()))
     for definition in publishing:
         topic = topics[definition.name]
-        conn = await connect(dsn(settings, settings.database_of(definition.name)))
-        try:
-            with progress_bar(f"checking {definition.name}'s store") as bar:
-                events = await audit.load_store(conn, pilot_id, bar.update)
-        finally:
-            await conn.close()
+        async with asyncio.TaskGroup() as both:
+            store = both.create_task(_load_store(settings, definition.name, pilot_id))
+            on_topic = both.create_task(_read_topic(settings, topic, pilot_id, settled, store))
+        events, read = store.result(), on_topic.result()
         found.events += len(events)
         found.problems += audit.check_store(definition.name, events)
-        with progress_bar(f"reading {topic}") as bar:
-            read = await audit.read_topic(
-                settings.kafka, topic, _of_pilot(pilot_id), bar.update, settled[topic]
-            )
         found.problems += audit.check_topic(definition.name, events, read)
         found.repeats += read.repeats
         print(f"{definition.name}: {len(events)} events checked", file=sys.stderr)
     return found
+
+
+async def _load_store(
+    settings: Settings, service: str, pilot_id: str | None
+) -> list[audit.StoredEvent]:
+    conn = await connect(dsn(settings, settings.database_of(service)))
+    try:
+        with progress_bar(f"checking {service}'s store") as bar:
+            return await audit.load_store(conn, pilot_id, bar.update)
+    finally:
+        await conn.close()
+
+
+async def _read_topic(
+    settings: Settings,
+    topic: str,
+    pilot_id: str | None,
+    settled: dict[str, dict[int, int]],
+    store: asyncio.Future[Any],
+) -> audit.TopicRead:
+    with progress_bar(f"reading {topic}") as bar:
+        return await audit.read_topic(
+            settings.kafka,
+            topic,
+            _of_pilot(pilot_id),
+            bar.update,
+            settled[topic],
+            after=store,
+            collect=False,
+        )
 
 
 @dataclass

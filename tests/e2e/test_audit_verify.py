@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from uuid import UUID
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.allocation.app import create_app
+from shared.cli import audit
 from shared.core.kafka import connection
 from shared.core.settings import Settings
 from shared.web.registry import migrate
@@ -211,6 +213,40 @@ async def test_verify_raises_no_false_alarm_while_the_ledger_is_written(
     for code, output in runs:
         assert code == 0, output
         assert "broken" not in output
+
+
+async def test_a_topic_read_beside_its_store_reads_to_its_end_once_the_store_is_read(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """Verify reads a service's topic while its store is read. The topic is read to the end
+    it has once the store has been read, not the end it had when reading began: an event
+    published meanwhile was in the store read, and must be found on the topic. Only ids and
+    hashes are kept (bounded memory over millions of events)."""
+    admin = auth(token("admin", "wigan"))
+    await wigan_with_a_family(client, admin)
+    await read_topic(settings, "ledger.allocation", expect=2)
+    store_read: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    reading = asyncio.create_task(
+        audit.read_topic(
+            settings.kafka,
+            settings.topic("ledger.allocation"),
+            lambda _: True,
+            after=store_read,
+            collect=False,
+        )
+    )
+    await asyncio.sleep(1)  # the reader is at the topic's end as it was
+    assert not reading.done()
+    funded = await client.post(
+        "/pilots/wigan/families/fam-a/allocations", json={"amount_pence": 500}, headers=admin
+    )
+    assert funded.status == 201
+    await read_topic(settings, "ledger.allocation", expect=3)
+    store_read.set_result(None)
+    read = await asyncio.wait_for(reading, timeout=30)
+    assert (await funded.json())["event_id"] in read.hashes
+    assert len(read.hashes) == 3
+    assert read.events == []
 
 
 async def test_verify_refuses_a_pilot_it_has_nothing_of(
