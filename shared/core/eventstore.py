@@ -1,7 +1,8 @@
 """The event store on asyncpg: load a stream, append with an expected version, chain hashes.
 
 Every append also writes the new positions to ``outbox`` and notifies the relay, in the
-caller's transaction: the commit is the moment a fact exists, the relay distributes it.
+caller's transaction and in the same statement: the commit is the moment a fact exists, the
+relay distributes it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _LOAD = "SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_versio
 _LOAD_LAST = """
 SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
 """
+# One round trip: the events, their outbox rows, and the relay's wake-up call (delivered at
+# commit; PostgreSQL folds a transaction's identical notifications into one).
 _APPEND = """
 WITH appended AS (
     INSERT INTO events
@@ -56,10 +59,11 @@ WITH appended AS (
         $1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[],
         $7::timestamptz[], $8::jsonb[])
     RETURNING position
+), queued AS (
+    INSERT INTO outbox (position, traceparent) SELECT position, $9 FROM appended
 )
-INSERT INTO outbox (position, traceparent) SELECT position, $9 FROM appended
+SELECT pg_notify($10, '')
 """
-_NOTIFY = "SELECT pg_notify($1, '')"
 _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
 
 REHEARSAL: ContextVar[bool] = ContextVar("rehearsal", default=False)
@@ -195,6 +199,7 @@ class EventStore:
                 [e.time for e in envelopes],
                 [e.to_json_dict() for e in envelopes],
                 current_traceparent(),
+                OUTBOX_CHANNEL,
             )
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == _STREAM_VERSION_CONSTRAINT:
@@ -202,7 +207,6 @@ class EventStore:
                     f"stream {stream.stream_id} moved past version {stream.version}"
                 ) from error
             raise
-        await conn.execute(_NOTIFY, OUTBOX_CHANNEL)
         if self._metrics is not None and not REHEARSAL.get():
             for envelope in envelopes:
                 self._metrics.events_appended.labels(envelope.type).inc()

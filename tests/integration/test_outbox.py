@@ -28,14 +28,16 @@ from tests.support import read_topic, run_ledger, settings_env, wait_for
 TOPIC = allocation.TOPIC
 
 
-def relay_for(settings: Settings, metrics: Metrics | None = None) -> OutboxRelay:
+def relay_for(
+    settings: Settings, metrics: Metrics | None = None, *, poll_seconds: float = 0.2
+) -> OutboxRelay:
     return OutboxRelay(
         dsn=dsn(settings, settings.database_of("allocation")),
         kafka=settings.kafka,
         topic=settings.topic(TOPIC),
         transactional_id=f"{settings.topic_prefix}relay-test",
         batch_size=50,
-        poll_seconds=0.2,
+        poll_seconds=poll_seconds,
         metrics=metrics or Metrics("test"),
         clock=utcnow,
     )
@@ -89,6 +91,26 @@ async def test_late_commits_are_never_skipped(settings: Settings) -> None:
         versions[record.envelope.stream_id].append(record.envelope.stream_version)
     for stream_versions in versions.values():
         assert stream_versions == list(range(1, len(stream_versions) + 1))
+
+
+async def test_an_append_wakes_the_relay(settings: Settings) -> None:
+    """An idle relay publishes a committed event at once, told by the append's notification,
+    not at its next poll (an hour away here)."""
+    await migrate(settings, ["allocation"])
+    store = new_store()
+    async with (
+        open_pool(
+            dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
+        ) as pool,
+        relay_for(settings, poll_seconds=3600),
+    ):
+        await asyncio.sleep(1)  # the relay has drained the (empty) outbox and waits
+        async with pool.acquire() as conn, conn.transaction():
+            stream = await store.load(conn, "family:p:woken")
+            await store.append(conn, stream, [PendingEvent(Noted(number=1), "p", "woken")], CONTEXT)
+        await wait_for(lambda: _outbox_empty(pool), timeout=20)
+    [record] = await read_topic(settings, TOPIC, expect=1)
+    assert record.value["data"]["number"] == 1
 
 
 async def _outbox_empty(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
