@@ -29,7 +29,13 @@ from shared.core.errors import (
 from shared.core.events import canonical_json
 from shared.core.eventstore import REHEARSAL
 
-__all__ = ["CommandResult", "CommandRunner", "IdempotencyRequest", "fingerprint"]
+__all__ = [
+    "CommandResult",
+    "CommandRunner",
+    "IdempotencyRequest",
+    "SpoiledTogetherError",
+    "fingerprint",
+]
 
 _CLAIM = """
 INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
@@ -37,8 +43,23 @@ ON CONFLICT DO NOTHING RETURNING 1
 """
 _STORED = "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2"
 _REMEMBER = "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2"
-# The transaction that commands run in together (CommandRunner.together), if any.
-_TOGETHER: ContextVar[Connection | None] = ContextVar("commands_together", default=None)
+
+
+@dataclass(frozen=True)
+class _Together:
+    """The transaction that commands run in together (CommandRunner.together)."""
+
+    conn: Connection
+    savepoints: bool
+
+
+_TOGETHER: ContextVar[_Together | None] = ContextVar("commands_together", default=None)
+
+
+class SpoiledTogetherError(Exception):
+    """A command run together without savepoints failed once it had begun in the shared
+    transaction: what it did cannot be undone alone. Leave the block (which undoes all of
+    it) and run its commands again with savepoints."""
 
 
 @dataclass(frozen=True)
@@ -87,14 +108,18 @@ class CommandRunner:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager
-    async def together(self) -> AsyncIterator[None]:
+    async def together(self, *, savepoints: bool = True) -> AsyncIterator[None]:
         """Commands run in this block (in this task) share one transaction, each in a
         savepoint of its own: a command refused or failed leaves the others be, and one
         commit, one fsync, covers them all, as a batch's lines are applied. Nothing of it is
         seen elsewhere until the block ends; if the commit fails, none of it happened.
-        Keep the block short: what its commands lock stays locked until it ends."""
+        Keep the block short: what its commands lock stays locked until it ends.
+
+        Without ``savepoints`` (two round trips less per command), a command that fails once
+        it has begun in the transaction raises :class:`SpoiledTogetherError` instead: the
+        block must be left, undoing every command of it, and run again with savepoints."""
         async with self._pool.acquire() as conn, conn.transaction():
-            token = _TOGETHER.set(conn)
+            token = _TOGETHER.set(_Together(conn, savepoints))
             try:
                 yield
             finally:
@@ -103,10 +128,15 @@ class CommandRunner:
     async def _run_once(
         self, handler: Handler, idempotency: IdempotencyRequest | None
     ) -> CommandResult:
-        shared = _TOGETHER.get()
-        if shared is not None:
-            async with shared.transaction():  # a savepoint
-                return await self._in_transaction(shared, handler, idempotency)
+        together = _TOGETHER.get()
+        if together is not None and together.savepoints:
+            async with together.conn.transaction():  # a savepoint
+                return await self._in_transaction(together.conn, handler, idempotency)
+        if together is not None:
+            try:
+                return await self._in_transaction(together.conn, handler, idempotency)
+            except Exception as error:
+                raise SpoiledTogetherError from error
         async with self._pool.acquire() as conn, conn.transaction():
             return await self._in_transaction(conn, handler, idempotency)
 

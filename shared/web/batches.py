@@ -8,11 +8,14 @@ answered. Each line is authorised, validated and run exactly as that request (th
 so a line is applied whole or not at all, and a line never depends on another's failure.
 Lines run in order: a family enrolled on one line can be funded on the next.
 
-Lines are applied :data:`CHUNK` at a time in one transaction, each line in a savepoint of
-its own (:meth:`~shared.core.commands.CommandRunner.together`): one commit for many lines.
-A line's answer is given only once its chunk has committed; if the commit fails, every
-line of the chunk answers that failure (503 when the database went away) and none of them
-happened, so the batch can be sent again as it was.
+Lines are applied :data:`CHUNK` at a time in one transaction
+(:meth:`~shared.core.commands.CommandRunner.together`): one commit for many lines. A chunk
+is first run without savepoints, two round trips less a line, as a clean sync's chunks are;
+a line refused or failed once it has begun spoils that run, which is undone whole, and the
+chunk, then the rest of the batch, runs with a savepoint for each line, so that a refused
+line leaves the others be. A line's answer is given only once its chunk has committed; if
+the commit fails, every line of the chunk answers that failure (503 when the database went
+away) and none of them happened, so the batch can be sent again as it was.
 
 Every line carries an idempotency key, so a batch sent again after a dropped connection
 applies nothing twice: each line already applied answers what it answered the first time.
@@ -29,7 +32,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.core.commands import CommandRunner
+from shared.core.commands import CommandRunner, SpoiledTogetherError
 from shared.web.auth import require_pilot, require_role
 from shared.web.http import (
     Command,
@@ -119,17 +122,14 @@ def batch_route(
             )
         answers: list[BatchLineResult] = []
         numbered = list(enumerate(lines, start=1))
+        runner, savepoints = runner_of(request.app), False
         for first in range(0, len(numbered), CHUNK):
             chunk = numbered[first : first + CHUNK]
-            results = []
             try:
-                async with runner_of(request.app).together():
-                    for number, line in chunk:
-                        results.append(await _run_line(request, targets, number, line))
-            except Exception as error:  # noqa: BLE001 - the chunk did not commit: say so per line
-                failed = problem_of(error, request.path, request.method)
-                results = [_refused(number, failed) for number, _ in chunk]
-            answers += results
+                answers += await _run_chunk(runner, request, targets, chunk, savepoints)
+            except SpoiledTogetherError:  # a line was refused: from here on, carefully
+                savepoints = True
+                answers += await _run_chunk(runner, request, targets, chunk, savepoints)
         # ASCII JSON: an echoed U+0085 or U+2028 left raw is a line break to many readers.
         text = "".join(json.dumps(answer.model_dump(mode="json")) + "\n" for answer in answers)
         return web.Response(text=text, content_type=NDJSON)
@@ -156,6 +156,27 @@ def batch_route(
     )
 
 
+async def _run_chunk(
+    runner: CommandRunner,
+    request: web.Request,
+    targets: Sequence[_Target],
+    chunk: Sequence[tuple[int, bytes]],
+    savepoints: bool,
+) -> list[BatchLineResult]:
+    """The chunk's lines in one transaction; their answers once it has committed."""
+    results = []
+    try:
+        async with runner.together(savepoints=savepoints):
+            for number, line in chunk:
+                results.append(await _run_line(request, targets, number, line))
+    except SpoiledTogetherError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the chunk did not commit: say so per line
+        failed = problem_of(error, request.path, request.method)
+        return [_refused(number, failed) for number, _ in chunk]
+    return results
+
+
 async def _run_line(
     request: web.Request, targets: Sequence[_Target], number: int, raw: bytes
 ) -> BatchLineResult:
@@ -174,6 +195,8 @@ async def _run_line(
             idempotency_key=line.idempotency_key,
         )
         result = await target.command.execute(request.app, call)
+    except SpoiledTogetherError:
+        raise  # not this line's answer: the chunk runs again with savepoints
     except Exception as error:  # noqa: BLE001 - each line answers for itself, as its request would
         return _refused(number, problem_of(error, path, method))
     return BatchLineResult(

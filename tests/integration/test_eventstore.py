@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import ClassVar
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
 
-from shared.core.commands import CommandResult, CommandRunner, IdempotencyRequest
+from shared.core.commands import (
+    CommandResult,
+    CommandRunner,
+    IdempotencyRequest,
+    SpoiledTogetherError,
+)
 from shared.core.db import Connection
 from shared.core.errors import ConcurrencyError, EventTooLargeError, IdempotencyKeyReusedError
 from shared.core.events import GENESIS_HASH, DomainEvent
@@ -115,6 +121,48 @@ async def test_failed_command_records_no_key(pool: asyncpg.Pool[asyncpg.Record])
     with pytest.raises(ValueError, match="refused"):
         await runner.run(flaky, key)
     assert (await runner.run(flaky, key)).body == {"ok": True}
+
+
+@pytest.mark.parametrize("savepoints", [True, False], ids=["savepoints", "fast"])
+async def test_commands_run_together_commit_once_and_a_refusal_undoes_only_what_it_must(
+    pool: asyncpg.Pool[asyncpg.Record], savepoints: bool
+) -> None:
+    """Commands run together commit together. One refused after it appended: with savepoints
+    only it is undone; without, the block is spoiled, and none of it is kept."""
+    runner, store = CommandRunner(pool), new_store()
+
+    def appending(family: str, *, refuse: bool = False) -> Callable[..., Any]:
+        async def handle(conn: Connection) -> CommandResult:
+            stream = await store.load(conn, f"family:p:{family}")
+            await store.append(conn, stream, [PendingEvent(Noted(number=1), "p", family)], CONTEXT)
+            if refuse:
+                raise ConcurrencyError("refused after appending")
+            return CommandResult(201, {})
+
+        return handle
+
+    async def stored() -> list[str]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT family_id FROM events ORDER BY position")
+        return [row["family_id"] for row in rows]
+
+    async with runner.together(savepoints=savepoints):
+        await runner.run(appending("a"), IdempotencyRequest("u", "k-a", "f"))
+        await runner.run(appending("b"), IdempotencyRequest("u", "k-b", "f"))
+        assert await stored() == []  # nothing is seen before the block ends
+    assert await stored() == ["a", "b"]
+
+    with contextlib.suppress(SpoiledTogetherError):
+        async with runner.together(savepoints=savepoints):
+            await runner.run(appending("c"), IdempotencyRequest("u", "k-c", "f"))
+            with pytest.raises(ConcurrencyError if savepoints else SpoiledTogetherError):
+                await runner.run(appending("d", refuse=True), IdempotencyRequest("u", "k-d", "f"))
+            if not savepoints:
+                raise SpoiledTogetherError  # as a batch does: leave the block
+    assert await stored() == (["a", "b", "c"] if savepoints else ["a", "b"])
+    async with pool.acquire() as conn:  # and the refused command's key stays unused
+        keys = await conn.fetch("SELECT key FROM idempotency_keys ORDER BY key")
+    assert [row["key"] for row in keys] == (["k-a", "k-b", "k-c"] if savepoints else ["k-a", "k-b"])
 
 
 class Bulky(DomainEvent):
