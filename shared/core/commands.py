@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import hashlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -43,14 +43,106 @@ ON CONFLICT DO NOTHING RETURNING 1
 """
 _STORED = "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2"
 _REMEMBER = "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2"
+# The same for many keys at once (CommandRunner.together's ``keys``).
+_CLAIM_MANY = """
+INSERT INTO idempotency_keys (scope, key, fingerprint)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+ON CONFLICT DO NOTHING RETURNING scope, key
+"""
+_STORED_MANY = """
+SELECT k.scope, k.key, k.fingerprint, k.status, k.body
+FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS u(scope, key)
+    ON k.scope = u.scope AND k.key = u.key
+"""
+_REMEMBER_MANY = """
+UPDATE idempotency_keys k SET status = u.status, body = u.body
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[]) AS u(scope, key, status, body)
+WHERE k.scope = u.scope AND k.key = u.key
+"""
+_RELEASE_MANY = """
+DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS u(scope, key)
+WHERE k.scope = u.scope AND k.key = u.key
+"""
+
+
+_Key = tuple[str, str]  # scope, key
 
 
 @dataclass(frozen=True)
+class _Answered:
+    """A key's fingerprint and the answer it keeps."""
+
+    fingerprint: str
+    result: CommandResult
+
+
+@dataclass
 class _Together:
     """The transaction that commands run in together (CommandRunner.together)."""
 
     conn: Connection
     savepoints: bool
+    # Keys claimed on entering: None where this block took the key, else the answer it had.
+    claimed: dict[_Key, _Answered | None] = field(default_factory=dict)
+    # The block's answers under the keys it took, remembered all at once when it ends.
+    answered: dict[_Key, _Answered] = field(default_factory=dict)
+
+    async def claim(self, requests: Sequence[IdempotencyRequest]) -> None:
+        """Take every key that is free, and read the answers of those that are not."""
+        wanted = {(r.scope, r.key): r.fingerprint for r in requests}
+        if not wanted:
+            return
+        scopes, keys = [s for s, _ in wanted], [k for _, k in wanted]
+        taken = await self.conn.fetch(_CLAIM_MANY, scopes, keys, list(wanted.values()))
+        self.claimed = dict.fromkeys(((row["scope"], row["key"]) for row in taken), None)
+        if len(self.claimed) < len(wanted):
+            for row in await self.conn.fetch(_STORED_MANY, scopes, keys):
+                key = (row["scope"], row["key"])
+                if key not in self.claimed:
+                    if row["status"] is None:  # pragma: no cover - never committed unanswered
+                        raise ConcurrencyError("idempotency key changed under us")
+                    answer = CommandResult(row["status"], row["body"], replayed=True)
+                    self.claimed[key] = _Answered(row["fingerprint"], answer)
+
+    def stored(self, request: IdempotencyRequest) -> CommandResult | _Unclaimed | None:
+        """What :func:`_claim` would find for the key (None: it is this command's to answer),
+        or :data:`_UNCLAIMED` if the block did not claim it on entering."""
+        key = (request.scope, request.key)
+        found = self.answered.get(key)
+        if found is None:
+            if key not in self.claimed:
+                return _UNCLAIMED
+            found = self.claimed[key]
+        if found is None:
+            return None
+        if found.fingerprint != request.fingerprint:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was used for a different request; use a new key"
+            )
+        return replace(found.result, replayed=True)
+
+    async def close(self) -> None:
+        """Remember the answers under the keys taken on entering; give back those unused."""
+        if self.answered:
+            keys, answers = list(self.answered), list(self.answered.values())
+            await self.conn.execute(
+                _REMEMBER_MANY,
+                [s for s, _ in keys],
+                [k for _, k in keys],
+                [a.result.status for a in answers],
+                [a.result.body for a in answers],
+            )
+        unused = [key for key, found in self.claimed.items() if found is None]
+        unused = [key for key in unused if key not in self.answered]
+        if unused:
+            await self.conn.execute(_RELEASE_MANY, [s for s, _ in unused], [k for _, k in unused])
+
+
+class _Unclaimed:
+    """A key the block did not claim on entering: claimed by its command, as alone."""
+
+
+_UNCLAIMED = _Unclaimed()
 
 
 _TOGETHER: ContextVar[_Together | None] = ContextVar("commands_together", default=None)
@@ -108,7 +200,9 @@ class CommandRunner:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager
-    async def together(self, *, savepoints: bool = True) -> AsyncIterator[None]:
+    async def together(
+        self, *, savepoints: bool = True, keys: Sequence[IdempotencyRequest] = ()
+    ) -> AsyncIterator[None]:
         """Commands run in this block (in this task) share one transaction, each in a
         savepoint of its own: a command refused or failed leaves the others be, and one
         commit, one fsync, covers them all, as a batch's lines are applied. Nothing of it is
@@ -117,11 +211,19 @@ class CommandRunner:
 
         Without ``savepoints`` (two round trips less per command), a command that fails once
         it has begun in the transaction raises :class:`SpoiledTogetherError` instead: the
-        block must be left, undoing every command of it, and run again with savepoints."""
+        block must be left, undoing every command of it, and run again with savepoints.
+        Then ``keys``, the idempotency keys its commands will be called with, are claimed on
+        entering and their answers remembered on leaving, one statement each for them all;
+        a key taken and not used is given back."""
+        if keys and savepoints:  # a refused command's savepoint could not give its key back
+            raise ValueError("keys are claimed together only without savepoints")
         async with self._pool.acquire() as conn, conn.transaction():
-            token = _TOGETHER.set(_Together(conn, savepoints))
+            together = _Together(conn, savepoints)
+            token = _TOGETHER.set(together)
             try:
+                await together.claim(keys)
                 yield
+                await together.close()
             finally:
                 _TOGETHER.reset(token)
 
@@ -134,22 +236,34 @@ class CommandRunner:
                 return await self._in_transaction(together.conn, handler, idempotency)
         if together is not None:
             try:
-                return await self._in_transaction(together.conn, handler, idempotency)
+                return await self._in_transaction(
+                    together.conn, handler, idempotency, together=together
+                )
             except Exception as error:
                 raise SpoiledTogetherError from error
         async with self._pool.acquire() as conn, conn.transaction():
             return await self._in_transaction(conn, handler, idempotency)
 
     async def _in_transaction(
-        self, conn: Connection, handler: Handler, idempotency: IdempotencyRequest | None
+        self,
+        conn: Connection,
+        handler: Handler,
+        idempotency: IdempotencyRequest | None,
+        *,
+        together: _Together | None = None,
     ) -> CommandResult:
-        if idempotency is not None:
-            stored = await _claim(conn, idempotency)
-            if stored is not None:
-                await _authorise_replay(conn, handler)
-                return stored
+        if idempotency is None:
+            return await handler(conn)
+        taken = _UNCLAIMED if together is None else together.stored(idempotency)
+        stored = await _claim(conn, idempotency) if isinstance(taken, _Unclaimed) else taken
+        if stored is not None:
+            await _authorise_replay(conn, handler)
+            return stored
         result = await handler(conn)
-        if idempotency is not None:
+        if together is not None and taken is None:  # claimed on entering: remembered on leaving
+            key = (idempotency.scope, idempotency.key)
+            together.answered[key] = _Answered(idempotency.fingerprint, result)
+        else:
             await conn.execute(
                 _REMEMBER, idempotency.scope, idempotency.key, result.status, result.body
             )

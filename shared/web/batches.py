@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.core.commands import CommandRunner, SpoiledTogetherError
+from shared.core.commands import CommandRunner, IdempotencyRequest, SpoiledTogetherError
 from shared.web.auth import require_pilot, require_role
 from shared.web.http import (
     Command,
@@ -121,15 +121,15 @@ def batch_route(
                 f"a batch holds at most {MAX_LINES} lines; this one has {len(lines)}",
             )
         answers: list[BatchLineResult] = []
-        numbered = list(enumerate(lines, start=1))
+        read = [_read_line(request, targets, n, line) for n, line in enumerate(lines, start=1)]
         runner, savepoints = runner_of(request.app), False
-        for first in range(0, len(numbered), CHUNK):
-            chunk = numbered[first : first + CHUNK]
+        for first in range(0, len(read), CHUNK):
+            chunk = read[first : first + CHUNK]
             try:
-                answers += await _run_chunk(runner, request, targets, chunk, savepoints)
+                answers += await _run_chunk(runner, request, chunk, savepoints)
             except SpoiledTogetherError:  # a line was refused: from here on, carefully
                 savepoints = True
-                answers += await _run_chunk(runner, request, targets, chunk, savepoints)
+                answers += await _run_chunk(runner, request, chunk, savepoints)
         # ASCII JSON: an echoed U+0085 or U+2028 left raw is a line break to many readers.
         text = "".join(json.dumps(answer.model_dump(mode="json")) + "\n" for answer in answers)
         return web.Response(text=text, content_type=NDJSON)
@@ -156,30 +156,43 @@ def batch_route(
     )
 
 
+@dataclass(frozen=True)
+class _Line:
+    """A line read, routed and authorised: its command's call."""
+
+    number: int
+    target: _Target
+    call: CommandCall
+    idempotency: IdempotencyRequest | None  # None too where the key is bad: execute says so
+
+
 async def _run_chunk(
     runner: CommandRunner,
     request: web.Request,
-    targets: Sequence[_Target],
-    chunk: Sequence[tuple[int, bytes]],
+    chunk: Sequence[_Line | BatchLineResult],
     savepoints: bool,
 ) -> list[BatchLineResult]:
     """The chunk's lines in one transaction; their answers once it has committed."""
-    results = []
+    lines = [line for line in chunk if isinstance(line, _Line)]
+    keys = [] if savepoints else [line.idempotency for line in lines if line.idempotency]
     try:
-        async with runner.together(savepoints=savepoints):
-            for number, line in chunk:
-                results.append(await _run_line(request, targets, number, line))
+        async with runner.together(savepoints=savepoints, keys=keys):
+            results = [await _answer(request, line) for line in chunk]
     except SpoiledTogetherError:
         raise
     except Exception as error:  # noqa: BLE001 - the chunk did not commit: say so per line
         failed = problem_of(error, request.path, request.method)
-        return [_refused(number, failed) for number, _ in chunk]
+        return [
+            line if isinstance(line, BatchLineResult) else _refused(line.number, failed)
+            for line in chunk
+        ]
     return results
 
 
-async def _run_line(
+def _read_line(
     request: web.Request, targets: Sequence[_Target], number: int, raw: bytes
-) -> BatchLineResult:
+) -> _Line | BatchLineResult:
+    """The line's call, or its answer if it is refused before its command runs."""
     path, method = request.path, request.method
     try:
         line = validate_body(BatchLine, parse_json(raw))
@@ -194,13 +207,26 @@ async def _run_line(
             params=params,
             idempotency_key=line.idempotency_key,
         )
-        result = await target.command.execute(request.app, call)
+    except Exception as error:  # noqa: BLE001 - each line answers for itself, as its request would
+        return _refused(number, problem_of(error, path, method))
+    try:
+        idempotency = target.command.idempotency(call)
+    except HttpProblemError:
+        idempotency = None
+    return _Line(number, target, call, idempotency)
+
+
+async def _answer(request: web.Request, line: _Line | BatchLineResult) -> BatchLineResult:
+    if isinstance(line, BatchLineResult):
+        return line  # refused before its command ran
+    try:
+        result = await line.target.command.execute(request.app, line.call)
     except SpoiledTogetherError:
         raise  # not this line's answer: the chunk runs again with savepoints
     except Exception as error:  # noqa: BLE001 - each line answers for itself, as its request would
-        return _refused(number, problem_of(error, path, method))
+        return _refused(line.number, problem_of(error, line.call.path, line.target.route.method))
     return BatchLineResult(
-        line=number, status=result.status, body=dict(result.body), replayed=result.replayed
+        line=line.number, status=result.status, body=dict(result.body), replayed=result.replayed
     )
 
 

@@ -310,11 +310,11 @@ class Command:
                 causation_id=call.causation_id,
                 occurred_at=occurred_at,
             ),
-            idempotency=self._idempotency(call),
+            idempotency=self.idempotency(call),
         )
         return await self.run(app[self.app], caller, PathParams(call.params), parsed)
 
-    def _idempotency(self, call: CommandCall) -> IdempotencyRequest | None:
+    def idempotency(self, call: CommandCall) -> IdempotencyRequest | None:
         key = call.idempotency_key
         if key is None:
             return None

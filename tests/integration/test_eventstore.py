@@ -165,6 +165,54 @@ async def test_commands_run_together_commit_once_and_a_refusal_undoes_only_what_
     assert [row["key"] for row in keys] == (["k-a", "k-b", "k-c"] if savepoints else ["k-a", "k-b"])
 
 
+async def test_keys_claimed_together_answer_as_each_command_alone_would(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """Keys claimed on entering a block: a key's first command runs, the same key again in
+    the block or a later one replays its answer, and a key taken but not used is given back
+    (a request sent later with it runs). Another request under a used key spoils the block."""
+    runner, store = CommandRunner(pool), new_store()
+    calls: list[str] = []
+
+    def appending(family: str) -> Callable[..., Any]:
+        async def handle(conn: Connection) -> CommandResult:
+            calls.append(family)
+            stream = await store.load(conn, f"family:p:{family}")
+            done = await store.append(
+                conn, stream, [PendingEvent(Noted(number=1), "p", family)], CONTEXT
+            )
+            return CommandResult(201, {"family": family, "version": done[-1].stream_version})
+
+        return handle
+
+    a, b, unused = (IdempotencyRequest("u", key, "f") for key in ("k-a", "k-b", "k-unused"))
+    async with runner.together(savepoints=False, keys=[a, b, unused]):
+        first = await runner.run(appending("a"), a)
+        again = await runner.run(appending("a"), a)
+        await runner.run(appending("b"), b)
+    assert (first.replayed, again.replayed, again.body) == (False, True, first.body)
+    async with runner.together(savepoints=False, keys=[a]):
+        later = await runner.run(appending("a"), a)
+    assert later.replayed
+    assert later.body == first.body
+    assert (await runner.run(appending("c"), unused)).body["family"] == "c"  # given back
+    with pytest.raises(SpoiledTogetherError):
+        async with runner.together(savepoints=False, keys=[a]):
+            await runner.run(appending("a"), IdempotencyRequest("u", "k-a", "another"))
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT key, status FROM idempotency_keys ORDER BY key")
+        stored = await conn.fetchval("SELECT count(*) FROM events")
+    assert [(row["key"], row["status"]) for row in rows] == [
+        ("k-a", 201),
+        ("k-b", 201),
+        ("k-unused", 201),
+    ]
+    assert stored == 3
+    # Each first use ran its command; each replay ran it again only to authorise it.
+    assert calls.count("b") == 1
+    assert calls.count("c") == 1
+
+
 class Bulky(DomainEvent):
     """A test fact whose size the test chooses."""
 
