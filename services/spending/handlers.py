@@ -264,7 +264,7 @@ class Spending:
                 period_start=period.start,
                 period_end=period.end,
             )
-            request = await self._load(conn, pilot_id, request_id)
+            request = self._core.aggregates.new(requests.DECIDER, pilot_id, request_id)
             decided = await self._core.aggregates.execute(
                 conn, request, command, caller.context, body.family_id
             )

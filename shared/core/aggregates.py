@@ -89,6 +89,15 @@ class Aggregates:
         )
         return Aggregate(decider, pilot_id, stream, decider.fold(stream.envelopes))
 
+    def new(
+        self, decider: Decider[StateT, CommandT], pilot_id: str, entity: str | UUID
+    ) -> Aggregate[StateT, CommandT]:
+        """The aggregate of a stream its command creates, under an id it has just drawn:
+        nothing to load (a round trip saved). Were the id taken, the append would be refused
+        as a lost race."""
+        stream = Stream(decider.stream_id(pilot_id, entity), ())
+        return Aggregate(decider, pilot_id, stream, decider.fold(()))
+
     async def execute(
         self,
         conn: Connection,
