@@ -27,7 +27,7 @@ from shared.core.errors import (
     UnauthorizedError,
 )
 from shared.core.events import canonical_json
-from shared.core.eventstore import REHEARSAL
+from shared.core.eventstore import REHEARSAL, streams_kept
 
 __all__ = [
     "CommandResult",
@@ -214,16 +214,18 @@ class CommandRunner:
         block must be left, undoing every command of it, and run again with savepoints.
         Then ``keys``, the idempotency keys its commands will be called with, are claimed on
         entering and their answers remembered on leaving, one statement each for them all;
-        a key taken and not used is given back."""
+        a key taken and not used is given back; and a stream read or written is kept for the
+        block (:func:`~shared.core.eventstore.streams_kept`)."""
         if keys and savepoints:  # a refused command's savepoint could not give its key back
             raise ValueError("keys are claimed together only without savepoints")
         async with self._pool.acquire() as conn, conn.transaction():
             together = _Together(conn, savepoints)
             token = _TOGETHER.set(together)
             try:
-                await together.claim(keys)
-                yield
-                await together.close()
+                with contextlib.nullcontext() if savepoints else streams_kept(conn):
+                    await together.claim(keys)
+                    yield
+                    await together.close()
             finally:
                 _TOGETHER.reset(token)
 

@@ -7,7 +7,8 @@ relay distributes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ __all__ = [
     "EventStore",
     "PendingEvent",
     "Stream",
+    "streams_kept",
 ]
 
 OUTBOX_CHANNEL = "ledger_outbox"
@@ -68,7 +70,38 @@ _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
 
 REHEARSAL: ContextVar[bool] = ContextVar("rehearsal", default=False)
 """True while a command runs only to be rolled back (a replay's authorisation): what it
-appends is never committed, so it is not counted."""
+appends is never committed, so it is neither counted nor kept (:func:`streams_kept`)."""
+
+
+@dataclass
+class _Kept:
+    conn: Connection
+    streams: dict[str, Stream]
+
+
+_KEPT: ContextVar[_Kept | None] = ContextVar("streams_kept", default=None)
+
+
+@contextlib.contextmanager
+def streams_kept(conn: Connection) -> Iterator[None]:
+    """Within this block, a stream read or written on ``conn`` is kept as it then stands,
+    and read from here again (a batch's lines load their pilot once, not once each).
+
+    Only for a transaction that is undone whole or not at all, as commands run together
+    without savepoints are: a savepoint rolled back would leave here what it appended. A
+    stream another writer appends to meanwhile is read as it stood, as a command alone
+    reads it a moment before it commits; an append after it is refused as a lost race.
+    """
+    token = _KEPT.set(_Kept(conn, {}))
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+
+
+def _kept(conn: Connection) -> dict[str, Stream] | None:
+    kept = _KEPT.get()
+    return kept.streams if kept is not None and kept.conn is conn else None
 
 
 @dataclass(frozen=True)
@@ -132,8 +165,14 @@ class EventStore:
     async def load(self, conn: Connection, stream_id: str, *, last_only: bool = False) -> Stream:
         """Every event of one stream, in order; or only its last (enough to append after it,
         for a stream whose last event holds all its state needs)."""
+        kept = None if last_only else _kept(conn)
+        if kept is not None and stream_id in kept:
+            return kept[stream_id]
         rows = await conn.fetch(_LOAD_LAST if last_only else _LOAD, stream_id)
-        return Stream(stream_id, tuple(Envelope.model_validate(row["envelope"]) for row in rows))
+        stream = Stream(stream_id, tuple(Envelope.model_validate(row["envelope"]) for row in rows))
+        if kept is not None:
+            kept[stream_id] = stream
+        return stream
 
     def seal(
         self, stream: Stream, pending: Sequence[PendingEvent], context: CommandContext
@@ -207,7 +246,17 @@ class EventStore:
                     f"stream {stream.stream_id} moved past version {stream.version}"
                 ) from error
             raise
-        if self._metrics is not None and not REHEARSAL.get():
+        if REHEARSAL.get():
+            return envelopes
+        kept = _kept(conn)
+        if kept is not None:
+            # Appended after the stream kept whole, or after nothing: it now stands whole as
+            # appended. After a part of it (its last event alone), what was kept is stale.
+            if kept.get(stream.stream_id) is stream or not stream.envelopes:
+                kept[stream.stream_id] = Stream(stream.stream_id, stream.envelopes + envelopes)
+            else:
+                kept.pop(stream.stream_id, None)
+        if self._metrics is not None:
             for envelope in envelopes:
                 self._metrics.events_appended.labels(envelope.type).inc()
         return envelopes

@@ -19,7 +19,7 @@ from shared.core.commands import (
 from shared.core.db import Connection
 from shared.core.errors import ConcurrencyError, EventTooLargeError, IdempotencyKeyReusedError
 from shared.core.events import GENESIS_HASH, DomainEvent
-from shared.core.eventstore import MAX_EVENT_BYTES, PendingEvent
+from shared.core.eventstore import MAX_EVENT_BYTES, REHEARSAL, PendingEvent, streams_kept
 from shared.core.settings import Settings
 from tests.integration.fixtures import CONTEXT, Noted, migrated_pool, new_store
 
@@ -211,6 +211,49 @@ async def test_keys_claimed_together_answer_as_each_command_alone_would(
     # Each first use ran its command; each replay ran it again only to authorise it.
     assert calls.count("b") == 1
     assert calls.count("c") == 1
+
+
+async def test_streams_kept_for_a_block_are_read_once_and_follow_its_appends(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """Inside ``streams_kept``, a stream read or written on the connection is read from what
+    was kept: with the block's own appends, without another writer's (whose race a later
+    append loses). A stream read in part (its last event) is never kept as if whole, nor is
+    what a rehearsal appends, nor is anything kept for another connection."""
+    store = new_store()
+    async with pool.acquire() as conn, pool.acquire() as other:
+        for family, numbers in (("k", [1]), ("l", [1, 2]), ("m", [1])):
+            stream = await store.load(other, f"family:p:{family}")
+            await store.append(other, stream, noted(*numbers), CONTEXT)
+        async with conn.transaction():
+            with streams_kept(conn):
+                await store.append(conn, await store.load(conn, "family:p:k"), noted(2), CONTEXT)
+                kept = await store.load(conn, "family:p:k")
+                assert [e.stream_version for e in kept.envelopes] == [1, 2]
+                assert (await store.load(other, "family:p:k")).version == 1  # not committed
+
+                await store.load(conn, "family:p:l")  # kept whole
+                last = await store.load(conn, "family:p:l", last_only=True)
+                await store.append(conn, last, noted(3), CONTEXT)
+                whole = await store.load(conn, "family:p:l")
+                assert [e.stream_version for e in whole.envelopes] == [1, 2, 3]
+
+                rehearsing = REHEARSAL.set(True)
+                try:
+                    savepoint = conn.transaction()
+                    await savepoint.start()
+                    await store.append(conn, whole, noted(4), CONTEXT)
+                    await savepoint.rollback()
+                finally:
+                    REHEARSAL.reset(rehearsing)
+                assert (await store.load(conn, "family:p:l")).version == 3
+
+                stood = await store.load(conn, "family:p:m")
+                moved = await store.load(other, "family:p:m")
+                await store.append(other, moved, noted(2), CONTEXT)  # committed meanwhile
+                assert await store.load(conn, "family:p:m") is stood
+                with pytest.raises(ConcurrencyError):
+                    await store.append(conn, stood, noted(2), CONTEXT)
 
 
 class Bulky(DomainEvent):
