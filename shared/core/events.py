@@ -191,8 +191,17 @@ def partition_key(pilot_id: str, family_id: str | None) -> bytes:
 
 def chain_hash(envelope: Mapping[str, Any]) -> str:
     """SHA-256 over the canonical encoding of everything in the envelope except ``hash``."""
+    return chain_hash_and_size(envelope)[0]
+
+
+def chain_hash_and_size(envelope: Mapping[str, Any]) -> tuple[str, int]:
+    """:func:`chain_hash`, and the length of the envelope's canonical encoding once it
+    carries that hash: the encoding hashed with ``,"hash":"…"`` put in, so one encoding
+    serves both (an envelope has other fields)."""
     body = {key: value for key, value in envelope.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    encoded = canonical_json(body)
+    digest = hashlib.sha256(encoded).hexdigest()
+    return digest, len(encoded) + len(',"hash":""') + len(digest)
 
 
 def carries_its_hash(wire: Mapping[str, Any]) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -24,8 +25,7 @@ from shared.core.events import (
     Actor,
     DomainEvent,
     Envelope,
-    canonical_json,
-    chain_hash,
+    chain_hash_and_size,
 )
 from shared.core.metrics import Metrics
 from shared.core.tracing import current_traceparent
@@ -178,9 +178,15 @@ class EventStore:
         self, stream: Stream, pending: Sequence[PendingEvent], context: CommandContext
     ) -> tuple[Envelope, ...]:
         """Wrap decided events in envelopes that continue the stream's version and hash chain."""
+        return tuple(envelope for envelope, _ in self._seal(stream, pending, context))
+
+    def _seal(
+        self, stream: Stream, pending: Sequence[PendingEvent], context: CommandContext
+    ) -> list[tuple[Envelope, dict[str, Any]]]:
+        """Each envelope with its JSON object, as the store keeps it."""
         recorded_at = self._clock()
         occurred_at = context.occurred_at or recorded_at
-        envelopes: list[Envelope] = []
+        sealed: list[tuple[Envelope, dict[str, Any]]] = []
         prev_hash, version = stream.last_hash, stream.version
         for item in pending:
             version += 1
@@ -205,15 +211,15 @@ class EventStore:
                 wire_format=CURRENT_FORMAT,
             )
             body = unsealed.to_json_dict()
-            body["hash"] = prev_hash = chain_hash(body)
-            size = len(canonical_json(body))
+            prev_hash, size = chain_hash_and_size(body)
+            body["hash"] = prev_hash
             if size > MAX_EVENT_BYTES:
                 raise EventTooLargeError(
                     f"the {item.event.event_type} event this command decides would be {size} "
                     f"bytes, above the ledger's {MAX_EVENT_BYTES}; send less"
                 )
-            envelopes.append(Envelope.model_validate(body))
-        return tuple(envelopes)
+            sealed.append((Envelope.model_validate(body), body))
+        return sealed
 
     async def append(
         self,
@@ -225,7 +231,8 @@ class EventStore:
         """Append after ``stream.version``; a writer that got there first is a ConcurrencyError."""
         if not pending:
             return ()
-        envelopes = self.seal(stream, pending, context)
+        sealed = self._seal(stream, pending, context)
+        envelopes = tuple(envelope for envelope, _ in sealed)
         try:
             await conn.execute(
                 _APPEND,
@@ -236,7 +243,7 @@ class EventStore:
                 [e.pilot_id for e in envelopes],
                 [e.family_id for e in envelopes],
                 [e.time for e in envelopes],
-                [e.to_json_dict() for e in envelopes],
+                [body for _, body in sealed],
                 current_traceparent(),
                 OUTBOX_CHANNEL,
             )

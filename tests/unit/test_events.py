@@ -21,6 +21,7 @@ from shared.core.events import (
     NewerSchemaVersionError,
     canonical_json,
     chain_hash,
+    chain_hash_and_size,
 )
 from shared.core.eventstore import PendingEvent, Stream
 from tests.integration.fixtures import CONTEXT, Noted, envelopes_for, new_store
@@ -150,3 +151,14 @@ def test_format_1_events_read_replay_and_verify_and_format_2_continues_their_cha
     assert check_store(
         "test", [stored[0], StoredEvent.of(tampered.to_json_dict(), 2, pending=False)]
     )
+
+
+@pytest.mark.parametrize("text", ["", "é ✓ 𝄞", '"quoted" \\ back', "x" * 5_000])
+def test_a_sealed_events_size_is_its_canonical_encodings(text: str) -> None:
+    """The size the store checks against its limit is the length of the event's canonical
+    encoding with its hash, worked out from the encoding the hash was taken over."""
+    envelope = envelopes_for("p", "f", [1])[0].to_json_dict()
+    envelope["data"] = {"text": text, "number": 1.5e-7}
+    digest, size = chain_hash_and_size(envelope)
+    assert digest == chain_hash(envelope)
+    assert size == len(canonical_json({**envelope, "hash": digest}))
