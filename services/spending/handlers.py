@@ -230,15 +230,18 @@ class Spending:
             raise ForbiddenError(
                 "social workers make requests in their own name", code="forbidden_requester"
             )
-        await self._await_views(pilot_id, body.family_id, body.allocation_version)
         request_id = self._core.ids()
         # Judged as of now, whatever occurred_at says: a backdated request cannot reopen what
         # is closed (an exit, a past period, an older policy). See shared.contracts.business_time.
         now = self._core.clock()
         requested_on = now.astimezone(UTC).date()
+        waited = False
 
         async def handle(conn: Connection) -> CommandResult:
-            pilot, family = await _eligible(conn, principal, pilot_id, body, requested_on)
+            pilot, family = await _views(conn, pilot_id, body.family_id)
+            if not waited and not _caught_up(pilot, family, body.allocation_version):
+                raise _ViewsBehindError
+            pilot, family = _eligible(principal, pilot, family, body, requested_on)
             check_occurred_at(
                 caller.context.occurred_at,
                 now,
@@ -274,6 +277,11 @@ class Spending:
             )
             return CommandResult(202, result.model_dump(mode="json"))
 
+        try:
+            return await self._core.commands.run(handle, caller.idempotency)
+        except _ViewsBehindError:  # rolled back: wait for the views outside the transaction
+            await self._await_views(pilot_id, body.family_id, body.allocation_version)
+        waited = True
         return await self._core.commands.run(handle, caller.idempotency)
 
     async def _await_views(self, pilot_id: str, family_id: str, seen: int | None) -> None:
@@ -285,11 +293,7 @@ class Spending:
         """
 
         async def caught_up(conn: Connection) -> bool:
-            family = await views.family_of(conn, pilot_id, family_id)
-            if family is None or family.stream_version < (seen or 0):
-                return False
-            pilot = await views.pilot_of(conn, pilot_id)
-            return pilot is not None and pilot.version >= family.pilot_version
+            return _caught_up(*await _views(conn, pilot_id, family_id), seen)
 
         views_consumer = self._core.consumers.get(views.CONSUMER)
         if seen and views_consumer is not None and not views_consumer.reading:
@@ -454,14 +458,38 @@ class Spending:
         require_team(principal, team, unseen=NotFoundError("no such spend request"))
 
 
-async def _eligible(
-    conn: Connection, principal: Principal, pilot_id: str, body: SpendRequestBody, on: date
+class _ViewsBehindError(Exception):
+    """The views do not yet hold what a request needs: wait for them (outside the
+    transaction, which this rolls back), then run it again."""
+
+
+async def _views(
+    conn: Connection, pilot_id: str, family_id: str
+) -> tuple[PilotInForce | None, views.FamilyView | None]:
+    """The views of the pilot and of the family, as they stand."""
+    return await views.pilot_of(conn, pilot_id), await views.family_of(conn, pilot_id, family_id)
+
+
+def _caught_up(
+    pilot: PilotInForce | None, family: views.FamilyView | None, seen: int | None
+) -> bool:
+    """Whether the views hold the family, at the version the caller saw, and its pilot at the
+    configuration it was enrolled under (their events travel on different partitions)."""
+    if family is None or family.stream_version < (seen or 0):
+        return False
+    return pilot is not None and pilot.version >= family.pilot_version
+
+
+def _eligible(
+    principal: Principal,
+    pilot: PilotInForce | None,
+    family: views.FamilyView | None,
+    body: SpendRequestBody,
+    on: date,
 ) -> tuple[PilotInForce, views.FamilyView]:
     """The pilot and family a request is for, once it may be made for them on ``on``."""
-    pilot = await views.pilot_of(conn, pilot_id)
     if pilot is None:
         raise NotFoundError("no such pilot")
-    family = await views.family_of(conn, pilot_id, body.family_id)
     if family is None:
         raise UnprocessableError("no such family in this pilot", code="unknown_family")
     unknown = UnprocessableError("no such family in this pilot", code="unknown_family")
