@@ -6,7 +6,7 @@ the topics. Starts its own PostgreSQL and Kafka like the tests.
     python -m bench --scenario write-path [--commands 2000] [--concurrency 16] [--backlog 20000]
     python -m bench --scenario pilot-size   # a family command at 100 and 10,000 families
     python -m bench --scenario batches      # P5 alone, with audit verify
-    python -m bench --scenario audit [--backlog 1000000]  # P3 and P4 on a large ledger
+    python -m bench --scenario audit [--backlog 1000000] [--through-batches]  # P3, P4 at size
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 from tqdm import tqdm
 
-from bench.batches import batch_ingest
+from bench.batches import batch_ingest, sync_ledger
 from bench.floors import asyncpg_appends
 from bench.goals import measure_goals
 from deploy.stack import (
@@ -350,10 +350,15 @@ async def audit_verify(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def large_ledger(settings: Settings, events: int) -> dict[str, Any]:
-    """P3 and P4 on a ledger of ``events`` events of a real event's size: committed through
-    the event store, published by the relay, then rebuilt, verified and replayed."""
-    relayed = await relay_backlog(settings, events, REAL_SIZE_PADDING)
+async def large_ledger(settings: Settings, events: int, *, synced: bool) -> dict[str, Any]:
+    """P3 and P4 on a ledger of ``events`` events, then rebuilt, verified and replayed. The
+    ledger is made through allocation's batch endpoint (``synced``: enrolments and
+    allocations, as a case system's sync), or else committed through the event store (events
+    of a real event's size) and published by the relay as one backlog."""
+    if synced:
+        made = {"batches": await sync_ledger(settings, events)}
+    else:
+        made = {"relay": await relay_backlog(settings, events, REAL_SIZE_PADDING)}
     await migrate(settings, ["spending", "approval", "reporting"])  # their stores: empty
     rebuilt = await projections_rebuild(settings)
     verified = await audit_verify(settings)
@@ -361,7 +366,7 @@ async def large_ledger(settings: Settings, events: int) -> dict[str, Any]:
     replayed = len(await replay(settings, None, None, None))
     seconds = time.perf_counter() - started
     return {
-        "relay": relayed,
+        **made,
         "p3_rebuild": rebuilt,
         "p4_verify": verified,
         "p4_replay": {
@@ -403,7 +408,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"pilot_size": await command_by_pilot_size(settings, (100, 10_000))}
         if args.scenario == "audit":
             floors = await asyncpg_appends(settings)
-            return {"asyncpg_floors_per_s": floors, **await large_ledger(settings, args.backlog)}
+            ledger = await large_ledger(settings, args.backlog, synced=args.through_batches)
+            return {"asyncpg_floors_per_s": floors, **ledger}
         if args.scenario == "batches":
             batch_settings = settings.model_copy(
                 update={"ports": {"allocation": free_port(), "spending": free_port()}}
@@ -451,6 +457,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--families", type=int, default=3_000, help="goals, batches: families synced (P5)"
+    )
+    parser.add_argument(
+        "--through-batches",
+        action="store_true",
+        help="audit: make the ledger through allocation's batch endpoint (enrolments and "
+        "allocations), not as a relay backlog",
     )
     args = parser.parse_args()
     configure_logging("bench", "json", "WARNING")

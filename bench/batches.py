@@ -3,6 +3,7 @@ send them: enrolments, allocations and spend requests within the auto tier."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ import aiohttp
 from aiohttp import web
 from tqdm import tqdm
 
+from shared.core.db import dsn, open_pool
 from shared.core.settings import Settings
 from shared.web.auth import Role, mint_token
 from shared.web.batches import MAX_LINES, NDJSON
@@ -150,4 +152,56 @@ async def batch_ingest(settings: Settings, families: int) -> dict[str, Any]:
         "families": families,
         **{f"{name}_per_s": round(rate) for name, rate in rates.items()},
         "replayed_enrolments_per_s": round(again),
+    }
+
+
+async def sync_ledger(settings: Settings, events: int) -> dict[str, Any]:
+    """A ledger of ``events`` events made through allocation's batch endpoint, as a case
+    system's sync would make it: each family enrolled and funded (two lines, two events),
+    in full batches one after another; done when the relay has published all of it."""
+    secret = settings.jwt_secret.get_secret_value()
+    admin = _token(secret, "admin")
+    families = events // 2
+    async with served(settings, "allocation") as allocation, aiohttp.ClientSession() as http:
+        configured = await http.put(f"{allocation}/pilots/{PILOT}", json=CONFIG, headers=admin)
+        assert configured.status in {200, 201}, await configured.text()
+        started = time.perf_counter()
+        with tqdm(total=families * 2, desc="syncing through batches", unit="cmd") as bar:
+            for first in range(0, families, MAX_LINES // 2):
+                lines = []
+                for n in range(first, min(first + MAX_LINES // 2, families)):
+                    lines += [
+                        {
+                            "method": "POST",
+                            "path": f"/pilots/{PILOT}/families",
+                            "idempotency_key": f"enrol-f{n}",
+                            "body": {
+                                "family_id": f"f{n}",
+                                "team": "t",
+                                "worker": "w",
+                                "enrolled_on": "2026-01-05",
+                            },
+                        },
+                        {
+                            "method": "POST",
+                            "path": f"/pilots/{PILOT}/families/f{n}/allocations",
+                            "idempotency_key": f"fund-f{n}",
+                            "body": {"amount_pence": 100_000},
+                        },
+                    ]
+                statuses = await _send(http, allocation, admin, lines)
+                assert set(statuses) == {201}, {s: statuses.count(s) for s in set(statuses)}
+                bar.update(len(lines))
+        synced = time.perf_counter() - started
+        database = dsn(settings, settings.database_of("allocation"))
+        async with open_pool(database, min_size=1, max_size=1) as pool:
+            while True:
+                if not await pool.fetchval("SELECT count(*) FROM outbox"):
+                    break
+                await asyncio.sleep(1.0)  # not more often: the count is a scan of the outbox
+        published = time.perf_counter() - started
+    return {
+        "commands": families * 2,
+        "commands_per_s": round(families * 2 / synced),
+        "published_after_s": round(published, 1),
     }

@@ -32,9 +32,10 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::t
     AS u(e, p, f, s, v, t, src, r, o, j)
 ON CONFLICT (event_id) DO NOTHING
 """
-_FAMILY = """
+_FAMILIES = """
 INSERT INTO family_view (pilot_id, family_id, team, arm, stratum, enrolled_on)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[])
+ON CONFLICT DO NOTHING
 """
 
 
@@ -45,7 +46,8 @@ async def apply(conn: Connection, envelope: Envelope) -> None:
 
 async def apply_many(conn: Connection, envelopes: Sequence[Envelope]) -> None:
     """Apply events of any service to reporting's projections, in order: one statement for
-    their history, one for their balances, one per family enrolled or pilot configured."""
+    their history, one for their families, one for their balances, one per pilot
+    configured."""
     columns: list[list[Any]] = [[] for _ in range(10)]
     for envelope in envelopes:
         row = (
@@ -64,18 +66,15 @@ async def apply_many(conn: Connection, envelopes: Sequence[Envelope]) -> None:
             column.append(value)
     await conn.execute(_HISTORY, *columns)
     events = [(envelope, decode(envelope)) for envelope in envelopes]
+    families = [
+        (e.pilot_id, e.family_id, event.team, event.arm, event.stratum, event.enrolled_on)
+        for e, event in events
+        if isinstance(event, FamilyEnrolled)
+    ]
+    if families:  # a list per column, as unnest takes them
+        await conn.execute(_FAMILIES, *map(list, zip(*families, strict=True)))
     for envelope, event in events:
-        if isinstance(event, FamilyEnrolled):
-            await conn.execute(
-                _FAMILY,
-                envelope.pilot_id,
-                envelope.family_id,
-                event.team,
-                event.arm,
-                event.stratum,
-                event.enrolled_on,
-            )
-        elif isinstance(event, PilotConfigured):
+        if isinstance(event, PilotConfigured):
             await views.record_pilot(conn, envelope.pilot_id, event)
     await balances.apply_many(conn, ((e.pilot_id, e.family_id, event) for e, event in events))
 
