@@ -198,8 +198,7 @@ def chain_hash_and_size(envelope: Mapping[str, Any]) -> tuple[str, int]:
     """:func:`chain_hash`, and the length of the envelope's canonical encoding once it
     carries that hash: the encoding hashed with ``,"hash":"…"`` put in, so one encoding
     serves both (an envelope has other fields)."""
-    body = {key: value for key, value in envelope.items() if key != "hash"}
-    encoded = canonical_json(body)
+    encoded = canonical_json(_without_hash(envelope))
     digest = hashlib.sha256(encoded).hexdigest()
     return digest, len(encoded) + len(',"hash":""') + len(digest)
 
@@ -214,12 +213,18 @@ def carries_its_hash(wire: Mapping[str, Any]) -> bool:
     misses and the canonical encoding decides: a match is never missed and never invented.
     """
     claimed = wire.get("hash")
-    body = {key: value for key, value in wire.items() if key != "hash"}
+    body = _without_hash(wire)
     try:
         fast = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, say
         fast = None
     return fast == claimed or chain_hash(wire) == claimed
+
+
+def _without_hash(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    body = dict(envelope)  # a copy, then a delete: a sixth of a filtering comprehension's time
+    body.pop("hash", None)
+    return body
 
 
 def wire_loads(text: str | bytes) -> Any:  # noqa: ANN401 - any JSON value

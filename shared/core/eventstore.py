@@ -75,6 +75,8 @@ appends is never committed, so it is neither counted nor kept (:func:`streams_ke
 
 @dataclass
 class _Kept:
+    """The streams kept for a block (:func:`streams_kept`), and the connection they are of."""
+
     conn: Connection
     streams: dict[str, Stream]
 

@@ -4,8 +4,8 @@
 request would be sent (method, path, Idempotency-Key, body), and answers NDJSON, one result
 per line in the same order: the status and the body the command's own request would have
 answered. Each line is authorised, validated and run exactly as that request (the same
-:class:`~shared.web.http.Command`, the same idempotency scope), in a transaction of its own,
-so a line is applied whole or not at all, and a line never depends on another's failure.
+:class:`~shared.web.http.Command`, the same idempotency scope), whole or not at all, and
+a line never depends on another's failure.
 Lines run in order: a family enrolled on one line can be funded on the next.
 
 Lines are applied :data:`CHUNK` at a time in one transaction
@@ -14,8 +14,8 @@ is first run without savepoints, two round trips less a line, as a clean sync's 
 a line refused or failed once it has begun spoils that run, which is undone whole, and the
 chunk, then the rest of the batch, runs with a savepoint for each line, so that a refused
 line leaves the others be. A line's answer is given only once its chunk has committed; if
-the commit fails, every line of the chunk answers that failure (503 when the database went
-away) and none of them happened, so the batch can be sent again as it was.
+the commit fails, every line of the chunk that ran answers that failure (503 when the
+database went away) and none of them happened, so the batch can be sent again as it was.
 
 Every line carries an idempotency key, so a batch sent again after a dropped connection
 applies nothing twice: each line already applied answers what it answered the first time.
