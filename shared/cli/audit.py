@@ -239,6 +239,8 @@ async def read_topic(
 
         while after is not None and not after.done():
             await take_some(timeout_ms=100)
+        if after is not None and (after.cancelled() or after.exception() is not None):
+            return read  # what it waited for failed: read no further
         ends = await consumer.end_offsets(partitions)
         while not await _at_end(consumer, ends):
             await take_some(timeout_ms=500)

@@ -96,10 +96,12 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
     settled = await audit.end_offsets(settings.kafka, list(topics.values()))
     for definition in publishing:
         topic = topics[definition.name]
-        async with asyncio.TaskGroup() as both:
-            store = both.create_task(_load_store(settings, definition.name, pilot_id))
-            on_topic = both.create_task(_read_topic(settings, topic, pilot_id, settled, store))
-        events, read = store.result(), on_topic.result()
+        store = asyncio.create_task(_load_store(settings, definition.name, pilot_id))
+        try:
+            read = await _read_topic(settings, topic, pilot_id, settled, store)
+        finally:
+            store.cancel()  # if the topic could not be read; a store read whole keeps its result
+        events = await store  # its own error, if it could not be read
         found.events += len(events)
         found.problems += audit.check_store(definition.name, events)
         found.problems += audit.check_topic(definition.name, events, read)

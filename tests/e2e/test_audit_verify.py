@@ -249,6 +249,22 @@ async def test_a_topic_read_beside_its_store_reads_to_its_end_once_the_store_is_
     assert read.events == []
 
 
+async def test_a_topic_read_beside_a_store_that_failed_stops(
+    client: Client, settings: Settings, token: Callable[..., str]
+) -> None:
+    """If the store being read beside it fails, the topic is read no further: there is
+    nothing to judge it against, and verify ends with the store's error."""
+    await wigan_with_a_family(client, auth(token("admin", "wigan")))
+    await read_topic(settings, "ledger.allocation", expect=2)
+    failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    failed.set_exception(OSError("the store's database went away"))
+    read = await audit.read_topic(
+        settings.kafka, settings.topic("ledger.allocation"), lambda _: True, after=failed
+    )
+    assert read.hashes == {}
+    assert failed.exception() is not None  # retrieved: asyncio says nothing of it
+
+
 async def test_verify_refuses_a_pilot_it_has_nothing_of(
     client: Client, settings: Settings, token: Callable[..., str]
 ) -> None:
