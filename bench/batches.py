@@ -89,29 +89,8 @@ async def batch_ingest(settings: Settings, families: int) -> dict[str, Any]:
         configured = await http.put(f"{allocation}/pilots/{PILOT}", json=CONFIG, headers=admin)
         assert configured.status in {200, 201}, await configured.text()
         ids = [f"f{n}" for n in range(families)]
-        enrolments = [
-            {
-                "method": "POST",
-                "path": f"/pilots/{PILOT}/families",
-                "idempotency_key": f"enrol-{family}",
-                "body": {
-                    "family_id": family,
-                    "team": "t",
-                    "worker": "w",
-                    "enrolled_on": "2026-01-05",
-                },
-            }
-            for family in ids
-        ]
-        allocations = [
-            {
-                "method": "POST",
-                "path": f"/pilots/{PILOT}/families/{family}/allocations",
-                "idempotency_key": f"fund-{family}",
-                "body": {"amount_pence": 100_000},
-            }
-            for family in ids
-        ]
+        enrolments = [_enrolment(family) for family in ids]
+        allocations = [_allocation(family) for family in ids]
         requests = [
             {
                 "method": "POST",
@@ -155,6 +134,26 @@ async def batch_ingest(settings: Settings, families: int) -> dict[str, Any]:
     }
 
 
+def _enrolment(family: str) -> dict[str, Any]:
+    """A batch line enrolling ``family`` into the sync pilot."""
+    return {
+        "method": "POST",
+        "path": f"/pilots/{PILOT}/families",
+        "idempotency_key": f"enrol-{family}",
+        "body": {"family_id": family, "team": "t", "worker": "w", "enrolled_on": "2026-01-05"},
+    }
+
+
+def _allocation(family: str) -> dict[str, Any]:
+    """A batch line funding ``family`` with £1,000."""
+    return {
+        "method": "POST",
+        "path": f"/pilots/{PILOT}/families/{family}/allocations",
+        "idempotency_key": f"fund-{family}",
+        "body": {"amount_pence": 100_000},
+    }
+
+
 async def sync_ledger(settings: Settings, events: int) -> dict[str, Any]:
     """A ledger of ``events`` events made through allocation's batch endpoint, as a case
     system's sync would make it: each family enrolled and funded (two lines, two events),
@@ -170,25 +169,7 @@ async def sync_ledger(settings: Settings, events: int) -> dict[str, Any]:
             for first in range(0, families, MAX_LINES // 2):
                 lines = []
                 for n in range(first, min(first + MAX_LINES // 2, families)):
-                    lines += [
-                        {
-                            "method": "POST",
-                            "path": f"/pilots/{PILOT}/families",
-                            "idempotency_key": f"enrol-f{n}",
-                            "body": {
-                                "family_id": f"f{n}",
-                                "team": "t",
-                                "worker": "w",
-                                "enrolled_on": "2026-01-05",
-                            },
-                        },
-                        {
-                            "method": "POST",
-                            "path": f"/pilots/{PILOT}/families/f{n}/allocations",
-                            "idempotency_key": f"fund-f{n}",
-                            "body": {"amount_pence": 100_000},
-                        },
-                    ]
+                    lines += [_enrolment(f"f{n}"), _allocation(f"f{n}")]
                 statuses = await _send(http, allocation, admin, lines)
                 assert set(statuses) == {201}, {s: statuses.count(s) for s in set(statuses)}
                 bar.update(len(lines))
