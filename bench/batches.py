@@ -115,12 +115,17 @@ async def batch_ingest(settings: Settings, families: int) -> dict[str, Any]:
                 "allocations", lambda c: _send(http, allocation, admin, c), allocations, 201
             ),
         }
-        # Spending answers 503 until its view of the pilot has caught up: wait for it.
-        started = time.perf_counter()
-        while True:
-            probe = await _send(http, spending, worker, requests[:1])
-            if probe == [202] or time.perf_counter() - started > 60:
-                break
+        # A batch's line never waits for spending's views (it answers 503, or 422 for a
+        # family not seen yet): wait until they hold every family, as a sync would.
+        database = dsn(settings, settings.database_of("spending"))
+        async with open_pool(database, min_size=1, max_size=1) as pool:
+            started = time.perf_counter()
+            while time.perf_counter() - started < 120:
+                if await pool.fetchval(_SEEN, PILOT) == families:
+                    break
+                await asyncio.sleep(0.2)
+        probe = await _send(http, spending, worker, requests[:1])
+        assert probe == [202], probe
         rates["spend_requests"] = await _timed(
             "spend requests", lambda c: _send(http, spending, worker, c), requests[1:], 202
         )
@@ -132,6 +137,9 @@ async def batch_ingest(settings: Settings, families: int) -> dict[str, Any]:
         **{f"{name}_per_s": round(rate) for name, rate in rates.items()},
         "replayed_enrolments_per_s": round(again),
     }
+
+
+_SEEN = "SELECT count(*) FROM family_view WHERE pilot_id = $1"
 
 
 def _enrolment(family: str) -> dict[str, Any]:

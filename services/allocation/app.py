@@ -34,7 +34,7 @@ SERVICE = ServiceDefinition(
     routes=routes,
     setup=_setup,
     migrations="services.allocation",
-    topic=allocation.TOPIC,
+    publishes=allocation.CONTRACT,
     reads=(spending.TOPIC, approval.TOPIC),
     add_commands=add_commands,
 )

@@ -13,6 +13,7 @@ from datetime import date
 from pydantic import Field
 
 from shared.contracts.allocation import (
+    PILOT_STREAM,
     REGISTRY,
     FamilyRandomised,
     PilotConfig,
@@ -116,4 +117,4 @@ def decide(state: PilotState, command: Command) -> list[DomainEvent]:
     return _configure(state, command)
 
 
-DECIDER = Decider("pilot", initial_state, evolve, decide, REGISTRY)
+DECIDER = Decider(PILOT_STREAM, initial_state, evolve, decide, REGISTRY)

@@ -24,7 +24,13 @@ from datetime import date
 from pydantic import Field
 
 from services.allocation.randomisation import arm_for
-from shared.contracts.allocation import REGISTRY, FamilyRandomised, PilotConfig, Randomised
+from shared.contracts.allocation import (
+    REGISTER_STREAM,
+    REGISTRY,
+    FamilyRandomised,
+    PilotConfig,
+    Randomised,
+)
 from shared.core.deciders import Decider
 from shared.core.events import DomainEvent, Frozen
 from shared.core.types import Identifier
@@ -87,4 +93,4 @@ def decide(state: RegisterState, command: RandomiseFamily) -> list[DomainEvent]:
     ]
 
 
-DECIDER = Decider("register", initial_state, evolve, decide, REGISTRY)
+DECIDER = Decider(REGISTER_STREAM, initial_state, evolve, decide, REGISTRY)

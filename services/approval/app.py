@@ -34,7 +34,7 @@ SERVICE = ServiceDefinition(
     routes=routes,
     setup=_setup,
     migrations="services.approval",
-    topic=approval.TOPIC,
+    publishes=approval.CONTRACT,
     reads=(allocation.TOPIC, spending.TOPIC),
 )
 create_app = SERVICE.create_app

@@ -19,6 +19,7 @@ from pydantic import Field
 from shared.contracts.allocation import ApprovalTier
 from shared.contracts.allocation import approver_for as tiers_approver
 from shared.contracts.approval import (
+    DECISION_STREAM,
     REGISTRY,
     HoldReleased,
     RequestApproved,
@@ -220,4 +221,4 @@ def _decide_by_manager(state: DecisionState, command: DecideByManager) -> list[D
     ]
 
 
-DECIDER = Decider("decision", initial_state, evolve, decide, REGISTRY)
+DECIDER = Decider(DECISION_STREAM, initial_state, evolve, decide, REGISTRY)

@@ -12,7 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.contracts.allocation import BudgetReductionRequested
-from shared.contracts.approval import REGISTRY, BudgetReduced, BudgetReductionRefused
+from shared.contracts.approval import (
+    REDUCTION_STREAM,
+    REGISTRY,
+    BudgetReduced,
+    BudgetReductionRefused,
+)
 from shared.core.deciders import Decider
 from shared.core.events import DomainEvent, Frozen
 
@@ -62,4 +67,4 @@ def decide(state: ReductionState, command: DecideReduction) -> list[DomainEvent]
     return [BudgetReductionRefused(**facts, available_pence=command.available_pence)]
 
 
-DECIDER = Decider("reduction", initial_state, evolve, decide, REGISTRY)
+DECIDER = Decider(REDUCTION_STREAM, initial_state, evolve, decide, REGISTRY)

@@ -28,7 +28,7 @@ SERVICE = ServiceDefinition(
     routes=routes,
     setup=_setup,
     migrations="services.spending",
-    topic=spending.TOPIC,
+    publishes=spending.CONTRACT,
     reads=(allocation.TOPIC, approval.TOPIC),
 )
 create_app = SERVICE.create_app

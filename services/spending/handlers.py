@@ -43,7 +43,7 @@ from shared.contracts.spending import (
 )
 from shared.contracts.views import PilotInForce
 from shared.core.aggregates import Aggregate, Decided, answer
-from shared.core.commands import CommandResult
+from shared.core.commands import CommandResult, together_connection
 from shared.core.consistency import NotYetConsistentError, wait_for_view
 from shared.core.db import Connection
 from shared.core.errors import ForbiddenError, NotFoundError, UnprocessableError
@@ -297,7 +297,7 @@ class Spending:
 
         views_consumer = self._core.consumers.get(views.CONSUMER)
         if seen and views_consumer is not None and not views_consumer.reading:
-            async with self._core.pool.acquire() as conn:
+            async with self._core.commands.connection() as conn:
                 if not await caught_up(conn):  # and it cannot until its consumer reads again
                     raise NotYetConsistentError(
                         f"spending has not yet seen allocation version {seen} of this family "
@@ -320,7 +320,9 @@ class Spending:
         return _view(pilot_id, request.state, decision, request.stream.version)
 
     async def _decision(self, request_id: UUID) -> requests.Decision | None:
-        """Approval's decision, waiting briefly for one the caller may already have seen."""
+        """Approval's decision, waiting briefly for one the caller may already have seen.
+        A batch's line does not wait (:func:`~shared.core.commands.together_connection`):
+        where spending has heard nothing of a decision yet, it answers 503 at once."""
         found: list[requests.Decision | None] = [None]
 
         async def decided(conn: Connection) -> bool:
@@ -328,6 +330,10 @@ class Spending:
             return found[0] is not None and found[0].outcome != "referred"
 
         await wait_for_view(self._core.pool, decided, seconds=DECISION_WAIT_SECONDS)
+        if found[0] is None and together_connection() is not None:
+            raise NotYetConsistentError(
+                "spending has not yet heard approval's decision on this request; retry"
+            )
         return found[0]
 
     async def _request_command(
@@ -395,7 +401,7 @@ class Spending:
         self, caller: Caller, pilot_id: str, purchase_id: UUID, body: RefundBody
     ) -> CommandResult:
         """Record money returned from a purchase."""
-        async with self._core.pool.acquire() as conn:
+        async with self._core.commands.connection() as conn:
             request_id = await conn.fetchval(_PURCHASE_REQUEST, purchase_id, pilot_id)
         if request_id is None:
             raise NotFoundError("no such purchase")
@@ -422,7 +428,7 @@ class Spending:
         return await self._request_command(caller, pilot_id, request_id, _given(command))
 
     async def _current_decision(self, request_id: UUID) -> requests.Decision | None:
-        async with self._core.pool.acquire() as conn:
+        async with self._core.commands.connection() as conn:
             return await views.decision_of(conn, request_id)
 
     async def purposes(self, principal: Principal, pilot_id: str, family_id: str) -> PurposesView:
@@ -451,7 +457,7 @@ class Spending:
         return PurposesView(family_id=family_id, purposes=tuple(purposes))
 
     async def _require_visible(self, principal: Principal, pilot_id: str, request_id: UUID) -> None:
-        async with self._core.pool.acquire() as conn:
+        async with self._core.commands.connection() as conn:
             team = await conn.fetchval(_REQUEST_TEAM, request_id, pilot_id)
         if team is None:
             raise NotFoundError("no such spend request")

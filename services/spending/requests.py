@@ -18,6 +18,7 @@ from pydantic import Field
 
 from shared.contracts.spending import (
     REGISTRY,
+    REQUEST_STREAM,
     PurchaseMethod,
     PurchaseRecorded,
     PurchaseRefunded,
@@ -287,4 +288,4 @@ def decide(state: RequestState, command: Command) -> list[DomainEvent]:
     return _RULES[type(command)](state, command)
 
 
-DECIDER = Decider("request", initial_state, evolve, decide, REGISTRY)
+DECIDER = Decider(REQUEST_STREAM, initial_state, evolve, decide, REGISTRY)

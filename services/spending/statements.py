@@ -37,6 +37,7 @@ from ofxparse import OfxParser  # type: ignore[import-untyped]
 
 from shared.contracts.spending import (
     REGISTRY,
+    STATEMENT_STREAM,
     PurchaseWithoutLine,
     StatementImported,
     StatementLineMatched,
@@ -312,7 +313,7 @@ def _evolve(state: StatementState, event: DomainEvent) -> StatementState:
 
 
 DECIDER: Decider[StatementState, ImportStatement] = Decider(
-    category="statement",
+    category=STATEMENT_STREAM,
     initial_state=StatementState,
     evolve=_evolve,
     decide=_decide,

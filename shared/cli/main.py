@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from shared.cli import audit
+from shared.cli.deadletters import add_deadletters
 from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
 from shared.core.db import connect, dsn
@@ -245,6 +246,8 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_audit(commands)
     add_keys(commands)
+    add_deadletters(commands)
+
     for definition in services():
         if definition.add_commands is not None:
             definition.add_commands(commands)

@@ -19,11 +19,15 @@ from pydantic import Field, StringConstraints, field_validator
 
 from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.events import DomainEvent, Envelope, EventRegistry, Frozen
+from shared.core.topics import TopicContract
 from shared.core.types import Pence
 
 __all__ = [
+    "CONTRACT",
     "FAMILY_STREAM",
     "MAX_DENOMINATOR",
+    "PILOT_STREAM",
+    "REGISTER_STREAM",
     "REGISTRY",
     "TOPIC",
     "AllocationPolicy",
@@ -54,6 +58,10 @@ __all__ = [
 TOPIC = "ledger.allocation"
 FAMILY_STREAM = "family"
 """The category of families' streams, ``family:<pilot_id>:<family_id>``."""
+PILOT_STREAM = "pilot"
+"""The category of pilots' streams, ``pilot:<pilot_id>``."""
+REGISTER_STREAM = "register"
+"""The category of randomisation registers, ``register:<pilot_id>:<stratum>``."""
 
 
 def family_stream_version(envelope: Envelope) -> int | None:
@@ -350,3 +358,7 @@ REGISTRY = EventRegistry(
     ),
     {("pilot.configured", 1): _configured_v1_to_v2, ("pilot.configured", 2): _configured_v2_to_v3},
 )
+
+CONTRACT = TopicContract(TOPIC, REGISTRY, frozenset({PILOT_STREAM, FAMILY_STREAM, REGISTER_STREAM}))
+"""What ``ledger.allocation`` carries: these events, on pilots', families' and registers'
+streams."""

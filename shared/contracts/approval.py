@@ -16,8 +16,12 @@ from uuid import UUID
 from pydantic import Field
 
 from shared.core.events import DomainEvent, EventRegistry
+from shared.core.topics import TopicContract
 
 __all__ = [
+    "CONTRACT",
+    "DECISION_STREAM",
+    "REDUCTION_STREAM",
     "REGISTRY",
     "TOPIC",
     "BudgetReduced",
@@ -31,6 +35,10 @@ __all__ = [
 ]
 
 TOPIC = "ledger.approval"
+DECISION_STREAM = "decision"
+"""The category of decisions' streams, ``decision:<pilot_id>:<request_id>``."""
+REDUCTION_STREAM = "reduction"
+"""The category of decided cuts' streams, ``reduction:<pilot_id>:<reduction_id>``."""
 
 
 class DecisionMade(DomainEvent):
@@ -117,3 +125,6 @@ REGISTRY = EventRegistry(
         BudgetReductionRefused,
     )
 )
+
+CONTRACT = TopicContract(TOPIC, REGISTRY, frozenset({DECISION_STREAM, REDUCTION_STREAM}))
+"""What ``ledger.approval`` carries: these events, on decisions' and cuts' streams."""

@@ -14,9 +14,13 @@ from uuid import UUID
 from pydantic import Field
 
 from shared.core.events import DomainEvent, EventRegistry
+from shared.core.topics import TopicContract
 
 __all__ = [
+    "CONTRACT",
     "REGISTRY",
+    "REQUEST_STREAM",
+    "STATEMENT_STREAM",
     "TOPIC",
     "PurchaseMethod",
     "PurchaseRecorded",
@@ -31,6 +35,10 @@ __all__ = [
 ]
 
 TOPIC = "ledger.spending"
+REQUEST_STREAM = "request"
+"""The category of spend requests' streams, ``request:<pilot_id>:<request_id>``."""
+STATEMENT_STREAM = "statement"
+"""The category of imported statements' streams, ``statement:<pilot_id>:<statement_id>``."""
 
 PurchaseMethod = Literal["card", "cash", "invoice", "voucher", "transfer"]
 
@@ -168,3 +176,6 @@ REGISTRY = EventRegistry(
         PurchaseWithoutLine,
     )
 )
+
+CONTRACT = TopicContract(TOPIC, REGISTRY, frozenset({REQUEST_STREAM, STATEMENT_STREAM}))
+"""What ``ledger.spending`` carries: these events, on requests' and statements' streams."""

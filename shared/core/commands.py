@@ -35,7 +35,9 @@ __all__ = [
     "IdempotencyRequest",
     "SpoiledTogetherError",
     "fingerprint",
+    "together_connection",
 ]
+
 
 _CLAIM = """
 INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
@@ -46,7 +48,8 @@ _REMEMBER = "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1
 # The same for many keys at once (CommandRunner.together's ``keys``).
 _CLAIM_MANY = """
 INSERT INTO idempotency_keys (scope, key, fingerprint)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(scope, key, fingerprint)
+ORDER BY scope, key
 ON CONFLICT DO NOTHING RETURNING scope, key
 """
 _STORED_MANY = """
@@ -55,8 +58,9 @@ FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS u(scope, key)
     ON k.scope = u.scope AND k.key = u.key
 """
 _REMEMBER_MANY = """
-UPDATE idempotency_keys k SET status = u.status, body = u.body
-FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[]) AS u(scope, key, status, body)
+UPDATE idempotency_keys k SET status = u.status, body = u.body, fingerprint = u.fingerprint
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[], $5::text[])
+    AS u(scope, key, status, body, fingerprint)
 WHERE k.scope = u.scope AND k.key = u.key
 """
 _RELEASE_MANY = """
@@ -88,10 +92,19 @@ class _Together:
     answered: dict[_Key, _Answered] = field(default_factory=dict)
 
     async def claim(self, requests: Sequence[IdempotencyRequest]) -> None:
-        """Take every key that is free, and read the answers of those that are not."""
-        wanted = {(r.scope, r.key): r.fingerprint for r in requests}
+        """Take every key that is free, and read the answers of those that are not.
+
+        A key used twice in the block is claimed once; whichever of its lines is answered
+        first keeps it, with that line's own fingerprint (remembered with its answer), and
+        the other replays it or, for another body, is refused, as two requests would be.
+        Keys are claimed in one fixed order (by scope and key), so that two blocks sharing
+        keys wait for each other instead of deadlocking."""
+        wanted: dict[_Key, str] = {}
+        for request in requests:
+            wanted.setdefault((request.scope, request.key), request.fingerprint)
         if not wanted:
             return
+        wanted = dict(sorted(wanted.items()))
         scopes, keys = [s for s, _ in wanted], [k for _, k in wanted]
         taken = await self.conn.fetch(_CLAIM_MANY, scopes, keys, list(wanted.values()))
         self.claimed = dict.fromkeys(((row["scope"], row["key"]) for row in taken), None)
@@ -131,6 +144,7 @@ class _Together:
                 [k for _, k in keys],
                 [a.result.status for a in answers],
                 [a.result.body for a in answers],
+                [a.fingerprint for a in answers],  # the answered line's: another may share it
             )
         unused = [key for key, found in self.claimed.items() if found is None]
         unused = [key for key in unused if key not in self.answered]
@@ -146,6 +160,17 @@ _UNCLAIMED = _Unclaimed()
 
 
 _TOGETHER: ContextVar[_Together | None] = ContextVar("commands_together", default=None)
+
+
+def together_connection() -> Connection | None:
+    """The connection of the :meth:`CommandRunner.together` block this task runs in, if any.
+
+    A command in such a block (a batch's line) must never wait on another connection while
+    the block's transaction is open: with every pooled connection held by such blocks, none
+    could ever be had, and the service would stop for good. It reads on this one instead,
+    and where it would wait for a view to catch up it answers at once."""
+    together = _TOGETHER.get()
+    return None if together is None else together.conn
 
 
 class SpoiledTogetherError(Exception):
@@ -186,6 +211,17 @@ class CommandRunner:
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, attempts: int = 8) -> None:
         self._pool = pool
         self._attempts = attempts
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A connection for a command to read with before it runs: the :meth:`together`
+        block's own inside one (:func:`together_connection` says why), else the pool's."""
+        held = together_connection()
+        if held is not None:
+            yield held
+            return
+        async with self._pool.acquire() as conn:
+            yield conn
 
     async def run(self, handler: Handler, idempotency: IdempotencyRequest | None) -> CommandResult:
         """Run once, or answer as the first run did; retry when another writer won a race."""

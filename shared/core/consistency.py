@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from shared.core.commands import together_connection
 from shared.core.db import Connection
 from shared.core.errors import LedgerError
 
@@ -34,7 +35,12 @@ async def wait_for_view(
     seconds: float,
     interval: float = 0.02,
 ) -> bool:
-    """Poll ``ready`` until it holds or ``seconds`` pass; whether it held."""
+    """Poll ``ready`` until it holds or ``seconds`` pass; whether it held. In a batch's
+    transaction it is asked once, on that transaction's connection, and never waited for
+    (:func:`~shared.core.commands.together_connection`)."""
+    held = together_connection()
+    if held is not None:
+        return await ready(held)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:

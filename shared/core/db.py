@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
 import asyncpg
@@ -61,18 +61,48 @@ async def connect(database_dsn: str) -> asyncpg.Connection[asyncpg.Record]:
     return conn
 
 
+ACQUIRE_TIMEOUT_SECONDS = 5.0
+"""How long anything waits for a pooled connection before giving up (a transient error:
+503 ``unavailable`` to a caller, a retry to a consumer): a pool that is used up, by load or
+by a bug, slows the service down but never stops it for good."""
+
+
+class _Pool(asyncpg.Pool):
+    """A pool whose every acquire has a timeout, unless the caller gives its own."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:  # noqa: ANN401 - asyncpg's context
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
 @asynccontextmanager
 async def open_pool(
-    database_dsn: str, *, min_size: int, max_size: int, schema: str | None = None
+    database_dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    schema: str | None = None,
+    acquire_timeout: float = ACQUIRE_TIMEOUT_SECONDS,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for the lifetime of the ``async with`` block; ``schema`` replaces the search path."""
-    async with asyncpg.create_pool(
+    """A pool for the lifetime of the ``async with`` block; ``schema`` replaces the search path.
+    Every acquire gives up after ``acquire_timeout`` seconds (a TimeoutError, transient)."""
+    pool = _Pool(
         database_dsn,
+        acquire_timeout=acquire_timeout,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
         init=_init_connection,
         server_settings={"search_path": schema} if schema else None,
-    ) as pool:
+    )
+    async with pool:
         yield pool
 
 

@@ -25,6 +25,7 @@ from shared.core.db import connect, dsn
 from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.schema import Migration, apply_migrations, ensure_database, migrations_of
 from shared.core.settings import Settings
+from shared.core.topics import TopicContract, TopicOwner
 from shared.web.http import Route
 from shared.web.service import (
     Setup,
@@ -82,12 +83,18 @@ class ServiceDefinition:
     routes: Callable[[], Sequence[Route]]
     setup: Setup
     migrations: str  # the package whose ``migrations/`` folder holds the service's SQL
-    topic: str | None = None  # the topic the service publishes (its outbox relay's)
+    # The topic the service publishes (its outbox relay's): the types and streams on it.
+    publishes: TopicContract | None = None
     # The topics its consumers read: the broker lets its principal read these and no others.
     reads: tuple[str, ...] = ()
     add_commands: AddCommands | None = None
     # The requests the service sends out (OpenAPI 3.1 ``webhooks``), by name.
     webhooks: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str | None:
+        """The topic the service publishes, if any."""
+        return None if self.publishes is None else self.publishes.topic
 
     def all_migrations(self) -> tuple[Migration, ...]:
         """The core's migrations, then the service's own."""
@@ -130,10 +137,14 @@ def service(name: str) -> ServiceDefinition:
     raise LookupError(f"no service named {name} is installed")
 
 
-def topic_owners(settings: Settings) -> dict[str, str]:
-    """Each ledger topic (as named in these settings) and the one source that writes it:
-    the event store of the service that publishes it (``ledger/<service>``)."""
-    return {settings.topic(d.topic): source_of(d.name) for d in services() if d.topic is not None}
+def topic_owners(settings: Settings) -> dict[str, TopicOwner]:
+    """Each ledger topic (as named in these settings), the one source that writes it (the
+    event store of the service that publishes it, ``ledger/<service>``) and its contract."""
+    return {
+        settings.topic(d.publishes.topic): TopicOwner(source_of(d.name), d.publishes)
+        for d in services()
+        if d.publishes is not None
+    }
 
 
 def ledger_topics() -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from shared.core.outbox import OutboxRelay
 from shared.core.personal import wrap_legacy_keys
 from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
+from shared.core.topics import TopicOwner
 from shared.web.asyncapi import asyncapi_document
 from shared.web.auth import TokenRules
 from shared.web.batches import batch_route
@@ -165,10 +166,11 @@ def build_service_app(
     *,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
-    owners: Mapping[str, str],
+    owners: Mapping[str, TopicOwner],
 ) -> web.Application:
     """The aiohttp application of one service; nothing opens until it starts. ``owners``:
-    each ledger topic and the source that alone writes it (its consumers reject others)."""
+    each ledger topic, the source that alone writes it and what it may carry (its consumers
+    reject anything else)."""
     secret = settings.jwt_secret.get_secret_value()
     if not secret:
         raise ValueError("LEDGER_JWT_SECRET must be set")
@@ -231,7 +233,7 @@ async def _run_service(
     custody: KeyCustody,
     clock: Callable[[], datetime],
     ids: Callable[[], UUID],
-    owners: Mapping[str, str],
+    owners: Mapping[str, TopicOwner],
 ) -> AsyncIterator[None]:
     """Open the pool, migrate, start relay and consumers; on the way out, stop them in reverse."""
     log = structlog.get_logger()
@@ -345,7 +347,7 @@ def consumer_runner(
     settings: Settings,
     pool: asyncpg.Pool[asyncpg.Record],
     metrics: Metrics,
-    owners: Mapping[str, str],
+    owners: Mapping[str, TopicOwner],
 ) -> ConsumerRunner:
     """The runner of a consumer a service names, with its configured topics and group."""
     name = f"{settings.topic_prefix}{spec.name}"

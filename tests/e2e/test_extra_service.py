@@ -29,7 +29,10 @@ SERVICE_MODULE = '''
 """A tiny fifth service: it counts the allocation events it has seen."""
 
 from shared.contracts import allocation
+from shared.core.events import EventRegistry
+from shared.core.topics import TopicContract
 from shared.web.http import Route, json_response
+
 from shared.web.registry import ServiceDefinition
 from shared.web.service import CORE, ConsumerSpec
 
@@ -50,7 +53,7 @@ SERVICE = ServiceDefinition(
     routes=lambda: [Route("GET", "/pilots/{pilot_id}/seen", count, "Seen", frozenset({"auditor"}))],
     setup=lambda app, core: (ConsumerSpec("extra.seen", (allocation.TOPIC,), seen),),
     migrations="extra_service",
-    topic="ledger.extra",
+    publishes=TopicContract("ledger.extra", EventRegistry(()), frozenset({"extra"})),
     reads=(allocation.TOPIC,),
 )
 '''

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
@@ -27,16 +30,22 @@ from aiokafka.errors import (
 from pydantic import SecretStr
 
 from deploy.stack import ledger_access_script, password_variable
+from shared.contracts.allocation import BudgetAllocated
+from shared.core.events import DomainEvent, canonical_json
+from shared.core.eventstore import PendingEvent, Stream
 from shared.core.kafka import DEADLETTER_TOPIC, connection, ensure_topics, new_producer
 from shared.core.settings import KafkaAccess, Settings
+from shared.core.topics import TopicContract
 from shared.web.registry import KAFKA_ADMIN, ledger_topics, services
-from shared.web.service import relay_transactional_id
+from shared.web.service import relay_transactional_id, source_of
 from tests.conftest import Infrastructure
 from tests.e2e.system import running_system
-from tests.support import SERVICE_NAMES, run_ledger, wait_for
+from tests.integration.fixtures import CONTEXT, new_store
+from tests.support import SERVICE_NAMES, connect_service_db, run_ledger, wait_for
 
 LEDGER_TOPICS = ledger_topics()
 WRITERS = {definition.topic: definition.name for definition in services() if definition.topic}
+PILOT = "forgery"  # the forgery test's own pilot
 
 
 @dataclass(frozen=True)
@@ -201,3 +210,126 @@ async def test_the_system_runs_with_each_service_as_its_own_principal(
         await wait_for(reported, timeout=20)
     code, output = await run_ledger(admin, "audit", "verify", "--pilot", "wigan")
     assert code == 0, output
+
+
+def _forged(owner: str, event: DomainEvent, stream_id: str) -> tuple[bytes, bytes]:
+    """A record as ``owner``'s store would seal it: its source, a true hash, version 1."""
+    [envelope] = new_store(source=source_of(owner)).seal(
+        Stream(stream_id, ()), [PendingEvent(event, PILOT, "fam-1")], CONTEXT
+    )
+    return envelope.partition_key(), canonical_json(envelope.to_json_dict())
+
+
+def _bare(event_type: str) -> DomainEvent:
+    """An event of that type with no data: a forgery rejected only for what it is (one that
+    got as far as a handler would fail there instead, and be parked as a failure)."""
+    if event_type == BudgetAllocated.event_type:  # money: what a forger would really send
+        return BudgetAllocated(
+            allocation_id=uuid.uuid4(),
+            amount_pence=5_000_000,
+            period_start=date(2026, 1, 5),
+            period_end=date(2027, 1, 4),
+            note=None,
+            pilot_version=1,
+            period_allocated_pence=5_100_000,
+        )
+    forged: type[DomainEvent] = type("Forged", (DomainEvent,), {"event_type": event_type})
+    return forged()
+
+
+def _forgeries(forger: TopicContract, others: list[TopicContract]) -> list[tuple[bytes, bytes]]:
+    """Every type the others carry, on the forger's own kind of stream; and one of the
+    forger's own types on another's kind of stream."""
+    owner = WRITERS[forger.topic]
+    own_stream = f"{min(forger.streams)}:{PILOT}:{uuid.uuid4()}"
+    records = [
+        _forged(owner, _bare(name), own_stream) for other in others for name in sorted(other.types)
+    ]
+    their_stream = f"{min(others[0].streams)}:{PILOT}:{uuid.uuid4()}"
+    return [*records, _forged(owner, _bare(min(forger.types)), their_stream)]
+
+
+async def _publish(granted: Granted, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Publish the records on the topic with its owner's credentials."""
+    producer = new_producer(granted.access(WRITERS[topic]), "forger")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(granted.settings.topic(topic), value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def test_no_service_can_forge_another_services_facts(
+    granted: Granted, token: Callable[..., str]
+) -> None:
+    """Each service's own credentials publish, on its own topic, every type the other
+    services own (and one of its own types on another's kind of stream): every consumer
+    rejects each before applying anything, and no balance moves. It used to apply them: a
+    £50,000 family.budget_allocated on spending's topic funded a family."""
+    admin = granted.as_principal(KAFKA_ADMIN)
+    await ensure_topics(admin, LEDGER_TOPICS)
+    settings = granted.settings.model_copy(update={"kafka_username": None})
+    contracts = [d.publishes for d in services() if d.publishes is not None]
+    async with running_system(
+        settings, token, reporting=True, kafka_passwords=granted.passwords
+    ) as system:
+        system.pilot = PILOT  # the module's other tests share its databases
+        await system.configure()
+        version = await system.enrol("fam-1", allocate=100_000)
+        request_id = (await system.request("fam-1", 2_500, version=version))["request_id"]
+        await system.settled(request_id, "approved")
+        before = await _balances(settings)
+        forged = {}
+        for contract in contracts:
+            records = _forgeries(contract, [c for c in contracts if c != contract])
+            await _publish(granted, contract.topic, records)
+            forged[contract.topic] = len(records)
+        for topic, count in forged.items():
+            await _all_rejected(settings, settings.topic(topic), count)
+        assert await _balances(settings) == before
+        big = await system.request("fam-1", 2_000_000, version=version)
+        assert (await system.settled(big["request_id"], "rejected"))["approved_pence"] == 0
+
+
+async def _balances(settings: Settings) -> list[list[tuple[int, ...]]]:
+    """What allocation, approval and reporting hold of fam-1's money."""
+    found = []
+    for service in ("allocation", "approval", "reporting"):
+        async with connect_service_db(settings, service) as conn:
+            rows = await conn.fetch(
+                "SELECT allocated_pence, held_pence, spent_pence FROM balances "
+                "WHERE pilot_id = $1 AND family_id = 'fam-1' ORDER BY period_start",
+                PILOT,
+            )
+        found.append([tuple(row) for row in rows])
+    return found
+
+
+async def _all_rejected(settings: Settings, topic: str, count: int) -> None:
+    """Each consumer of every service that reads the topic has parked ``count`` records of
+    it, every one rejected (not failed, not applied)."""
+    readers = [d.name for d in services() if topic in map(settings.topic, d.reads)]
+    assert readers
+    for service in readers:
+        async with connect_service_db(settings, service) as conn:
+
+            async def parked(conn: asyncpg.Connection = conn) -> bool:
+                rows = await conn.fetch(_PARKED_BY_CONSUMER, topic)
+                return bool(rows) and all(row["parked"] >= count for row in rows)
+
+            await wait_for(parked, timeout=30)
+            rows = await conn.fetch(
+                "SELECT consumer, error FROM consumer_parked WHERE topic = $1", topic
+            )
+        assert all(row["error"].startswith("rejected: ") for row in rows), [
+            (service, row["consumer"], row["error"]) for row in rows
+        ]
+
+
+# Per consumer that has read the topic: how many of its records it parked.
+_PARKED_BY_CONSUMER = """
+SELECT o.consumer, (SELECT count(*) FROM consumer_parked p
+                    WHERE p.consumer = o.consumer AND p.topic = o.topic) AS parked
+FROM consumer_offsets o WHERE o.topic = $1 GROUP BY o.consumer, o.topic
+"""

@@ -207,6 +207,26 @@ async def test_poison_record_is_deadlettered_and_its_family_parked(
     assert (max(recorder.batches, default=0) > 1) == at_once
 
 
+async def test_a_record_that_is_no_event_holds_nothing_back(
+    settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """Garbage under a family's key is dead-lettered and holds none of the family's events
+    back: it has no place in the family's stream (it used to park the family for good)."""
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (family text, number integer)")
+    family = envelopes_for("p", "hit", [1, 2])
+    items = [*records_of(family[:1]), (b"p:hit", b"not json at all"), *records_of(family[1:])]
+    await produce(settings, items, partition=0)
+    async with runner_for(settings, pool, "garbage-test", Recorder()):
+        await wait_for(lambda: _applied(pool, 2), timeout=30)
+        dead = await read_topic(settings, "ledger.deadletter", expect=1)
+    assert [r.headers["error"].startswith("rejected: not a ledger event") for r in dead] == [True]
+    async with pool.acquire() as conn:
+        parked = await conn.fetch("SELECT record_key, error FROM consumer_parked")
+    assert [row["error"].startswith("rejected: ") for row in parked] == [True]
+    assert parked[0]["record_key"] != "p:hit"  # under a key of its own
+
+
 async def test_a_batch_handler_applies_a_clean_batch_at_once(
     settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
 ) -> None:

@@ -6,11 +6,21 @@ failure parks that record (and its family's later ones) and the rest still commi
 consumer with a :class:`BatchHandler` applies the fast path's records with it, all at once,
 after each has been checked: a few set-based statements for the batch, not a few per record.
 
-A record that cannot be what it claims is rejected, never applied: its ``source`` is not
-the service that owns the topic, its ``hash`` is not the hash of its content, its
-``prev_hash`` does not continue the stream as applied here, or it repeats the last applied
-version with different content. It is parked under a key of its own (its family's later
-records are not held behind it) and dead-lettered, so the alert names it.
+A record that cannot be what it claims is rejected, never applied: it is not a ledger
+event at all (not JSON, no envelope); its ``source`` is not the service that owns the topic;
+it is a type another topic carries, or on a kind of stream the topic's owner does not keep
+(:class:`~shared.core.topics.TopicContract`); its ``hash`` is not the hash of its content;
+its ``prev_hash`` does not continue the stream as applied here; or it repeats the last
+applied version with different content. It is parked under a key of its own and
+dead-lettered, so the alert names it, and it holds nothing back: it carries no place in any
+stream that later records could depend on. (If it was a real event damaged on its way, the
+next event of its stream arrives after a gap, and that one parks its family.)
+
+A record that is what it claims but cannot be applied (its handler fails, its schema version
+is newer than this code reads, an earlier version of its stream is missing) is parked under
+its family's key, with every later record of the family behind it, until it can be applied:
+parked records are tried again whenever the consumer starts, and an operator can retry or
+release them (``ledger deadletters``).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from shared.core.db import Connection, is_transient
 from shared.core.errors import ConcurrencyError
 from shared.core.events import Envelope, carries_its_hash, wire_loads
 from shared.core.metrics import Metrics
+from shared.core.topics import TopicOwner
 from shared.core.tracing import TRACEPARENT, span_from
 
 __all__ = [
@@ -63,8 +74,8 @@ DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash
 _PARKED_KEYS = "SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2"
 _PARK = """
 INSERT INTO consumer_parked
-    (consumer, topic, partition, "offset", record_key, value, error, deadletter_due)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+    (consumer, topic, partition, "offset", record_key, value, error, deadletter_due, origin_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
 """
 HELD_BEHIND = "held behind an earlier record of the same family that could not be applied"
 GAP = "gap: "
@@ -135,14 +146,21 @@ class BatchApplier:
         pool: asyncpg.Pool[asyncpg.Record],
         handler: EventHandler,
         metrics: Metrics,
-        owners: Mapping[str, str] | None = None,
+        owners: Mapping[str, TopicOwner] | None = None,
         many: BatchHandler | None = None,
     ) -> None:
         self.name = name
         self.pool = pool
         self._handler = handler
         self._many = many
-        self._owners = dict(owners or {})  # topic -> the source that alone writes it
+        self._owners = dict(owners or {})  # topic -> who alone writes it, and what
+        # Per topic, the types only other topics carry: such a record is a forgery there.
+        self._foreign = {
+            topic: frozenset().union(
+                *(other.contract.types for name, other in self._owners.items() if name != topic)
+            )
+            for topic in self._owners
+        }
         self._metrics = metrics
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
 
@@ -234,7 +252,7 @@ class BatchApplier:
         careful: bool,
         due: bool,
     ) -> None:
-        key = record.key.decode(errors="replace") if record.key else ""
+        key = origin = record.key.decode(errors="replace") if record.key else ""
         envelope = batch.envelopes[record.offset]
         if key in batch.parked_keys:
             error: str | None = HELD_BEHIND
@@ -270,7 +288,9 @@ class BatchApplier:
             record.value,
             error,
             due and error != HELD_BEHIND,
+            origin,
         )
+
         if error != HELD_BEHIND:
             batch.failed += 1
 
@@ -330,8 +350,12 @@ class BatchApplier:
     def _rejection(self, envelope: Envelope, topic: str, versions: StreamVersions) -> str | None:
         """Why the record cannot be the event it claims to be, or None."""
         owner = self._owners.get(topic)
-        if owner is not None and envelope.source != owner:
-            return f"source {envelope.source!r} on {topic}, which only {owner} writes"
+        if owner is not None:
+            if envelope.source != owner.source:
+                return f"source {envelope.source!r} on {topic}, which only {owner.source} writes"
+            refusal = owner.contract.refusal(envelope, self._foreign[topic])
+            if refusal is not None:
+                return f"event {envelope.id}: {refusal}"
         last = versions.known.get(envelope.stream_id, 0)
         last_hash = versions.hashes.get(envelope.stream_id)
         if last_hash is None:
@@ -386,22 +410,24 @@ def retriable(error: BaseException) -> bool:
 
 
 def decode_record(value: bytes | None) -> Envelope | str:
-    """The envelope in a record, or why it is not one: :data:`REJECTED` first when it cannot
-    be the event it claims, its content not matching its hash.
+    """The envelope in a record, or why it is not one, :data:`REJECTED` first: it is not a
+    ledger event at all, or its content does not match its hash.
+
 
     The hash is checked on the record's own JSON (:func:`carries_its_hash`), not on the
     envelope re-encoded: the same answer at a sixth of the cost, paid for every record by
     every consumer.
     """
     if value is None:
-        return "record has no value"
+        return f"{REJECTED}not a ledger event: the record has no value"
     try:
         wire = wire_loads(value)
         envelope = Envelope.model_validate(wire)
     except ValidationError as error:
-        return f"not a ledger event: {error.error_count()} problem(s): {error.errors()[0]['msg']}"
+        problems = f"{error.error_count()} problem(s): {error.errors()[0]['msg']}"
+        return f"{REJECTED}not a ledger event: {problems}"
     except ValueError as error:
-        return f"not a ledger event: not JSON ({error})"
+        return f"{REJECTED}not a ledger event: not JSON ({error})"
     if not carries_its_hash(wire):
         return f"{REJECTED}event {envelope.id}: its hash is not the hash of its content"
     return envelope

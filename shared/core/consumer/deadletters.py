@@ -17,7 +17,8 @@ from shared.core.metrics import Metrics
 __all__ = ["publish_due"]
 
 _DUE = """
-SELECT topic, partition, "offset", record_key, value, error FROM consumer_parked
+SELECT topic, partition, "offset", coalesce(origin_key, record_key) AS record_key, value, error
+FROM consumer_parked
 WHERE consumer = $1 AND deadletter_due ORDER BY topic, partition, "offset"
 """
 _DONE = """

@@ -6,17 +6,21 @@ import structlog
 
 from shared.core.consumer.batches import GAP, BatchApplier, StreamVersions, decode_record
 
-__all__ = ["retry_parked"]
+__all__ = ["retry_parked", "retry_requested"]
 
 _PARKED_FAMILIES = "SELECT DISTINCT topic, record_key FROM consumer_parked WHERE consumer = $1"
+_TAKE_REQUESTS = """
+UPDATE consumer_parked SET retry_requested = false WHERE consumer = $1 AND retry_requested
+"""
+_REQUESTED = "SELECT EXISTS (SELECT 1 FROM consumer_parked WHERE consumer = $1 AND retry_requested)"
 _PARKED_OF = """
 SELECT partition, "offset", value FROM consumer_parked
 WHERE consumer = $1 AND topic = $2 AND record_key = $3 ORDER BY "offset" FOR UPDATE
 """
 _UNPARK = """DELETE FROM consumer_parked WHERE consumer = $1 AND topic = $2 AND "offset" = $3
 AND partition = $4"""
-_REPARK = """UPDATE consumer_parked SET error = $5 WHERE consumer = $1 AND topic = $2
-AND "offset" = $3 AND partition = $4"""
+_REPARK = """UPDATE consumer_parked SET error = $5, retried_at = now() WHERE consumer = $1
+AND topic = $2 AND "offset" = $3 AND partition = $4"""
 
 
 async def retry_parked(applier: BatchApplier) -> int:
@@ -28,6 +32,7 @@ async def retry_parked(applier: BatchApplier) -> int:
     """
     name, applied = applier.name, 0
     async with applier.pool.acquire() as conn:
+        await conn.execute(_TAKE_REQUESTS, name)  # this pass answers every request so far
         families = await conn.fetch(_PARKED_FAMILIES, name)
     for family in families:
         topic, key = family["topic"], family["record_key"]
@@ -55,3 +60,10 @@ async def retry_parked(applier: BatchApplier) -> int:
     if applied:
         structlog.get_logger().info("parked_records_applied", consumer=name, count=applied)
     return applied
+
+
+async def retry_requested(applier: BatchApplier) -> bool:
+    """Whether an operator asked for a parked record to be tried again (``ledger
+    deadletters retry``, or a release that frees the records held behind one)."""
+    async with applier.pool.acquire() as conn:
+        return bool(await conn.fetchval(_REQUESTED, applier.name))

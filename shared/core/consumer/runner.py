@@ -22,14 +22,16 @@ from shared.core.consumer.batches import BatchApplier, BatchHandler, EventHandle
 from shared.core.consumer.catchup import catch_up
 from shared.core.consumer.deadletters import publish_due
 from shared.core.consumer.lag import LagGauges
-from shared.core.consumer.parking import retry_parked
+from shared.core.consumer.parking import retry_parked, retry_requested
 from shared.core.kafka import new_consumer, new_producer
 from shared.core.metrics import Metrics
 from shared.core.settings import KafkaAccess
+from shared.core.topics import TopicOwner
 
 __all__ = ["ConsumerRunner"]
 
 _RETRY_PARKED_SECONDS = 60.0
+_RETRY_REQUESTS_SECONDS = 2.0  # how often an operator's request to retry is looked for
 _MAX_BACKOFF = 5.0
 
 
@@ -49,7 +51,7 @@ class ConsumerRunner(BackgroundTask):
         batch_size: int,
         metrics: Metrics,
         producer_factory: Callable[[KafkaAccess, str], AIOKafkaProducer] = new_producer,
-        owners: Mapping[str, str] | None = None,
+        owners: Mapping[str, TopicOwner] | None = None,
         many: BatchHandler | None = None,
     ) -> None:
         super().__init__(f"consumer:{name}")
@@ -107,12 +109,16 @@ class ConsumerRunner(BackgroundTask):
         await self._publish_due(producer)  # what a failure kept from the dead-letter topic
         await self.retry_parked()
         loop = asyncio.get_running_loop()
-        retried_at = loop.time()
+        retried_at = asked_at = loop.time()
         while not self._stopping:
             for partition, records in (await self._poll(consumer)).items():
                 if await self._applier.apply(consumer, partition, records):
                     await self._publish_due(producer)
             await self._lag.observe(consumer)
+            if loop.time() - asked_at > _RETRY_REQUESTS_SECONDS:
+                asked_at = loop.time()
+                if await retry_requested(self._applier):
+                    retried_at = 0.0
             if loop.time() - retried_at > _RETRY_PARKED_SECONDS:
                 await self.retry_parked()
                 retried_at = loop.time()
