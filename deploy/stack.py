@@ -362,10 +362,13 @@ sasl.mechanism={KAFKA_SASL_MECHANISM}
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\
   username="{KAFKA_SUPERUSER}" password="${{KAFKA_SUPERUSER_PASSWORD:?set it in .env}}";
 END
+# A password goes to the tool in a file only its owner reads, never on a command line.
+secret=$(mktemp)
+trap 'rm -f "$config" "$secret"' EXIT
 user() {{
+  (umask 077 && printf '%s=password=%s\\n' {KAFKA_SASL_MECHANISM} "$2" >"$secret")
   "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \\
-    --alter --add-config "{KAFKA_SASL_MECHANISM}=[password=$2]" \\
-    --entity-type users --entity-name "$1"
+    --alter --add-config-file "$secret" --entity-type users --entity-name "$1"
 }}
 acls() {{
   "$bin/kafka-acls.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" "$@"
@@ -461,6 +464,24 @@ class Kafka:
             "".join(f"{key}={value}\n" for key, value in config.items()),
         )
 
+    def format_command(self, cluster: str, config: Path) -> tuple[list[str], Path]:
+        """The command that formats the broker's storage with the superuser's credentials
+        (they must exist before it can start), and the file it reads its arguments from:
+        the password is in that file (mode 600, deleted once it has run), never on the
+        command line, where every user of the machine could read it."""
+        arguments = _private_file(
+            self.home / "format.args",
+            "\n".join(
+                [
+                    "kafka.tools.StorageTool",
+                    *("format", "-t", cluster, "-c", str(config), "--add-scram"),
+                    f"{KAFKA_SASL_MECHANISM}=[name={KAFKA_SUPERUSER},password={self.password}]",
+                ]
+            )
+            + "\n",
+        )
+        return self._java(f"@{arguments}"), arguments  # java reads @file's lines as arguments
+
     def tools(self) -> Path:
         """A folder of Kafka's command-line tools, named as in Kafka's own distribution
         (``kafka-acls.sh``, ``kafka-configs.sh``, ``kafka-console-consumer.sh``)."""
@@ -526,18 +547,11 @@ class Kafka:
                 text=True,
                 check=True,
             ).stdout.split()[-1]
-            subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    *("format", "-t", cluster, "-c", str(config)),
-                    # The superuser's credentials must exist before the broker can start.
-                    "--add-scram",
-                    f"{KAFKA_SASL_MECHANISM}=[name={KAFKA_SUPERUSER},password={self.password}]",
-                ),
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+            command, arguments = self.format_command(cluster, config)
+            try:
+                subprocess.run(command, capture_output=True, text=True, check=True)
+            finally:
+                arguments.unlink(missing_ok=True)
             (self.home / "authenticated").touch()
         spawn(self._java("kafka.Kafka", str(config)), self.log, self.pid_file)
         wait_until(

@@ -12,10 +12,13 @@ sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
   username="kafka" password="${KAFKA_SUPERUSER_PASSWORD:?set it in .env}";
 END
+# A password goes to the tool in a file only its owner reads, never on a command line.
+secret=$(mktemp)
+trap 'rm -f "$config" "$secret"' EXIT
 user() {
+  (umask 077 && printf '%s=password=%s\n' SCRAM-SHA-512 "$2" >"$secret")
   "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \
-    --alter --add-config "SCRAM-SHA-512=[password=$2]" \
-    --entity-type users --entity-name "$1"
+    --alter --add-config-file "$secret" --entity-type users --entity-name "$1"
 }
 acls() {
   "$bin/kafka-acls.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" "$@"

@@ -42,6 +42,11 @@ sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $user;
 END
 # The superuser's credentials must exist before the broker starts; a formatted volume is kept.
-/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t "$CLUSTER_ID" -c "$config" \
-  --add-scram "SCRAM-SHA-512=[name=kafka,password=$KAFKA_SUPERUSER_PASSWORD]"
+# Kafka's own format tool, given its arguments in a file java reads them from (@file), so
+# that the password is never on a command line, where any process of the host could read it.
+arguments=/tmp/format.args
+printf '%s\n' kafka.tools.StorageTool format --ignore-formatted -t "$CLUSTER_ID" -c "$config" \
+  --add-scram "SCRAM-SHA-512=[name=kafka,password=$KAFKA_SUPERUSER_PASSWORD]" >"$arguments"
+"${JAVA_HOME:+$JAVA_HOME/bin/}java" -cp '/opt/kafka/libs/*' "@$arguments"
+rm -f "$arguments"
 exec /opt/kafka/bin/kafka-server-start.sh "$config"

@@ -50,7 +50,7 @@ from shared.core.errors import ForbiddenError, NotFoundError, UnprocessableError
 from shared.core.events import Actor, Envelope
 from shared.core.eventstore import CommandContext
 from shared.core.personal import Sealer, subject_of
-from shared.web.auth import Principal, require_team
+from shared.web.auth import TEAM_SCOPED_ROLES, Principal, require_team
 from shared.web.http import Caller
 from shared.web.service import ServiceCore
 
@@ -238,7 +238,7 @@ class Spending:
         waited = False
 
         async def handle(conn: Connection) -> CommandResult:
-            pilot, family = await _views(conn, pilot_id, body.family_id)
+            pilot, family = await _views(conn, pilot_id, body.family_id, principal)
             if not waited and not _caught_up(pilot, family, body.allocation_version):
                 raise _ViewsBehindError
             pilot, family = _eligible(principal, pilot, family, body, requested_on)
@@ -280,11 +280,13 @@ class Spending:
         try:
             return await self._core.commands.run(handle, caller.idempotency)
         except _ViewsBehindError:  # rolled back: wait for the views outside the transaction
-            await self._await_views(pilot_id, body.family_id, body.allocation_version)
+            await self._await_views(principal, pilot_id, body.family_id, body.allocation_version)
         waited = True
         return await self._core.commands.run(handle, caller.idempotency)
 
-    async def _await_views(self, pilot_id: str, family_id: str, seen: int | None) -> None:
+    async def _await_views(
+        self, principal: Principal, pilot_id: str, family_id: str, seen: int | None
+    ) -> None:
         """Wait until the views hold the family (at the version the caller saw) and its pilot.
 
         A family is enrolled under a pilot configuration; its events and the pilot's travel
@@ -293,7 +295,7 @@ class Spending:
         """
 
         async def caught_up(conn: Connection) -> bool:
-            return _caught_up(*await _views(conn, pilot_id, family_id), seen)
+            return _caught_up(*await _views(conn, pilot_id, family_id, principal), seen)
 
         views_consumer = self._core.consumers.get(views.CONSUMER)
         if seen and views_consumer is not None and not views_consumer.reading:
@@ -470,10 +472,16 @@ class _ViewsBehindError(Exception):
 
 
 async def _views(
-    conn: Connection, pilot_id: str, family_id: str
+    conn: Connection, pilot_id: str, family_id: str, principal: Principal
 ) -> tuple[PilotInForce | None, views.FamilyView | None]:
-    """The views of the pilot and of the family, as they stand."""
-    return await views.pilot_of(conn, pilot_id), await views.family_of(conn, pilot_id, family_id)
+    """The views of the pilot and of the family, as they stand, the family as the caller may
+    know it: another team's is not there for a worker or manager, and takes the very path a
+    missing one takes (the same wait for the view, the same answer), so that neither the
+    answer nor its time tells a family of another team from one that does not exist."""
+    family = await views.family_of(conn, pilot_id, family_id)
+    if family is not None and principal.role in TEAM_SCOPED_ROLES and principal.team != family.team:
+        family = None
+    return await views.pilot_of(conn, pilot_id), family
 
 
 def _caught_up(

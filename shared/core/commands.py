@@ -27,7 +27,12 @@ from shared.core.errors import (
     UnauthorizedError,
 )
 from shared.core.events import canonical_json
-from shared.core.eventstore import REHEARSAL, streams_kept
+from shared.core.eventstore import (
+    REHEARSAL,
+    counted_once_committed,
+    streams_kept,
+    uncounted_if_undone,
+)
 
 __all__ = [
     "CommandResult",
@@ -254,6 +259,14 @@ class CommandRunner:
         block (:func:`~shared.core.eventstore.streams_kept`)."""
         if keys and savepoints:  # a refused command's savepoint could not give its key back
             raise ValueError("keys are claimed together only without savepoints")
+        with counted_once_committed():
+            async with self._together(savepoints, keys):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _together(
+        self, savepoints: bool, keys: Sequence[IdempotencyRequest]
+    ) -> AsyncIterator[None]:
         async with self._pool.acquire() as conn, conn.transaction():
             together = _Together(conn, savepoints)
             token = _TOGETHER.set(together)
@@ -270,8 +283,9 @@ class CommandRunner:
     ) -> CommandResult:
         together = _TOGETHER.get()
         if together is not None and together.savepoints:
-            async with together.conn.transaction():  # a savepoint
-                return await self._in_transaction(together.conn, handler, idempotency)
+            with uncounted_if_undone():
+                async with together.conn.transaction():  # a savepoint
+                    return await self._in_transaction(together.conn, handler, idempotency)
         if together is not None:
             try:
                 return await self._in_transaction(
@@ -279,8 +293,9 @@ class CommandRunner:
                 )
             except Exception as error:
                 raise SpoiledTogetherError from error
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await self._in_transaction(conn, handler, idempotency)
+        with counted_once_committed():
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await self._in_transaction(conn, handler, idempotency)
 
     async def _in_transaction(
         self,
@@ -337,7 +352,9 @@ async def _claim(conn: Connection, request: IdempotencyRequest) -> CommandResult
     if await conn.fetchval(_CLAIM, request.scope, request.key, request.fingerprint):
         return None
     row = await conn.fetchrow(_STORED, request.scope, request.key)
-    if row is None:  # pragma: no cover - the conflicting row cannot vanish: keys are never deleted
+    # A key is deleted only by the block that claimed it and did not use it, before it commits;
+    # the conflicting row was committed, so it is still there.
+    if row is None:  # pragma: no cover
         raise ConcurrencyError("idempotency key changed under us")
     if row["fingerprint"] != request.fingerprint:
         raise IdempotencyKeyReusedError(

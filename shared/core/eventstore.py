@@ -38,7 +38,9 @@ __all__ = [
     "EventStore",
     "PendingEvent",
     "Stream",
+    "counted_once_committed",
     "streams_kept",
+    "uncounted_if_undone",
 ]
 
 OUTBOX_CHANNEL = "ledger_outbox"
@@ -71,6 +73,43 @@ _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
 REHEARSAL: ContextVar[bool] = ContextVar("rehearsal", default=False)
 """True while a command runs only to be rolled back (a replay's authorisation): what it
 appends is never committed, so it is neither counted nor kept (:func:`streams_kept`)."""
+
+# What the transaction this task is in has appended, counted once it commits.
+_UNCOMMITTED: ContextVar[list[tuple[Metrics, str]] | None] = ContextVar(
+    "appended_uncommitted", default=None
+)
+
+
+@contextlib.contextmanager
+def counted_once_committed() -> Iterator[None]:
+    """Wrap a transaction (``with counted_once_committed(): async with ... transaction():``):
+    the events appended in it are counted in ``ledger_events_appended_total`` once it has
+    committed, that is once the block is left without an error, and never if it rolled back.
+    Within another such block, the outer one counts."""
+    if _UNCOMMITTED.get() is not None:
+        yield
+        return
+    appended: list[tuple[Metrics, str]] = []
+    token = _UNCOMMITTED.set(appended)
+    try:
+        yield
+    finally:
+        _UNCOMMITTED.reset(token)
+    for metrics, event_type in appended:  # reached only when the block raised nothing
+        metrics.events_appended.labels(event_type).inc()
+
+
+@contextlib.contextmanager
+def uncounted_if_undone() -> Iterator[None]:
+    """Wrap a savepoint: what it appended is not counted if it is rolled back (it raised)."""
+    appended = _UNCOMMITTED.get()
+    before = len(appended) if appended is not None else 0
+    try:
+        yield
+    except BaseException:
+        if appended is not None:
+            del appended[before:]
+        raise
 
 
 @dataclass
@@ -266,6 +305,10 @@ class EventStore:
             else:
                 kept.pop(stream.stream_id, None)
         if self._metrics is not None:
+            uncommitted = _UNCOMMITTED.get()
             for envelope in envelopes:
-                self._metrics.events_appended.labels(envelope.type).inc()
+                if uncommitted is None:  # no transaction said when it commits: count now
+                    self._metrics.events_appended.labels(envelope.type).inc()
+                else:
+                    uncommitted.append((self._metrics, envelope.type))
         return envelopes

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from shared.core.errors import ForbiddenError, LedgerError, UnauthorizedError
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "ROLES",
     "TEAM_SCOPED_ROLES",
     "Principal",
@@ -36,6 +37,7 @@ ROLES: frozenset[str] = frozenset(get_args(Role))
 # People who act for their team's families only.
 TEAM_SCOPED_ROLES: frozenset[str] = frozenset({"social_worker", "manager"})
 _ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
+MIN_SECRET_BYTES = 32  # HS256's key: RFC 7518 asks for at least the hash's 256 bits
 _DATES = ("exp", "iat", "nbf")
 
 

@@ -175,22 +175,28 @@ def _reject_constant(name: str) -> None:
 
 
 async def read_body(request: web.Request, content_type: str) -> bytes:
-    """The request's body: 408 if it trickles in, 415 if it is not ``content_type``."""
-    try:
-        # A client that trickles its body holds a connection and a worker: not for long.
-        raw = await asyncio.wait_for(request.read(), request.app[BODY_TIMEOUT])
-    except TimeoutError as error:
-        raise HttpProblemError(
-            408, "request_timeout", "Request timeout", "the body did not arrive in time"
-        ) from error
-    if raw.strip() and request.content_type != content_type:
+    """The request's body: 408 if it trickles in, 415 if it is not ``content_type``.
+
+    The type is required even of an empty body. A page on another site can make a browser
+    send a form, ``text/plain`` or no body at all without asking first, with the cookies
+    a council's sign-on proxy turns into a bearer token; a JSON (or any other) type it can
+    send only after a CORS preflight, which the ledger never answers. So a command sent
+    without its own type (an approval, say) is refused before anything is read."""
+    if request.content_type != content_type:
         raise HttpProblemError(
             415,
             "unsupported_media_type",
             "Unsupported media type",
-            f"send the body as {content_type}",
+            f"send the body as {content_type} (with Content-Type: {content_type}, even "
+            "when it is empty)",
         )
-    return raw
+    try:
+        # A client that trickles its body holds a connection and a worker: not for long.
+        return await asyncio.wait_for(request.read(), request.app[BODY_TIMEOUT])
+    except TimeoutError as error:
+        raise HttpProblemError(
+            408, "request_timeout", "Request timeout", "the body did not arrive in time"
+        ) from error
 
 
 async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:

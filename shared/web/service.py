@@ -35,7 +35,7 @@ from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
 from shared.core.topics import TopicOwner
 from shared.web.asyncapi import asyncapi_document
-from shared.web.auth import TokenRules
+from shared.web.auth import MIN_SECRET_BYTES, TokenRules
 from shared.web.batches import batch_route
 from shared.web.http import (
     BODY_TIMEOUT,
@@ -172,8 +172,11 @@ def build_service_app(
     each ledger topic, the source that alone writes it and what it may carry (its consumers
     reject anything else)."""
     secret = settings.jwt_secret.get_secret_value()
-    if not secret:
-        raise ValueError("LEDGER_JWT_SECRET must be set")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"LEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (it has "
+            f"{len(secret.encode())}): anyone who guesses it can mint any role's token"
+        )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
     app[TOKEN_RULES] = TokenRules(
         secret,

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -170,12 +171,15 @@ def test_the_dockerfile_is_multi_stage_non_root_and_stops_on_sigterm() -> None:
 
 
 async def test_the_init_script_gives_each_service_its_own_role_and_database(
-    settings: Settings,
+    settings: Settings, tmp_path: Path
 ) -> None:
     """Run for real against the tests' PostgreSQL: each role owns and migrates its database,
-    and may not connect to another service's."""
+    and may not connect to another service's; no password is ever on psql's command line
+    (a wrapper records every command line it is given)."""
     passwords = {f"{name.upper()}_DB_PASSWORD": f"pw-{name}" for name in SERVICES}
     script = ROOT / "deploy" / "postgres" / "init-databases.sh"
+    seen = tmp_path / "command-lines"
+    wrappers = _recording(tmp_path / "bin", ["psql"], seen)
     admin = await asyncpg.connect(
         host=settings.pg_host, port=settings.pg_port, user=settings.pg_user, database="postgres"
     )
@@ -184,7 +188,7 @@ async def test_the_init_script_gives_each_service_its_own_role_and_database(
             "bash",
             str(script),
             env={
-                "PATH": os.environ["PATH"],
+                "PATH": f"{wrappers}:{os.environ['PATH']}",
                 "POSTGRES_USER": settings.pg_user,
                 "PGHOST": settings.pg_host,
                 "PGPORT": str(settings.pg_port),
@@ -194,6 +198,14 @@ async def test_the_init_script_gives_each_service_its_own_role_and_database(
         )
         _, errors = await process.communicate()
         assert process.returncode == 0, errors.decode()
+        lines = seen.read_text()
+        assert lines.count("psql") == len(SERVICES)
+        assert not any(password in lines for password in passwords.values())
+        roles = await admin.fetch(
+            "SELECT rolname FROM pg_authid WHERE rolname LIKE 'ledger\\_%' "
+            "AND rolpassword IS NOT NULL"
+        )
+        assert {row["rolname"] for row in roles} >= {f"ledger_{name}" for name in SERVICES}
         for name in SERVICES:
             owner = await admin.fetchval(
                 "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
@@ -260,3 +272,16 @@ def test_compose_runs_kafka_as_the_local_stack_does(tmp_path: Path) -> None:
     }
     assert "PLAINTEXT://" not in script
     assert compose["log.retention.ms"] == "-1"  # the topics are the ledger's history
+
+
+def _recording(folder: Path, tools: list[str], log: Path) -> Path:
+    """A folder of wrappers, first on PATH, that append each command line they are given to
+    ``log`` and run the real tool: what any user of the machine could read in ``ps``."""
+    folder.mkdir(parents=True)
+    for tool in tools:
+        real = shutil.which(tool)
+        assert real is not None, tool
+        wrapper = folder / tool
+        wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >>{log}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+    return folder

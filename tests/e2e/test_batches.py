@@ -12,7 +12,7 @@ import pytest
 from shared.core.settings import Settings
 from shared.web.batches import MAX_LINES, NDJSON
 from tests.e2e.system import Client, System, auth, running_system
-from tests.support import stored_events, wait_for
+from tests.support import connect_service_db, stored_events, wait_for
 
 
 @pytest.fixture
@@ -270,3 +270,26 @@ async def test_the_same_key_twice_in_a_batch_answers_as_two_requests_would(syste
         path, json={"amount_pence": 20_000}, headers={**system.admin(), "Idempotency-Key": "k-1"}
     )
     assert other.status == 409
+
+
+async def test_events_are_counted_once_they_are_committed(
+    system: System, settings: Settings
+) -> None:
+    """A chunk run without savepoints and undone by a refused line appended events that were
+    never committed; ledger_events_appended_total counted them, and then counted them again
+    when the chunk ran with savepoints. It counts what the store holds."""
+    answers = await send(
+        system.allocation,
+        system.admin(),
+        [enrol("fam-1", "e-1"), enrol("fam-2", "e-2"), enrol("fam-1", "e-3")],
+    )
+    assert [a["status"] for a in answers] == [201, 201, 409]
+    metrics = await (await system.allocation.get("/metrics")).text()
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("ledger_events_appended_total{")
+    )
+    async with connect_service_db(settings, "allocation") as conn:
+        stored = await conn.fetchval("SELECT count(*) FROM events")
+    assert counted == stored

@@ -10,11 +10,14 @@ tools against the session's broker, under this module's topic prefix.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -29,7 +32,7 @@ from aiokafka.errors import (
 )
 from pydantic import SecretStr
 
-from deploy.stack import ledger_access_script, password_variable
+from deploy.stack import access_script, ledger_access_script, password_variable
 from shared.contracts.allocation import BudgetAllocated
 from shared.core.events import DomainEvent, canonical_json
 from shared.core.eventstore import PendingEvent, Stream
@@ -333,3 +336,48 @@ SELECT o.consumer, (SELECT count(*) FROM consumer_parked p
                     WHERE p.consumer = o.consumer AND p.topic = o.topic) AS parked
 FROM consumer_offsets o WHERE o.topic = $1 GROUP BY o.consumer, o.topic
 """
+
+
+async def test_kafka_passwords_are_never_on_a_command_line(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """The access script gives a principal its password through a file, and the broker's
+    storage is formatted with the superuser's from a file java reads its arguments from:
+    a wrapper around Kafka's tools records every command line it is given, and no password
+    is on any (each used to be, readable by any user of the machine in ``ps``); the
+    principal then logs in with its password."""
+    real = infra.kafka.tools()
+    wrappers, seen = tmp_path / "bin", tmp_path / "command-lines"
+    wrappers.mkdir()
+    for tool in ("kafka-configs.sh", "kafka-acls.sh"):
+        wrapper = wrappers / tool
+        wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >>{seen}\nexec {real / tool} "$@"\n')
+        wrapper.chmod(0o755)
+    name, password = f"probe{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["sh", "-c", access_script([name], [])],
+        env={
+            "PATH": os.environ["PATH"],
+            "KAFKA_BIN": str(wrappers),
+            "KAFKA_BOOTSTRAP": infra.kafka.bootstrap,
+            "KAFKA_SUPERUSER_PASSWORD": infra.kafka.password,
+            password_variable(name): password,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = seen.read_text()
+    assert f"--entity-name {name}" in lines
+    assert password not in lines
+    assert infra.kafka.password not in lines
+    producer = AIOKafkaProducer(**connection(KafkaAccess(infra.kafka.bootstrap, name, password)))
+    await _started(producer)  # authenticated with the password it was given
+    await producer.stop()
+    command, arguments = infra.kafka.format_command("cluster-id", tmp_path / "server.properties")
+    assert infra.kafka.password not in " ".join(command)
+    assert infra.kafka.password in arguments.read_text()
+    assert arguments.stat().st_mode & 0o077 == 0
+    arguments.unlink()

@@ -373,3 +373,26 @@ async def test_the_served_process_bounds_header_time_and_quotes_no_bad_request(
     assert json.loads(body)["code"] == "malformed_request"
     assert b"SECRET" not in answer
     assert b"SECRET" not in processes.log_path("allocation").read_bytes()
+
+
+async def test_a_command_without_its_own_content_type_is_refused(system: System) -> None:
+    """What a page on another site can make a browser send without asking first, with the
+    cookies a sign-on proxy turns into a token: a form, text/plain, or no body at all. Each
+    is a 415 and decides nothing; a manager's approval used to go through for an empty form."""
+    version = await system.enrol("fam-1", allocate=100_000)
+    request_id = (await system.request("fam-1", 80_000, version=version))["request_id"]
+    await system.settled(request_id, "awaiting_approval")
+    path = f"/pilots/wigan/spend-requests/{request_id}/approve"
+    for content_type, body in (
+        ("application/x-www-form-urlencoded", b""),
+        ("multipart/form-data; boundary=x", b"--x--\r\n"),
+        ("text/plain", b"{}"),
+        (None, b""),
+    ):
+        headers = system.manager() | ({"Content-Type": content_type} if content_type else {})
+        response = await system.approval.post(path, data=body, headers=headers)
+        assert response.status == 415, (content_type, await response.text())
+        assert (await response.json())["code"] == "unsupported_media_type"
+    assert (await system.status(request_id))["status"] == "awaiting_approval"
+    approved = await system.approval.post(path, json={}, headers=system.manager())
+    assert approved.status == 200, await approved.text()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from services.spending.handlers import UNKNOWN_FAMILY_WAIT_SECONDS
 from shared.core.settings import Settings
 from tests.e2e.system import System, auth, running_system
 from tests.support import connect_service_db
@@ -105,8 +107,8 @@ async def test_spending_and_approval_check_who_is_calling(
             await system.spending.post(
                 path, json={**body, "requested_by": "sw-9"}, headers=system.worker("sw-9", "t-9")
             ),
-            422,
-            "unknown_family",  # another team's family is, to this worker, no family at all
+            503,  # another team's family is, to this worker, no family at all: one it says
+            "not_yet_consistent",  # it has seen a version of, which spending has not seen yet
         ),
         (await system.spending.post(path, json=body), 401, "missing_token"),
     ]
@@ -221,3 +223,26 @@ async def test_an_allocation_version_no_stream_could_reach_is_a_503_not_a_500(
     )
     assert response.status == 503, await response.text()
     assert (await response.json())["code"] == "not_yet_consistent"
+
+
+async def test_another_teams_family_answers_as_a_missing_one_in_status_and_time(
+    system: System,
+) -> None:
+    """A worker naming another team's family is answered as for a family that does not exist:
+    the same status and code, after the same wait for spending's view of a family it has not
+    seen. The other team's family used to be refused at once, and the missing one after a
+    second: the time told a worker which families exist."""
+    await system.enrol("fam-1", allocate=100_000)
+    outsider = system.worker("sw-9", "t-9")
+    answers = []
+    for family in ("fam-1", "fam-nobody"):
+        body = {**GOOD, "family_id": family, "requested_by": "sw-9"}
+        started = time.monotonic()
+        response = await system.spending.post(
+            "/pilots/wigan/spend-requests", json=body, headers=outsider
+        )
+        waited = time.monotonic() - started
+        problem = await response.json()
+        answers.append((response.status, problem["code"], problem["detail"]))
+        assert waited >= UNKNOWN_FAMILY_WAIT_SECONDS * 0.9, (family, waited)
+    assert answers[0] == answers[1] == (422, "unknown_family", "no such family in this pilot")

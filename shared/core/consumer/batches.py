@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from shared.core.db import Connection, is_transient
 from shared.core.errors import ConcurrencyError
 from shared.core.events import Envelope, carries_its_hash, wire_loads
+from shared.core.eventstore import counted_once_committed, uncounted_if_undone
 from shared.core.metrics import Metrics
 from shared.core.topics import TopicOwner
 from shared.core.tracing import TRACEPARENT, span_from
@@ -199,6 +200,12 @@ class BatchApplier:
             return None
 
     async def _apply_batch(
+        self, partition: TopicPartition, records: Sequence[Any], *, careful: bool, live: bool
+    ) -> int:
+        with counted_once_committed():  # what a handler appends (approval's decisions)
+            return await self._apply_in_transaction(partition, records, careful=careful, live=live)
+
+    async def _apply_in_transaction(
         self, partition: TopicPartition, records: Sequence[Any], *, careful: bool, live: bool
     ) -> int:
         topic = partition.topic
@@ -385,8 +392,9 @@ class BatchApplier:
 
     async def _handle(self, conn: Connection, envelope: Envelope, *, careful: bool) -> None:
         if careful:
-            async with conn.transaction():  # a savepoint: a failure undoes this one only
-                await self._handler(conn, envelope)
+            with uncounted_if_undone():
+                async with conn.transaction():  # a savepoint: a failure undoes this one only
+                    await self._handler(conn, envelope)
         else:
             await self._handler(conn, envelope)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 
 from shared.core.consumer.batches import GAP, BatchApplier, StreamVersions, decode_record
+from shared.core.eventstore import counted_once_committed
 
 __all__ = ["retry_parked", "retry_requested"]
 
@@ -36,29 +37,37 @@ async def retry_parked(applier: BatchApplier) -> int:
         families = await conn.fetch(_PARKED_FAMILIES, name)
     for family in families:
         topic, key = family["topic"], family["record_key"]
-        async with applier.pool.acquire() as conn, conn.transaction():
-            rows = list(await conn.fetch(_PARKED_OF, name, topic, key))
-            envelopes = {row["offset"]: decode_record(row["value"]) for row in rows}
-            versions = await StreamVersions.load(conn, name, list(envelopes.values()))
-            progress = True
-            while progress and rows:
-                progress = False
-                for row in list(rows):
-                    where = (name, topic, row["offset"], row["partition"])
-                    error = await applier.apply_one(
-                        conn, envelopes[row["offset"]], versions, topic=topic, careful=True
-                    )
-                    if error is None:
-                        await conn.execute(_UNPARK, *where)
-                        rows.remove(row)
-                        applied, progress = applied + 1, True
-                        continue
-                    await conn.execute(_REPARK, *where, error)
-                    if not error.startswith(GAP):
-                        break
-            await versions.save(conn, name)
+        with counted_once_committed():
+            applied += await _retry_family(applier, topic, key)
     if applied:
         structlog.get_logger().info("parked_records_applied", consumer=name, count=applied)
+    return applied
+
+
+async def _retry_family(applier: BatchApplier, topic: str, key: str) -> int:
+    """One family's parked records, in offset order, in one transaction: how many applied."""
+    name, applied = applier.name, 0
+    async with applier.pool.acquire() as conn, conn.transaction():
+        rows = list(await conn.fetch(_PARKED_OF, name, topic, key))
+        envelopes = {row["offset"]: decode_record(row["value"]) for row in rows}
+        versions = await StreamVersions.load(conn, name, list(envelopes.values()))
+        progress = True
+        while progress and rows:
+            progress = False
+            for row in list(rows):
+                where = (name, topic, row["offset"], row["partition"])
+                error = await applier.apply_one(
+                    conn, envelopes[row["offset"]], versions, topic=topic, careful=True
+                )
+                if error is None:
+                    await conn.execute(_UNPARK, *where)
+                    rows.remove(row)
+                    applied, progress = applied + 1, True
+                    continue
+                await conn.execute(_REPARK, *where, error)
+                if not error.startswith(GAP):
+                    break
+        await versions.save(conn, name)
     return applied
 
 
