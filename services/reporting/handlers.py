@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
+
+import asyncpg
 
 from services.reporting import dashboard, statement, trial, uptake, whatif
 from services.reporting.purposes import SpendingPurposes
@@ -14,6 +17,7 @@ from shared.contracts.periods import PeriodLength, period_containing
 from shared.core.db import Connection
 from shared.core.errors import NotFoundError
 from shared.core.events import Envelope
+from shared.core.offload import off_loop
 from shared.core.personal import Sealer
 from shared.web.auth import Principal, require_team
 from shared.web.service import ServiceCore
@@ -149,21 +153,23 @@ class Reporting:
             rows = await conn.fetch(
                 _PILOT_EVENTS, pilot_id, ["purchase.recorded", "purchase.refunded"]
             )
-        return transactions_csv(Envelope.model_validate(row["envelope"]) for row in rows)
+        return await off_loop(lambda: transactions_csv(_envelopes(rows)))
 
     async def _facts(self, pilot_id: str) -> tuple[PilotConfig, uptake.Facts]:
-        """The pilot's configuration and the facts of every event recorded so far."""
+        """The pilot's configuration and the facts of every event recorded so far (read in
+        a worker thread: a pilot's every event, in Python)."""
         async with self._core.pool.acquire() as conn:
             pilot = await views.pilot_in_force(conn, pilot_id)
             if pilot is None:
                 raise NotFoundError("no such pilot")
             rows = await conn.fetch(_PILOT_EVENTS, pilot_id, UPTAKE_EVENT_TYPES)
-        return pilot.config, uptake.gather(Envelope.model_validate(row["envelope"]) for row in rows)
+        return pilot.config, await off_loop(lambda: uptake.gather(_envelopes(rows)))
 
     async def uptake(self, pilot_id: str, *, suppress_small_cells: bool) -> UptakeView:
         """The pilot's figures, from every fact recorded so far."""
         config, facts = await self._facts(pilot_id)
-        figures = uptake.compute(facts, config.forecast_spend_per_family_pence)
+        forecast = config.forecast_spend_per_family_pence
+        figures = await off_loop(uptake.compute, facts, forecast)
         if suppress_small_cells:
             figures = uptake.suppress(figures)
         return UptakeView(
@@ -182,7 +188,9 @@ class Reporting:
             set(config.categories) | {category for _, _, category, _ in facts.purchases}
         )
         columns = trial.columns_of(categories)
-        return trial.package(pilot_id, columns, trial.rows(facts, categories, secret))
+        return await off_loop(
+            lambda: trial.package(pilot_id, columns, trial.rows(facts, categories, secret))
+        )
 
     async def what_if(self, pilot_id: str, proposal: PilotConfig) -> whatif.WhatIf:
         """The pilot's recorded requests under a proposed configuration; records nothing."""
@@ -193,13 +201,16 @@ class Reporting:
         """The pilot's dashboard page, small cells suppressed."""
         config, facts = await self._facts(pilot_id)
         forecast = config.forecast_spend_per_family_pence
-        return dashboard.render(
-            pilot_id,
-            config.name,
-            self._core.clock(),
-            uptake.suppress(uptake.compute(facts, forecast)),
-            uptake.suppress(uptake.by_team(facts, forecast)),
-            dashboard.charts(facts),
+        now = self._core.clock()
+        return await off_loop(
+            lambda: dashboard.render(
+                pilot_id,
+                config.name,
+                now,
+                uptake.suppress(uptake.compute(facts, forecast)),
+                uptake.suppress(uptake.by_team(facts, forecast)),
+                dashboard.charts(facts),
+            )
         )
 
 
@@ -209,8 +220,13 @@ async def policy_what_if(conn: Connection, pilot_id: str, proposal: PilotConfig)
     if pilot is None:
         raise NotFoundError("no such pilot")
     rows = await conn.fetch(_PILOT_EVENTS, pilot_id, WHAT_IF_EVENT_TYPES)
-    events = (Envelope.model_validate(row["envelope"]) for row in rows)
-    return whatif.what_if(pilot_id, events, pilot.config, proposal)
+    return await off_loop(
+        lambda: whatif.what_if(pilot_id, _envelopes(rows), pilot.config, proposal)
+    )
+
+
+def _envelopes(rows: Iterable[asyncpg.Record]) -> Iterator[Envelope]:
+    return (Envelope.model_validate(row["envelope"]) for row in rows)
 
 
 async def _history(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable
 from uuid import UUID
 
 from shared.contracts import decode
 from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded
 from shared.core.events import Envelope
+from shared.web.spreadsheets import safe_cell
 
 __all__ = ["COLUMNS", "transactions_csv"]
 
@@ -33,22 +33,11 @@ COLUMNS = (
     "amount_pence",
     "amount_gbp",
 )
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def _gbp(pence: int) -> str:
     sign = "-" if pence < 0 else ""
     return f"{sign}{abs(pence) // 100}.{abs(pence) % 100:02d}"
-
-
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # A vendor named "=HYPERLINK(…)" must stay text when finance opens the file; a negative
-    # amount is a number and stays one.
-    if text.startswith(_FORMULA_STARTS) and not _NUMBER.fullmatch(text):
-        return "'" + text
-    return text
 
 
 def transactions_csv(events: Iterable[Envelope]) -> str:
@@ -66,7 +55,7 @@ def transactions_csv(events: Iterable[Envelope]) -> str:
                 row = _refund_row(envelope, refund, purchases.get(refund.purchase_id))
             case _:
                 continue
-        writer.writerow([_cell(value) for value in row])
+        writer.writerow([safe_cell(value) for value in row])
     return out.getvalue()
 
 

@@ -17,11 +17,16 @@ import json
 import secrets
 import statistics
 import zipfile
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from services.reporting.uptake import Facts, hours_to_decision, spent_by_category
+from services.reporting.uptake import (
+    Facts,
+    hours_to_decision_by_family,
+    spent_by_category_by_family,
+)
 from shared.contracts.allocation import Outcome
 from shared.core.db import Connection
 from shared.core.personal import Sealer
@@ -125,14 +130,22 @@ async def pilot_secret(conn: Connection, sealer: Sealer, pilot_id: str) -> bytes
 
 
 def rows(facts: Facts, categories: Sequence[str], secret: bytes) -> list[dict[str, Any]]:
-    """One row per enrolled family, ordered by participant id (not enrolment order)."""
+    """One row per enrolled family, ordered by participant id (not enrolment order).
+
+    Each family's counts are gathered in one pass over the facts, not one pass per family:
+    a pilot of thousands of families is one pass, not thousands."""
+    requests: Counter[str] = Counter(asked for asked, _, _ in facts.requests.values())
+    verdicts = Counter(facts.verdicts)
+    hours_of: dict[str, list[float]] = defaultdict(list)
+    for decided_family, taken in hours_to_decision_by_family(facts):
+        hours_of[decided_family].append(taken)
+    spent_of = spent_by_category_by_family(facts)
     found = []
     for family_id, family in facts.families.items():
         if family.enrolled_on is None:
             continue  # events of a family whose enrolment this pilot does not hold
-        members = {family_id}
-        hours = hours_to_decision(facts, members)
-        by_category = spent_by_category(facts, members)
+        hours = hours_of.get(family_id, [])
+        by_category = spent_of.get(family_id, {})
         row: dict[str, Any] = {
             "participant_id": pseudonym(secret, family_id),
             "arm": family.arm,
@@ -141,9 +154,9 @@ def rows(facts: Facts, categories: Sequence[str], secret: bytes) -> list[dict[st
             "exited_on": family.exited_on,
             "allocated_pence": family.allocated,
             "spent_pence": family.net_spend,
-            "requests": sum(f == family_id for f, _, _ in facts.requests.values()),
-            "approvals": facts.verdicts.count((family_id, "approved")),
-            "rejections": facts.verdicts.count((family_id, "rejected")),
+            "requests": requests[family_id],
+            "approvals": verdicts[family_id, "approved"],
+            "rejections": verdicts[family_id, "rejected"],
             "median_hours_to_decision": round(statistics.median(hours), 4) if hours else None,
             "told_budget": family.told,
         }

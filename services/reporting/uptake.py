@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from uuid import UUID
@@ -41,8 +41,10 @@ __all__ = [
     "compute",
     "gather",
     "hours_to_decision",
+    "hours_to_decision_by_family",
     "small_cell",
     "spent_by_category",
+    "spent_by_category_by_family",
     "suppress",
 ]
 
@@ -168,14 +170,14 @@ class Facts:
                 self.requests[event.request_id] = (
                     family_id,
                     event.family_involved,
-                    envelope.occurred_at,
+                    envelope.time,  # record time, as a decision's: time to decision is one clock
                 )
             case PurchaseRecorded():
                 line = (family_id, event.amount_pence, event.category, event.purchased_on)
                 self.purchases.append(line)
                 family.net_spend += event.amount_pence
             case PurchaseRefunded():
-                day = envelope.occurred_at.date()  # a refund's date of record
+                day = envelope.occurred_at.date()  # its business day, as a purchase's purchased_on
                 self.refunds.append((family_id, event.amount_pence, event.category, day))
                 family.net_spend -= event.amount_pence
 
@@ -251,13 +253,29 @@ def spent_by_category(facts: Facts, members: Collection[str]) -> dict[str, int]:
     return dict(sorted(categories.items()))
 
 
+def spent_by_category_by_family(facts: Facts) -> dict[str, dict[str, int]]:
+    """:func:`spent_by_category` of every family at once, in one pass."""
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    for family, amount, category, _ in facts.purchases:
+        found[family][category] += amount
+    for family, amount, category, _ in facts.refunds:
+        found[family][category] -= amount
+    return {family: dict(sorted(counts.items())) for family, counts in found.items()}
+
+
 def hours_to_decision(facts: Facts, members: Collection[str]) -> list[float]:
     """Hours from each decided request of these families to its first decision."""
-    return [
-        (facts.decided[request] - at).total_seconds() / 3600
-        for request, (family, _, at) in facts.requests.items()
-        if family in members and request in facts.decided
-    ]
+    return [hours for family, hours in hours_to_decision_by_family(facts) if family in members]
+
+
+def hours_to_decision_by_family(facts: Facts) -> Iterator[tuple[str, float]]:
+    """Each decided request's family and hours from the request to its first decision, both
+    in record time: when the ledger recorded the request, and when approval recorded the
+    decision. (A request's occurred_at is business time, which a migration backdates by
+    months: measured from it, a decision taken in milliseconds took 1,204 hours.)"""
+    for request, (family, _, at) in facts.requests.items():
+        if request in facts.decided:
+            yield family, (facts.decided[request] - at).total_seconds() / 3600
 
 
 def small_cell(value: int | str) -> int | str:

@@ -150,7 +150,7 @@ class _Facts:
                     event.amount_pence,
                     event.category,
                     event.period_start,
-                    envelope.occurred_at,
+                    envelope.time,  # record time, as a decision's decided_at
                 )
             case RequestReferred() as event if event.request_id in self.requests:
                 self.requests[event.request_id].recorded = "manager"
@@ -192,6 +192,18 @@ def _judge(facts: _Facts, proposal: PilotConfig) -> tuple[dict[UUID, Approver], 
     return deciders, refused
 
 
+def _families_of(facts: _Facts) -> dict[str, set[str]]:
+    """The families of each scope: the pilot, each arm, each team (one pass, not one per
+    family)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    found["all"] = set(facts.arms)
+    for family, arm in facts.arms.items():
+        found[f"arm:{arm}"].add(family)
+    for family, team in facts.teams.items():
+        found[f"team:{team}"].add(family)
+    return found
+
+
 def _median(values: Iterable[float | None]) -> float | None:
     found = [value for value in values if value is not None]
     return round(statistics.median(found), 4) if found else None
@@ -230,13 +242,7 @@ def what_if(
         scopes.setdefault(f"arm:{arm[request.request_id]}", []).append(request)
     for request in requests:
         scopes.setdefault(f"team:{request.team}", []).append(request)
-    families_of = {
-        "all": set(facts.arms),
-        **{f"arm:{a}": {f for f, x in facts.arms.items() if x == a} for a in facts.arms.values()},
-        **{
-            f"team:{t}": {f for f, x in facts.teams.items() if x == t} for t in facts.teams.values()
-        },
-    }
+    families_of = _families_of(facts)
 
     def outcomes(
         members: list[_Request],

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from services.spending import views
 from services.spending.handlers import Spending
-from services.spending.http import SPENDING, routes
+from services.spending.http import RECONCILIATION, SPENDING, routes
+from services.spending.reconciliation import Reconciliation
 from shared.contracts import allocation, approval, spending
 from shared.web.registry import ServiceDefinition
 from shared.web.service import ConsumerSpec, ServiceCore
@@ -18,6 +19,7 @@ __all__ = ["SERVICE", "create_app"]
 
 def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
     app[SPENDING] = Spending(core)
+    app[RECONCILIATION] = Reconciliation(core)
     return (ConsumerSpec(views.CONSUMER, (allocation.TOPIC, approval.TOPIC), views.apply),)
 
 

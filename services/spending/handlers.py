@@ -7,14 +7,12 @@ handler waits for the view (``shared.core.consistency``) rather than answer from
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from functools import partial
 from uuid import UUID
 
-from services.spending import requests, statements, views
+from services.spending import requests, views
 from services.spending.schemas import (
     CloseBody,
     PurchaseBody,
@@ -27,19 +25,13 @@ from services.spending.schemas import (
     RequestAccepted,
     RequestView,
     SpendRequestBody,
-    StatementReport,
     WithdrawBody,
 )
 from shared.contracts import decode
 from shared.contracts.business_time import check_occurred_at
 from shared.contracts.periods import period_containing
 from shared.contracts.spending import (
-    PurchaseRecorded,
-    PurchaseWithoutLine,
     SpendRequested,
-    StatementImported,
-    StatementLineMatched,
-    StatementLineUnmatched,
 )
 from shared.contracts.views import PilotInForce
 from shared.core.aggregates import Aggregate, Decided, answer
@@ -47,8 +39,7 @@ from shared.core.commands import CommandResult, together_connection
 from shared.core.consistency import NotYetConsistentError, wait_for_view
 from shared.core.db import Connection
 from shared.core.errors import ForbiddenError, NotFoundError, UnprocessableError
-from shared.core.events import Actor, Envelope
-from shared.core.eventstore import CommandContext
+from shared.core.events import Envelope
 from shared.core.personal import Sealer, subject_of
 from shared.web.auth import TEAM_SCOPED_ROLES, Principal, require_team
 from shared.web.http import Caller
@@ -79,146 +70,12 @@ _INDEX_PURCHASE = (
 _PURCHASE_REQUEST = "SELECT request_id FROM purchase_index WHERE purchase_id = $1 AND pilot_id = $2"
 
 
-_PURCHASE_FACTS = """
-SELECT envelope FROM events
-WHERE pilot_id = $1 AND type IN ('purchase.recorded', 'statement.line_matched')
-ORDER BY position
-"""
-_EXCEPTION_COLUMNS = (
-    "kind",
-    "date",
-    "amount",
-    "description",
-    "reference",
-    "purchase_id",
-    "request_id",
-    "family_id",
-)
-
-
-def _pounds(pence: int) -> str:
-    sign = "-" if pence < 0 else ""
-    return f"{sign}{abs(pence) // 100}.{abs(pence) % 100:02d}"
-
-
-async def _unmatched_purchases(conn: Connection, pilot_id: str) -> list[statements.Purchase]:
-    """The pilot's purchases that no statement has matched yet."""
-    purchases: dict[UUID, statements.Purchase] = {}
-    for row in await conn.fetch(_PURCHASE_FACTS, pilot_id):
-        envelope = Envelope.model_validate(row["envelope"])
-        match decode(envelope):
-            case PurchaseRecorded() as event:
-                purchases[event.purchase_id] = statements.Purchase(
-                    event.purchase_id,
-                    event.request_id,
-                    envelope.family_id or "",
-                    event.amount_pence,
-                    event.purchased_on,
-                    event.vendor,
-                    event.receipt_ref,
-                )
-            case StatementLineMatched() as event:
-                purchases.pop(event.purchase_id, None)
-    return list(purchases.values())
-
-
-def _report(envelopes: Sequence[Envelope], *, replayed: bool) -> StatementReport:
-    """A statement's report, counted from its recorded events."""
-    events = [decode(envelope) for envelope in envelopes]
-    [imported] = [e for e in events if isinstance(e, StatementImported)]
-    return StatementReport(
-        statement_id=imported.statement_id,
-        format=imported.format,
-        lines=imported.lines,
-        matched=sum(isinstance(e, StatementLineMatched) for e in events),
-        unmatched_lines=sum(isinstance(e, StatementLineUnmatched) for e in events),
-        purchases_without_line=sum(isinstance(e, PurchaseWithoutLine) for e in events),
-        replayed=replayed,
-    )
-
-
 class Spending:
     """Spend requests and the purchases made against them."""
 
     def __init__(self, core: ServiceCore) -> None:
         self._core = core
         self._sealer = Sealer(core.custody)
-
-    async def import_statement(
-        self, pilot_id: str, raw: bytes, kind: statements.Format, tolerance_days: int
-    ) -> tuple[int, StatementReport]:
-        """Reconcile a statement with the pilot's purchases and record it (201); the same file
-        again records nothing and answers the first import's report (200)."""
-        lines = statements.parse(raw, kind)
-        statement = statements.statement_id(raw)
-        context = CommandContext(
-            actor=Actor(sub="finance-import", role="finance"),
-            correlation_id=f"statement-{statement[:16]}",
-            causation_id=None,
-            occurred_at=None,
-        )
-
-        async def handle(conn: Connection) -> CommandResult:
-            recorded = await self._core.aggregates.load(
-                conn, statements.DECIDER, pilot_id, statement
-            )
-            if recorded.state.imported:
-                report = _report(recorded.stream.envelopes, replayed=True)
-                return CommandResult(200, report.model_dump(mode="json"))
-            command = statements.ImportStatement(
-                statement_id=statement,
-                format=kind,
-                lines=tuple(lines),
-                purchases=tuple(await _unmatched_purchases(conn, pilot_id)),
-                tolerance_days=tolerance_days,
-            )
-            decided = await self._core.aggregates.execute(conn, recorded, command, context, None)
-            report = _report(decided.envelopes, replayed=False)
-            return CommandResult(201, report.model_dump(mode="json"))
-
-        result = await self._core.commands.run(handle, None)
-        return result.status, StatementReport.model_validate(result.body)
-
-    async def statement_exceptions(self, pilot_id: str, statement: str) -> str:
-        """The statement's lines without a purchase and purchases without a line, as CSV."""
-        async with self._core.pool.acquire() as conn:
-            recorded = await self._core.aggregates.load(
-                conn, statements.DECIDER, pilot_id, statement
-            )
-        if not recorded.state.imported:
-            raise NotFoundError("no such statement")
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(_EXCEPTION_COLUMNS)
-        for envelope in recorded.stream.envelopes:
-            match decode(envelope):
-                case StatementLineUnmatched() as line:
-                    writer.writerow(
-                        [
-                            "line_without_purchase",
-                            line.booked_on,
-                            _pounds(line.amount_pence),
-                            line.description,
-                            line.reference,
-                            "",
-                            "",
-                            "",
-                        ]
-                    )
-                case PurchaseWithoutLine() as bought:
-                    writer.writerow(
-                        [
-                            "purchase_without_line",
-                            bought.purchased_on,
-                            _pounds(bought.amount_pence),
-                            bought.vendor or "",
-                            "",
-                            bought.purchase_id,
-                            bought.request_id,
-                            bought.family_id,
-                        ]
-                    )
-        return text.getvalue()
 
     async def _load(self, conn: Connection, pilot_id: str, request_id: UUID) -> Request:
         return await self._core.aggregates.load(conn, requests.DECIDER, pilot_id, request_id)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.spending import statements
 from services.spending.handlers import Spending
+from services.spending.reconciliation import Reconciliation
 from services.spending.schemas import (
     CloseBody,
     PurchaseBody,
@@ -16,6 +17,8 @@ from services.spending.schemas import (
     RequestAccepted,
     RequestView,
     SpendRequestBody,
+    StatementErasureBody,
+    StatementErasureResult,
     StatementQuery,
     StatementReport,
     WithdrawBody,
@@ -31,9 +34,10 @@ from shared.web.http import (
     read_body,
 )
 
-__all__ = ["SPENDING", "routes"]
+__all__ = ["RECONCILIATION", "SPENDING", "routes"]
 
 SPENDING = web.AppKey("spending", Spending)
+RECONCILIATION = web.AppKey("reconciliation", Reconciliation)
 _REQUEST = "/pilots/{pilot_id}/spend-requests/{request_id}"
 _WORKERS = frozenset({"case_system", "social_worker"})
 
@@ -67,7 +71,7 @@ async def post_statement(request: web.Request) -> web.StreamResponse:
         )
     query = StatementQuery.model_validate(dict(request.query))
     raw = await read_body(request, request.content_type)
-    status, report = await request.app[SPENDING].import_statement(
+    status, report = await request.app[RECONCILIATION].import_statement(
         request.match_info["pilot_id"], raw, kind, query.tolerance_days
     )
     return json_response(report, status=status)
@@ -75,7 +79,7 @@ async def post_statement(request: web.Request) -> web.StreamResponse:
 
 async def get_statement_exceptions(request: web.Request) -> web.StreamResponse:
     pilot_id, statement = request.match_info["pilot_id"], request.match_info["statement_id"]
-    body = await request.app[SPENDING].statement_exceptions(pilot_id, statement)
+    body = await request.app[RECONCILIATION].exceptions(pilot_id, statement)
     return web.Response(
         text=body,
         content_type="text/csv",
@@ -201,12 +205,14 @@ def routes() -> list[Route]:
             file_body=tuple(_STATEMENT_TYPES),
             description="CSV (header date,amount,description,reference; date YYYY-MM-DD; "
             "amount paid out in pounds and pence, a credit negative; reference optional) or "
-            "OFX. Each line, in date order, is matched to the unmatched purchase of the same "
-            "amount within tolerance_days of its day (one whose vendor the description names "
-            "first, then the nearest day); then the purchases of the statement's days that no "
+            "OFX, at most 10,000 lines and 1 MiB. Each line, in date order, is matched to the "
+            "unmatched purchase of the same amount within tolerance_days of its day (one whose "
+            "receipt_ref the line carries first, then one whose vendor kind the description "
+            "names, then the nearest day); then the purchases of the statement's days that no "
             "line took. Recorded as events (statement.imported, statement.line_matched, "
-            "statement.line_unmatched, statement.purchase_unmatched). 422 "
-            "unreadable_statement names the first thing wrong, and nothing is recorded.",
+            "statement.line_unmatched, statement.purchase_unmatched), each line's description "
+            "and reference sealed under the statement's own key. 422 unreadable_statement "
+            "names the first thing wrong, and nothing is recorded.",
             tags=tags,
         ),
         Route(
@@ -217,7 +223,27 @@ def routes() -> list[Route]:
             frozenset({"finance", "admin", "auditor"}),
             content_type="text/csv",
             description="Columns: kind (line_without_purchase or purchase_without_line), date, "
-            "amount (pounds), description, reference, purchase_id, request_id, family_id.",
+            "amount (pounds), description, reference, purchase_id, request_id, family_id. A "
+            "cell a spreadsheet would run as a formula begins with an apostrophe; text erased "
+            "reads [erased].",
+            tags=tags,
+        ),
+        command_route(
+            "POST",
+            "/pilots/{pilot_id}/statements/{statement_id}/erasure",
+            "Erase a statement's text",
+            frozenset({"finance", "admin"}),
+            app=RECONCILIATION,
+            body=StatementErasureBody,
+            run=lambda app, caller, path, body: app.erase_text(
+                caller, path.pilot_id, path.value("statement_id"), body
+            ),
+            response=StatementErasureResult,
+            description="Deletes the key that seals the statement's lines' descriptions and "
+            "references, and records statement.text_erased: from then on they read [erased]; "
+            "amounts, days and matches stay. As for a family's erasure, rotate the "
+            "key-encryption keys afterwards for it to reach backups. 404 for a statement "
+            "never imported.",
             tags=tags,
         ),
     ]

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.spending.requests import Status
+from shared.contracts.allocation import ErasureBasis
 from shared.contracts.spending import PurchaseMethod
 from shared.core.events import Frozen
 from shared.core.types import CommandBody, Identifier, IsoDate, Pence, Text
@@ -201,3 +202,19 @@ class StatementReport(Frozen):
         description="Purchases of the statement's days that no line matched."
     )
     replayed: bool = Field(description="True when this file was imported before.")
+
+
+class StatementErasureBody(CommandBody):
+    """Make a statement's text (its lines' descriptions and references) unreadable
+    everywhere; its amounts, days and matches stay."""
+
+    basis: ErasureBasis
+    erased_on: IsoDate
+
+
+class StatementErasureResult(Frozen):
+    """The statement's text erased."""
+
+    statement_id: str
+    keys_erased: int = Field(description="Keys deleted (0 when erased before).")
+    stream_version: int

@@ -1,14 +1,15 @@
 """The contract of ``ledger.spending``: spend requests and the purchases made against them.
 
 Spending publishes these events; approval and reporting rely on exactly these shapes, and
-allocation sums the purchases into its balances. Free text (``purpose``, ``reason``) travels
-sealed. A change to an event's shape is a new ``schema_version`` with an upcaster.
+allocation sums the purchases into its balances. Free text (``purpose``, ``reason``, and a
+bank statement's descriptions and references) travels sealed. A change to an event's shape
+is a new ``schema_version`` with an upcaster.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -32,6 +33,7 @@ __all__ = [
     "StatementImported",
     "StatementLineMatched",
     "StatementLineUnmatched",
+    "StatementTextErased",
 ]
 
 TOPIC = "ledger.spending"
@@ -124,13 +126,21 @@ class StatementImported(DomainEvent):
     tolerance_days: int
 
 
+_SEALED_STATEMENT_TEXT = (
+    "Sealed under the statement's own key (sealed:v1:…), erasable with the statement's text "
+    "(statement.text_erased); version 1 kept it in clear."
+)
+
+
 class StatementLineMatched(DomainEvent):
-    """A statement line is this purchase: the same amount, within the tolerance of its day."""
+    """A statement line is this purchase: the same amount, within the tolerance of its day.
+    Version 2 seals ``reference`` (version 1, in clear, reads as it is)."""
 
     event_type = "statement.line_matched"
+    schema_version = 2
     statement_id: str
     line: int
-    reference: str
+    reference: str = Field(description=_SEALED_STATEMENT_TEXT)
     booked_on: date
     amount_pence: int
     purchase_id: UUID
@@ -139,15 +149,28 @@ class StatementLineMatched(DomainEvent):
 
 
 class StatementLineUnmatched(DomainEvent):
-    """A statement line no purchase recorded in the ledger accounts for."""
+    """A statement line no purchase recorded in the ledger accounts for. Version 2 seals
+    ``reference`` and ``description`` (version 1, in clear, reads as it is)."""
 
     event_type = "statement.line_unmatched"
+    schema_version = 2
     statement_id: str
     line: int
-    reference: str
+    reference: str = Field(description=_SEALED_STATEMENT_TEXT)
     booked_on: date
     amount_pence: int = Field(description="Paid out; a credit is negative.")
-    description: str
+    description: str = Field(description=_SEALED_STATEMENT_TEXT)
+
+
+class StatementTextErased(DomainEvent):
+    """The statement's own key was deleted: its lines' descriptions and references can no
+    longer be read anywhere; amounts, days and matches stay."""
+
+    event_type = "statement.text_erased"
+    statement_id: str
+    basis: Literal["subject_request", "retention_expired", "court_order", "other"]
+    erased_on: date
+    keys_erased: int
 
 
 class PurchaseWithoutLine(DomainEvent):
@@ -163,6 +186,11 @@ class PurchaseWithoutLine(DomainEvent):
     vendor: str | None
 
 
+def _unchanged(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 of a statement line kept its text in clear: it reads as it is."""
+    return data
+
+
 REGISTRY = EventRegistry(
     (
         SpendRequested,
@@ -173,8 +201,10 @@ REGISTRY = EventRegistry(
         StatementImported,
         StatementLineMatched,
         StatementLineUnmatched,
+        StatementTextErased,
         PurchaseWithoutLine,
-    )
+    ),
+    {("statement.line_matched", 1): _unchanged, ("statement.line_unmatched", 1): _unchanged},
 )
 
 CONTRACT = TopicContract(TOPIC, REGISTRY, frozenset({REQUEST_STREAM, STATEMENT_STREAM}))

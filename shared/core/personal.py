@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from collections.abc import Callable, Sequence
 from typing import overload
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,6 +38,7 @@ INSERT INTO personal_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3,
 ON CONFLICT (subject) WHERE wrapped IS NOT NULL OR key IS NOT NULL DO NOTHING
 """
 _KEY = "SELECT kek_id, wrapped FROM personal_keys WHERE key_id = $1 AND subject = $2"
+_KEYS = "SELECT key_id, kek_id, wrapped FROM personal_keys WHERE subject = $1"
 _ERASE = """
 UPDATE personal_keys SET wrapped = NULL, kek_id = NULL, key = NULL, erased_at = now()
 WHERE subject = $1 AND (wrapped IS NOT NULL OR key IS NOT NULL)
@@ -80,6 +82,14 @@ class Sealer:
         """The sealed form of ``text`` under the subject's live key (made on first use)."""
         if text is None:
             return None
+        [sealed] = await self.seal_many(conn, subject, [text])
+        return sealed
+
+    async def seal_many(self, conn: Connection, subject: str, texts: Sequence[str]) -> list[str]:
+        """Each text sealed under the subject's live key (made on first use), read once for
+        them all (a statement's thousands of lines)."""
+        if not texts:
+            return []
         row = await conn.fetchrow(_LIVE_KEY, subject)
         if row is None:
             # A concurrent first use may win the race: then its key is the live one.
@@ -90,11 +100,29 @@ class Sealer:
             await conn.execute(_NEW_KEY, key_id, subject, wrapped, kek_id)
             row = await conn.fetchrow(_LIVE_KEY, subject)
             assert row is not None
-        key = self._unwrap(subject, row["key_id"], row["kek_id"], row["wrapped"])
-        nonce = os.urandom(12)
-        ciphertext = AESGCM(key).encrypt(nonce, text.encode(), subject.encode())
-        token = base64.urlsafe_b64encode(nonce + ciphertext).decode()
-        return f"{_PREFIX}{row['key_id']}:{token}"
+        aead = AESGCM(self._unwrap(subject, row["key_id"], row["kek_id"], row["wrapped"]))
+        return [_sealed(aead, row["key_id"], subject, text) for text in texts]
+
+    async def opener(self, conn: Connection, subject: str) -> Callable[[str], str]:
+        """What opens many of the subject's texts, its keys read once: a text that is not
+        sealed is given back as it is (one recorded before it was sealed), one whose key is
+        gone reads :data:`ERASED`."""
+        keys = {
+            row["key_id"]: AESGCM(
+                self._unwrap(subject, row["key_id"], row["kek_id"], row["wrapped"])
+            )
+            for row in await conn.fetch(_KEYS, subject)
+            if row["wrapped"] is not None
+        }
+
+        def open_one(text: str) -> str:
+            if not is_sealed(text):
+                return text
+            key_id, _, token = text.removeprefix(_PREFIX).partition(":")
+            aead = keys.get(uuid.UUID(key_id))
+            return ERASED if aead is None else _opened(aead, subject, token)
+
+        return open_one
 
     async def open(self, conn: Connection, subject: str, sealed: str | None) -> str | None:
         """The text, or :data:`ERASED` once the subject's key is gone."""
@@ -105,8 +133,7 @@ class Sealer:
         if row is None or row["wrapped"] is None:
             return ERASED
         key = self._unwrap(subject, uuid.UUID(key_id), row["kek_id"], row["wrapped"])
-        raw = base64.urlsafe_b64decode(token)
-        return AESGCM(key).decrypt(raw[:12], raw[12:], subject.encode()).decode()
+        return _opened(AESGCM(key), subject, token)
 
     async def erase(self, conn: Connection, subject: str) -> int:
         """Delete every key of the subject; return how many were erased."""
@@ -114,6 +141,17 @@ class Sealer:
 
     def _unwrap(self, subject: str, key_id: uuid.UUID, kek_id: str, wrapped: bytes) -> bytes:
         return self._custody.unwrap(kek_id, wrapped, _context(subject, key_id))
+
+
+def _sealed(aead: AESGCM, key_id: uuid.UUID, subject: str, text: str) -> str:
+    nonce = os.urandom(12)
+    ciphertext = aead.encrypt(nonce, text.encode(), subject.encode())
+    return f"{_PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + ciphertext).decode()}"
+
+
+def _opened(aead: AESGCM, subject: str, token: str) -> str:
+    raw = base64.urlsafe_b64decode(token)
+    return aead.decrypt(raw[:12], raw[12:], subject.encode()).decode()
 
 
 async def erase(conn: Connection, subject: str) -> int:

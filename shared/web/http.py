@@ -111,6 +111,10 @@ class PathParams:
         """The family the path names."""
         return self._match["family_id"]
 
+    def value(self, name: str) -> str:
+        """Any other parameter the path names, as written."""
+        return self._match[name]
+
     def uuid(self, name: str) -> UUID:
         """A UUID the path names; one that is not a UUID names nothing (404)."""
         try:

@@ -44,7 +44,7 @@ from shared.web.service import relay_transactional_id, source_of
 from tests.conftest import Infrastructure
 from tests.e2e.system import running_system
 from tests.integration.fixtures import CONTEXT, new_store
-from tests.support import SERVICE_NAMES, connect_service_db, run_ledger, wait_for
+from tests.support import SERVICE_NAMES, connect_service_db, quiet, run_ledger, wait_for
 
 LEDGER_TOPICS = ledger_topics()
 WRITERS = {definition.topic: definition.name for definition in services() if definition.topic}
@@ -282,6 +282,7 @@ async def test_no_service_can_forge_another_services_facts(
         version = await system.enrol("fam-1", allocate=100_000)
         request_id = (await system.request("fam-1", 2_500, version=version))["request_id"]
         await system.settled(request_id, "approved")
+        await wait_for(lambda: quiet(settings), timeout=30)  # every service holds the hold
         before = await _balances(settings)
         forged = {}
         for contract in contracts:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
-from uuid import NAMESPACE_URL, uuid5
+import re
+from datetime import date, timedelta
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.spending.statements import Line, Purchase, match, parse
 from shared.core.errors import UnprocessableError
@@ -115,3 +118,109 @@ def test_a_purchase_is_matched_once_however_many_lines_could_take_it() -> None:
     lines = [line(1, 1_000, "2026-03-05"), line(2, 1_000, "2026-03-05")]
     matched, unmatched, without = match(lines, purchases, tolerance_days=0)
     assert (len(matched), [ln.number for ln in unmatched], without) == (1, [2], [])
+
+
+def _matched_by_model(
+    lines: list[Line], purchases: list[Purchase], tolerance_days: int
+) -> list[tuple[int, UUID]]:
+    """The rule, read straight: each line in date order looks at every untaken purchase of
+    its amount within the tolerance and takes the least by (not its receipt, not a vendor
+    kind it names, days apart, day, id). Quadratic, and the independent model."""
+
+    def words(text: str | None) -> set[str]:
+        return {w for w in re.split(r"[^a-z0-9]+", (text or "").lower()) if len(w) >= 3}
+
+    def names_receipt(p: Purchase, ln: Line) -> bool:
+        refs = {ln.reference.lower(), *re.split(r"[^a-z0-9._/-]+", ln.description.lower())}
+        return p.receipt_ref is not None and p.receipt_ref.lower() in refs
+
+    taken: set[UUID] = set()
+    found = []
+    for ln in sorted(lines, key=lambda x: (x.booked_on, x.number)):
+        candidates = [
+            p
+            for p in purchases
+            if p.purchase_id not in taken
+            and p.amount_pence == ln.amount_pence
+            and abs((p.purchased_on - ln.booked_on).days) <= tolerance_days
+        ]
+        if candidates:
+            best = min(
+                candidates,
+                key=lambda p: (
+                    not names_receipt(p, ln),
+                    not (words(p.vendor) & words(ln.description)),
+                    abs((p.purchased_on - ln.booked_on).days),
+                    p.purchased_on,
+                    str(p.purchase_id),
+                ),
+            )
+            taken.add(best.purchase_id)
+            found.append((ln.number, best.purchase_id))
+    return found
+
+
+VENDORS = (None, "supermarket", "clothing", "food_and_drink")
+WORDS = ("TESCO", "SUPERMARKET", "CLOTHING", "FOOD", "R-1", "R-2", "R-1/A", "X")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from((500, 1_000, 1_250)),
+            st.integers(0, 9),
+            st.sampled_from(VENDORS),
+            st.sampled_from((None, "R-1", "R-2", "r-1")),
+        ),
+        max_size=25,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from((500, 1_000, 1_250)),
+            st.integers(0, 9),
+            st.lists(st.sampled_from(WORDS), max_size=3),
+            st.sampled_from(("R-2", "TX")),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.integers(0, 3),
+)
+def test_matching_by_shelves_takes_what_the_rule_read_straight_takes(
+    bought: list[tuple[int, int, str | None, str | None]],
+    booked: list[tuple[int, int, list[str], str]],
+    tolerance: int,
+) -> None:
+    """Random statements against random purchases (many of one amount, on the same days,
+    with and without vendors and receipts): the indexed match and the model agree."""
+    start = date(2026, 3, 1)
+    purchases = [
+        Purchase(
+            uuid5(NAMESPACE_URL, f"p{n}"),
+            uuid5(NAMESPACE_URL, f"r{n}"),
+            "fam-1",
+            pence,
+            start + timedelta(days=day),
+            vendor,
+            receipt,
+        )
+        for n, (pence, day, vendor, receipt) in enumerate(bought)
+    ]
+    lines = [
+        Line(n, start + timedelta(days=day), pence, " ".join(words), reference)
+        for n, (pence, day, words, reference) in enumerate(booked, start=1)
+    ]
+    matched, unmatched, _ = match(lines, purchases, tolerance)
+    assert [(ln.number, p.purchase_id) for ln, p in matched] == _matched_by_model(
+        lines, purchases, tolerance
+    )
+    assert len(matched) + len(unmatched) == len(lines)
+
+
+@pytest.mark.parametrize("amount", ["1e999999", "-1E+999999999", "1e-999999", "9" * 400])
+def test_an_amount_beyond_any_budget_is_refused_not_a_500(amount: str) -> None:
+    """A huge exponent overflowed Decimal's range on the way to pence: a 500, once."""
+    raw = f"date,amount,description,reference\n2026-03-05,{amount},X,R\n".encode()
+    with pytest.raises(UnprocessableError) as refused:
+        parse(raw, "csv")
+    assert refused.value.code == "unreadable_statement"
