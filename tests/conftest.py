@@ -61,6 +61,8 @@ class Infrastructure:
             "pg_pool_min": 1,
             "pg_pool_max": 8,
             "relay_poll_seconds": 0.2,
+            # The suite's webhook receivers listen on loopback, which only an operator allows.
+            "webhook_allowed_networks": "127.0.0.0/8",
             "shutdown_grace_seconds": 6.0,
             **overrides,
         }

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from services.reporting import commands, projections, webhooks
 from services.reporting.deliveries import Dispatcher, RetryPolicy
+from services.reporting.destinations import Destinations, networks_of
 from services.reporting.handlers import Reporting
 from services.reporting.http import REPORTING, WEBHOOKS, routes
 from services.reporting.purposes import SpendingPurposes
@@ -33,7 +34,8 @@ def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
     settings = core.settings
     purposes = SpendingPurposes(_spending_url(settings), timeout_seconds=PURPOSES_TIMEOUT_SECONDS)
     app[REPORTING] = Reporting(core, purposes)
-    app[WEBHOOKS] = webhooks.Webhooks(core)
+    destinations = Destinations(networks_of(settings.webhook_allowed_networks))
+    app[WEBHOOKS] = webhooks.Webhooks(core, destinations)
     core.tasks["webhooks"] = Dispatcher(
         core.pool,
         core.custody,
@@ -46,6 +48,7 @@ def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
         ),
         timeout_seconds=settings.webhook_timeout_seconds,
         poll_seconds=settings.webhook_poll_seconds,
+        destinations=destinations,
     )
     return (projections.CONSUMER, webhooks.CONSUMER)
 

@@ -27,7 +27,18 @@ from services.reporting.webhooks import Webhooks
 from services.reporting.whatif import WhatIf
 from shared.contracts.allocation import PilotConfig
 from shared.web.auth import ROLES
-from shared.web.http import PathParams, Route, json_response, parse_body, principal_of
+from shared.web.http import (
+    Command,
+    CommandCall,
+    PathParams,
+    Route,
+    command_response,
+    json_response,
+    parse_body,
+    parse_json,
+    principal_of,
+    read_body,
+)
 
 __all__ = ["REPORTING", "WEBHOOKS", "routes"]
 
@@ -117,12 +128,21 @@ async def get_dashboard(request: web.Request) -> web.StreamResponse:
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
 
+# Through a Command for its Idempotency-Key (scoped and fingerprinted as every command's),
+# though not a line a batch may carry: it records no event.
+_SUBSCRIBE = Command(
+    "POST",
+    "/pilots/{pilot_id}/webhooks",
+    WEBHOOKS,
+    SubscriptionBody,
+    lambda app, caller, path, body: app.create(caller, path.pilot_id, body),
+)
+
+
 async def post_webhook(request: web.Request) -> web.StreamResponse:
-    body = await parse_body(request, SubscriptionBody)
-    view = await request.app[WEBHOOKS].create(
-        principal_of(request), request.match_info["pilot_id"], body
-    )
-    return json_response(view, status=201)
+    data = parse_json(await read_body(request, "application/json"))
+    result = await _SUBSCRIBE.execute(request.app, CommandCall.of(request, data))
+    return command_response(request, result)
 
 
 async def get_webhooks(request: web.Request) -> web.StreamResponse:

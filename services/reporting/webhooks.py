@@ -15,10 +15,13 @@ import base64
 import hashlib
 import hmac
 import os
+from dataclasses import replace
 from uuid import UUID
 
 from asyncpg import Record
+from yarl import URL
 
+from services.reporting.destinations import Destinations
 from services.reporting.schemas import (
     EVENT_TYPES,
     DeliveryList,
@@ -32,11 +35,12 @@ from services.reporting.schemas import (
     SubscriptionView,
 )
 from shared.contracts import TOPICS
+from shared.core.commands import CommandResult
 from shared.core.db import Connection
 from shared.core.errors import ConflictError, NotFoundError
 from shared.core.events import Envelope, canonical_json
 from shared.core.personal import Sealer
-from shared.web.auth import Principal
+from shared.web.http import Caller
 from shared.web.service import ConsumerSpec, ServiceCore
 
 __all__ = [
@@ -194,18 +198,21 @@ CONSUMER = ConsumerSpec("reporting.webhooks", TOPICS, enqueue)
 class Webhooks:
     """An administrator's management of a pilot's subscriptions and their deliveries."""
 
-    def __init__(self, core: ServiceCore) -> None:
+    def __init__(self, core: ServiceCore, destinations: Destinations) -> None:
         self._core = core
         self._sealer = Sealer(core.custody)
+        self._destinations = destinations
 
-    async def create(
-        self, principal: Principal, pilot_id: str, body: SubscriptionBody
-    ) -> NewSubscriptionView:
-        """A new subscription, with its secret: the only time the secret is shown."""
+    async def create(self, caller: Caller, pilot_id: str, body: SubscriptionBody) -> CommandResult:
+        """A new subscription, with its secret: shown when it is made, and again to a retry
+        with the same Idempotency-Key (the stored answer keeps the secret only sealed). 422
+        ``webhook_url_not_allowed`` for a URL webhooks may not reach (:mod:`.destinations`)."""
+        url = URL(str(body.url))
+        await self._destinations.check(url.host or "", url.port or 443)
         subscription_id = self._core.ids()
-        secret = new_secret()
-        async with self._core.pool.acquire() as conn, conn.transaction():
-            sealed = await self._sealer.seal(conn, secret_subject(subscription_id), secret)
+
+        async def handle(conn: Connection) -> CommandResult:
+            sealed = await self._sealer.seal(conn, secret_subject(subscription_id), new_secret())
             row = await conn.fetchrow(
                 _CREATE,
                 subscription_id,
@@ -214,10 +221,19 @@ class Webhooks:
                 list(dict.fromkeys(body.event_types)),
                 sealed,
                 self._core.clock(),
-                principal.sub,
+                caller.principal.sub,
             )
-        assert row is not None
-        return NewSubscriptionView(**_view(row).model_dump(), secret=secret)
+            assert row is not None
+            return CommandResult(201, {**_view(row).model_dump(mode="json"), "secret": sealed})
+
+        result = await self._core.commands.run(handle, caller.idempotency)
+        made = NewSubscriptionView.model_validate(result.body)
+        async with self._core.pool.acquire() as conn:
+            secret = await self._sealer.open(
+                conn, secret_subject(made.subscription_id), made.secret
+            )
+        shown = made.model_copy(update={"secret": secret})
+        return replace(result, body=shown.model_dump(mode="json"))
 
     async def list(self, pilot_id: str) -> SubscriptionList:
         """The pilot's subscriptions, removed ones too; never their secrets."""

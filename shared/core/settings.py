@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     webhook_max_backoff_seconds: float = Field(default=3_600.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)  # per send
     webhook_poll_seconds: float = Field(default=0.5, gt=0)
+    # Networks webhooks may reach besides the public internet (CIDRs, comma-separated):
+    # loopback, private and link-local addresses are refused unless listed here.
+    webhook_allowed_networks: str = ""
     # Where reporting asks spending what a family's requests were for (a statement the
     # worker chooses to show them on); unset: spending's port on this machine.
     spending_url: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None

@@ -3,8 +3,10 @@ not at all, in CSV and OFX, recorded as events; the same file again changes noth
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from shared.core.settings import Settings
 from tests.e2e.cloudevents_check import every_record_is_a_cloudevent
 from tests.e2e.system import System, running_system
-from tests.support import connect_service_db, wait_for
+from tests.support import connect_service_db, read_topic, wait_for
 
 
 @pytest.fixture
@@ -154,3 +156,110 @@ async def test_statements_match_exactly_partially_twice_and_not_at_all(
 
     seen = await wait_for(published, timeout=30, interval=1)
     assert seen[("ledger.spending", "statement.imported")] == 3
+
+
+async def test_a_statements_text_is_sealed_erasable_and_never_a_formula(
+    system: System, settings: Settings
+) -> None:
+    """Bank descriptions and references are sealed in the events, in the store and on the
+    topic (they were kept in clear, for good); the exceptions list opens them, with a formula
+    made text; erasing the statement's text makes them [erased] and records it; an amount
+    beyond any budget is a 422, not a 500."""
+    body = (
+        b"date,amount,description,reference\n"
+        b"2026-03-06,12.50,J SMITH RENT ARREARS,SMITH-REF-1\n"
+        b'2026-03-07,3.00,"=HYPERLINK(""http://x"")",REF-2\n'
+    )
+    report = await send(system, body, "text/csv")
+    statement = report["statement_id"]
+    async with connect_service_db(settings, "spending") as conn:
+        stored = await conn.fetch(
+            "SELECT envelope::text AS e FROM events WHERE type = 'statement.line_unmatched'"
+        )
+    assert len(stored) == 2
+    assert not any("SMITH" in row["e"] or "HYPERLINK" in row["e"] for row in stored)
+    records = await read_topic(settings, "ledger.spending", expect=3)
+    assert not any("SMITH" in json.dumps(r.value) for r in records)
+    path = f"/pilots/wigan/statements/{statement}/exceptions.csv"
+    rows = await _exceptions(system, path)
+    assert [(r["description"], r["reference"]) for r in rows] == [
+        ("J SMITH RENT ARREARS", "SMITH-REF-1"),
+        ('\'=HYPERLINK("http://x")', "REF-2"),
+    ]
+    erased = await system.spending.post(
+        f"/pilots/wigan/statements/{statement}/erasure",
+        json={"basis": "subject_request", "erased_on": "2026-04-01"},
+        headers=system.finance(),
+    )
+    assert erased.status == 200, await erased.text()
+    assert (await erased.json())["keys_erased"] == 1
+    rows = await _exceptions(system, path)
+    assert {(r["description"], r["reference"], r["amount"]) for r in rows} == {
+        ("[erased]", "[erased]", "12.50"),
+        ("[erased]", "[erased]", "3.00"),
+    }
+    assert (await statement_events(settings))[-1] == "statement.text_erased"
+    huge = b"date,amount,description\n2026-03-06,1e999999,X\n"
+    refused = await send(system, huge, "text/csv", expect=422)
+    assert refused["code"] == "unreadable_statement"
+
+
+async def _exceptions(system: System, path: str) -> list[dict[str, str]]:
+    answer = await system.spending.get(path, headers=system.finance())
+    assert answer.status == 200, await answer.text()
+    return list(csv.DictReader(io.StringIO(await answer.text())))
+
+
+async def test_two_statements_imported_at_once_never_match_one_purchase_twice(
+    system: System, settings: Settings
+) -> None:
+    """Each of two different statements has a line for the same purchase, and they arrive
+    together: one matches it, the other lists its line as without a purchase. Both used to
+    read the purchase as unmatched and both matched it."""
+    version = await system.enrol("fam-1", allocate=100_000)
+    await buy(system, "fam-1", version, 1_250, "2026-03-05")
+    files = [
+        f"date,amount,description,reference\n2026-03-05,12.50,SHOP,{ref}\n".encode()
+        for ref in ("A-1", "B-1")
+    ]
+    reports = await asyncio.gather(*(send(system, raw, "text/csv") for raw in files))
+    assert sorted(r["matched"] for r in reports) == [0, 1]
+    async with connect_service_db(settings, "spending") as conn:
+        matched = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'statement.line_matched'"
+        )
+    assert matched == 1
+
+
+def big_ofx(lines: int) -> bytes:
+    """An OFX statement of many lines (5,000 make about 600 KB)."""
+    head, _, tail = OFX.partition("<STMTTRN>")
+    tail = tail[tail.index("</BANKTRANLIST>") :]
+    body = "".join(
+        f"<STMTTRN><TRNTYPE>DEBIT<DTPOSTED>202603{1 + n % 28:02d}<TRNAMT>-{1 + n % 500}.00"
+        f"<FITID>F-{n}<NAME>SHOP {n}<MEMO>CARD PAYMENT {n}</STMTTRN>\n"
+        for n in range(lines)
+    )
+    return (head + body + tail).encode()
+
+
+async def test_large_statements_never_stall_the_service(system: System) -> None:
+    """Three statements of 600 KB sent at once (each took about 3 s of the event loop to
+    read, one after another): meanwhile spending answers every health and readiness probe
+    within 2 s, and stays ready. Four such files used to stall it for 23 s, out of its
+    consumer group."""
+    files = [big_ofx(5_000).replace(b"F-", f"F{n}-".encode()) for n in range(3)]
+    uploads = asyncio.gather(*(send(system, raw, "application/x-ofx") for raw in files))
+    slowest, probes = 0.0, 0
+    loop = asyncio.get_running_loop()
+    future = asyncio.ensure_future(uploads)
+    while not future.done():
+        started = loop.time()
+        ready = await system.spending.get("/readyz")
+        slowest, probes = max(slowest, loop.time() - started), probes + 1
+        assert ready.status == 200, await ready.text()
+        await asyncio.sleep(0.05)
+    reports = await future
+    assert [r["lines"] for r in reports] == [5_000] * 3
+    assert probes > 3
+    assert slowest < 2.0, slowest

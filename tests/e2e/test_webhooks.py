@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -100,9 +100,11 @@ async def hooks() -> AsyncIterator[Receiver]:
         yield found
 
 
-async def subscribe(system: System, hooks: Receiver, types: list[str]) -> dict[str, Any]:
+async def subscribe(
+    system: System, hooks: Receiver, types: list[str], pilot: str = "wigan"
+) -> dict[str, Any]:
     response = await system.reports.post(
-        "/pilots/wigan/webhooks",
+        f"/pilots/{pilot}/webhooks",
         json={"url": hooks.url, "event_types": types},
         headers=system.admin(),
     )
@@ -293,3 +295,134 @@ async def test_subscriptions_refuse_what_no_one_could_deliver(
         assert unknown.status == 404
         async with connect_service_db(settings, "reporting") as conn:
             assert await conn.fetchval("SELECT count(*) FROM webhook_subscriptions") == 0
+
+
+async def test_a_webhook_may_not_reach_the_ledgers_own_network(
+    settings: Settings, token: Callable[..., str], hooks: Receiver
+) -> None:
+    """Without an operator's allowance, loopback, private, link-local and metadata addresses
+    are refused when subscribing (they were accepted, and their errors told what answered
+    there); with it, a receiver there is reached, and a delivery that fails says only that
+    it could not connect, never what the connection met."""
+    closed = settings.model_copy(update={"webhook_allowed_networks": ""})
+    async with running_system(closed, token, reporting=True) as system:
+        await system.configure()
+        for url in (
+            hooks.url,
+            hooks.url.replace("127.0.0.1", "localhost"),
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.1.2.3:5432/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]:6379/",
+        ):
+            response = await system.reports.post(
+                "/pilots/wigan/webhooks",
+                json={"url": url, "event_types": ["family.enrolled"]},
+                headers=system.admin(),
+            )
+            assert response.status == 422, url
+            assert (await response.json())["code"] == "webhook_url_not_allowed"
+        async with connect_service_db(closed, "reporting") as conn:
+            assert await conn.fetchval("SELECT count(*) FROM webhook_subscriptions") == 0
+    async with running_system(fast_retries(settings, 3600), token, reporting=True) as system:
+        await system.configure()
+        nobody = f"http://127.0.0.1:{free_port()}/hooks"  # allowed, and nothing listens
+        created = await system.reports.post(
+            "/pilots/wigan/webhooks",
+            json={"url": nobody, "event_types": ["family.enrolled"]},
+            headers=system.admin(),
+        )
+        assert created.status == 201
+        subscription = (await created.json())["subscription_id"]
+        await system.enrol("fam-1")
+
+        async def failed() -> list[dict[str, Any]]:
+            return [d for d in await deliveries(system, subscription) if d["attempts"]]
+
+        [delivery] = await wait_for(failed, timeout=20)
+        assert delivery["last_error"] == "could not connect"
+
+
+async def test_subscribing_again_with_the_same_key_makes_one_subscription(
+    settings: Settings, token: Callable[..., str], hooks: Receiver
+) -> None:
+    """POST /webhooks honours Idempotency-Key, as the README promises of every POST: a retry
+    answers the first subscription, secret and all, and makes no second one."""
+    async with running_system(settings, token, reporting=True) as system:
+        await system.configure()
+        body = {"url": hooks.url, "event_types": ["family.enrolled"]}
+        headers = {**system.admin(), "Idempotency-Key": "subscribe-1"}
+        first = await system.reports.post("/pilots/wigan/webhooks", json=body, headers=headers)
+        again = await system.reports.post("/pilots/wigan/webhooks", json=body, headers=headers)
+        assert (first.status, again.status) == (201, 201)
+        assert await first.json() == await again.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        other = {**body, "event_types": ["family.exited"]}
+        reused = await system.reports.post("/pilots/wigan/webhooks", json=other, headers=headers)
+        assert reused.status == 409
+        listed = await system.reports.get("/pilots/wigan/webhooks", headers=system.admin())
+        assert len((await listed.json())["subscriptions"]) == 1
+
+
+async def test_one_pilots_slow_receivers_never_hold_up_another_pilots_deliveries(
+    settings: Settings, token: Callable[..., str], hooks: Receiver
+) -> None:
+    """Forty subscriptions of one pilot whose receiver never answers in time, then an event
+    of another pilot: its delivery arrives while the slow ones are still being waited for.
+    The dispatcher used to send rounds of 32 and wait for the slowest of each."""
+    settings = settings.model_copy(
+        update={"webhook_timeout_seconds": 8.0, "webhook_poll_seconds": 0.1}
+    )
+    async with slow_receiver() as slow, running_system(settings, token, reporting=True) as system:
+        await system.configure()
+        for _ in range(40):
+            await system.reports.post(
+                "/pilots/wigan/webhooks",
+                json={"url": slow, "event_types": ["family.enrolled"]},
+                headers=system.admin(),
+            )
+        await system.enrol("fam-1")
+        other = replace(system, pilot="leeds")
+        await other.configure()
+        await subscribe(other, hooks, ["family.enrolled"], pilot="leeds")
+        hooks.failing = False
+        async with connect_service_db(settings, "reporting") as conn:
+
+            async def slow_ones_claimed() -> bool:
+                return bool(await conn.fetchval(_SENDING, "wigan") > 0)
+
+            await wait_for(slow_ones_claimed, timeout=20)
+            await other.enrol("fam-9")
+            await wait_for(lambda: len(hooks.kept) == 1, timeout=20)
+            tried = await conn.fetchval(_TRIED, "wigan")
+        assert tried == 0  # none of the slow ones had even timed out yet
+
+
+_SENDING = """
+SELECT count(*) FROM webhook_deliveries d JOIN webhook_subscriptions s USING (subscription_id)
+WHERE s.pilot_id = $1 AND d.lease_until IS NOT NULL
+"""
+_TRIED = """
+SELECT count(*) FROM webhook_deliveries d JOIN webhook_subscriptions s USING (subscription_id)
+WHERE s.pilot_id = $1 AND d.attempts > 0
+"""
+
+
+@asynccontextmanager
+async def slow_receiver() -> AsyncIterator[str]:
+    """A receiver that answers only after the ledger's send has timed out."""
+
+    async def late(_: web.Request) -> web.Response:
+        await asyncio.sleep(12)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/slow", late)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/slow"
+    finally:
+        await runner.cleanup()
