@@ -9,7 +9,7 @@ import asyncpg
 
 from services.reporting import dashboard, statement, trial, uptake, whatif
 from services.reporting.purposes import SpendingPurposes
-from services.reporting.schemas import BalanceView, HistoryView, UptakeView
+from services.reporting.schemas import BalanceView, Clock, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
 from shared.contracts import balances, views
 from shared.contracts.allocation import PilotConfig
@@ -64,6 +64,12 @@ SELECT envelope FROM history
 WHERE pilot_id = $1 AND family_id = $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3)
 ORDER BY recorded_at, source, stream_version
 """
+# The same, up to a moment of business time: what happened by then, as occurred_at says.
+_HISTORY_BY_BUSINESS_TIME = """
+SELECT envelope FROM history
+WHERE pilot_id = $1 AND family_id = $2 AND occurred_at <= $3
+ORDER BY recorded_at, source, stream_version
+"""
 
 
 class Reporting:
@@ -88,9 +94,15 @@ class Reporting:
         return enrolled_on, pilot.period_lengths
 
     async def balance(
-        self, principal: Principal, pilot_id: str, family_id: str, as_of: datetime | None
+        self,
+        principal: Principal,
+        pilot_id: str,
+        family_id: str,
+        as_of: datetime | None,
+        clock: Clock = "record",
     ) -> BalanceView:
-        """The balance of the period containing now, or ``as_of`` from the recorded facts."""
+        """The balance of the period containing now, or ``as_of``: from the facts recorded
+        by then, or (``clock="business"``) from those that happened by then."""
         moment = as_of or self._core.clock()
         async with self._core.pool.acquire() as conn:
             enrolled_on, lengths = await self._family(conn, principal, pilot_id, family_id)
@@ -101,7 +113,7 @@ class Reporting:
                     conn, pilot_id, family_id, period.start, period.end
                 )
             else:
-                facts = await _history(conn, pilot_id, family_id, as_of)
+                facts = await _history(conn, pilot_id, family_id, as_of, clock)
                 balance = balances.fold(facts).get(period.start) or balances.Balance.nothing(
                     period.start, period.end
                 )
@@ -111,6 +123,7 @@ class Reporting:
             **balance.model_dump(),
             available_pence=balance.available_pence,
             as_of=moment,
+            clock=clock,
         )
 
     async def history(self, principal: Principal, pilot_id: str, family_id: str) -> HistoryView:
@@ -230,7 +243,12 @@ def _envelopes(rows: Iterable[asyncpg.Record]) -> Iterator[Envelope]:
 
 
 async def _history(
-    conn: Connection, pilot_id: str, family_id: str, until: datetime | None
+    conn: Connection,
+    pilot_id: str,
+    family_id: str,
+    until: datetime | None,
+    clock: Clock = "record",
 ) -> list[Envelope]:
-    rows = await conn.fetch(_HISTORY, pilot_id, family_id, until)
+    query = _HISTORY_BY_BUSINESS_TIME if clock == "business" and until else _HISTORY
+    rows = await conn.fetch(query, pilot_id, family_id, until)
     return [Envelope.model_validate(row["envelope"]) for row in rows]

@@ -56,6 +56,7 @@ async def get_balance(request: web.Request) -> web.StreamResponse:
         request.match_info["pilot_id"],
         request.match_info["family_id"],
         query.as_of,
+        query.clock,
     )
     return json_response(view)
 
@@ -186,8 +187,10 @@ def routes() -> list[Route]:
             query=BalanceQuery,
             description="available = allocated - committed - spent for the budget period "
             "containing now, or as_of: then answered by adding up the facts recorded up to "
-            "that moment. Social workers and managers see their own team's families only (another "
-            "team's answers 404, as a family that does not exist).",
+            "that moment (clock=record, the default) or that happened by then as their "
+            "occurred_at says (clock=business). Social workers and managers see their own "
+            "team's families only (another team's answers 404, as a family that does not "
+            "exist).",
             tags=tags,
         ),
         Route(

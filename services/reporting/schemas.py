@@ -46,12 +46,21 @@ EventType = Annotated[
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
+Clock = Literal["record", "business"]
+
+
 class BalanceQuery(BaseModel):
-    """``as_of``: answer from the facts recorded up to this moment (RFC 3339)."""
+    """``as_of``: answer from the facts of up to this moment (RFC 3339), on ``clock``."""
 
     model_config = ConfigDict(extra="forbid")
 
     as_of: Moment | None = None
+    clock: Clock = Field(
+        default="record",
+        description="Which time as_of is of: record, the facts the ledger had recorded by "
+        "then; business, the facts that happened by then, as their occurred_at says (a "
+        "migration's backdated history counts from when it happened).",
+    )
 
 
 class BalanceView(Frozen):
@@ -66,6 +75,7 @@ class BalanceView(Frozen):
     spent_pence: int = Field(description="Purchases minus refunds.")
     available_pence: int = Field(description="allocated - committed - spent.")
     as_of: datetime
+    clock: Clock = Field(description="Which time as_of is of (record or business).")
 
 
 class HistoryView(Frozen):

@@ -28,7 +28,7 @@ from services.spending.schemas import (
     WithdrawBody,
 )
 from shared.contracts import decode
-from shared.contracts.business_time import check_occurred_at
+from shared.contracts.business_time import check_business_day, check_occurred_at
 from shared.contracts.periods import period_containing
 from shared.contracts.spending import (
     SpendRequested,
@@ -210,8 +210,13 @@ class Spending:
             request = await self._load(conn, pilot_id, request_id)
             made = request.state.require()
             require_team(caller.principal, made.team, unseen=NotFoundError("no such spend request"))
-            await _within_business_time(conn, caller, pilot_id, made.family_id, self._core.clock())
             command = await build(conn, subject_of(pilot_id, made.family_id))
+            purchased_on = (
+                command.purchased_on if isinstance(command, requests.RecordPurchase) else None
+            )
+            await _within_business_time(
+                conn, caller, pilot_id, made.family_id, self._core.clock(), purchased_on
+            )
             decided = await self._core.aggregates.execute(
                 conn, request, command, caller.context, made.family_id
             )
@@ -375,19 +380,28 @@ def _eligible(
 
 
 async def _within_business_time(
-    conn: Connection, caller: Caller, pilot_id: str, family_id: str, now: datetime
+    conn: Connection,
+    caller: Caller,
+    pilot_id: str,
+    family_id: str,
+    now: datetime,
+    purchased_on: date | None = None,
 ) -> None:
-    """The caller's occurred_at within the pilot's backdating window and the family's life."""
-    if caller.context.occurred_at is None:
+    """The caller's occurred_at, and a purchase's day, within the pilot's backdating window
+    and the family's life."""
+    if caller.context.occurred_at is None and purchased_on is None:
         return
     pilot = await views.pilot_of(conn, pilot_id)
     family = await views.family_of(conn, pilot_id, family_id)
+    backdating = pilot.config.backdating_days if pilot else None
+    enrolled_on = family.enrolled_on if family else None
     check_occurred_at(
-        caller.context.occurred_at,
-        now,
-        backdating_days=pilot.config.backdating_days if pilot else None,
-        enrolled_on=family.enrolled_on if family else None,
+        caller.context.occurred_at, now, backdating_days=backdating, enrolled_on=enrolled_on
     )
+    if purchased_on is not None:
+        check_business_day(
+            "purchased_on", purchased_on, now, backdating_days=backdating, enrolled_on=enrolled_on
+        )
 
 
 def _refuse_family(family: views.FamilyView, on: date) -> None:

@@ -173,16 +173,22 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def replay(
-    settings: Settings, pilot_id: str | None, family_id: str | None, as_of: datetime | None
+    settings: Settings,
+    pilot_id: str | None,
+    family_id: str | None,
+    as_of: datetime | None,
+    clock: str = "record",
 ) -> list[audit.Wire]:
     """The history straight from Kafka: every published topic, filtered, in order; each
-    event as it was published."""
+    event as it was published. ``as_of`` is of record time (when the ledger recorded an
+    event) or, with ``clock="business"``, of business time (its ``occurred_at``)."""
+    moment = "time" if clock == "record" else "occurred_at"
 
     def keep(wire: audit.Wire) -> bool:
         return (
             (pilot_id is None or wire_value(wire, "pilot_id") == pilot_id)
             and (family_id is None or wire_value(wire, "family_id") == family_id)
-            and (as_of is None or datetime.fromisoformat(wire["time"]) <= as_of)
+            and (as_of is None or datetime.fromisoformat(wire_value(wire, moment)) <= as_of)
         )
 
     events: list[audit.Wire] = []
@@ -216,7 +222,7 @@ def _moment(text: str) -> datetime:
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    for wire in asyncio.run(replay(settings, args.pilot, args.family, args.as_of)):
+    for wire in asyncio.run(replay(settings, args.pilot, args.family, args.as_of, args.clock)):
         print(canonical_json(wire).decode())
     return 0
 
@@ -268,7 +274,14 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replaying.add_argument("--pilot")
     replaying.add_argument("--family")
     replaying.add_argument(
-        "--as-of", type=_moment, help="only events recorded up to this RFC 3339 time"
+        "--as-of", type=_moment, help="only events up to this RFC 3339 time (see --clock)"
+    )
+    replaying.add_argument(
+        "--clock",
+        choices=("record", "business"),
+        default="record",
+        help="--as-of is of record time (when the ledger recorded an event; the default) or "
+        "of business time (when it happened, its occurred_at)",
     )
     replaying.set_defaults(run=_audit_replay)
 

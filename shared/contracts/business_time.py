@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from shared.core.errors import UnprocessableError
 
-__all__ = ["CLOCK_SKEW", "DEFAULT_BACKDATING_DAYS", "check_occurred_at"]
+__all__ = ["CLOCK_SKEW", "DEFAULT_BACKDATING_DAYS", "check_business_day", "check_occurred_at"]
 
 CLOCK_SKEW = timedelta(minutes=5)
 DEFAULT_BACKDATING_DAYS = 31
@@ -48,4 +48,31 @@ def check_occurred_at(
         raise UnprocessableError(
             f"occurred_at is before the family's enrolment on {enrolled_on}",
             code="occurred_at_before_enrolment",
+        )
+
+
+def check_business_day(
+    name: str,
+    day: date,
+    recorded_at: datetime,
+    *,
+    backdating_days: int | None,
+    enrolled_on: date | None,
+) -> None:
+    """Refuse a business date a caller gives (a purchase's ``purchased_on``) outside the
+    bounds of ``occurred_at``: not after the ledger's day by more than one (a day east of UTC
+    is already tomorrow), not further back than ``backdating_days``, not before the family's
+    enrolment. 422 ``<name>_in_future``, ``<name>_too_old``, ``<name>_before_enrolment``."""
+    today = recorded_at.astimezone(UTC).date()
+    if day > today + timedelta(days=1):
+        raise UnprocessableError(f"{name} {day} is in the future", code=f"{name}_in_future")
+    if backdating_days is not None and day < today - timedelta(days=backdating_days):
+        raise UnprocessableError(
+            f"{name} may be at most {backdating_days} days before today in this pilot",
+            code=f"{name}_too_old",
+        )
+    if enrolled_on is not None and day < enrolled_on:
+        raise UnprocessableError(
+            f"{name} {day} is before the family's enrolment on {enrolled_on}",
+            code=f"{name}_before_enrolment",
         )

@@ -31,6 +31,9 @@ WIGAN: dict[str, Any] = {
     "approval_tiers": [{"up_to_pence": 50_000, "approver": "auto"}],
     "categories": ["practical", "therapeutic", "relationship", "other"],
     "forecast_spend_per_family_pence": 400_000,
+    # The tests' purchases are dated in the spring of 2026, and a purchase's day may go back
+    # at most this far (as occurred_at may).
+    "backdating_days": 366,
 }
 
 

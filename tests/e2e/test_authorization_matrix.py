@@ -104,7 +104,7 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     # A batch is open to whoever may call one of its service's commands; each line is then
     # authorised as its own request (tests/e2e/test_batches.py).
     ("allocation", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(WRITERS),
-    ("spending", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(HANDLERS),
+    ("spending", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(HANDLERS | ADMIN),
     ("approval", "POST", "/pilots/{pilot_id}/batches"): pilot_wide(frozenset({"manager"})),
     # A family's statement is for the family, through its worker (or their manager, an admin).
     ("reporting", "GET", f"{F}/statement"): family(
@@ -122,6 +122,10 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ),
     ("spending", "GET", "/pilots/{pilot_id}/statements/{statement_id}/exceptions.csv"): (
         pilot_wide(frozenset({"finance", "admin", "auditor"}))
+    ),
+    # Erasing a statement's text (its lines' descriptions and references) is finance's too.
+    ("spending", "POST", "/pilots/{pilot_id}/statements/{statement_id}/erasure"): pilot_wide(
+        frozenset({"finance", "admin"})
     ),
     # Webhook subscriptions hold a secret and send family events out: an admin's alone.
     ("reporting", "POST", "/pilots/{pilot_id}/webhooks"): pilot_wide(ADMIN),

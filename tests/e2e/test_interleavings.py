@@ -45,6 +45,7 @@ from tests.support import connect_service_db, quiet, read_topic, wait_for
 
 CAP = 200_000
 AUTO_UP_TO = 30_000
+BACKDATING_DAYS = 31  # out_of_window sends 45 days back and expects occurred_at_too_old
 FAMILIES = tuple(f"mix-{number}" for number in range(6))
 CLIENTS = 8
 SEEDS = tuple(int(s) for s in os.environ.get("LEDGER_INTERLEAVINGS_SEEDS", "11").split(","))
@@ -222,6 +223,7 @@ class Mix:
     async def configure(self) -> None:
         await self.system.configure(
             family_cap_pence=CAP,
+            backdating_days=BACKDATING_DAYS,
             period_months=self.chance.choice([12, 6, 1]),
             approval_tiers=[
                 {"up_to_pence": self.chance.choice([20_000, AUTO_UP_TO]), "approver": "auto"}
@@ -326,7 +328,7 @@ class Mix:
         status, answer = await self._post(
             self.system.spending,
             f"/pilots/wigan/spend-requests/{request.request_id}/purchases",
-            {"amount_pence": amount, "purchased_on": "2026-06-01", "method": "card"},
+            {"amount_pence": amount, "purchased_on": _today(), "method": "card"},
             self.system.finance(),
         )
         self._answer("purchase", status, answer, "201")
@@ -408,6 +410,7 @@ async def _run(system: System, settings: Settings, seed: int) -> None:
     model = Model()
     await system.configure(
         family_cap_pence=CAP,
+        backdating_days=BACKDATING_DAYS,
         approval_tiers=[{"up_to_pence": AUTO_UP_TO, "approver": "auto"}],
     )
     for name in FAMILIES:
@@ -494,3 +497,8 @@ async def _check_uptake(system: System, model: Model) -> None:
         "spent_pence": sum(b[2] for b in balances),
     }
     assert {key: figures[key] for key in expected} == expected
+
+
+def _today() -> str:
+    """A purchase's day: today, which any backdating window takes."""
+    return datetime.now(UTC).date().isoformat()

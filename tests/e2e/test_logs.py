@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,11 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
             http,
             "POST",
             f"{spending}/spend-requests/{small['request_id']}/purchases",
-            {"amount_pence": 2_000, "purchased_on": "2026-03-02", "method": "card"},
+            {
+                "amount_pence": 2_000,
+                "purchased_on": datetime.now(UTC).date().isoformat(),
+                "method": "card",
+            },
             finance,
             201,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from shared.core.events import Envelope
 from shared.core.settings import Settings
 from tests.e2e.system import System, auth, running_system
-from tests.support import wait_for
+from tests.support import run_ledger, wait_for
 
 
 @pytest.fixture
@@ -263,3 +264,68 @@ async def test_uptake_matches_what_was_posted(system: System) -> None:
     assert published["all"]["uptake_rate"] is None
     refused = await system.reports.get("/pilots/wigan/uptake", headers=system.worker())
     assert refused.status == 403
+
+
+async def test_figures_keep_to_one_clock_and_answer_in_business_time_too(
+    system: System, settings: Settings
+) -> None:
+    """A history synced with backdated occurred_at, as a migration sends it: time to decision
+    is record time at both ends (it mixed a request's business time with a decision's record
+    time: a decision taken in milliseconds took weeks); a balance and a replay as of a
+    moment answer in business time when asked (they knew record time only, and showed
+    nothing for a family funded, by its own account, long before); a purchase dated years
+    back, or ahead, is refused as occurred_at would be."""
+    now = datetime.now(UTC)
+    funded_at = (now - timedelta(days=20)).isoformat()
+    version = await system.enrol("fam-1")
+    allocated = await system.allocation.post(
+        "/pilots/wigan/families/fam-1/allocations",
+        json={"amount_pence": 100_000, "occurred_at": funded_at},
+        headers=system.admin(),
+    )
+    assert allocated.status == 201, await allocated.text()
+    version = (await allocated.json())["stream_version"]
+    asked = await system.request(
+        "fam-1", 2_000, version=version, occurred_at=(now - timedelta(days=19)).isoformat()
+    )
+    await system.settled(asked["request_id"], "approved")
+    a_week_ago = now - timedelta(days=7)
+
+    async def uptake() -> dict[str, Any] | None:
+        response = await system.reports.get("/pilots/wigan/uptake", headers=system.admin())
+        figures = (await response.json())["all"]
+        return figures if figures["approved"] == 1 else None
+
+    figures = await wait_for(uptake, timeout=20)
+    assert 0 <= figures["median_hours_to_decision"] < 1
+    path = f"/pilots/wigan/families/fam-1/balance?as_of={quote(a_week_ago.isoformat())}"
+    in_record = await system.reports.get(path, headers=system.admin())
+    in_business = await system.reports.get(f"{path}&clock=business", headers=system.admin())
+    assert (await in_record.json())["allocated_pence"] == 0  # recorded today
+    shown = await in_business.json()
+    # Funded 20 days ago by its own account; the hold was decided today, in any clock.
+    assert (shown["allocated_pence"], shown["committed_pence"], shown["clock"]) == (
+        100_000,
+        0,
+        "business",
+    )
+    code, output = await run_ledger(
+        settings, "audit", "replay", "--pilot", "wigan", "--family", "fam-1",
+        "--as-of", a_week_ago.isoformat(), "--clock", "business",
+    )  # fmt: skip
+    assert code == 0
+    types = [json.loads(line)["type"] for line in output.splitlines()]
+    assert "family.budget_allocated" in types
+    assert "decision.approved" not in types  # decided today, in business time too
+    request_path = f"/pilots/wigan/spend-requests/{asked['request_id']}/purchases"
+    for day, code_ in (
+        ("2020-06-01", "purchased_on_too_old"),
+        ("2099-01-01", "purchased_on_in_future"),
+    ):
+        refused = await system.spending.post(
+            request_path,
+            json={"amount_pence": 500, "purchased_on": day, "method": "card"},
+            headers=system.finance(),
+        )
+        assert refused.status == 422
+        assert (await refused.json())["code"] == code_
