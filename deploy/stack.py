@@ -12,6 +12,7 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -152,12 +153,15 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 @dataclass
 class Postgres:
-    """A PostgreSQL cluster in a folder of ours, on loopback."""
+    """A PostgreSQL cluster in a folder of ours, on loopback. With a ``password`` (the local
+    stack's), every connection must give it (SCRAM), over TCP and the socket alike; without
+    (the suite's throwaway clusters), any local connection is trusted."""
 
     home: Path
     port: int
     user: str = "ledger"
     durable: bool = True
+    password: str | None = field(default=None, repr=False)
 
     @property
     def data(self) -> Path:
@@ -189,23 +193,12 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.home, "postgres", "postgres")
         if not (self.data / "PG_VERSION").exists():
-            subprocess.run(
-                _as_postgres(
-                    [
-                        _pg_bin("initdb"),
-                        "-D",
-                        str(self.data),
-                        "-U",
-                        self.user,
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--locale=C.UTF-8",
-                    ]
-                ),
-                check=True,
-                capture_output=True,
-            )
+            self._initdb()
+        self._pg_ctl_start()
+        if self.password is not None:
+            self._require_password()
+
+    def _pg_ctl_start(self) -> None:
         options = [
             f"-p {self.port}",
             "-c listen_addresses=127.0.0.1",
@@ -236,6 +229,64 @@ class Postgres:
             capture_output=True,
         )
         wait_until(lambda: port_open(self.port), 30, f"PostgreSQL listening on {self.port}")
+
+    def _initdb(self) -> None:
+        auth = ["--auth=trust"]
+        pwfile = self.home / "initdb-password"
+        if self.password is not None:
+            # The password from a file only the postgres user reads, removed once used.
+            _private_file(pwfile, self.password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            subprocess.run(
+                _as_postgres(
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        self.user,
+                        *auth,
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _require_password(self) -> None:
+        """A cluster made before the stack had a password trusted every local user: give
+        its role the password (as a SCRAM verifier, so the text itself reaches no log) and
+        have every connection give it from now on."""
+        hba = self.data / "pg_hba.conf"
+        if " trust" not in hba.read_text():
+            return
+        verifier = scram_verifier(self.password or "")
+        subprocess.run(
+            [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", "-"],
+            input=f"ALTER ROLE \"{self.user}\" PASSWORD '{verifier}';\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        hba.write_text(
+            "# The local stack: every connection gives its role's password.\n"
+            "local all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "reload"]),
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``immediate`` skips the checkpoint (for data about to be deleted)."""
@@ -576,7 +627,8 @@ def _env_port(name: str, default: int) -> int:
 
 
 def local_postgres() -> Postgres:
-    return Postgres(LOCAL / "postgres", _env_port("LEDGER_PG_PORT", 5432))
+    password = _secret("postgres-password", lambda: secrets.token_urlsafe(32))
+    return Postgres(LOCAL / "postgres", _env_port("LEDGER_PG_PORT", 5432), password=password)
 
 
 def local_kafka() -> Kafka:
@@ -587,6 +639,21 @@ def local_kafka() -> Kafka:
         _env_port("LEDGER_KAFKA_CONTROLLER_PORT", 9093),
         password=_kafka_password(KAFKA_SUPERUSER),
     )
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """What PostgreSQL keeps of a password (SCRAM-SHA-256, RFC 7677): given in its place, the
+    password itself is never in a statement a server could log."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client = hmac.digest(salted, b"Client Key", "sha256")
+    server = hmac.digest(salted, b"Server Key", "sha256")
+    stored = hashlib.sha256(client).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}"
 
 
 def _private_file(path: Path, text: str) -> Path:
@@ -619,14 +686,22 @@ def _new_kek() -> str:
 def stack_variables(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
     """The settings the local stack gives a service or the CLI (connecting to Kafka as
     ``principal``), over the caller's own."""
+    keks: dict[str, str] = {}
+    if os.environ.get("LEDGER_KEY_ENCRYPTION_KEYS"):
+        keks["LEDGER_KEY_ENCRYPTION_KEYS"] = os.environ["LEDGER_KEY_ENCRYPTION_KEYS"]
+    else:
+        # Outside every database and topic, as in production, in a file the services read
+        # again when it changes: `ledger keys new-kek --add` and `retire` rotate in place.
+        _secret("key-encryption-keys", _new_kek)
+        keks["LEDGER_KEY_ENCRYPTION_KEYS_FILE"] = str(LOCAL / "key-encryption-keys")
+    password = {"LEDGER_PG_PASSWORD": pg.password} if pg.password else {}
     return {
         "LEDGER_JWT_SECRET": os.environ.get("LEDGER_JWT_SECRET")
         or _secret("jwt-secret", lambda: secrets.token_urlsafe(48)),
-        # Outside every database and topic, as in production: rotate with `ledger keys rotate`.
-        "LEDGER_KEY_ENCRYPTION_KEYS": os.environ.get("LEDGER_KEY_ENCRYPTION_KEYS")
-        or _secret("key-encryption-keys", _new_kek),
+        **keks,
         "LEDGER_PG_PORT": str(pg.port),
         "LEDGER_PG_USER": pg.user,
+        **password,
         "LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "LEDGER_KAFKA_USERNAME": principal,
         "LEDGER_KAFKA_PASSWORD": _kafka_password(principal),
@@ -731,13 +806,23 @@ def up() -> None:
     for name, port in ports.items():
         wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz answering 200 on {port}")
     service_ports = "".join(f"export LEDGER_{n.upper()}_PORT={p}\n" for n, p in ports.items())
-    (LOCAL / "env").write_text(
-        f"export LEDGER_JWT_SECRET={env['LEDGER_JWT_SECRET']}\n"
-        f"export LEDGER_KEY_ENCRYPTION_KEYS={env['LEDGER_KEY_ENCRYPTION_KEYS']}\n"
-        f"export LEDGER_PG_PORT={pg.port}\nexport LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
+    secrets_of = "".join(
+        f"export {name}={shlex.quote(env[name])}\n"
+        for name in (
+            "LEDGER_JWT_SECRET",
+            "LEDGER_KEY_ENCRYPTION_KEYS",
+            "LEDGER_KEY_ENCRYPTION_KEYS_FILE",
+            "LEDGER_PG_PASSWORD",
+            "LEDGER_KAFKA_PASSWORD",
+        )
+        if env.get(name)
+    )
+    _private_file(  # it holds the stack's secrets: its owner alone may read it
+        LOCAL / "env",
+        f"{secrets_of}export LEDGER_PG_PORT={pg.port}\n"
+        f"export LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
         f"export LEDGER_KAFKA_USERNAME={KAFKA_ADMIN}\n"
-        f"export LEDGER_KAFKA_PASSWORD={env['LEDGER_KAFKA_PASSWORD']}\n"
-        f"{service_ports}export PATH={Path(sys.executable).parent}:$PATH\n"
+        f"{service_ports}export PATH={Path(sys.executable).parent}:$PATH\n",
     )
     print(f"\nPostgreSQL  127.0.0.1:{pg.port}  (user {pg.user}; logs {pg.log})")
     print(f"Kafka       {kafka.bootstrap}  (logs {kafka.log})")

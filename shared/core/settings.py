@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
     # current (shared.core.custody); kept outside every database and topic.
     key_encryption_keys: SecretStr = SecretStr("")
+    # Or a file that lists them the same way (mode 600): services read it again when it
+    # changes, so a new or retired KEK needs no restart (`ledger keys new-kek --add`,
+    # `ledger keys retire`); set one of the two.
+    key_encryption_keys_file: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = None
     key_custody: str = "local"  # or a plug-in in the entry-point group ledger.key_custody
     # An OpenTelemetry collector's OTLP/HTTP endpoint (http://host:4318): traces go there.
     # Unset (the default), no spans are made.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, get_args
 
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
 
 from shared.core.events import Frozen
 
 __all__ = [
+    "FREE_TEXT",
     "MAX_PENCE",
     "CommandBody",
     "Identifier",
@@ -18,6 +19,7 @@ __all__ = [
     "Pence",
     "SignedPence",
     "Text",
+    "free_text_fields",
 ]
 
 # £1bn: far above any family budget, far below bigint; a bound that catches unit mistakes.
@@ -32,8 +34,30 @@ SignedPence = Annotated[int, Field(strict=True, ge=-MAX_PENCE, le=MAX_PENCE)]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 """A pilot, family, team or worker reference as API.md defines it."""
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-"""Free text (reasons, notes): bounded, never empty."""
+FREE_TEXT = "ledger:free-text"
+"""The mark of a field that holds what someone wrote about a family: kept only sealed, and
+left out of an idempotency key's fingerprint (:func:`free_text_fields`)."""
+
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True), FREE_TEXT
+]
+"""Free text (reasons, notes, purposes): bounded, never empty, sealed wherever it is kept."""
+
+
+def free_text_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of a body model that are free text (:data:`Text`, optional or not)."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if FREE_TEXT in field.metadata or _marks_free_text(field.annotation)
+    )
+
+
+def _marks_free_text(annotation: object) -> bool:
+    if FREE_TEXT in getattr(annotation, "__metadata__", ()):
+        return True
+    return any(_marks_free_text(inner) for inner in get_args(annotation))
+
 
 EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2099, 12, 31)
 IsoDate = Annotated[date, Field(strict=True, ge=EARLIEST_DATE, le=LATEST_DATE)]

@@ -30,7 +30,7 @@ from shared.core.errors import LedgerError, NotFoundError
 from shared.core.events import Actor, canonical_json
 from shared.core.eventstore import CommandContext
 from shared.core.metrics import Metrics
-from shared.core.types import CommandBody
+from shared.core.types import CommandBody, free_text_fields
 from shared.web.auth import Principal, TokenRules, decode_token, require_pilot, require_role
 
 __all__ = [
@@ -337,13 +337,20 @@ class Command:
             )
         principal = call.principal
         operation = f"{self.method} {self.template}"
+        # Free text is left out of the fingerprint: a hash of it, kept with the key for good,
+        # would confirm a guess at a purpose or a note long after the family's erasure. A
+        # retry that differs from the first request only in its wording replays its answer.
+        free = free_text_fields(self.body)
+        data = call.data
+        if free and isinstance(data, dict):
+            data = {name: value for name, value in data.items() if name not in free}
         return IdempotencyRequest(
             # Another pilot, role or operation never sees (or collides with) this caller's key.
             scope=canonical_json(
                 [principal.pilot, principal.role, principal.sub, operation]
             ).decode(),
             key=key,
-            fingerprint=fingerprint(self.method, call.path, call.data),
+            fingerprint=fingerprint(self.method, call.path, data),
         )
 
 

@@ -28,6 +28,7 @@ from shared.core.custody import KeyCustody, custody_of
 from shared.core.db import dsn, open_pool
 from shared.core.eventstore import EventStore
 from shared.core.kafka import DEADLETTER_TOPIC
+from shared.core.keyholders import KeyWatch
 from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
 from shared.core.personal import wrap_legacy_keys
@@ -255,6 +256,7 @@ async def _run_service(
         app[CORE] = core
         specs = definition.setup(app, core)
         check_consumers_declared(definition, specs)
+        core.tasks["keys"] = KeyWatch(pool, custody)
 
         async def database() -> bool:
             async with pool.acquire() as conn:

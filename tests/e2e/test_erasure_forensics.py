@@ -17,6 +17,7 @@ import base64
 import binascii
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
 
-from deploy.stack import _pg_bin
-from shared.cli.keys import rotate
+from deploy.stack import ROOT, _pg_bin
+from services.allocation.app import SERVICE as ALLOCATION
+from services.spending.app import SERVICE as SPENDING
 from shared.core.custody import WRAPPED_MAGIC, KeyCustodyError, new_kek, unwrap_with
 from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
-from shared.web.registry import ledger_topics
+from shared.web.auth import Principal
+from shared.web.http import CommandCall
+from shared.web.registry import ServiceDefinition, ledger_topics
 from tests.conftest import Infrastructure
 from tests.e2e.cloudevents_check import every_record_is_a_cloudevent
 from tests.e2e.system import System, running_system
-from tests.support import connect_service_db, read_topic, run_ledger, wait_for
+from tests.support import connect_service_db, read_topic, run_ledger, settings_env, wait_for
 
 WRAPPED_LENGTH = len(WRAPPED_MAGIC) + 12 + 32 + 16
 HEX_WRAPPED = re.compile(WRAPPED_MAGIC.hex().encode() + rb"[0-9a-f]{%d}" % (2 * WRAPPED_LENGTH - 8))
@@ -105,18 +109,32 @@ async def sealed_on_topics(settings: Settings, family: str) -> list[tuple[str, U
     return found
 
 
+def rotation_commands() -> str:
+    """The README's rotation, as written (its Security section's shell block)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("**Erasure and rotation.**", 1)[1].split("**Retention", 1)[0]
+    [block] = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    return str(block)
+
+
 async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
     infra: Infrastructure, token: Callable[..., str], tmp_path: Path
 ) -> None:
-    """Erase, rotate, destroy the old KEK: no wrapped key anywhere opens the family's text,
-    while the other family's text, the amounts and `ledger audit verify` are unchanged."""
-    old, new = new_kek("kek-old"), new_kek("kek-new")
-    settings = infra.settings(key_encryption_keys=SecretStr(old))
+    """Erase, then rotate exactly as the README says, with the services running: afterwards
+    no wrapped key anywhere opens the family's text with any KEK still in existence, the
+    idempotency keys' fingerprints confirm no guess at it, and the other family's text, the
+    amounts and `ledger audit verify` are unchanged. (Following the README's earlier steps
+    left the old KEK in the local stack's files and in every running service.)"""
+    old = new_kek("kek-old")
+    keks = tmp_path / "key-encryption-keys"
+    keks.write_text(old + "\n")
+    keks.chmod(0o600)
+    settings = infra.settings(key_encryption_keys=SecretStr(""), key_encryption_keys_file=keks)
     await ensure_topics(settings, ledger_topics())
     texts = {"a bed for the eldest", "school shoes", "speak to the family first"}
     async with running_system(settings, token, reporting=True) as system:
         await system.configure()
-        await _seal_texts(system, "fam-x", texts)
+        asked = await _seal_texts(system, "fam-x", texts)
         await _seal_texts(system, "fam-keep", {"kept: a bus pass", "kept: a coat", "kept: a cot"})
         dump = tmp_path / "before-erasure.sql"
         await asyncio.to_thread(_dump_all, infra, dump)
@@ -129,25 +147,29 @@ async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
         assert erased.status == 200, await erased.text()
         await wait_for(lambda: _no_live_key(settings, "wigan:fam-x"), timeout=20)
 
-    logs = [infra.postgres.log, infra.kafka.log]
-    sealed = await sealed_on_topics(settings, "fam-x")
-    seen = await every_record_is_a_cloudevent(settings, "erasure")  # the erasure's too
-    assert ("ledger.allocation", "family.personal_data_erased") in seen
-    assert len(sealed) >= len(texts)
-    # Every file a thief with the disks has: PostgreSQL's data directory (WAL included) and
-    # server log, Kafka's log directories and server log, and the dump from before.
-    sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump, *logs]
-    # The search works: while the old KEK exists, copies of the erased keys open the text.
-    assert opened_texts(sources, [kek_bytes(old)], sealed) >= texts
+        logs = [infra.postgres.log, infra.kafka.log]
+        sealed = await sealed_on_topics(settings, "fam-x")
+        seen = await every_record_is_a_cloudevent(settings, "erasure")  # the erasure's too
+        assert ("ledger.allocation", "family.personal_data_erased") in seen
+        assert len(sealed) >= len(texts)
+        # Every file a thief with the disks has: PostgreSQL's data directory (WAL included)
+        # and server log, Kafka's log directories and server log, and the dump from before.
+        sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump, *logs]
+        # The search works: while the old KEK exists, copies of the erased keys open the text.
+        assert opened_texts(sources, [kek_bytes(old)], sealed) >= texts
 
-    rotating = settings.model_copy(update={"key_encryption_keys": SecretStr(f"{new},{old}")})
-    done = await rotate(rotating)
-    assert sum(done.values()) == 3  # fam-keep's live keys: one in each of three services
-    after = settings.model_copy(update={"key_encryption_keys": SecretStr(new)})  # old: gone
-    sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump, *logs]
-    assert opened_texts(sources, [kek_bytes(new)], sealed) == set()
+        rotation = await _bash(rotation_commands(), settings)
+        assert rotation.returncode == 0, rotation.stderr
+        in_existence = [kek_bytes(line) for line in keks.read_text().split()]
+        assert len(in_existence) == 1  # the new one alone: the old is in no file and no process
+        sources = [*files_under(infra.postgres.data, infra.kafka.home / "data"), dump, *logs]
+        assert opened_texts(sources, in_existence, sealed) == set()
+        dumped = dump.read_text()
+        for fingerprint_of in asked:
+            guesses = {fingerprint_of(text) for text in (*texts, "a guess that is wrong")}
+            assert len(guesses) == 1  # the fingerprint says nothing of what was written
+            assert all(guess in dumped for guess in guesses)  # and is the one kept
 
-    async with running_system(after, token) as system:
         notes = await system.allocation.get(
             "/pilots/wigan/families/fam-keep/notes", headers=system.admin()
         )
@@ -164,25 +186,47 @@ async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
                 f"/pilots/wigan/families/{family}/purposes", headers=system.admin()
             )
             assert {item["purpose"] for item in (await purposes.json())["purposes"]} == shown
-    assert await _balances(after) == balances_before
-    code, output = await run_ledger(after, "audit", "verify")
+    assert await _balances(settings) == balances_before
+    code, output = await run_ledger(settings, "audit", "verify")
     assert code == 0, output
 
 
-async def _seal_texts(system: System, family: str, texts: set[str]) -> None:
-    """Seal each text somewhere: an allocation note, a request's purpose, a manager's reason."""
+async def _bash(script: str, settings: Settings) -> subprocess.CompletedProcess[str]:
+    """A shell block run as an operator runs it, after ``source .local/env``."""
+    env = settings_env(settings)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    return await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+Fingerprint = Callable[[str], str]
+
+
+async def _seal_texts(system: System, family: str, texts: set[str]) -> list[Fingerprint]:
+    """Seal each text somewhere: an allocation note, a request's purpose, a manager's reason,
+    each request under an Idempotency-Key. What comes back, per request, makes the
+    fingerprint the ledger keeps with its key, for the request with any other text in it."""
     version = await system.enrol(family)
+    made: list[Fingerprint] = []
     for number, text in enumerate(sorted(texts)):
+        key = {"Idempotency-Key": f"{family}-{number}"}
         if number % 3 == 0:
+            path = f"/pilots/wigan/families/{family}/allocations"
+            body: dict[str, Any] = {"amount_pence": 100_000, "note": text}
             response = await system.allocation.post(
-                f"/pilots/wigan/families/{family}/allocations",
-                json={"amount_pence": 100_000, "note": text},
-                headers=system.admin(),
+                path, json=body, headers={**system.admin(), **key}
             )
             assert response.status == 201, await response.text()
             version = (await response.json())["stream_version"]
+            made.append(_fingerprints(ALLOCATION, "POST", path, body, "note", "admin"))
             continue
-        body: dict[str, Any] = {
+        body = {
             "family_id": family,
             "amount_pence": 60_000,  # above the automatic tier: a manager decides
             "category": "practical",
@@ -191,10 +235,10 @@ async def _seal_texts(system: System, family: str, texts: set[str]) -> None:
             "family_involved": True,
             "allocation_version": version,
         }
-        answer = await system.spending.post(
-            "/pilots/wigan/spend-requests", json=body, headers=system.worker()
-        )
+        path = "/pilots/wigan/spend-requests"
+        answer = await system.spending.post(path, json=body, headers={**system.worker(), **key})
         assert answer.status == 202, await answer.text()
+        made.append(_fingerprints(SPENDING, "POST", path, body, "purpose", "social_worker"))
         request_id = (await answer.json())["request_id"]
         await system.settled(request_id, "awaiting_approval")
         rejected = await system.approval.post(
@@ -203,6 +247,31 @@ async def _seal_texts(system: System, family: str, texts: set[str]) -> None:
             headers=system.manager(),
         )
         assert rejected.status == 200, await rejected.text()
+    return made
+
+
+def _fingerprints(
+    service: ServiceDefinition, method: str, path: str, body: dict[str, Any], field: str, role: str
+) -> Fingerprint:
+    """The fingerprint the service's own code keeps for this request, with ``field`` set to
+    any text: what a thief with a dump would compute to test a guess."""
+    [route] = [
+        r
+        for r in service.routes()
+        if r.command is not None
+        and r.method == method
+        and re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(r.path)), path)
+    ]
+    assert route.command is not None
+    principal = Principal(sub="x", role=role, pilot="wigan", team="t-1")
+
+    def of(text: str) -> str:
+        call = CommandCall(principal, path, {}, {**body, field: text}, "k", "c", None)
+        made = route.command.idempotency(call) if route.command else None
+        assert made is not None
+        return made.fingerprint
+
+    return of
 
 
 def _dump_all(infra: Infrastructure, path: Path) -> None:

@@ -14,7 +14,8 @@ from tests.support import connect_service_db, run_ledger
 
 async def test_rotation_as_an_operator_runs_it(infra: Infrastructure) -> None:
     """A new key first: status says the old one still wraps live keys (exit 3); rotate
-    re-wraps them; status then exits 0, and the old key can go."""
+    re-wraps them; status says the old one is still held until it is gone from the secret
+    too, then exits 0."""
     old, new = new_kek("kek-old"), new_kek("kek-new")
     settings = infra.settings(key_encryption_keys=SecretStr(old))
     await ensure_topics(settings, ledger_topics())
@@ -32,5 +33,8 @@ async def test_rotation_as_an_operator_runs_it(infra: Infrastructure) -> None:
     assert code == 0
     assert "spending: 1 keys re-wrapped under kek-new" in output
     code, output = await run_ledger(both, "keys", "status")
+    assert code == 3  # the old key is still in this command's own secret
+    assert "spending: (erased): 1, kek-new: 1; 0 running" in output
+    only_new = settings.model_copy(update={"key_encryption_keys": SecretStr(new)})
+    code, output = await run_ledger(only_new, "keys", "status")
     assert code == 0
-    assert "spending: (erased): 1, kek-new: 1" in output
