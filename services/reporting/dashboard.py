@@ -9,21 +9,23 @@ shown as "<5", in the tables and in the charts.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from html import escape
 
+from services.reporting.disclosure import Cell, Key, Published, Relation
 from services.reporting.uptake import (
+    SMALL_CELL,
     Facts,
     Figures,
-    hours_to_decision,
+    hours_to_decision_by_family,
     small_cell,
     spent_by_category,
 )
 
-__all__ = ["Bar", "Charts", "charts", "render"]
+__all__ = ["Bar", "Charts", "chart_cells", "charts", "render", "shown"]
 
 # Upper bounds in pence (exclusive) and labels of the transaction size bands.
 _SIZE_BANDS = (
@@ -57,11 +59,14 @@ _USED_BANDS = (
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar: its label, its length, and what is written beside it."""
+    """One bar: its label, its length, what is written beside it, and the families it rests
+    on (for disclosure control: a hidden bar is drawn empty, its value not written)."""
 
     label: str
     value: int
     shown: str
+    families: int = 0
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,38 +82,53 @@ class Charts:
 
 
 def charts(facts: Facts) -> Charts:
-    """The charts of a pilot, from its facts (pure)."""
-    everyone = facts.families.keys()
-    funded = [family for family in facts.families.values() if family.allocated > 0]
+    """The charts of a pilot, from its facts (pure), each bar with the families it rests on;
+    :func:`chart_cells` and :func:`shown` apply disclosure control to them."""
+    funded = [(f, family) for f, family in facts.families.items() if family.allocated > 0]
+    categories: dict[str, set[str]] = defaultdict(set)
+    for family, _, category, _ in facts.purchases:
+        categories[category].add(family)
+    decided = hours_to_decision_by_family(facts)
     return Charts(
         spend_by_category=tuple(
-            Bar(category, pence, _money(pence))
-            for category, pence in spent_by_category(facts, everyone).items()
+            Bar(category, pence, _money(pence), len(categories[category]))
+            for category, pence in spent_by_category(facts, facts.families.keys()).items()
         ),
-        transaction_sizes=_banded([amount for _, amount, _, _ in facts.purchases], _SIZE_BANDS),
+        transaction_sizes=_banded(
+            [(family, amount) for family, amount, _, _ in facts.purchases], _SIZE_BANDS
+        ),
         families_with_spend=_families_with_spend(facts),
         spend_by_month=_spend_by_month(facts),
         budget_used=_banded(
-            [max(0, family.net_spend) / family.allocated for family in funded],
+            [(f, max(0, family.net_spend) / family.allocated) for f, family in funded],
             _USED_BANDS,
             families=True,
         ),
-        time_to_decision=_banded(hours_to_decision(facts, everyone), _HOUR_BANDS),
+        time_to_decision=_banded(list(decided), _HOUR_BANDS),
     )
 
 
 def _banded(
-    values: Sequence[float],
+    values: Sequence[tuple[str, float]],
     bands: Sequence[tuple[float | None, str]],
     *,
     families: bool = False,
 ) -> tuple[Bar, ...]:
-    """How many values fall in each band; counts of families as published ("<5")."""
-    counts = Counter(
-        next(label for bound, label in bands if bound is None or value < bound) for value in values
-    )
+    """How many values (each a family's) fall in each band, and of how many families;
+    counts of families as published ("<5")."""
+    counts: Counter[str] = Counter()
+    who: dict[str, set[str]] = defaultdict(set)
+    for family, value in values:
+        label = next(label for bound, label in bands if bound is None or value < bound)
+        counts[label] += 1
+        who[label].add(family)
     return tuple(
-        Bar(label, counts[label], str(small_cell(counts[label]) if families else counts[label]))
+        Bar(
+            label,
+            counts[label],
+            str(small_cell(counts[label]) if families else counts[label]),
+            len(who[label]),
+        )
         for _, label in bands
     )
 
@@ -116,14 +136,72 @@ def _banded(
 def _spend_by_month(facts: Facts) -> tuple[Bar, ...]:
     """Purchases (by the day bought) less refunds (by the day recorded), month by month."""
     net: Counter[tuple[int, int]] = Counter()
-    for _, amount, _, day in facts.purchases:
+    who: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for family, amount, _, day in facts.purchases:
         net[_month(day)] += amount
-    for _, amount, _, day in facts.refunds:
+        who[_month(day)].add(family)
+    for family, amount, _, day in facts.refunds:
         net[_month(day)] -= amount
+        who[_month(day)].add(family)
     if not net:
         return ()
     months = list(_months(min(net), max(net)))
-    return tuple(Bar(_month_name(month), net[month], _money(net[month])) for month in months)
+    return tuple(
+        Bar(_month_name(month), net[month], _money(net[month]), len(who[month])) for month in months
+    )
+
+
+# The charts whose bars add up to a total a reader may know (the pilot's spend, its
+# purchases, its families with a budget, its decided requests), and the total's key.
+_CHART_TOTALS = {
+    "spend_by_month": ("all", "spent_pence"),
+    "transaction_sizes": ("chart", "transaction_sizes"),
+    "budget_used": ("chart", "budget_used"),
+    "time_to_decision": ("chart", "time_to_decision"),
+}
+
+
+def chart_cells(chart: Charts) -> tuple[dict[Key, Cell], list[Relation]]:
+    """The charts' bars as cells for :func:`~.disclosure.publish`, with the relations they
+    are in (the spend by category is the pilot's figures' own)."""
+    cells: dict[Key, Cell] = {}
+    relations = []
+    for name, total in _CHART_TOTALS.items():
+        bars: tuple[Bar, ...] = getattr(chart, name)
+        keys = tuple(("chart", name, bar.label) for bar in bars)
+        cells |= {key: Cell(bar.families) for key, bar in zip(keys, bars, strict=True)}
+        if total[0] == "chart":
+            cells[total] = Cell(0, known=True)  # taken as known to the reader
+        relations.append(Relation(total, keys))
+    return cells, relations
+
+
+def shown(chart: Charts, published: Published) -> Charts:
+    """The charts as they may be published: a hidden bar is drawn empty, its value "<5"
+    (a count of 1 to 4 families) or left out."""
+
+    def bars(name: str, keys: Callable[[Bar], Key]) -> tuple[Bar, ...]:
+        return tuple(_hidden_bar(bar, keys(bar), published) for bar in getattr(chart, name))
+
+    return Charts(
+        spend_by_category=bars("spend_by_category", lambda bar: ("all", "category", bar.label)),
+        transaction_sizes=bars("transaction_sizes", _chart_key("transaction_sizes")),
+        families_with_spend=chart.families_with_spend,
+        spend_by_month=bars("spend_by_month", _chart_key("spend_by_month")),
+        budget_used=bars("budget_used", _chart_key("budget_used")),
+        time_to_decision=bars("time_to_decision", _chart_key("time_to_decision")),
+    )
+
+
+def _chart_key(name: str) -> Callable[[Bar], Key]:
+    return lambda bar: ("chart", name, bar.label)
+
+
+def _hidden_bar(bar: Bar, key: Key, published: Published) -> Bar:
+    if key not in published.hidden:
+        return bar
+    shown_as = "<5" if key in published.small and bar.shown == "<5" else _MISSING
+    return Bar(bar.label, 0, shown_as, bar.families, hidden=True)
 
 
 def _months(first: tuple[int, int], last: tuple[int, int]) -> Iterator[tuple[int, int]]:
@@ -138,7 +216,9 @@ def _month_name(month: tuple[int, int]) -> str:
 
 
 def _families_with_spend(facts: Facts) -> tuple[Bar, ...]:
-    """At the end of each month, how many families' purchases minus refunds were above zero."""
+    """At the end of each month, how many families' purchases minus refunds were above
+    zero, to the nearest five (1 to 4 read "<5"): exact running totals would give away, month
+    on month, the few families who began spending."""
     changes = sorted(
         [(day, family, amount) for family, amount, _, day in facts.purchases]
         + [(day, family, -amount) for family, amount, _, day in facts.refunds]
@@ -155,7 +235,8 @@ def _families_with_spend(facts: Facts) -> tuple[Bar, ...]:
             net[family] += amount
             position += 1
         with_spend = sum(pence > 0 for pence in net.values())
-        bars.append(Bar(_month_name(month), with_spend, str(small_cell(with_spend))))
+        rounded = 5 * round(with_spend / 5) if with_spend >= SMALL_CELL else with_spend
+        bars.append(Bar(_month_name(month), rounded, str(small_cell(rounded)), with_spend))
         month = (month[0] + month[1] // 12, month[1] % 12 + 1)
     return tuple(bars)
 
@@ -322,7 +403,8 @@ def render(
         _section(
             "Families with spend so far (a running total)",
             _bar_chart(
-                "Families with spend so far, at the end of each month", chart.families_with_spend
+                "Families with spend so far, at the end of each month, to the nearest five",
+                chart.families_with_spend,
             ),
         ),
         _section(
@@ -347,11 +429,12 @@ def render(
         f"<header><h1>{title}</h1><p class='meta'>Pilot {escape(pilot_id)} · figures as of "
         f"{escape(as_of.strftime('%d %B %Y %H:%M UTC'))}</p></header>"
         f"<main class='grid'>{''.join(sections)}</main>"
-        "<footer>Counts of 1 to 4 families are shown as &lt;5, and every figure and chart "
-        "that rests on so few families is left out (&#8211;), in each arm and wherever it "
-        "could be worked back from the others, as published statistics require. A family "
-        "with spend has purchases minus refunds above zero; medians and sizes count "
-        "purchases, not refunds.</footer>"
+        "<footer>Counts of 1 to 4 families are shown as &lt;5, and every figure, bar and "
+        "share that rests on so few families is left out (&#8211;), with the next smallest "
+        "figure wherever the hidden one could be worked back from the others, as published "
+        "statistics require; a manager's own team is shown as it is. A family with spend has "
+        "purchases minus refunds above zero; medians and sizes count purchases, not "
+        "refunds.</footer>"
         "</body></html>"
     )
 
@@ -381,8 +464,9 @@ def _bar_chart(title: str, bars: Sequence[Bar], *, shown: bool = True) -> str:
     shapes = []
     for index, bar in enumerate(bars):
         y = 4 + index * row
-        # A suppressed count ("<5") is not drawn to scale: its length would give it away.
-        length = 0 if bar.shown == "<5" else round(bar_width * abs(bar.value) / longest)
+        # A hidden bar, or a count of "<5", is not drawn to scale: its length would tell.
+        hidden = bar.hidden or bar.shown == "<5"
+        length = 0 if hidden else round(bar_width * abs(bar.value) / longest)
         kind = "negative" if bar.value < 0 else "bar"
         shapes.append(
             f"<text class='label' x='0' y='{y + 18}'>{escape(bar.label)}</text>"

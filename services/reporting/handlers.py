@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from services.reporting import dashboard, statement, trial, uptake, whatif
+from services.reporting import dashboard, disclosure, statement, trial, uptake, whatif
 from services.reporting.purposes import SpendingPurposes
 from services.reporting.schemas import BalanceView, Clock, HistoryView, UptakeView
 from services.reporting.transactions import transactions_csv
@@ -178,13 +178,19 @@ class Reporting:
             rows = await conn.fetch(_PILOT_EVENTS, pilot_id, UPTAKE_EVENT_TYPES)
         return pilot.config, await off_loop(lambda: uptake.gather(_envelopes(rows)))
 
-    async def uptake(self, pilot_id: str, *, suppress_small_cells: bool) -> UptakeView:
-        """The pilot's figures, from every fact recorded so far."""
+    async def uptake(
+        self, principal: Principal, pilot_id: str, *, suppress_small_cells: bool
+    ) -> UptakeView:
+        """The pilot's figures, from every fact recorded so far: exact for an admin or an
+        auditor who asks, published (:mod:`.disclosure`) otherwise, and always for a
+        manager, who may see their own team's families only."""
         config, facts = await self._facts(pilot_id)
         forecast = config.forecast_spend_per_family_pence
-        figures = await off_loop(uptake.compute, facts, forecast)
-        if suppress_small_cells:
-            figures = uptake.suppress(figures)
+        exact = not suppress_small_cells and principal.role in {"admin", "auditor"}
+        if exact:
+            figures = await off_loop(uptake.compute, facts, forecast)
+        else:
+            figures = (await off_loop(_published, facts, forecast, principal)).arms
         return UptakeView(
             pilot_id=pilot_id,
             as_of=self._core.clock(),
@@ -210,21 +216,45 @@ class Reporting:
         async with self._core.pool.acquire() as conn:
             return await policy_what_if(conn, pilot_id, proposal)
 
-    async def dashboard(self, pilot_id: str) -> str:
-        """The pilot's dashboard page, small cells suppressed."""
+    async def dashboard(self, principal: Principal, pilot_id: str) -> str:
+        """The pilot's dashboard page, as it may be published to this caller."""
         config, facts = await self._facts(pilot_id)
         forecast = config.forecast_spend_per_family_pence
         now = self._core.clock()
-        return await off_loop(
-            lambda: dashboard.render(
+
+        def page() -> str:
+            chart = dashboard.charts(facts)
+            published = _published(facts, forecast, principal, chart)
+            return dashboard.render(
                 pilot_id,
                 config.name,
                 now,
-                uptake.suppress(uptake.compute(facts, forecast)),
-                uptake.suppress(uptake.by_team(facts, forecast)),
-                dashboard.charts(facts),
+                published.arms,
+                published.teams,
+                dashboard.shown(chart, published),
             )
-        )
+
+        return await off_loop(page)
+
+
+def _published(
+    facts: uptake.Facts,
+    forecast: int | None,
+    principal: Principal,
+    chart: dashboard.Charts | None = None,
+) -> disclosure.Published:
+    """Everything the uptake endpoint and the dashboard show, as this caller may see it (a
+    manager's own team as it is), each hidden as the other is, so that the two cannot be
+    combined against each other."""
+    cells, relations = dashboard.chart_cells(chart or dashboard.charts(facts))
+    return disclosure.publish(
+        facts,
+        uptake.compute(facts, forecast),
+        uptake.by_team(facts, forecast),
+        charts=cells,
+        chart_relations=relations,
+        known_team=principal.team if principal.role == "manager" else None,
+    )
 
 
 async def policy_what_if(conn: Connection, pilot_id: str, proposal: PilotConfig) -> whatif.WhatIf:

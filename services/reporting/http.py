@@ -82,7 +82,9 @@ async def get_transactions(request: web.Request) -> web.StreamResponse:
 async def get_uptake(request: web.Request) -> web.StreamResponse:
     query = UptakeQuery.model_validate(dict(request.query))
     view = await request.app[REPORTING].uptake(
-        request.match_info["pilot_id"], suppress_small_cells=query.suppress_small_cells
+        principal_of(request),
+        request.match_info["pilot_id"],
+        suppress_small_cells=query.suppress_small_cells,
     )
     return json_response(view)
 
@@ -125,7 +127,9 @@ async def get_trial_dataset(request: web.Request) -> web.StreamResponse:
 
 
 async def get_dashboard(request: web.Request) -> web.StreamResponse:
-    page = await request.app[REPORTING].dashboard(request.match_info["pilot_id"])
+    page = await request.app[REPORTING].dashboard(
+        principal_of(request), request.match_info["pilot_id"]
+    )
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
 

@@ -45,7 +45,6 @@ __all__ = [
     "small_cell",
     "spent_by_category",
     "spent_by_category_by_family",
-    "suppress",
 ]
 
 SMALL_CELL = 5
@@ -100,8 +99,10 @@ class Figures(BaseModel):
     share_transactions_under_2000_pence: float | None = Field(
         None, description="Share of purchases under £20."
     )
-    spent_by_category_pence: dict[str, int] | None = Field(
-        default_factory=dict, description="Purchases minus refunds by category."
+    spent_by_category_pence: dict[str, int | None] | None = Field(
+        default_factory=dict,
+        description="Purchases minus refunds by category (null: hidden, as it rests on "
+        "fewer than five families or would give one away).",
     )
     median_hours_to_decision: float | None = Field(
         None, description="Median hours from request to its first approval or rejection."
@@ -281,72 +282,3 @@ def hours_to_decision_by_family(facts: Facts) -> Iterator[tuple[str, float]]:
 def small_cell(value: int | str) -> int | str:
     """A count of families as published: 1 to 4 shown as "<5"."""
     return "<5" if isinstance(value, int) and 0 < value < SMALL_CELL else value
-
-
-# What each count of families stands behind: when the count is 1 to 4, these are hidden too.
-_RESTING_ON: dict[str, tuple[str, ...]] = {
-    "families_with_request": (
-        "requests",
-        "approved",
-        "rejected",
-        "median_hours_to_decision",
-        "share_requests_family_involved",
-    ),
-    "families_with_spend": (
-        "uptake_rate",
-        "spent_pence",
-        "spend_vs_forecast",
-        "median_transaction_pence",
-        "share_transactions_under_2000_pence",
-        "spent_by_category_pence",
-    ),
-}
-_FAMILY_COUNTS = ("families_enrolled", "families_with_request", "families_with_spend")
-
-
-def suppress(figures: dict[str, Figures]) -> dict[str, Figures]:
-    """Figures as published: no value rests on fewer than five families, and none hidden in
-    one arm can be recovered as the pilot's figure less the other arm's.
-
-    In each scope: a count of 1 to 4 families reads "<5"; when the scope's families enrolled
-    are so few, every figure of the scope is hidden (null), since each describes them; when
-    the families with a request, or with spend, are so few, the figures they make up are
-    hidden; an outcome counted for 1 to 4 families reads "<5". Then, complementary
-    suppression: a figure (or an outcome, or a category) hidden in one arm is hidden in
-    every arm, since the pilot's figure less the other arms' would give it.
-    """
-    hidden = {scope: _hidden_in(f) for scope, f in figures.items()}
-    arms = [scope for scope in figures if scope != "all"]
-    in_any_arm = set().union(*(hidden[arm] for arm in arms)) if arms else set()
-    for arm in arms:
-        hidden[arm] |= in_any_arm
-    return {scope: _hide(f, hidden[scope]) for scope, f in figures.items()}
-
-
-def _hidden_in(figures: Figures) -> set[str]:
-    """What this scope hides of itself: figure names, and ``outcomes.<name>`` keys."""
-    if _small(figures.families_enrolled):
-        return set(Figures.model_fields) | {f"outcomes.{name}" for name in figures.outcomes}
-    hidden = {name for name in _FAMILY_COUNTS if _small(getattr(figures, name))}
-    for count, resting in _RESTING_ON.items():
-        if count in hidden:
-            hidden.update(resting)
-    hidden.update(f"outcomes.{name}" for name, n in figures.outcomes.items() if _small(n))
-    return hidden
-
-
-def _small(value: object) -> bool:
-    return isinstance(value, int) and 0 < value < SMALL_CELL
-
-
-def _hide(figures: Figures, hidden: set[str]) -> Figures:
-    update: dict[str, object] = {}
-    for name in Figures.model_fields:
-        if name in hidden:
-            value = getattr(figures, name)
-            update[name] = "<5" if name in _FAMILY_COUNTS and _small(value) else None
-    update["outcomes"] = {
-        name: ("<5" if _small(count) else None) if f"outcomes.{name}" in hidden else count
-        for name, count in figures.outcomes.items()
-    }
-    return figures.model_copy(update=update)

@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 
 from shared.core.settings import Settings
 from tests.e2e.browser import ARTEFACTS, chromium
-from tests.e2e.system import System, running_system
+from tests.e2e.system import System, auth, running_system
 from tests.support import wait_for
 
 # family, amount requested, category, amount bought (None: approved, nothing bought yet)
@@ -195,7 +195,9 @@ async def test_dashboard_in_a_browser_shows_the_pilot_and_draws_its_charts(
     assert "Spend by category" not in charts
     assert "Purchases by size" not in charts
     assert "Requests by time to first decision" not in charts
-    assert charts["Families with spend so far, at the end of each month"] == {"Mar 2026": "<5"}
+    assert charts["Families with spend so far, at the end of each month, to the nearest five"] == {
+        "Mar 2026": "<5"
+    }
     assert "Spend per month" not in charts  # it rests on fewer than five families too
     assert charts["Families by the share of their budget used"] == {
         "none of it": "<5",
@@ -267,14 +269,13 @@ async def test_both_arms_and_every_team_fit_a_phone_and_a_laptop(
             )
 
         await wait_for(counted, timeout=30)
-        published = await system.reporting.get(
-            "/pilots/wigan/uptake?suppress_small_cells=true", headers=admin
+        manager = token("manager", "wigan", sub="m-1", team="t-1")
+        published = await system.reporting.get(  # as the manager sees them: the page's
+            "/pilots/wigan/uptake?suppress_small_cells=true", headers=auth(manager)
         )
         uptake = await published.json()
         url = str(system.reporting.make_url("/pilots/wigan/dashboard"))
-        seen = await asyncio.to_thread(
-            browse, url, token("manager", "wigan", sub="m-1", team="t-1")
-        )
+        seen = await asyncio.to_thread(browse, url, manager)
     scopes = [uptake["all"], *uptake["arms"].values()]  # as the page orders its columns
     for label, (field, kind) in ROWS.items():
         assert seen["figures"][label] == [_shown(s[field], kind) for s in scopes], label

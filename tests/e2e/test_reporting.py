@@ -257,8 +257,10 @@ async def test_uptake_matches_what_was_posted(system: System) -> None:
     assert pilot["spent_by_category_pence"] == {"practical": sum(bought)}
     assert pilot["share_families_told_budget"] == round(1 / 3, 4)
     assert pilot["median_hours_to_decision"] is not None
+    # The manager's own team is the whole pilot: they see it as it is; an auditor does not.
+    auditor = auth(system.token("auditor", "wigan", sub="aud-1"))
     published = await (
-        await system.reports.get("/pilots/wigan/uptake?suppress_small_cells=true", headers=manager)
+        await system.reports.get("/pilots/wigan/uptake?suppress_small_cells=true", headers=auditor)
     ).json()
     assert published["all"]["families_enrolled"] == "<5"
     assert published["all"]["uptake_rate"] is None

@@ -6,9 +6,9 @@ import re
 from datetime import UTC, datetime
 
 from services.reporting.dashboard import Bar, charts, render
-from services.reporting.uptake import by_team, compute, gather, suppress
+from services.reporting.uptake import by_team, compute, gather
 from shared.core.events import Envelope
-from tests.unit.test_uptake import event, history
+from tests.unit.test_uptake import event, history, publishing
 
 
 def purchase(family: str, pence: int, day: str) -> Envelope:
@@ -47,7 +47,7 @@ def test_families_with_spend_by_month_counts_net_spend_at_each_month_end() -> No
         "Jan 2027",
     ]
     assert [bar.value for bar in months] == [0] * 8 + [1, 1, 1]
-    assert months[-1] == Bar("Jan 2027", 1, "<5")
+    assert months[-1] == Bar("Jan 2027", 1, "<5", families=1)
     # Spend per month is not cumulative: each month's purchases less its refunds.
     spend = {bar.label: bar.value for bar in charts(facts).spend_by_month}
     assert (spend["Mar 2026"], spend["Nov 2026"], spend["Dec 2026"], spend["Jan 2027"]) == (
@@ -77,10 +77,14 @@ def test_sizes_and_decision_times_fall_in_their_bands() -> None:
 
 def test_the_page_shows_small_cells_as_fewer_than_five_and_escapes_names() -> None:
     facts = gather(history())
-    figures = suppress(compute(facts, 100_000))
-    teams = suppress(by_team(facts, 100_000))
+    published = publishing(facts, 100_000)
     page = render(
-        "p", "<Wigan & co>", datetime(2026, 3, 9, tzinfo=UTC), figures, teams, charts(facts)
+        "p",
+        "<Wigan & co>",
+        datetime(2026, 3, 9, tzinfo=UTC),
+        published.arms,
+        published.teams,
+        charts(facts),
     )
     assert "&lt;Wigan &amp; co&gt;" in page
     assert "<Wigan" not in page

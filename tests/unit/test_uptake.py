@@ -7,7 +7,8 @@ from itertools import count
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from services.reporting.uptake import Figures, compute, gather, suppress
+from services.reporting.disclosure import Published, publish
+from services.reporting.uptake import Facts, Figures, by_team, compute, gather
 from shared.contracts import PUBLISHED
 from shared.core.events import Envelope
 
@@ -279,7 +280,7 @@ def test_a_pilot_without_arms_reports_one_scope() -> None:
 def test_small_cells_are_suppressed_for_publication() -> None:
     """Four families: every figure rests on fewer than five, so every figure is hidden,
     money too (before, the money stayed and the count could be worked back from it)."""
-    published = suppress(compute(gather(history()), forecast_pence=100_000))["all"]
+    published = publishing(gather(history()), 100_000).arms["all"]
     assert (
         published.families_enrolled,
         published.families_with_request,
@@ -323,8 +324,9 @@ def test_no_hidden_figure_can_be_worked_back_from_the_others() -> None:
     """Seven treated families (three spending) and three controls: the controls' figures are
     hidden, and so is each one in the treatment arm, since the pilot's less the treated
     would give the controls'; and no hidden count follows from a rate and an amount shown."""
-    raw = compute(gather(trial(treated=7, controls=3, spenders=3)), forecast_pence=100_000)
-    published = suppress(raw)
+    facts = gather(trial(treated=7, controls=3, spenders=3))
+    raw = compute(facts, forecast_pence=100_000)
+    published = publishing(facts, 100_000).arms
     pilot, treated, control = published["all"], published["treatment"], published["control"]
     assert control.families_enrolled == "<5"
     for name in Figures.model_fields:
@@ -349,3 +351,8 @@ def test_no_hidden_figure_can_be_worked_back_from_the_others() -> None:
     # What rests on ten families is shown: the pilot's enrolment.
     assert pilot.families_enrolled == 10
     assert raw["all"].spent_pence == 1_001 + 2_002 + 3_003  # the figures were there to hide
+
+
+def publishing(facts: Facts, forecast: int | None, known_team: str | None = None) -> Published:
+    """The figures as the uptake endpoint and the dashboard publish them."""
+    return publish(facts, compute(facts, forecast), by_team(facts, forecast), known_team=known_team)
