@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from services.allocation.commands import add_commands
+from services.allocation.commands import add_audits, add_commands
 from services.allocation.handlers import Allocation
 from services.allocation.http import ALLOCATION, routes
 from services.allocation.retention import RetentionSweep
@@ -37,5 +37,6 @@ SERVICE = ServiceDefinition(
     publishes=allocation.CONTRACT,
     reads=(spending.TOPIC, approval.TOPIC),
     add_commands=add_commands,
+    add_audits=add_audits,
 )
 create_app = SERVICE.create_app

@@ -7,6 +7,7 @@ checks happen here because only the loaded family knows its team.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import date
 from uuid import UUID
@@ -34,6 +35,7 @@ from services.allocation.schemas import (
     PeriodView,
     PilotView,
     Recorded,
+    RevealBody,
 )
 from shared.contracts import balances, decode
 from shared.contracts.allocation import (
@@ -43,13 +45,16 @@ from shared.contracts.allocation import (
     FamilyRandomised,
     PilotConfig,
     Randomised,
+    RevealedSeed,
+    Seed,
+    seed_commitment,
 )
 from shared.contracts.approval import ReductionDecided
 from shared.contracts.business_time import check_occurred_at
 from shared.core.aggregates import Aggregate, Decided, answer
 from shared.core.commands import CommandResult, IdempotencyRequest, fingerprint
 from shared.core.db import Connection
-from shared.core.errors import NotFoundError
+from shared.core.errors import ConflictError, NotFoundError, UnprocessableError
 from shared.core.events import Actor, Envelope
 from shared.core.eventstore import CommandContext
 from shared.core.personal import Sealer, is_sealed, subject_of
@@ -102,31 +107,56 @@ class Allocation:
 
         async def handle(conn: Connection) -> CommandResult:
             pilot = await self._pilot(conn, pilot_id)
-            command = pilots.ConfigurePilot(pilot_id=pilot_id, config=config, today=self._today())
+            command = pilots.ConfigurePilot(
+                pilot_id=pilot_id,
+                config=config,
+                today=self._today(),
+                fresh_seed=await self._fresh_seed(conn, pilot_id),
+            )
             decided = await self._core.aggregates.execute(
                 conn, pilot, command, caller.context, None
             )
-            body = PilotView(
-                pilot_id=pilot_id,
-                version=decided.state.version,
-                config=config,
-                stream_version=decided.stream_version,
-            )
+            body = _pilot_view(pilot_id, decided.state, decided.stream_version)
             created = pilot.state.config is None
             return CommandResult(201 if created else 200, body.model_dump(mode="json"))
 
         return await self._core.commands.run(handle, caller.idempotency)
 
+    async def _fresh_seed(self, conn: Connection, pilot_id: str) -> Seed:
+        """A new randomisation seed (256 bits), sealed under the pilot's own key, and its
+        commitment: the decider takes it if the pilot needs one."""
+        seed = secrets.token_hex(32)
+        sealed = await self._sealer.seal(conn, _seed_subject(pilot_id), seed)
+        return Seed(commitment=seed_commitment(seed), sealed=sealed)
+
     async def pilot(self, pilot_id: str) -> PilotView:
-        """The pilot's configuration in force."""
+        """The pilot's configuration in force, its seed's commitment, and the seeds revealed."""
         async with self._core.pool.acquire() as conn:
             pilot = await self._pilot(conn, pilot_id)
-        return PilotView(
-            pilot_id=pilot_id,
-            version=pilot.state.version,
-            config=pilot.state.require(),
-            stream_version=pilot.stream.version,
-        )
+        pilot.state.require()
+        return _pilot_view(pilot_id, pilot.state, pilot.stream.version)
+
+    async def reveal(self, caller: Caller, pilot_id: str, body: RevealBody) -> CommandResult:
+        """Close the trial's randomisation: publish every seed the pilot randomised with."""
+
+        async def handle(conn: Connection) -> CommandResult:
+            pilot = await self._pilot(conn, pilot_id)
+            subject = _seed_subject(pilot_id)
+            opened = {
+                seed.commitment: await self._sealer.open(conn, subject, seed.sealed) or ""
+                for seed in pilot.state.seeds.values()
+                if seed.sealed is not None
+            }
+            command = pilots.RevealSeeds(
+                pilot_id=pilot_id, opened=opened, revealed_on=body.revealed_on
+            )
+            decided = await self._core.aggregates.execute(
+                conn, pilot, command, caller.context, None
+            )
+            view = _pilot_view(pilot_id, decided.state, decided.stream_version)
+            return CommandResult(200, view.model_dump(mode="json"))
+
+        return await self._core.commands.run(handle, caller.idempotency)
 
     # Families
 
@@ -180,14 +210,24 @@ class Allocation:
         config = pilot.state.require()
         if not isinstance(config.allocation, Randomised):
             return "treatment"
-        stratum = body.stratum or pilots.NO_STRATUM
+        stratum = _stratum(config.allocation, body.stratum)
+        seed = pilot.state.secret_seed()
+        if seed is None or seed.sealed is None:
+            raise ConflictError(
+                "this pilot's randomisation seed is not secret (it was chosen by hand before "
+                "seeds were secret, or revealed when a trial closed): configure the pilot again "
+                "(PUT) to have the ledger draw a new one",
+                code="seed_not_secret",
+            )
+        opened = await self._sealer.open(conn, _seed_subject(pilot.pilot_id), seed.sealed)
+        assert opened is not None
         aggregates = self._core.aggregates
         await aggregates.serialise(conn, register.DECIDER, pilot.pilot_id, stratum)
         stratum_register = await aggregates.load(
             conn, register.DECIDER, pilot.pilot_id, stratum, last_only=True
         )
         if stratum_register.stream.version and not stratum_register.state.knows(
-            config.allocation.seed
+            seed.commitment
         ):  # the pilot went back to a seed used before: its place is further back
             stratum_register = await aggregates.load(
                 conn, register.DECIDER, pilot.pilot_id, stratum
@@ -198,7 +238,9 @@ class Allocation:
             enrolled_on=body.enrolled_on,
             config=config,
             pilot_version=pilot.state.version,
-            earlier=pilot.state.randomised_before(config.allocation.seed, stratum),
+            seed=opened,
+            commitment=seed.commitment,
+            earlier=pilot.state.randomised_before(seed.commitment, stratum),
         )
         randomised = await aggregates.execute(
             conn, stratum_register, randomise, caller.context, None
@@ -510,6 +552,44 @@ class Allocation:
                             )
                         )
         return NotesView(family_id=family_id, notes=tuple(notes))
+
+
+def _seed_subject(pilot_id: str) -> str:
+    """The subject whose key seals a pilot's randomisation seeds (three parts: a family's
+    subject has two, so the two never meet)."""
+    return f"randomisation:{pilot_id}:seed"
+
+
+def _stratum(policy: Randomised, given: str | None) -> str:
+    """The stratum an enrolment is randomised in: one the pilot lists, or, where it lists
+    none, the one stratum of everyone (422 ``unknown_stratum`` otherwise: an enroller who
+    could name any stratum could start a fresh sequence of their own)."""
+    if not policy.strata:
+        if given is not None:
+            raise UnprocessableError(
+                "this pilot randomises every family in one sequence: give no stratum",
+                code="unknown_stratum",
+            )
+        return pilots.NO_STRATUM
+    if given not in policy.strata:
+        raise UnprocessableError(
+            f"stratum must be one of the pilot's: {', '.join(policy.strata)}",
+            code="unknown_stratum",
+        )
+    return given
+
+
+def _pilot_view(pilot_id: str, state: pilots.PilotState, stream_version: int) -> PilotView:
+    seed = state.seed if isinstance(state.require().allocation, Randomised) else None
+    revealed = [RevealedSeed(commitment=c, seed=seed) for c, seed in state.revealed.items()]
+    return PilotView(
+        pilot_id=pilot_id,
+        version=state.version,
+        config=state.require(),
+        seed_commitment=seed.commitment if seed else None,
+        revealed_seeds=tuple(revealed),
+        stream_version=stream_version,
+    )
 
 
 def _unseen_family() -> NotFoundError:

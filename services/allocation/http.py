@@ -27,6 +27,7 @@ from services.allocation.schemas import (
     PilotConfigBody,
     PilotView,
     Recorded,
+    RevealBody,
 )
 from shared.core.commands import CommandResult
 from shared.core.types import CommandBody
@@ -134,9 +135,27 @@ def routes() -> list[Route]:
             run=lambda app, caller, path, body: app.enrol(caller, path.pilot_id, body),
             response=EnrolmentResult,
             status=201,
-            description="Randomised pilots assign treatment or control by permuted blocks "
-            "within the stratum, reproducibly from the seed and enrolment order; the arm never "
-            "changes. Enrolling the same family twice is a 409.",
+            description="Randomised pilots assign treatment or control within the stratum (one "
+            "of the pilot's strata; 422 unknown_stratum otherwise), from a seed the ledger "
+            "keeps secret and the enrolment order; the arm is told once the enrolment is "
+            "recorded, and never changes. 409 seed_not_secret while the pilot's seed is not "
+            "secret (configure it again to draw one). Enrolling the same family twice is a 409.",
+            tags=tags,
+        ),
+        command_route(
+            "POST",
+            "/pilots/{pilot_id}/randomisation/reveal",
+            "Reveal the randomisation seeds when the trial closes",
+            frozenset({"admin"}),
+            app=ALLOCATION,
+            body=RevealBody,
+            run=lambda app, caller, path, body: app.reveal(caller, path.pilot_id, body),
+            response=PilotView,
+            description="Makes every seed the pilot randomised with public "
+            "(pilot.randomisation_revealed), so that anyone can check each against the "
+            "commitment published with it and recompute every assignment (ledger audit "
+            "randomisation). From then on no family is randomised with them: configuring "
+            "the pilot again draws a new secret seed. 409 nothing_to_reveal.",
             tags=tags,
         ),
         Route(

@@ -12,9 +12,10 @@ another.
 Pilots randomised before registers had streams of their own kept their randomisations in the
 pilot's stream; the handler passes their count in (``earlier``), so sequences carry on.
 
-Each event carries its place in its seed's sequence, so the last event alone gives the next
-place for its seed: the handler loads only the last event (a register's cost does not grow
-with the stratum), and the whole stream only when the pilot has gone back to another seed.
+Each event carries its place in its seed's sequence, and names the seed by its commitment,
+so the last event alone gives the next place for its seed: the handler loads only the last
+event (a register's cost does not grow with the stratum), and the whole stream only when
+the pilot has gone back to another seed.
 """
 
 from __future__ import annotations
@@ -39,24 +40,28 @@ __all__ = ["DECIDER", "RandomiseFamily", "RegisterState", "decide", "evolve", "i
 
 
 class RandomiseFamily(Frozen):
-    """Give a family being enrolled its arm, under the configuration in force."""
+    """Give a family being enrolled its arm, under the configuration in force, with the
+    pilot's seed (opened by the handler: it is never in an event, only its commitment)."""
 
     family_id: Identifier
     stratum: str
     enrolled_on: date
     config: PilotConfig
     pilot_version: int
+    seed: str
+    commitment: str
     earlier: int = Field(ge=0, description="Randomised with this seed in the pilot's stream.")
 
 
 class RegisterState(Frozen):
-    """The next place in each seed's sequence, for the seeds the events folded used."""
+    """The next place in each seed's sequence (by its commitment), for the seeds the events
+    folded used."""
 
     following: dict[str, int] = Field(default_factory=dict)
 
-    def knows(self, seed: str) -> bool:
+    def knows(self, commitment: str) -> bool:
         """Whether the events folded said where this seed's sequence stands."""
-        return seed in self.following
+        return commitment in self.following
 
 
 def initial_state() -> RegisterState:
@@ -67,7 +72,7 @@ def initial_state() -> RegisterState:
 def evolve(state: RegisterState, event: DomainEvent) -> RegisterState:
     """The register after one event."""
     if isinstance(event, FamilyRandomised):
-        following = {**state.following, event.seed: event.sequence + 1}
+        following = {**state.following, event.seed_commitment: event.sequence + 1}
         return state.model_copy(update={"following": following})
     return state
 
@@ -77,16 +82,16 @@ def decide(state: RegisterState, command: RandomiseFamily) -> list[DomainEvent]:
     policy = command.config.allocation
     if not isinstance(policy, Randomised):
         return []
-    sequence = state.following.get(policy.seed, command.earlier)
-    arm, block = arm_for(policy.seed, command.stratum, sequence, policy.treatment_ratio)
+    sequence = state.following.get(command.commitment, command.earlier)
+    arm = arm_for(command.seed, command.stratum, sequence, policy.treatment_ratio, policy.method)
     return [
         FamilyRandomised(
             family_id=command.family_id,
             stratum=command.stratum,
-            seed=policy.seed,
+            seed_commitment=command.commitment,
+            method=policy.method,
             treatment_ratio=policy.treatment_ratio,
             sequence=sequence,
-            block=block,
             arm=arm,
             pilot_version=command.pilot_version,
         )

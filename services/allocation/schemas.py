@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.contracts.allocation import (
     ApprovalTier,
@@ -16,6 +16,8 @@ from shared.contracts.allocation import (
     ErasureBasis,
     Outcome,
     PilotConfig,
+    Randomised,
+    RevealedSeed,
 )
 from shared.core.events import Frozen
 from shared.core.types import CommandBody, Identifier, IsoDate, Pence, SignedPence, Text
@@ -42,6 +44,7 @@ __all__ = [
     "PilotConfigBody",
     "PilotView",
     "Recorded",
+    "RevealBody",
 ]
 
 
@@ -59,6 +62,15 @@ class PilotConfigBody(PilotConfig):
     )
     categories: tuple[Category, ...] = Field(min_length=1, max_length=50)
 
+    @model_validator(mode="after")
+    def _no_fixed_blocks(self) -> PilotConfigBody:
+        if isinstance(self.allocation, Randomised) and self.allocation.method == "fixed_blocks":
+            raise ValueError(
+                "fixed_blocks is kept for pilots randomised before 2026-12-02: choose simple "
+                "or permuted_blocks"
+            )
+        return self
+
     def config(self) -> PilotConfig:
         """The configuration to record."""
         return PilotConfig.model_validate(self.model_dump())
@@ -72,7 +84,9 @@ class EnrolmentBody(CommandBody):
     worker: Identifier
     enrolled_on: IsoDate
     stratum: Identifier | None = Field(
-        default=None, description="Randomisation stratum, such as an age cohort (0-4, 5-9, 10-16)."
+        default=None,
+        description="In a randomised pilot that lists strata, one of them (the pilot's "
+        "configuration names them, such as age cohorts 0-4, 5-9, 10-16); otherwise none.",
     )
 
 
@@ -130,12 +144,27 @@ class ErasureBody(CommandBody):
 
 
 class PilotView(Frozen):
-    """A pilot's configuration in force."""
+    """A pilot's configuration in force, and of its randomisation what may be known: the
+    commitment to its secret seed, and the seeds revealed when a trial closed."""
 
     pilot_id: str
     version: int
     config: PilotConfig
+    seed_commitment: str | None = Field(
+        default=None,
+        description="A randomised pilot's commitment to its seed: SHA-256 of "
+        '"ledger-randomisation-seed:" + seed, hex. The seed stays secret until revealed.',
+    )
+    revealed_seeds: tuple[RevealedSeed, ...] = Field(
+        default=(), description="Every seed revealed when a trial closed, with its commitment."
+    )
     stream_version: int
+
+
+class RevealBody(CommandBody):
+    """Close a trial's randomisation: its seeds are made public."""
+
+    revealed_on: IsoDate
 
 
 class EnrolmentResult(Frozen):

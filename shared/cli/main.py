@@ -284,6 +284,9 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "of business time (when it happened, its occurred_at)",
     )
     replaying.set_defaults(run=_audit_replay)
+    for definition in services():
+        if definition.add_audits is not None:
+            definition.add_audits(audit_actions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

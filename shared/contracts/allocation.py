@@ -8,6 +8,7 @@ A change to an event's shape is a new ``schema_version`` with an upcaster, never
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Sequence
 from datetime import date
@@ -49,10 +50,16 @@ __all__ = [
     "PersonalDataErased",
     "PilotConfig",
     "PilotConfigured",
+    "RandomisationMethod",
+    "RandomisationRevealed",
     "Randomised",
+    "RevealedSeed",
+    "Seed",
+    "Stratum",
     "approver_for",
     "family_stream_version",
     "ratio_fraction",
+    "seed_commitment",
 ]
 
 TOPIC = "ledger.allocation"
@@ -105,18 +112,42 @@ class EveryoneTreated(Frozen):
     mode: Literal["all"] = "all"
 
 
+RandomisationMethod = Literal["simple", "permuted_blocks", "fixed_blocks"]
+Stratum = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+
+
 class Randomised(Frozen):
-    """Families are randomised to treatment or control by permuted blocks within strata."""
+    """Families are randomised to treatment or control within strata, by a seed the ledger
+    draws and keeps secret until the trial closes (services/allocation/randomisation.py)."""
 
     mode: Literal["randomised"]
     treatment_ratio: float = Field(gt=0, lt=1, description="A small fraction: 0.5, 0.25, 1/3.")
-    seed: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    method: RandomisationMethod = Field(
+        default="simple",
+        description="simple: each family's arm drawn alone, so earlier arms tell nothing of "
+        "the next; permuted_blocks: blocks of random size holding the ratio exactly (balanced, "
+        "but guessable near a block's end by someone who sees every arm); fixed_blocks: "
+        "pilots randomised before 2026-12-02 only.",
+    )
+    strata: tuple[Stratum, ...] = Field(
+        default=(),
+        max_length=50,
+        description="The strata an enrolment may name, and must name one of when any is "
+        "listed (a closed list); none: every family is randomised in one sequence.",
+    )
 
     @field_validator("treatment_ratio")
     @classmethod
     def _small_fraction(cls, value: float) -> float:
         ratio_fraction(value)
         return value
+
+    @field_validator("strata")
+    @classmethod
+    def _distinct(cls, strata: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(strata)) != len(strata):
+            raise ValueError("strata must not repeat")
+        return strata
 
 
 AllocationPolicy = Annotated[EveryoneTreated | Randomised, Field(discriminator="mode")]
@@ -193,33 +224,67 @@ class PilotConfig(Frozen):
         return categories
 
 
+class Seed(Frozen):
+    """A randomised pilot's seed, as the ledger keeps and publishes it: its commitment, and
+    the seed sealed under a key of the pilot's own in allocation. Pilots configured before
+    seeds were secret chose their own and published it: ``public`` holds it."""
+
+    commitment: str = Field(description='SHA-256 of "ledger-randomisation-seed:" + seed, hex.')
+    sealed: str | None = None
+    public: str | None = None
+
+
 class PilotConfigured(DomainEvent):
     """A pilot's configuration, as of a version; requests are judged by the version in force.
 
     ``period_lengths`` is every ``period_months`` the pilot has had, each with the day it
     applies from (:mod:`shared.contracts.periods`). Version 2 added
     ``config.backdating_days`` (version 1 reads as 31 days); version 3 added
-    ``period_lengths`` (version 2 reads as its ``period_months`` since always, as it was).
+    ``period_lengths`` (version 2 reads as its ``period_months`` since always, as it was);
+    version 4 took the seed out of ``config.allocation`` into ``seed``, sealed, with its
+    commitment (version 3's own seed reads as public, its blocks as ``fixed_blocks``).
     """
 
     event_type = "pilot.configured"
-    schema_version = 3
+    schema_version = 4
     pilot_id: str
     version: int
     config: PilotConfig
     period_lengths: tuple[PeriodLength, ...] = Field(min_length=1)
+    seed: Seed | None = Field(
+        default=None, description="The seed randomisations use from this version (randomised)."
+    )
+
+
+class RevealedSeed(Frozen):
+    """A seed made public once its trial closed, and the commitment it answers."""
+
+    commitment: str
+    seed: str
+
+
+class RandomisationRevealed(DomainEvent):
+    """The trial closed: every seed the pilot randomised with is made public, so that anyone
+    can check each against its commitment and recompute every assignment."""
+
+    event_type = "pilot.randomisation_revealed"
+    pilot_id: str
+    seeds: tuple[RevealedSeed, ...]
+    revealed_on: date
 
 
 class FamilyRandomised(DomainEvent):
-    """A family's place in its stratum's sequence and the arm it was given, for good."""
+    """A family's place in its stratum's sequence and the arm it was given, for good. Version
+    2 names the seed by its commitment (version 1 named the seed itself, and its block)."""
 
     event_type = "pilot.family_randomised"
+    schema_version = 2
     family_id: str
     stratum: str
-    seed: str
+    seed_commitment: str
+    method: RandomisationMethod
     treatment_ratio: float
     sequence: int = Field(description="0-based position among the stratum's randomised families")
-    block: int
     arm: Arm
     pilot_version: int
 
@@ -343,6 +408,26 @@ def _configured_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "period_lengths": [length]}
 
 
+def seed_commitment(seed: str) -> str:
+    """The commitment a seed is published as (services/allocation/randomisation.py)."""
+    return hashlib.sha256(b"ledger-randomisation-seed:" + seed.encode()).hexdigest()
+
+
+def _configured_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    allocation = dict(data["config"].get("allocation") or {"mode": "all"})
+    if allocation.get("mode") != "randomised":
+        return {**data, "seed": None}
+    seed = allocation.pop("seed")
+    allocation |= {"method": "fixed_blocks", "strata": []}
+    public = {"commitment": seed_commitment(seed), "sealed": None, "public": seed}
+    return {**data, "config": {**data["config"], "allocation": allocation}, "seed": public}
+
+
+def _randomised_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    kept = {key: value for key, value in data.items() if key not in {"seed", "block"}}
+    return {**kept, "seed_commitment": seed_commitment(data["seed"]), "method": "fixed_blocks"}
+
+
 REGISTRY = EventRegistry(
     (
         PilotConfigured,
@@ -355,8 +440,14 @@ REGISTRY = EventRegistry(
         BudgetDisclosed,
         OutcomeRecorded,
         PersonalDataErased,
+        RandomisationRevealed,
     ),
-    {("pilot.configured", 1): _configured_v1_to_v2, ("pilot.configured", 2): _configured_v2_to_v3},
+    {
+        ("pilot.configured", 1): _configured_v1_to_v2,
+        ("pilot.configured", 2): _configured_v2_to_v3,
+        ("pilot.configured", 3): _configured_v3_to_v4,
+        ("pilot.family_randomised", 1): _randomised_v1_to_v2,
+    },
 )
 
 CONTRACT = TopicContract(TOPIC, REGISTRY, frozenset({PILOT_STREAM, FAMILY_STREAM, REGISTER_STREAM}))

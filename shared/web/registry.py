@@ -88,6 +88,8 @@ class ServiceDefinition:
     # The topics its consumers read: the broker lets its principal read these and no others.
     reads: tuple[str, ...] = ()
     add_commands: AddCommands | None = None
+    # Its own checks under ``ledger audit`` (allocation adds ``randomisation``).
+    add_audits: AddCommands | None = None
     # The requests the service sends out (OpenAPI 3.1 ``webhooks``), by name.
     webhooks: Mapping[str, Any] = field(default_factory=dict)
 

@@ -18,6 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from services.allocation.app import create_app
+from services.allocation.randomisation import arm_for
+from shared.contracts.allocation import seed_commitment
 from shared.core.events import Envelope
 from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
@@ -31,7 +33,12 @@ DARLINGTON: dict[str, Any] = {
     "name": "Darlington",
     "period_months": 12,
     "family_cap_pence": 1_000_000,
-    "allocation": {"mode": "randomised", "treatment_ratio": 0.5, "seed": "darlington-2018"},
+    "allocation": {
+        "mode": "randomised",
+        "treatment_ratio": 0.5,
+        "method": "permuted_blocks",
+        "strata": ["0-4", "5-9", "10-16"],
+    },
     "approval_tiers": [],
     "categories": ["practical", "therapeutic", "relationship", "other"],
     "forecast_spend_per_family_pence": 1_000_000,
@@ -116,38 +123,76 @@ async def test_pilot_is_created_then_versioned(client: Client, token: Callable[.
     assert body["config"]["allocation"] == {"mode": "all"}
 
 
-async def test_enrolment_randomises_and_refuses_twice(
+async def test_enrolment_randomises_with_a_secret_seed_revealed_at_the_close(
     client: Client, token: Callable[..., str]
 ) -> None:
-    """Randomised arms are balanced per block of four in a stratum; enrolling twice is a 409."""
+    """The seed is the ledger's: no answer holds it, the pilot shows its commitment; a stratum
+    the pilot does not list is a 422; enrolling twice is a 409. Revealed when the trial
+    closes, the seed answers its commitment and recomputes every arm; no family is
+    randomised with it after that, until the pilot draws a new one."""
     admin = token("admin", "darlington")
-    await client.put("/pilots/darlington", json=DARLINGTON, headers=auth(admin))
+    created = await client.put("/pilots/darlington", json=DARLINGTON, headers=auth(admin))
+    assert created.status == 201
+    commitment = (await created.json())["seed_commitment"]
     arms = []
     for number in range(8):
+        body = {
+            "family_id": f"d-{number}",
+            "team": "t-1",
+            "worker": "w-1",
+            "enrolled_on": "2026-01-10",
+            "stratum": "5-9",
+        }
         response = await client.post(
             "/pilots/darlington/families",
-            json={
-                "family_id": f"d-{number}",
-                "team": "t-1",
-                "worker": "w-1",
-                "enrolled_on": "2026-01-10",
-                "stratum": "5-9",
-            },
+            json=body,
             headers=auth(token("case_system", "darlington")),
         )
         assert response.status == 201
         arms.append((await response.json())["arm"])
-    assert arms[:4].count("treatment") == 2
-    assert arms[4:].count("treatment") == 2
     again = await client.post(
         "/pilots/darlington/families",
-        json={"family_id": "d-0", "team": "t-1", "worker": "w-1", "enrolled_on": "2026-01-10"},
+        json={**body, "family_id": "d-0"},
         headers=auth(admin),
     )
     assert again.status == 409
     assert (await again.json())["code"] == "already_enrolled"
+    for stratum in ("no-such-stratum", None):
+        odd = await client.post(
+            "/pilots/darlington/families",
+            json={**body, "family_id": "d-odd", "stratum": stratum},
+            headers=auth(admin),
+        )
+        assert (odd.status, (await odd.json())["code"]) == (422, "unknown_stratum")
     family = await client.get("/pilots/darlington/families/d-0", headers=auth(admin))
     assert (await family.json())["arm"] == arms[0]
+    shown = await client.get("/pilots/darlington", headers=auth(token("auditor", "darlington")))
+    assert (await shown.json())["seed_commitment"] == commitment
+    assert "seed" not in (await shown.json())["config"]["allocation"]
+
+    revealed = await client.post(
+        "/pilots/darlington/randomisation/reveal",
+        json={"revealed_on": "2026-12-01"},
+        headers=auth(admin),
+    )
+    assert revealed.status == 200, await revealed.text()
+    [seed] = (await revealed.json())["revealed_seeds"]
+    assert seed["commitment"] == commitment == seed_commitment(seed["seed"])
+    assert arms == [arm_for(seed["seed"], "5-9", n, 0.5, "permuted_blocks") for n in range(8)]
+    closed = await client.post(
+        "/pilots/darlington/families",
+        json={**body, "family_id": "d-late"},
+        headers=auth(admin),
+    )
+    assert (closed.status, (await closed.json())["code"]) == (409, "seed_not_secret")
+    redrawn = await client.put("/pilots/darlington", json=DARLINGTON, headers=auth(admin))
+    assert (await redrawn.json())["seed_commitment"] not in {None, commitment}
+    late = await client.post(
+        "/pilots/darlington/families",
+        json={**body, "family_id": "d-late"},
+        headers=auth(admin),
+    )
+    assert late.status == 201
 
 
 async def test_allocations_adjustments_and_cap(
@@ -260,6 +305,7 @@ async def test_control_arm_gets_no_budget(client: Client, token: Callable[..., s
                 "team": "t",
                 "worker": "w",
                 "enrolled_on": "2026-01-01",
+                "stratum": "0-4",
             },
             headers=auth(admin),
         )
@@ -405,7 +451,7 @@ BAD_BODIES: list[tuple[str, str, object, int, str]] = [
     (
         "PUT",
         "/pilots/wigan",
-        {**WIGAN, "allocation": {"mode": "randomised", "treatment_ratio": 0.37, "seed": "s"}},
+        {**WIGAN, "allocation": {"mode": "randomised", "treatment_ratio": 0.37}},
         422,
         "validation_failed",
     ),
@@ -885,8 +931,12 @@ async def test_a_case_system_syncing_many_families_at_once_enrols_every_one(
         )
     randomised = [json.loads(row["envelope"])["data"] for row in rows]
     for stratum in ("0-4", "5-9"):
-        mine = [r for r in randomised if r["stratum"] == stratum]
-        assert sorted(r["sequence"] for r in mine) == list(range(200))
-        for block in range(50):
-            arms = [r["arm"] for r in mine if r["block"] == block]
-            assert sorted(arms) == ["control", "control", "treatment", "treatment"]
+        mine = sorted(
+            (r for r in randomised if r["stratum"] == stratum), key=lambda r: r["sequence"]
+        )
+        assert [r["sequence"] for r in mine] == list(range(200))
+        # Blocks of 2, 4 or 6 each hold the ratio: never more than 3 off it, at any point.
+        treated = 0
+        for index, row in enumerate(mine, start=1):
+            treated += row["arm"] == "treatment"
+            assert abs(2 * treated - index) <= 6

@@ -224,7 +224,7 @@ async def test_both_arms_and_every_team_fit_a_phone_and_a_laptop(
     the phone's table was 552 px wide and hid the arms), and they are the endpoint's."""
     async with running_system(settings, token, reporting=True) as system:
         await system.configure(
-            allocation={"mode": "randomised", "treatment_ratio": 0.5, "seed": "layout"},
+            allocation={"mode": "randomised", "treatment_ratio": 0.5, "method": "permuted_blocks"},
             family_cap_pence=1_000_000,
         )
         arms = {}

@@ -115,7 +115,7 @@ class Books:
 async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
     async with running_system(settings, token, reporting=True) as system:
         await system.configure(
-            allocation={"mode": "randomised", "treatment_ratio": 0.5, "seed": "simulation"},
+            allocation={"mode": "randomised", "treatment_ratio": 0.5, "method": "permuted_blocks"},
             approval_tiers=[{"up_to_pence": AUTO_UP_TO, "approver": "auto"}],
             categories=list(CATEGORIES),
             forecast_spend_per_family_pence=FORECAST,

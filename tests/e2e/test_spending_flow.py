@@ -225,7 +225,10 @@ async def test_refused_families_and_categories(system: System) -> None:
     version = await system.enrol("fam-6", allocate=10_000)
     category = await system.request("fam-6", 100, version=version, category="holidays", expect=422)
     assert category["code"] == "unknown_category"
-    await system.configure(allocation={"mode": "randomised", "treatment_ratio": 0.5, "seed": "s"})
+    # Blocks: four families hold both arms, whatever the seed the ledger draws.
+    await system.configure(
+        allocation={"mode": "randomised", "treatment_ratio": 0.5, "method": "permuted_blocks"}
+    )
     arms = {}
     for number in range(4):
         response = await system.allocation.post(

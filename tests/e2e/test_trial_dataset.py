@@ -32,7 +32,12 @@ CATEGORIES = ("practical", "therapeutic", "relationship", "other")
 async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
     async with running_system(settings, token, reporting=True) as system:
         await system.configure(
-            allocation={"mode": "randomised", "treatment_ratio": 0.5, "seed": "trial"}
+            allocation={
+                "mode": "randomised",
+                "treatment_ratio": 0.5,
+                "method": "permuted_blocks",  # four families a stratum hold both arms
+                "strata": ["older", "younger"],
+            }
         )
         yield system
 

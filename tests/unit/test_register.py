@@ -18,7 +18,7 @@ def given(*events: DomainEvent) -> register.RegisterState:
 
 
 def randomise(
-    family: str, config: contract.PilotConfig = CONFIG, earlier: int = 0
+    family: str, config: contract.PilotConfig = CONFIG, earlier: int = 0, seed: str = "d"
 ) -> register.RandomiseFamily:
     return register.RandomiseFamily(
         family_id=family,
@@ -26,8 +26,13 @@ def randomise(
         enrolled_on=date(2026, 1, 1),
         config=config,
         pilot_version=1,
+        seed=seed,
+        commitment=contract.seed_commitment(seed),
         earlier=earlier,
     )
+
+
+D = contract.seed_commitment("d")
 
 
 def test_a_register_numbers_its_families_from_zero_in_enrolment_order() -> None:
@@ -50,12 +55,10 @@ def test_randomisations_in_the_pilot_stream_carry_on_the_sequence() -> None:
 def test_a_new_seed_starts_its_own_sequence() -> None:
     """Counts are per seed: a pilot that changes its seed randomises afresh."""
     [first] = register.decide(given(), randomise("a"))
-    reseeded = CONFIG.model_copy(
-        update={"allocation": contract.Randomised(mode="randomised", treatment_ratio=0.5, seed="e")}
-    )
-    [event] = register.decide(given(first), randomise("b", reseeded))
+    [event] = register.decide(given(first), randomise("b", seed="e-kept-secret"))
     assert isinstance(event, contract.FamilyRandomised)
-    assert (event.seed, event.sequence) == ("e", 0)
+    assert (event.seed_commitment, event.sequence) == (contract.seed_commitment("e-kept-secret"), 0)
+    assert "e-kept-secret" not in event.model_dump_json()  # the seed itself is in no event
 
 
 def test_no_randomisation_when_everyone_is_treated() -> None:
@@ -72,10 +75,7 @@ def test_the_last_event_alone_says_where_its_seed_stands() -> None:
         [event] = register.decide(given(*events), randomise(family))
         events.append(event)
     whole, last = given(*events), given(events[-1])
-    assert whole.following["d"] == last.following["d"] == 5
-    reseeded = CONFIG.model_copy(
-        update={"allocation": contract.Randomised(mode="randomised", treatment_ratio=0.5, seed="e")}
-    )
-    [other] = register.decide(whole, randomise("f", reseeded))
-    assert not given(other).knows("d")
-    assert given(*events, other).following["d"] == 5
+    assert whole.following[D] == last.following[D] == 5
+    [other] = register.decide(whole, randomise("f", seed="e"))
+    assert not given(other).knows(D)
+    assert given(*events, other).following[D] == 5
