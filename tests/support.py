@@ -9,8 +9,10 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
 from aiohttp import web
@@ -18,7 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
 from shared.core.db import dsn
-from shared.core.events import Envelope
+from shared.core.events import Actor, DomainEvent, Envelope, canonical_json
+from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
 from shared.core.kafka import connection
 from shared.core.settings import Settings
 from shared.web.registry import migrate, services
@@ -27,6 +30,7 @@ __all__ = [
     "SERVICE_NAMES",
     "Record",
     "connect_service_db",
+    "forged_record",
     "quiet",
     "read_topic",
     "reporting_caught_up",
@@ -179,3 +183,15 @@ async def reporting_caught_up(settings: Settings) -> bool:
     stored = await stored_events(settings)
     async with connect_service_db(settings, "reporting") as conn:
         return bool(await conn.fetchval("SELECT count(*) FROM history") == stored)
+
+
+def forged_record(
+    source: str, event: DomainEvent, stream_id: str, pilot_id: str, family_id: str | None
+) -> tuple[bytes, bytes]:
+    """A Kafka record (key, value) as the store of ``source`` would seal ``event``: a true
+    hash, version 1 of its stream. What a holder of a service's credentials could publish."""
+    context = CommandContext(actor=Actor(sub="forger", role="admin"), correlation_id="forged")
+    [envelope] = EventStore(source, lambda: datetime.now(UTC), uuid4).seal(
+        Stream(stream_id, ()), [PendingEvent(event, pilot_id, family_id)], context
+    )
+    return envelope.partition_key(), canonical_json(envelope.to_json_dict())

@@ -1,10 +1,12 @@
 """Every command of the API from many clients at once, checked against an independent model.
 
-Clients share six families of one pilot and issue, in random interleavings: allocations,
-top-ups and cuts, requests under and over the automatic tier (some backdated inside the
-window, some outside it or in the future), approvals, rejections, purchases and partial
-purchases, refunds, withdrawals, closes, exits and configuration changes (``period_months``
-included). The model knows nothing of the services' code: it keeps what each answer
+Clients share six families of one pilot and issue, in random interleavings: allocations
+(some backdated in business time, some in batches, some batches sent twice), top-ups and
+cuts, requests under and over the automatic tier (some backdated inside the window, some
+outside it or in the future), approvals, rejections, purchases and partial purchases,
+refunds, withdrawals, closes, exits, configuration changes (``period_months`` included), and
+forgeries: another service's facts published on a topic with its owner's credentials. The
+model knows nothing of the services' code: it keeps what each answer
 acknowledged -- money allocated, cuts accepted, holds approved, purchases, refunds -- and,
 once the system is quiet, checks that
 
@@ -14,6 +16,7 @@ once the system is quiet, checks that
 - every acknowledged command's event is in its service's store once and on Kafka once, and
   every stored event is on its topic once;
 - reporting's uptake equals the model's;
+- every forged record was rejected by every consumer that read it, and moved nothing;
 - every answer was one the API allows for it, and a family that had left was refused.
 
 Which of two racing commands wins is the services' to decide, so the model checks outcomes
@@ -32,16 +35,22 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
+from shared.contracts.allocation import BudgetAllocated
+from shared.contracts.approval import RequestApproved
+from shared.contracts.spending import PurchaseRecorded
+from shared.core.events import DomainEvent
+from shared.core.kafka import new_producer
 from shared.core.settings import Settings
 from tests.e2e.cloudevents_check import every_record_is_a_cloudevent
 from tests.e2e.system import Client, System, running_system
-from tests.support import connect_service_db, quiet, read_topic, wait_for
+from tests.support import connect_service_db, forged_record, quiet, read_topic, wait_for
 
 CAP = 200_000
 AUTO_UP_TO = 30_000
@@ -68,6 +77,8 @@ WEIGHTS = {
     "close": 2,
     "exit": 1,
     "configure": 1,
+    "batch": 2,
+    "forge": 1,
 }
 
 
@@ -116,6 +127,7 @@ class Model:
     requests: list[Request] = field(default_factory=list)
     acknowledged: list[tuple[str, str]] = field(default_factory=list)  # (service, event id)
     answers: Counter[str] = field(default_factory=Counter)
+    forged: dict[str, str] = field(default_factory=dict)  # forged event id -> its topic
 
     def balance(self, family: str) -> tuple[int, int, int]:
         """Allocated, committed and spent."""
@@ -127,8 +139,11 @@ class Model:
 class Mix:
     """One client's seeded script, run against the shared model."""
 
-    def __init__(self, system: System, model: Model, seed: int, client: int) -> None:
+    def __init__(
+        self, system: System, settings: Settings, model: Model, seed: int, client: int
+    ) -> None:
         self.system = system
+        self.system_settings = settings
         self.model = model
         self.chance = random.Random(f"{seed}:{client}")
         self.mine: list[Request] = []
@@ -166,17 +181,98 @@ class Mix:
     async def _give(self, what: str, body: dict[str, Any]) -> None:
         name, family = self._family()
         had_left = family.exited
+        if self.chance.random() < 0.3:  # business time, backdated inside the window
+            body = {**body, "occurred_at": self._backdated()}
         status, answer = await self._post(
             self.system.allocation,
             f"/pilots/wigan/families/{name}/{what}",
             body,
             self.system.admin(),
         )
+        self._given(what, family, had_left, body, status, answer)
+
+    def _given(
+        self,
+        what: str,
+        family: Family,
+        had_left: bool,
+        body: dict[str, Any],
+        status: int,
+        answer: dict[str, Any],
+    ) -> None:
         allowed = _unless_exited(family, had_left, "201", "exceeds_family_cap")
         if self._answer(what, status, answer, *allowed) == "201":
             family.given += body.get("amount_pence", body.get("delta_pence", 0))
             family.version = max(family.version, answer["stream_version"])
             self.model.acknowledged.append(("allocation", answer["event_id"]))
+
+    def _backdated(self) -> str:
+        return (datetime.now(UTC) - timedelta(days=self.chance.randint(1, 20))).isoformat()
+
+    async def batch(self) -> None:
+        """Allocations for several families in one batch, as a case system syncs them; some
+        sent again, as after a dropped connection: each line answers as its own request
+        would, and a line sent again replays its answer, applying nothing twice."""
+        names = self.chance.sample(FAMILIES, self.chance.randint(2, 4))
+        self.batches = getattr(self, "batches", 0) + 1
+        lines: list[dict[str, Any]] = [
+            {
+                "method": "POST",
+                "path": f"/pilots/wigan/families/{name}/allocations",
+                "idempotency_key": f"{id(self)}-{self.batches}-{name}",
+                "body": {
+                    "amount_pence": self.chance.randint(1_000, 30_000),
+                    **({"occurred_at": self._backdated()} if self.chance.random() < 0.3 else {}),
+                },
+            }
+            for name in names
+        ]
+        left = {name: self.model.families[name].exited for name in names}
+        answers = await self._batch(lines)
+        for name, line, answer in zip(names, lines, answers, strict=True):
+            family = self.model.families[name]
+            self._given("batch", family, left[name], line["body"], answer["status"], answer["body"])
+        if self.chance.random() < 0.3:
+            again = await self._batch(lines)
+            assert [a["body"] for a in again] == [a["body"] for a in answers]
+            for answer in again:
+                self.model.answers[f"batch again replayed={answer['replayed']}"] += 1
+
+    async def _batch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        response = await self.system.allocation.post(
+            "/pilots/wigan/batches",
+            data="".join(json.dumps(line) + "\n" for line in lines),
+            headers={**self.system.admin(), "Content-Type": "application/x-ndjson"},
+        )
+        assert response.status == 200, await response.text()
+        return [json.loads(line) for line in (await response.text()).splitlines()]
+
+    async def forge(self) -> None:
+        """A holder of a service's Kafka credentials publishes, on that service's topic, a
+        fact only another service may decide: money for a family, an approval, a purchase.
+        Every consumer must reject it, and the books must not move."""
+        name, _ = self._family()
+        topic, source, event = self.chance.choice(_forgeries(name, self.chance))
+        key, value = forged_record(
+            source, event, f"{_STREAMS[topic]}:wigan:{uuid4()}", "wigan", name
+        )
+        producer = new_producer(self.system_settings.kafka, "forger")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                self.system_settings.topic(topic),
+                value=value,
+                key=key,
+                # dressed as the relay dresses a record: nothing but its content tells
+                headers=[
+                    ("content-type", b"application/cloudevents+json"),
+                    ("type", event.event_type.encode()),
+                ],
+            )
+        finally:
+            await producer.stop()
+        self.model.forged[json.loads(value)["id"]] = topic
+        self.model.answers[f"forge {event.event_type} on {topic}"] += 1
 
     async def cut(self) -> None:
         name, family = self._family()
@@ -416,12 +512,13 @@ async def _run(system: System, settings: Settings, seed: int) -> None:
     for name in FAMILIES:
         model.families[name].version = await system.enrol(name, allocate=START)
         model.families[name].given = START
-    clients = [Mix(system, model, seed, client) for client in range(CLIENTS)]
+    clients = [Mix(system, settings, model, seed, client) for client in range(CLIENTS)]
     await asyncio.gather(*(client.run(COMMANDS // CLIENTS) for client in clients))
     await wait_for(lambda: quiet(settings), timeout=60, interval=0.2)
     await _check_balances(system, settings, model)
     await _check_events(settings, model)
     await _check_uptake(system, model)
+    await _check_forgeries_rejected(settings, model)
     await every_record_is_a_cloudevent(settings, f"interleavings-{seed}")
     _keep_summary(seed, model)
 
@@ -469,6 +566,10 @@ async def _check_events(settings: Settings, model: Model) -> None:
             }
         records = await read_topic(settings, f"ledger.{service}", expect=len(stored))
         published = Counter(record.value["id"] for record in records)
+        forged = {i for i, topic in model.forged.items() if topic == f"ledger.{service}"}
+        assert forged <= set(published), f"{service}: a forgery did not reach the topic"
+        for event_id in forged:
+            del published[event_id]
         assert set(published) == stored, f"{service}: the store and the topic differ"
         assert max(published.values()) == 1, f"{service}: an event twice on the topic"
         mine = [event for owner, event in model.acknowledged if owner == service]
@@ -482,6 +583,69 @@ async def _check_events(settings: Settings, model: Model) -> None:
             )
         )
     assert requested == Counter(r.request_id for r in model.requests)
+
+
+async def _check_forgeries_rejected(settings: Settings, model: Model) -> None:
+    """Every consumer that read a forged record parked it as rejected, nothing else."""
+    for service in ("allocation", "spending", "approval", "reporting"):
+        async with connect_service_db(settings, service) as conn:
+            rows = await conn.fetch("SELECT value, error FROM consumer_parked")
+        for row in rows:
+            event_id = json.loads(bytes(row["value"]))["id"]
+            assert event_id in model.forged, f"{service} parked a true event: {row['error']}"
+            assert row["error"].startswith("rejected: "), f"{service}: {row['error']}"
+
+
+# The kind of stream each topic's owner keeps, on which its forgeries come.
+_STREAMS = {
+    "ledger.allocation": "family",
+    "ledger.spending": "request",
+    "ledger.approval": "decision",
+}
+
+
+def _forgeries(family: str, chance: random.Random) -> list[tuple[str, str, DomainEvent]]:
+    """A fact of one service, published on another's topic as that other's source."""
+    period = {"period_start": date(2026, 1, 5), "period_end": date(2027, 1, 4)}
+    money = BudgetAllocated(
+        allocation_id=uuid4(),
+        amount_pence=chance.randint(100_000, 5_000_000),
+        note=None,
+        pilot_version=1,
+        period_allocated_pence=0,
+        **period,
+    )
+    approved = RequestApproved(
+        request_id=uuid4(),
+        family_id=family,
+        amount_pence=50_000,
+        policy_version=1,
+        requested_at=datetime.now(UTC),
+        decided_at=datetime.now(UTC),
+        decided_by="policy",
+        approved_pence=50_000,
+        rule="auto_tier",
+        **period,
+    )
+    bought = PurchaseRecorded(
+        purchase_id=uuid4(),
+        request_id=uuid4(),
+        amount_pence=1_000,
+        purchased_on=date(2026, 2, 1),
+        category="practical",
+        method="card",
+        vendor=None,
+        receipt_ref=None,
+        **period,
+    )
+    return [
+        ("ledger.spending", "ledger/spending", money),
+        ("ledger.approval", "ledger/approval", money),
+        ("ledger.allocation", "ledger/allocation", approved),
+        ("ledger.spending", "ledger/spending", approved),
+        ("ledger.allocation", "ledger/allocation", bought),
+        ("ledger.approval", "ledger/approval", bought),
+    ]
 
 
 async def _check_uptake(system: System, model: Model) -> None:

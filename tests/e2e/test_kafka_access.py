@@ -34,8 +34,7 @@ from pydantic import SecretStr
 
 from deploy.stack import access_script, ledger_access_script, password_variable
 from shared.contracts.allocation import BudgetAllocated
-from shared.core.events import DomainEvent, canonical_json
-from shared.core.eventstore import PendingEvent, Stream
+from shared.core.events import DomainEvent
 from shared.core.kafka import DEADLETTER_TOPIC, connection, ensure_topics, new_producer
 from shared.core.settings import KafkaAccess, Settings
 from shared.core.topics import TopicContract
@@ -43,8 +42,14 @@ from shared.web.registry import KAFKA_ADMIN, ledger_topics, services
 from shared.web.service import relay_transactional_id, source_of
 from tests.conftest import Infrastructure
 from tests.e2e.system import running_system
-from tests.integration.fixtures import CONTEXT, new_store
-from tests.support import SERVICE_NAMES, connect_service_db, quiet, run_ledger, wait_for
+from tests.support import (
+    SERVICE_NAMES,
+    connect_service_db,
+    forged_record,
+    quiet,
+    run_ledger,
+    wait_for,
+)
 
 LEDGER_TOPICS = ledger_topics()
 WRITERS = {definition.topic: definition.name for definition in services() if definition.topic}
@@ -217,10 +222,7 @@ async def test_the_system_runs_with_each_service_as_its_own_principal(
 
 def _forged(owner: str, event: DomainEvent, stream_id: str) -> tuple[bytes, bytes]:
     """A record as ``owner``'s store would seal it: its source, a true hash, version 1."""
-    [envelope] = new_store(source=source_of(owner)).seal(
-        Stream(stream_id, ()), [PendingEvent(event, PILOT, "fam-1")], CONTEXT
-    )
-    return envelope.partition_key(), canonical_json(envelope.to_json_dict())
+    return forged_record(source_of(owner), event, stream_id, PILOT, "fam-1")
 
 
 def _bare(event_type: str) -> DomainEvent:
