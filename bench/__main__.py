@@ -212,7 +212,11 @@ async def command_by_pilot_size(settings: Settings, sizes: tuple[int, ...]) -> d
                         "period_months": 12,
                         "family_cap_pence": 10**10,
                         "categories": ["other"],
-                        "allocation": {"mode": "randomised", "treatment_ratio": 0.5, "seed": "b"},
+                        "allocation": {
+                            "mode": "randomised",
+                            "treatment_ratio": 0.5,
+                            "strata": ["a", "b"],
+                        },
                     },
                 )
                 enrolled = await _enrol(http, pilot, size)

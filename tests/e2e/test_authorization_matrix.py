@@ -116,6 +116,8 @@ TABLE: dict[tuple[str, str, str], Allowed] = {
     ("reporting", "GET", "/pilots/{pilot_id}/trial-dataset"): pilot_wide(
         frozenset({"admin", "auditor"})
     ),
+    # Revealing the randomisation's seeds closes a trial: an admin's decision.
+    ("allocation", "POST", "/pilots/{pilot_id}/randomisation/reveal"): pilot_wide(ADMIN),
     # Statements are finance's to reconcile; auditors read what did not match.
     ("spending", "POST", "/pilots/{pilot_id}/statements"): pilot_wide(
         frozenset({"finance", "admin"})
@@ -167,6 +169,7 @@ BODIES: dict[str, dict[str, Any]] = {
     # Port 9 (discard) on loopback: nothing answers, and nothing leaves the machine.
     "/webhooks": {"url": "http://127.0.0.1:9/hook", "event_types": ["family.enrolled"]},
     "/replay": {"from_position": 1},
+    "/reveal": {"revealed_on": "2026-12-01"},
     "/what-if": WIGAN,
     "/statements": {},  # JSON, not a statement: 415 where the role may, 401 or 403 before that
 }
