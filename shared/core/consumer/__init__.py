@@ -26,7 +26,6 @@ One module per job:
 - :mod:`.deadletters`: publishing parked records to the dead-letter topic, surviving failures;
 - :mod:`.parking`: trying parked records again;
 - :mod:`.decisions`: an operator's retry or release of a parked record, and its record;
-
 - :mod:`.catchup`: reading to exact offsets outside any group (rebuilds);
 - :mod:`.lag`: the lag gauges of the partitions a replica holds.
 """
