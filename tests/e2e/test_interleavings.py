@@ -247,7 +247,11 @@ class Mix:
                 else:
                     family = self.model.families[name]
                     self._given(
-                        "batch again", family, left[name], line["body"], answer["status"],
+                        "batch again",
+                        family,
+                        left[name],
+                        line["body"],
+                        answer["status"],
                         answer["body"],
                     )
 
