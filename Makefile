@@ -82,7 +82,9 @@ bench: $(STAMP)
 	deploy/system-packages --bench
 	$(BIN)/python -m bench
 
-# Re-pin constraints.txt at the newest versions pyproject.toml allows (then run make test).
+# Re-pin constraints.txt at the newest versions pyproject.toml allows (then run make test,
+# which checks that each pin installs on the oldest Python pyproject.toml allows, Debian
+# bookworm's 3.11.2 among them; pin back any that does not).
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)

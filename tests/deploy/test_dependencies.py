@@ -10,6 +10,9 @@ import re
 import tomllib
 from importlib import metadata
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
 from deploy.stack import ROOT
 
 PROJECT = "devolved-budgets-ledger"
@@ -60,3 +63,18 @@ def test_the_image_installs_under_the_same_pins() -> None:
     assert re.search(r"pip install .*--constraint constraints\.txt \.", dockerfile)
     build_context = (ROOT / ".dockerignore").read_text().splitlines()
     assert "!constraints.txt" in build_context
+
+
+def test_every_pin_runs_on_the_oldest_python_the_project_supports() -> None:
+    """Debian bookworm's own Python is 3.11.2: a pin that needs 3.11.5 (soupsieve 4.1.3 did)
+    cannot be installed there, though pyproject.toml promised 3.11."""
+    supported = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    oldest = Version(next(s.version for s in SpecifierSet(supported) if s.operator == ">="))
+    needs_newer = {
+        normalised(dist.metadata["Name"]): dist.metadata["Requires-Python"]
+        for dist in metadata.distributions()
+        if normalised(dist.metadata["Name"]) in pins()
+        and dist.metadata["Requires-Python"]
+        and oldest not in SpecifierSet(dist.metadata["Requires-Python"])
+    }
+    assert needs_newer == {}, f"pins that Python {oldest} cannot install"
