@@ -1,7 +1,8 @@
 #!/bin/sh
 # Made by `python deploy/stack.py access-script` from shared.web.registry.kafka_grants (a test
 # checks it is current). Gives the ledger's principals their SCRAM credentials and only their
-# ACLs; run as the broker's superuser. Idempotent: run it again after a password changes.
+# ACLs; run as the broker's superuser. Idempotent: a user that has a password keeps it (set
+# KAFKA_RESET_PASSWORDS=yes to give every user the password given here), missing ACLs are added.
 set -eu
 bin=${KAFKA_BIN:-/opt/kafka/bin}
 config=$(mktemp)
@@ -14,8 +15,17 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
 END
 # A password goes to the tool in a file only its owner reads, never on a command line.
 secret=$(mktemp)
-trap 'rm -f "$config" "$secret"' EXIT
+known=$(mktemp)
+trap 'rm -f "$config" "$secret" "$known"' EXIT
+# Every user that has credentials, asked once (each run of a Kafka tool starts a JVM).
+"$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \
+  --describe --entity-type users >"$known"
 user() {
+  if [ "${KAFKA_RESET_PASSWORDS:-no}" != yes ] \
+    && grep -q "user-principal '$1' are .*SCRAM-SHA-512=" "$known"; then
+    echo "$1 has a password already: kept"
+    return
+  fi
   (umask 077 && printf '%s=password=%s\n' SCRAM-SHA-512 "$2" >"$secret")
   "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \
     --alter --add-config-file "$secret" --entity-type users --entity-name "$1"

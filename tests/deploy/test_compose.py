@@ -33,6 +33,7 @@ from deploy.stack import (
     serve_command,
     stack_variables,
 )
+from shared.core.custody import parse_keks
 from shared.core.settings import Settings
 from shared.web.registry import KAFKA_ADMIN, migrate
 
@@ -285,3 +286,23 @@ def _recording(folder: Path, tools: list[str], log: Path) -> Path:
         wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >>{log}\nexec {real} "$@"\n')
         wrapper.chmod(0o755)
     return folder
+
+
+def test_the_key_recipe_in_env_example_works_before_anything_is_set() -> None:
+    """The recipe for LEDGER_KEY_ENCRYPTION_KEYS must run on a first run, when no compose
+    command can (compose refuses every command while the variable is empty), and make a key
+    the services take."""
+    comment = re.search(r"((?:^#.*\n)+)LEDGER_KEY_ENCRYPTION_KEYS=$", ENV_EXAMPLE, re.MULTILINE)
+    recipe = re.search(r"^#   (.+)$", comment[1] if comment else "", re.MULTILINE)
+    assert recipe, "no recipe in the comment above LEDGER_KEY_ENCRYPTION_KEYS in .env.example"
+    made = subprocess.run(
+        ["sh", "-c", recipe[1]],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    keks = parse_keks(made.stdout.strip())
+    assert [kek_id for kek_id, _ in keks] == ["kek-2026-12"]

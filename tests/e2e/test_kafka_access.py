@@ -384,3 +384,45 @@ async def test_kafka_passwords_are_never_on_a_command_line(
     assert infra.kafka.password in arguments.read_text()
     assert arguments.stat().st_mode & 0o077 == 0
     arguments.unlink()
+
+
+async def test_running_the_access_script_again_keeps_every_password(infra: Infrastructure) -> None:
+    """compose's kafka-access job runs at every `up` and `run`: it must not reset a password
+    the services are using. A user keeps the password it has; an operator who means to change
+    them all says so (KAFKA_RESET_PASSWORDS=yes)."""
+    name = f"probe{secrets.token_hex(4)}"
+    first, second = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+
+    def run(password: str, **variables: str) -> str:
+        result = subprocess.run(
+            ["sh", "-c", access_script([name], [])],
+            env={
+                "PATH": os.environ["PATH"],
+                "KAFKA_BIN": str(infra.kafka.tools()),
+                "KAFKA_BOOTSTRAP": infra.kafka.bootstrap,
+                "KAFKA_SUPERUSER_PASSWORD": infra.kafka.password,
+                password_variable(name): password,
+                **variables,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    async def logs_in(password: str) -> bool:
+        kafka = KafkaAccess(infra.kafka.bootstrap, name, password)
+        producer = AIOKafkaProducer(**connection(kafka), request_timeout_ms=3_000)
+        try:
+            await _started(producer)
+        except (KafkaConnectionError, KafkaError):
+            return False
+        await producer.stop()
+        return True
+
+    await asyncio.to_thread(run, first)
+    assert "kept" in await asyncio.to_thread(run, second)
+    assert (await logs_in(first), await logs_in(second)) == (True, False)
+    await asyncio.to_thread(run, second, KAFKA_RESET_PASSWORDS="yes")
+    assert (await logs_in(first), await logs_in(second)) == (False, True)
