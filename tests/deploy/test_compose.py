@@ -306,3 +306,13 @@ def test_the_key_recipe_in_env_example_works_before_anything_is_set() -> None:
     assert made.returncode == 0, made.stderr
     keks = parse_keks(made.stdout.strip())
     assert [kek_id for kek_id, _ in keks] == ["kek-2026-12"]
+
+
+def test_the_readmes_compose_tasks_do_not_run_the_one_shot_jobs_again() -> None:
+    """`docker compose run` starts a service's dependencies first, so without --no-deps each
+    task ran the Kafka jobs again (tens of seconds of JVMs) and then `up -d` re-created every
+    service."""
+    readme = (ROOT / "README.md").read_text()
+    runs = re.findall(r"docker compose run [^`\n]*", readme)
+    assert runs
+    assert [run for run in runs if "--no-deps" not in run] == []
