@@ -367,7 +367,7 @@ async def large_ledger(settings: Settings, events: int, *, synced: bool) -> dict
     rebuilt = await projections_rebuild(settings)
     verified = await audit_verify(settings)
     started = time.perf_counter()
-    replayed = len(await replay(settings, None, None, None))
+    replayed = len((await replay(settings, None, None, None)).events)
     seconds = time.perf_counter() - started
     return {
         **made,

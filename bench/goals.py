@@ -495,7 +495,8 @@ async def measure_goals(
         "events_per_s": round(verified.events / seconds),
     }
     replayed, seconds = await timed(lambda: replay(settings, None, None, None))
-    found["p4_replay"] = {"events": len(replayed), "events_per_s": round(len(replayed) / seconds)}
+    events = len(replayed.events)
+    found["p4_replay"] = {"events": events, "events_per_s": round(events / seconds)}
     found["goals"] = [goal.__dict__ for goal in verdicts(found)]
     return found
 

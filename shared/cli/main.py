@@ -172,24 +172,36 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@dataclass
+class Replayed:
+    """What ``audit replay`` read: the events kept, in order, and how many events were of the
+    pilot and family asked for at any time (none: the ledger has never heard of them)."""
+
+    events: list[audit.Wire]
+    in_scope: int
+
+
 async def replay(
     settings: Settings,
     pilot_id: str | None,
     family_id: str | None,
     as_of: datetime | None,
     clock: str = "record",
-) -> list[audit.Wire]:
+) -> Replayed:
     """The history straight from Kafka: every published topic, filtered, in order; each
     event as it was published. ``as_of`` is of record time (when the ledger recorded an
     event) or, with ``clock="business"``, of business time (its ``occurred_at``)."""
     moment = "time" if clock == "record" else "occurred_at"
+    in_scope = 0
 
     def keep(wire: audit.Wire) -> bool:
-        return (
-            (pilot_id is None or wire_value(wire, "pilot_id") == pilot_id)
-            and (family_id is None or wire_value(wire, "family_id") == family_id)
-            and (as_of is None or datetime.fromisoformat(wire_value(wire, moment)) <= as_of)
-        )
+        nonlocal in_scope
+        if (pilot_id is not None and wire_value(wire, "pilot_id") != pilot_id) or (
+            family_id is not None and wire_value(wire, "family_id") != family_id
+        ):
+            return False
+        in_scope += 1
+        return as_of is None or datetime.fromisoformat(wire_value(wire, moment)) <= as_of
 
     events: list[audit.Wire] = []
     for definition in services():
@@ -203,7 +215,7 @@ async def replay(
             print(f"passed over: {foreign}", file=sys.stderr)
         if read.repeats:
             print(f"{topic}: {read.repeats} repeated events shown once", file=sys.stderr)
-    return audit.in_order(events)
+    return Replayed(audit.in_order(events), in_scope)
 
 
 def _moment(text: str) -> datetime:
@@ -222,7 +234,19 @@ def _moment(text: str) -> datetime:
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    for wire in asyncio.run(replay(settings, args.pilot, args.family, args.as_of, args.clock)):
+    replayed = asyncio.run(replay(settings, args.pilot, args.family, args.as_of, args.clock))
+    if replayed.in_scope == 0:
+        scope = " ".join(
+            f"{what} {name}"
+            for what, name in (("pilot", args.pilot), ("family", args.family))
+            if name is not None
+        )
+        print(
+            f"nothing to replay: no topic holds an event of {scope or 'the ledger'}",
+            file=sys.stderr,
+        )
+        return 2
+    for wire in replayed.events:
         print(canonical_json(wire).decode())
     return 0
 

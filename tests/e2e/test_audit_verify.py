@@ -119,7 +119,8 @@ async def test_verify_names_the_first_broken_link(
 async def test_replay_prints_a_familys_history_from_kafka_in_order(
     client: Client, settings: Settings, token: Callable[..., str]
 ) -> None:
-    """One JSON event per line, filtered by pilot and family, cut at --as-of."""
+    """One JSON event per line, filtered by pilot and family, cut at --as-of; a pilot or
+    family the ledger never heard of is said so (exit 2), not an empty history."""
     admin = auth(token("admin", "wigan"))
     await client.put(
         "/pilots/wigan",
@@ -163,6 +164,12 @@ async def test_replay_prints_a_familys_history_from_kafka_in_order(
     assert [json.loads(line)["id"] for line in output.splitlines()][-1] == cut
     whole = (await run_ledger(settings, "audit", "replay", "--pilot", "wigan"))[1].splitlines()
     assert len(whole) == 5  # the configuration, fam-a's three events, fam-b's enrolment
+    for unknown in (("--pilot", "wigna"), ("--pilot", "wigan", "--family", "fam-z")):
+        assert await run_ledger(settings, "audit", "replay", *unknown) == (2, "")
+    before = "2000-01-01T00:00:00Z"
+    assert await run_ledger(
+        settings, "audit", "replay", "--family", "fam-a", "--as-of", before
+    ) == (0, "")
 
 
 async def wigan_with_a_family(client: Client, admin: dict[str, str]) -> None:
