@@ -564,22 +564,29 @@ class Kafka:
         digest = hashlib.sha256(json.dumps([script, dict(passwords)]).encode()).hexdigest()
         if done.exists() and done.read_text() == digest:
             return
-        result = subprocess.run(
+        result = self.run_script(script, passwords)
+        if result.returncode != 0:
+            raise StackError(f"granting Kafka access failed: {result.stderr[-2000:]}")
+        done.write_text(digest)
+
+    def run_script(
+        self, script: str, variables: Mapping[str, str], tools: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an :func:`access_script` against this broker as its superuser, every time, with
+        Kafka's tools from ``tools`` (this broker's own unless given), and say how it went."""
+        return subprocess.run(
             ["sh", "-c", script],
             env={
                 "PATH": os.environ["PATH"],
-                "KAFKA_BIN": str(self.tools()),
+                "KAFKA_BIN": str(tools or self.tools()),
                 "KAFKA_BOOTSTRAP": self.bootstrap,
                 "KAFKA_SUPERUSER_PASSWORD": self.password,
-                **passwords,
+                **variables,
             },
             capture_output=True,
             text=True,
             check=False,
         )
-        if result.returncode != 0:
-            raise StackError(f"granting Kafka access failed: {result.stderr[-2000:]}")
-        done.write_text(digest)
 
     def running(self) -> bool:
         return read_pid(self.pid_file) is not None

@@ -10,9 +10,7 @@ tools against the session's broker, under this module's topic prefix.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -358,18 +356,10 @@ async def test_kafka_passwords_are_never_on_a_command_line(
         wrapper.chmod(0o755)
     name, password = f"probe{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     result = await asyncio.to_thread(
-        subprocess.run,
-        ["sh", "-c", access_script([name], [])],
-        env={
-            "PATH": os.environ["PATH"],
-            "KAFKA_BIN": str(wrappers),
-            "KAFKA_BOOTSTRAP": infra.kafka.bootstrap,
-            "KAFKA_SUPERUSER_PASSWORD": infra.kafka.password,
-            password_variable(name): password,
-        },
-        capture_output=True,
-        text=True,
-        check=False,
+        infra.kafka.run_script,
+        access_script([name], []),
+        {password_variable(name): password},
+        wrappers,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = seen.read_text()
@@ -394,20 +384,8 @@ async def test_running_the_access_script_again_keeps_every_password(infra: Infra
     first, second = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
 
     def run(password: str, **variables: str) -> str:
-        result = subprocess.run(
-            ["sh", "-c", access_script([name], [])],
-            env={
-                "PATH": os.environ["PATH"],
-                "KAFKA_BIN": str(infra.kafka.tools()),
-                "KAFKA_BOOTSTRAP": infra.kafka.bootstrap,
-                "KAFKA_SUPERUSER_PASSWORD": infra.kafka.password,
-                password_variable(name): password,
-                **variables,
-            },
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        script = access_script([name], [])
+        result = infra.kafka.run_script(script, {password_variable(name): password, **variables})
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout
 
