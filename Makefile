@@ -10,7 +10,7 @@ COMPOSE_CHECK := .local/tools/compose-check
 ASYNCAPI_TOOLS := .local/tools/asyncapi
 ASYNCAPI_CLI := $(ASYNCAPI_TOOLS)/node_modules/.bin/asyncapi
 
-.PHONY: up down clean status test soak lint typecheck bench install lock
+.PHONY: up down clean status test compose-test wheelhouse soak lint typecheck bench install lock
 
 $(STAMP): pyproject.toml constraints.txt
 	deploy/system-packages
@@ -55,7 +55,21 @@ test: $(STAMP)
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) LEDGER_ASYNCAPI_CLI=$(ASYNCAPI_CLI) \
-		$(BIN)/pytest -n 2 --dist worksteal
+		$(BIN)/pytest -n 2 --dist worksteal --ignore=tests/compose
+
+# docker-compose.yml for real: a Docker engine of the project's own (.local/engine; Debian's
+# docker.io), Compose v2 built from its Go module, the base images made locally where no
+# registry serves them, then the README's compose instructions as a test
+# (tests/compose). The engine is stopped, and the host's network put back, however it ends.
+compose-test: $(STAMP)
+	deploy/system-packages --compose
+	status=0; $(BIN)/python deploy/engine.py start && $(BIN)/pytest tests/compose \
+		|| status=$$?; $(BIN)/python deploy/engine.py stop; exit $$status
+
+# Every wheel the image needs, made here, so that an image build needs no network
+# (deploy/build/README.md).
+wheelhouse: $(STAMP)
+	$(BIN)/python -c "import deploy.engine as e, sys, pathlib; e.ensure_wheelhouse(pathlib.Path(sys.executable).parent / 'pip')"
 
 # The model-based interleavings test at length: SOAK_SEEDS seeds, SOAK_COMMANDS commands
 # each (minutes; each run's answers are counted in .local/artefacts/interleavings-<seed>.json).

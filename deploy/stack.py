@@ -392,10 +392,7 @@ def access_script(principals: Sequence[str], grants: Iterable[KafkaGrantLike]) -
     """The shell script that gives each principal its SCRAM credentials and only the ACLs of
     ``grants`` (names made with topic prefix :data:`TOPIC_PREFIX_MARK`), with Kafka's own
     tools. compose runs it in the Kafka image; the local stack and the tests run it too."""
-    users = "".join(
-        f'user {shlex.quote(name)} "${{{password_variable(name)}:?set it in .env}}"\n'
-        for name in principals
-    )
+    users = "".join(f"user {shlex.quote(name)} {password_variable(name)}\n" for name in principals)
     acls = "".join(
         "acls " + " ".join(map(_shell_word, _acl_arguments(grant))) + "\n" for grant in grants
     )
@@ -404,32 +401,48 @@ def access_script(principals: Sequence[str], grants: Iterable[KafkaGrantLike]) -
 # checks it is current). Gives the ledger's principals their SCRAM credentials and only their
 # ACLs; run as the broker's superuser. Idempotent: a user that has a password keeps it (set
 # KAFKA_RESET_PASSWORDS=yes to give every user the password given here), missing ACLs are added.
+# A password is its variable's value or, where secrets are files (compose), the file
+# $KAFKA_SECRETS/<the variable's name in lower case>. With KAFKA_CA_FILE, over TLS.
 set -eu
 bin=${{KAFKA_BIN:-/opt/kafka/bin}}
+secret() {{
+  eval "value=\\${{$1:-}}"
+  if [ -z "$value" ] && [ -n "${{KAFKA_SECRETS:-}}" ]; then
+    value=$(cat "$KAFKA_SECRETS/$(echo "$1" | tr '[:upper:]' '[:lower:]')")
+  fi
+  if [ -z "$value" ]; then echo "$1 is not set" >&2; exit 1; fi
+}}
+secret KAFKA_SUPERUSER_PASSWORD
+protocol=SASL_PLAINTEXT
+if [ -n "${{KAFKA_CA_FILE:-}}" ]; then protocol=SASL_SSL; fi
 config=$(mktemp)
 trap 'rm -f "$config"' EXIT
 cat >"$config" <<END
-security.protocol=SASL_PLAINTEXT
+security.protocol=$protocol
 sasl.mechanism={KAFKA_SASL_MECHANISM}
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\
-  username="{KAFKA_SUPERUSER}" password="${{KAFKA_SUPERUSER_PASSWORD:?set it in .env}}";
+  username="{KAFKA_SUPERUSER}" password="$value";
 END
+if [ -n "${{KAFKA_CA_FILE:-}}" ]; then
+  printf 'ssl.truststore.type=PEM\\nssl.truststore.location=%s\\n' "$KAFKA_CA_FILE" >>"$config"
+fi
 # A password goes to the tool in a file only its owner reads, never on a command line.
-secret=$(mktemp)
+given=$(mktemp)
 known=$(mktemp)
-trap 'rm -f "$config" "$secret" "$known"' EXIT
+trap 'rm -f "$config" "$given" "$known"' EXIT
 # Every user that has credentials, asked once (each run of a Kafka tool starts a JVM).
 "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \\
   --describe --entity-type users >"$known"
 user() {{
+  secret "$2"
   if [ "${{KAFKA_RESET_PASSWORDS:-no}}" != yes ] \\
     && grep -q "user-principal '$1' are .*{KAFKA_SASL_MECHANISM}=" "$known"; then
     echo "$1 has a password already: kept"
     return
   fi
-  (umask 077 && printf '%s=password=%s\\n' {KAFKA_SASL_MECHANISM} "$2" >"$secret")
+  (umask 077 && printf '%s=password=%s\\n' {KAFKA_SASL_MECHANISM} "$value" >"$given")
   "$bin/kafka-configs.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" \\
-    --alter --add-config-file "$secret" --entity-type users --entity-name "$1"
+    --alter --add-config-file "$given" --entity-type users --entity-name "$1"
 }}
 acls() {{
   "$bin/kafka-acls.sh" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$config" "$@"

@@ -1,7 +1,8 @@
 // compose-check loads docker-compose.yml as Docker Compose does (interpolation from the
 // environment, validation against the Compose Specification's JSON schema, normalisation
 // and consistency checks) without a Docker engine, and prints the resolved project as JSON
-// for the tests that compare it with what `make up` runs.
+// for the tests that compare it with what `make up` runs. COMPOSE_PROFILES enables profiles,
+// as it does for Docker Compose.
 //
 //	compose-check docker-compose.yml
 package main
@@ -23,6 +24,7 @@ func main() {
 	options, err := cli.NewProjectOptions(
 		os.Args[1:],
 		cli.WithOsEnv,
+		cli.WithDefaultProfiles(),
 		cli.WithInterpolation(true),
 		cli.WithNormalization(true),
 		cli.WithConsistency(true),

@@ -1,12 +1,16 @@
 #!/bin/sh
 # The compose file's Kafka: one node (KRaft, broker and controller in one process) that
-# authenticates every client with SASL/SCRAM and authorises it by ACL (Kafka's standard
-# authorizer). The same settings as deploy/stack.py's local broker (a test compares them).
-# Only the superuser exists at first; deploy/kafka/access.sh adds the ledger's principals.
+# authenticates every client with SASL/SCRAM over TLS and authorises it by ACL (Kafka's
+# standard authorizer). The same settings as deploy/stack.py's local broker (a test compares
+# them) but for TLS, which the local broker on loopback goes without. Its secrets are files
+# in /run/secrets. Only the superuser exists at first; access.sh adds the ledger's principals.
 set -eu
-: "${KAFKA_SUPERUSER_PASSWORD:?set it in .env}"
-umask 077 # the files below hold the superuser's password
+secrets=/run/secrets
+KAFKA_SUPERUSER_PASSWORD=$(cat "$secrets/kafka_superuser_password")
+umask 077 # the files below hold the superuser's password and the broker's key
 config=/tmp/server.properties
+# Kafka reads a PEM key store as the key followed by its certificate, in one file.
+cat "$secrets/kafka_tls_key" "$secrets/kafka_tls_cert" >/tmp/keystore.pem
 user="username=\"kafka\" password=\"$KAFKA_SUPERUSER_PASSWORD\""
 cat >"$config" <<END
 process.roles=broker,controller
@@ -16,7 +20,12 @@ listeners=CLIENTS://:9092,CONTROLLER://:9093
 advertised.listeners=CLIENTS://kafka:9092
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=CLIENTS
-listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+listener.security.protocol.map=CLIENTS:SASL_SSL,CONTROLLER:SASL_SSL
+ssl.keystore.type=PEM
+ssl.keystore.location=/tmp/keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$secrets/ca_cert
+ssl.endpoint.identification.algorithm=https
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.clients.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $user;
@@ -37,10 +46,13 @@ log.retention.ms=-1
 END
 # For the health check, as the superuser.
 cat >/tmp/superuser.properties <<END
-security.protocol=SASL_PLAINTEXT
+security.protocol=SASL_SSL
 sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $user;
+ssl.truststore.type=PEM
+ssl.truststore.location=$secrets/ca_cert
 END
+
 # The superuser's credentials must exist before the broker starts; a formatted volume is kept.
 # Kafka's own format tool, given its arguments in a file java reads them from (@file), so
 # that the password is never on a command line, where any process of the host could read it.

@@ -34,7 +34,7 @@ from aiokafka import TopicPartition
 
 from services.reporting.projections import CONSUMER, TABLES
 from shared.core.consumer import ConsumerRunner
-from shared.core.db import Connection, connect, dsn, open_pool
+from shared.core.db import Connection, act_as_database_owner, connect, dsn, open_pool, quote_ident
 from shared.core.kafka import topic_bounds
 from shared.core.metrics import Metrics
 from shared.core.schema import apply_migrations, migrations_of
@@ -105,12 +105,15 @@ async def rebuild(
     database_dsn = dsn(settings, settings.database_of("reporting"))
     live = await connect(database_dsn)
     try:
+        owner = await act_as_database_owner(live)
         if not await live.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_ID):
             raise RuntimeError("another rebuild of reporting's projections is running")
         live_schema: str = await live.fetchval("SELECT current_schema()")
         await _drop_schemas(live)
         await live.execute(f"CREATE SCHEMA {_FRESH}")
-        async with open_pool(database_dsn, min_size=1, max_size=2, schema=_FRESH) as pool:
+        async with open_pool(
+            database_dsn, min_size=1, max_size=2, schema=_FRESH, role=owner
+        ) as pool:
             async with pool.acquire() as conn:
                 await apply_migrations(
                     conn, core_migrations() + migrations_of("services.reporting")
@@ -194,11 +197,7 @@ def _digest(schema: str, table: str) -> str:
 
 def _qualified(schema: str, table: str) -> str:
     """A quoted ``schema.table``: identifiers cannot be query parameters."""
-    return f"{_quoted(schema)}.{_quoted(table)}"
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
 async def _switch(live: Connection, live_schema: str, consumer: str) -> None:
@@ -207,7 +206,7 @@ async def _switch(live: Connection, live_schema: str, consumer: str) -> None:
     for table in TABLES:
         await live.execute(f"ALTER TABLE {_qualified(live_schema, table)} SET SCHEMA {_RETIRED}")
         await live.execute(
-            f"ALTER TABLE {_qualified(_FRESH, table)} SET SCHEMA {_quoted(live_schema)}"
+            f"ALTER TABLE {_qualified(_FRESH, table)} SET SCHEMA {quote_ident(live_schema)}"
         )
     for table in _TRACKING:
         target, source = _qualified(live_schema, table), _qualified(_FRESH, table)

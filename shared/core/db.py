@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -44,7 +44,10 @@ def dsn(settings: Settings, database: str) -> str:
     auth = quote(settings.pg_user, safe="")
     if password:
         auth += ":" + quote(password, safe="")
-    return f"postgresql://{auth}@{settings.pg_host}:{settings.pg_port}/{quote(database, safe='')}"
+    url = f"postgresql://{auth}@{settings.pg_host}:{settings.pg_port}/{quote(database, safe='')}"
+    if settings.pg_ca_file is None:
+        return url
+    return f"{url}?{urlencode({'sslmode': 'verify-full', 'sslrootcert': settings.pg_ca_file})}"
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -85,10 +88,18 @@ async def open_pool(
     min_size: int,
     max_size: int,
     schema: str | None = None,
+    role: str | None = None,
     acquire_timeout: float = ACQUIRE_TIMEOUT_SECONDS,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for the lifetime of the ``async with`` block; ``schema`` replaces the search path.
-    Every acquire gives up after ``acquire_timeout`` seconds (a TimeoutError, transient)."""
+    """A pool for the lifetime of the ``async with`` block; ``schema`` replaces the search path,
+    and each connection acts as ``role`` (``SET ROLE``) when one is given. Every acquire gives
+    up after ``acquire_timeout`` seconds (a TimeoutError, transient)."""
+
+    async def init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        await _init_connection(conn)
+        if role is not None:
+            await conn.execute(f"SET ROLE {quote_ident(role)}")
+
     pool = _Pool(
         database_dsn,
         acquire_timeout=acquire_timeout,
@@ -99,11 +110,28 @@ async def open_pool(
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         loop=None,
-        init=_init_connection,
+        init=init,
         server_settings={"search_path": schema} if schema else None,
     )
     async with pool:
         yield pool
+
+
+def quote_ident(name: str) -> str:
+    """An SQL identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def act_as_database_owner(conn: Connection) -> str:
+    """Make the session act as the role that owns its database, and name it. What a task
+    creates then belongs to the service's own role, whoever the operator connected as (a
+    superuser, say): a table the service cannot read would fail every request."""
+    owner: str = await conn.fetchval(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+    )
+    if owner != await conn.fetchval("SELECT current_user"):
+        await conn.execute(f"SET ROLE {quote_ident(owner)}")
+    return owner
 
 
 def is_transient(error: BaseException) -> bool:

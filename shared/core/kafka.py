@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,14 +35,23 @@ SASL_MECHANISM = "SCRAM-SHA-512"
 
 def connection(kafka: KafkaAccess) -> dict[str, Any]:
     """The options every aiokafka client of the ledger connects with."""
+    tls: dict[str, Any] = {}
+    if kafka.ca_file is not None:
+        # The broker's certificate and its name are checked against the CA given.
+        tls = {"ssl_context": ssl.create_default_context(cafile=kafka.ca_file)}
     if kafka.username is None:
-        return {"bootstrap_servers": kafka.bootstrap}
+        return {
+            "bootstrap_servers": kafka.bootstrap,
+            "security_protocol": "SSL" if tls else "PLAINTEXT",
+            **tls,
+        }
     return {
         "bootstrap_servers": kafka.bootstrap,
-        "security_protocol": "SASL_PLAINTEXT",
+        "security_protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT",
         "sasl_mechanism": SASL_MECHANISM,
         "sasl_plain_username": kafka.username,
         "sasl_plain_password": kafka.password,
+        **tls,
     }
 
 

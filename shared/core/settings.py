@@ -18,6 +18,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 __all__ = ["KafkaAccess", "Settings"]
@@ -31,11 +32,13 @@ def _empty_is_unset(value: object) -> object:
 
 @dataclass(frozen=True)
 class KafkaAccess:
-    """Where the broker is and who a client is to it (SASL/SCRAM-SHA-512 when a user is set)."""
+    """Where the broker is and who a client is to it (SASL/SCRAM-SHA-512 when a user is set),
+    over TLS verified against ``ca_file`` when one is given."""
 
     bootstrap: str
     username: str | None = None
     password: str = field(default="", repr=False)
+    ca_file: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -52,6 +55,9 @@ class Settings(BaseSettings):
     pg_port: int = Field(default=5432, ge=1, le=65535)
     pg_user: str = "ledger"
     pg_password: SecretStr = SecretStr("")
+    # With a CA's certificate, connections use TLS and check the server's certificate and
+    # name against it (libpq's sslmode=verify-full); unset, no TLS (the local stack).
+    pg_ca_file: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = None
     # Each service owns one database, named database_prefix + service name.
     database_prefix: str = "ledger_"
     pg_pool_min: int = Field(default=2, ge=1)
@@ -62,6 +68,8 @@ class Settings(BaseSettings):
     # unset connects without authentication, which a broker of the ledger refuses.
     kafka_username: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     kafka_password: SecretStr = SecretStr("")
+    # With a CA's certificate, SASL over TLS, the broker's certificate and name checked.
+    kafka_ca_file: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = None
     # Prefixed onto every topic name, so that a test run or a second stack can share a broker.
     topic_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1)
@@ -122,6 +130,7 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
+            _SecretFiles(settings_cls),
             _ServicePorts(settings_cls),
             dotenv_settings,
             file_secret_settings,
@@ -139,7 +148,10 @@ class Settings(BaseSettings):
     def kafka(self) -> KafkaAccess:
         """What a Kafka client of this process connects with."""
         return KafkaAccess(
-            self.kafka_bootstrap, self.kafka_username, self.kafka_password.get_secret_value()
+            self.kafka_bootstrap,
+            self.kafka_username,
+            self.kafka_password.get_secret_value(),
+            self.kafka_ca_file,
         )
 
     def database_of(self, service: str) -> str:
@@ -165,6 +177,36 @@ class Settings(BaseSettings):
             text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
             env[f"LEDGER_{name.upper()}"] = text
         return env
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """A secret from the file ``LEDGER_<NAME>_FILE`` names, as containers are given secrets
+    (a trailing newline is not part of it); setting both it and ``LEDGER_<NAME>`` is an error,
+    since one of the two would be silently ignored."""
+
+    def get_field_value(self, _field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ answers for every field
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            # A secret with a file setting of its own (the KEKs, read again when it changes)
+            # is read by what uses it.
+            if info.annotation is not SecretStr or f"{name}_file" in self.settings_cls.model_fields:
+                continue
+
+            variable = f"LEDGER_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if os.environ.get(variable):
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            try:
+                values[name] = Path(path).read_text().removesuffix("\n")
+            except OSError as error:
+                raise SettingsError(f"{variable}_FILE: {error}") from error
+
+        return values
 
 
 class _ServicePorts(PydanticBaseSettingsSource):

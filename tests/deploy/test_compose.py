@@ -9,17 +9,18 @@ start order, scaling, secrets kept out of the repository.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from deploy.stack import (
     ACCESS_SCRIPT,
@@ -38,27 +39,33 @@ from shared.core.settings import Settings
 from shared.web.registry import KAFKA_ADMIN, migrate
 
 COMPOSE_CHECK = Path(os.environ.get("LEDGER_COMPOSE_CHECK", ROOT / ".local/tools/compose-check"))
+COMPOSE_SECRETS = ROOT / "deploy" / "compose-secrets"
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
 SERVICES = installed_services()
-SETTINGS_VARIABLES = {f"LEDGER_{name.upper()}" for name in Settings.model_fields} | {
-    f"LEDGER_{name.upper()}_PORT" for name in SERVICES
+# A secret setting may also be given as a file (LEDGER_<NAME>_FILE), as compose gives them.
+SECRET_SETTINGS = {
+    f"LEDGER_{name.upper()}"
+    for name, field in Settings.model_fields.items()
+    if field.annotation is SecretStr
 }
+SETTINGS_VARIABLES = (
+    {f"LEDGER_{name.upper()}" for name in Settings.model_fields}
+    | {f"LEDGER_{name.upper()}_PORT" for name in SERVICES}
+    | {f"{name}_FILE" for name in SECRET_SETTINGS}
+)
 
 
-def example_secrets() -> dict[str, str]:
-    """The variables .env.example leaves for the operator to fill in, filled in."""
-    names = re.findall(r"^([A-Z_]+)=$", ENV_EXAMPLE, re.MULTILINE)
-    return {name: f"test-{name.lower()}" for name in names}
-
-
-def load_compose(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the offline compose loader with only the given environment (no stray LEDGER_*)."""
+def load_compose(
+    extra_env: dict[str, str], files: tuple[str, ...] = ("docker-compose.yml",)
+) -> subprocess.CompletedProcess[str]:
+    """Run the offline compose loader with only the given environment (no stray LEDGER_*),
+    every profile enabled (the tools service)."""
     if not COMPOSE_CHECK.exists():
         pytest.fail(f"{COMPOSE_CHECK} is missing: `make test` builds it from deploy/compose-check")
-    env = {"PATH": os.environ["PATH"], **extra_env}
+    env = {"PATH": os.environ["PATH"], "COMPOSE_PROFILES": "*", **extra_env}
     return subprocess.run(
-        [str(COMPOSE_CHECK), "docker-compose.yml"],
+        [str(COMPOSE_CHECK), *files],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -69,22 +76,70 @@ def load_compose(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def project() -> dict[str, Any]:
-    loaded = load_compose(example_secrets())
+    loaded = load_compose({})
     assert loaded.returncode == 0, loaded.stderr
     resolved: dict[str, Any] = json.loads(loaded.stdout)
     return resolved
 
 
-def test_the_compose_file_is_valid_and_needs_its_secrets(project: dict[str, Any]) -> None:
-    """Valid with the secrets .env.example names; refused, naming them, without them."""
-    assert set(project["services"]) == {"postgres", "kafka", "kafka-access", "topics", *SERVICES}
-    bare = load_compose({})
-    assert bare.returncode == 1
-    for secret in ("LEDGER_JWT_SECRET", "POSTGRES_PASSWORD", "REPORTING_DB_PASSWORD"):
-        assert secret in bare.stderr
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
-    assert required == set(example_secrets())  # every secret is documented, none committed
-    assert ".env" in (ROOT / ".gitignore").read_text().split()
+@pytest.fixture(scope="module")
+def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What deploy/compose-secrets makes on a first run, with nothing but PATH set."""
+    folder = tmp_path_factory.mktemp("compose") / "secrets"
+    made = subprocess.run(
+        [str(COMPOSE_SECRETS)],
+        env={"PATH": os.environ["PATH"], "LEDGER_SECRETS_DIR": str(folder)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    return folder
+
+
+def test_every_secret_is_a_file_that_compose_secrets_makes(
+    project: dict[str, Any], made_secrets: Path
+) -> None:
+    """No secret is an environment variable of any container, or a value in .env.example;
+    each is a file of the secrets folder (git-ignored), given only to the containers that
+    name it."""
+    assert set(project["services"]) == {
+        "proxy",
+        "postgres",
+        "kafka",
+        "kafka-access",
+        "topics",
+        "tools",
+        *SERVICES,
+    }
+    files = {Path(secret["file"]).name for secret in project["secrets"].values()}
+    assert files == {path.name for path in made_secrets.iterdir()} - {"ca_key"}
+    given = {
+        secret["source"]
+        for service in project["services"].values()
+        for secret in service.get("secrets", [])
+    }
+    assert given == set(project["secrets"])  # none declared for nothing
+    for name, service in project["services"].items():
+        for variable, value in (service.get("environment") or {}).items():
+            if variable in SECRET_SETTINGS or variable.endswith("_PASSWORD"):
+                pytest.fail(f"{name} is given the secret {variable} in its environment")
+            if variable.endswith("_FILE") and value.startswith("/run/secrets/"):
+                assert Path(value).name in {s["source"] for s in service["secrets"]}, variable
+    assert not re.search(r"^[A-Z_]*(PASSWORD|SECRET|KEYS)[A-Z_]*=", ENV_EXAMPLE, re.MULTILINE)
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".env" in ignored
+    assert "secrets/" in ignored
+
+
+def test_the_laptop_override_applies_over_the_compose_file() -> None:
+    loaded = load_compose({}, ("docker-compose.yml", "compose.override.example.yml"))
+    assert loaded.returncode == 0, loaded.stderr
+    services = json.loads(loaded.stdout)["services"]
+    assert services["postgres"]["ports"][0]["host_ip"] == "127.0.0.1"
+    assert services["spending"]["environment"]["LEDGER_LOG_LEVEL"] == "DEBUG"
+    assert services["spending"]["environment"]["LEDGER_PG_USER"] == "ledger_spending"
 
 
 def test_compose_runs_what_make_up_runs(
@@ -92,8 +147,11 @@ def test_compose_runs_what_make_up_runs(
 ) -> None:
     """Same commands, one image, known variables only, same databases, topics and versions."""
     services = project["services"]
-    ledger = {name: services[name] for name in (*SERVICES, "topics")}
+    ledger = {name: services[name] for name in (*SERVICES, "topics", "tools")}
     assert len({service["image"] for service in ledger.values()}) == 1
+    # One service builds the image: built per service, the tag would change hands and the
+    # next `up` re-create every service (seen in the first real run).
+    assert [name for name, service in services.items() if "build" in service] == ["topics"]
     for name in SERVICES:
         assert services[name]["command"] == serve_command(name)
     assert tuple(services["topics"]["command"]) in SETUP_COMMANDS
@@ -109,18 +167,24 @@ def test_compose_runs_what_make_up_runs(
         unknown = {key for key in environment if key.startswith("LEDGER_")} - SETTINGS_VARIABLES
         assert not unknown, (name, unknown)
         needed = {"LEDGER_KAFKA_BOOTSTRAP"} if name == "topics" else set(local)
-        assert needed <= set(environment), name
+        given = {key.removesuffix("_FILE") for key in environment} | set(environment)
+        assert needed <= given, (name, needed - given)
+        # TLS to PostgreSQL and Kafka, each checked against the stack's CA.
+        assert environment["LEDGER_KAFKA_CA_FILE"] == "/run/secrets/ca_cert"
+        assert environment["LEDGER_PG_CA_FILE"] == "/run/secrets/ca_cert"
         assert environment["LEDGER_DATABASE_PREFIX"] == Settings().database_prefix
         assert environment["LEDGER_TOPIC_PREFIX"] == Settings().topic_prefix
         assert int(environment["LEDGER_TOPIC_PARTITIONS"]) == Settings().topic_partitions
     for name in SERVICES:
-        assert services[name]["environment"]["LEDGER_PG_USER"] == f"ledger_{name}"
-    for name, principal in (*((n, n) for n in SERVICES), ("topics", KAFKA_ADMIN)):
+        environment = services[name]["environment"]
+        assert environment["LEDGER_PG_USER"] == f"ledger_{name}"
+        assert environment["LEDGER_PG_PASSWORD_FILE"] == f"/run/secrets/{name}_db_password"
+    principals = (*((n, n) for n in SERVICES), ("topics", KAFKA_ADMIN), ("tools", KAFKA_ADMIN))
+    for name, principal in principals:
         environment = services[name]["environment"]
         assert environment["LEDGER_KAFKA_USERNAME"] == principal
-        assert (
-            environment["LEDGER_KAFKA_PASSWORD"] == f"test-{password_variable(principal).lower()}"
-        )
+        secret = password_variable(principal).lower()
+        assert environment["LEDGER_KAFKA_PASSWORD_FILE"] == f"/run/secrets/{secret}"
     pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
     kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     assert kafka_version is not None
@@ -128,9 +192,12 @@ def test_compose_runs_what_make_up_runs(
     assert services["postgres"]["image"].startswith("postgres:15")  # as deploy/system-packages
 
 
-def test_services_are_health_checked_ordered_and_scalable(project: dict[str, Any]) -> None:
+def test_services_are_health_checked_ordered_and_behind_one_fixed_port_each(
+    project: dict[str, Any],
+) -> None:
+    """Only the proxy is published, on loopback unless asked, one fixed port per service
+    (the port `make up` gives it): a range handed each re-created container the next port."""
     services = project["services"]
-    ranges = []
     for name in SERVICES:
         service = services[name]
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
@@ -139,21 +206,36 @@ def test_services_are_health_checked_ordered_and_scalable(project: dict[str, Any
         assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
         assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         assert service["stop_signal"] == "SIGTERM"
+        assert service["restart"] == "unless-stopped"
         assert "container_name" not in service  # a fixed name cannot be scaled
-        [port] = service["ports"]
-        assert port["target"] == 8080
-        low, high = (int(part) for part in port["published"].split("-"))
-        assert high > low  # a range: each scaled replica gets a host port of its own
-        ranges.append((low, high))
-    ranges.sort()
-    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+        assert int(service["deploy"]["resources"]["limits"]["memory"]) > 0
+        assert proxy_route(name) == SERVICES[name]
+    published = [
+        (port["host_ip"], port["published"], port["target"])
+        for name, service in services.items()
+        for port in service.get("ports", [])
+    ]
+    assert sorted(published) == sorted(("127.0.0.1", str(port), port) for port in SERVICES.values())
+    assert {
+        name: dependency["condition"]
+        for name, dependency in services["proxy"]["depends_on"].items()
+    } == dict.fromkeys(SERVICES, "service_healthy")
     for name in ("postgres", "kafka"):
         assert services[name]["healthcheck"]["test"]
+        assert services[name]["restart"] == "unless-stopped"
         [data] = [v for v in services[name]["volumes"] if v["type"] == "volume"]
         assert data["source"] in project["volumes"]  # kept across restarts and upgrades
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     # Reporting asks spending what requests were for, at the port every service listens on.
     assert services["reporting"]["environment"]["LEDGER_SPENDING_URL"] == "http://spending:8080"
+
+
+def proxy_route(service: str) -> int:
+    """The port deploy/proxy/nginx.conf serves ``service`` on."""
+    config = (ROOT / "deploy" / "proxy" / "nginx.conf").read_text()
+    [port] = re.findall(rf"^\s+(\d+) {service};$", config, re.MULTILINE)
+    assert re.search(rf"^\s+listen {port} ssl;$", config, re.MULTILINE)
+    return int(port)
 
 
 def test_the_dockerfile_is_multi_stage_non_root_and_stops_on_sigterm() -> None:
@@ -177,7 +259,11 @@ async def test_the_init_script_gives_each_service_its_own_role_and_database(
     """Run for real against the tests' PostgreSQL: each role owns and migrates its database,
     and may not connect to another service's; no password is ever on psql's command line
     (a wrapper records every command line it is given)."""
-    passwords = {f"{name.upper()}_DB_PASSWORD": f"pw-{name}" for name in SERVICES}
+    passwords = {f"{name}_db_password": f"pw-{name}" for name in SERVICES}
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for file, password in passwords.items():
+        (secrets / file).write_text(password)
     script = ROOT / "deploy" / "postgres" / "init-databases.sh"
     seen = tmp_path / "command-lines"
     wrappers = _recording(tmp_path / "bin", ["psql"], seen)
@@ -193,7 +279,7 @@ async def test_the_init_script_gives_each_service_its_own_role_and_database(
                 "POSTGRES_USER": settings.pg_user,
                 "PGHOST": settings.pg_host,
                 "PGPORT": str(settings.pg_port),
-                **passwords,
+                "POSTGRES_SECRETS": str(secrets),
             },
             stderr=asyncio.subprocess.PIPE,
         )
@@ -243,9 +329,16 @@ def test_compose_gives_kafka_the_users_and_acls_the_registry_makes(project: dict
     assert access["entrypoint"] == ["/bin/sh", "/ledger/access.sh"]
     [script] = [v for v in access["volumes"] if v["target"] == "/ledger/access.sh"]
     assert Path(script["source"]) == ACCESS_SCRIPT
-    needed = set(re.findall(r"\$\{([A-Z_]+)", ACCESS_SCRIPT.read_text())) - {"KAFKA_BIN"}
-    assert needed <= set(access["environment"]) | {"LEDGER_TOPIC_PREFIX"}
+    variables = set(re.findall(r"\$\{([A-Z_]+)", ACCESS_SCRIPT.read_text()))
+    assert variables - {"KAFKA_BIN"} <= set(access["environment"]) | {"LEDGER_TOPIC_PREFIX"}
+    # Each password from its file: the superuser's, and one per user the script makes.
+    assert access["environment"]["KAFKA_SECRETS"] == "/run/secrets"
+    users = re.findall(r"^user \S+ ([A-Z_]+)$", ACCESS_SCRIPT.read_text(), re.MULTILINE)
+    assert len(users) == len(SERVICES) + 1
+    given = {secret["source"] for secret in access["secrets"]}
+    assert {"kafka_superuser_password", *(user.lower() for user in users)} <= given
     assert access["environment"]["KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert access["environment"]["KAFKA_CA_FILE"] == "/run/secrets/ca_cert"
     assert access["depends_on"]["kafka"]["condition"] == "service_healthy"
     topics = project["services"]["topics"]["depends_on"]["kafka-access"]
     assert topics["condition"] == "service_completed_successfully"
@@ -258,13 +351,22 @@ def _properties(text: str) -> dict[str, str]:
 
 def test_compose_runs_kafka_as_the_local_stack_does(tmp_path: Path) -> None:
     """The compose broker's settings (deploy/kafka/broker.sh) equal the local broker's, but
-    for addresses and the sizes the local one trims for a laptop; nothing in it is PLAINTEXT."""
+    for addresses, the sizes the local one trims for a laptop and TLS, which every listener
+    of the compose broker has; nothing in it is PLAINTEXT."""
     local = Kafka(tmp_path, 9092, 9093, password="pw")
     stack = _properties(local._write_config().read_text())
     script = (ROOT / "deploy" / "kafka" / "broker.sh").read_text()
     [body] = re.findall(r'cat >"\$config" <<END\n(.*?)\nEND\n', script, re.DOTALL)
     user = 'username="kafka" password="pw"'
     compose = _properties(body.replace("$user", user).replace("$KAFKA_SUPERUSER_PASSWORD", "pw"))
+    protocols = "listener.security.protocol.map"
+    assert compose[protocols] == "CLIENTS:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert stack[protocols] == "CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    tls = {key for key in compose if key.startswith("ssl.")}
+    assert tls >= {"ssl.keystore.location", "ssl.truststore.location"}
+    assert compose["ssl.endpoint.identification.algorithm"] == "https"
+    compose = {key: value for key, value in compose.items() if key not in tls | {protocols}}
+    stack.pop(protocols)
     addresses = {"listeners", "advertised.listeners", "controller.quorum.voters", "log.dirs"}
     local_only = {"num.partitions", "offsets.topic.num.partitions"}
     local_only |= {"transaction.state.log.num.partitions"}
@@ -288,24 +390,47 @@ def _recording(folder: Path, tools: list[str], log: Path) -> Path:
     return folder
 
 
-def test_the_key_recipe_in_env_example_works_before_anything_is_set() -> None:
-    """The recipe for LEDGER_KEY_ENCRYPTION_KEYS must run on a first run, when no compose
-    command can (compose refuses every command while the variable is empty), and make a key
-    the services take."""
-    comment = re.search(r"((?:^#.*\n)+)LEDGER_KEY_ENCRYPTION_KEYS=$", ENV_EXAMPLE, re.MULTILINE)
-    recipe = re.search(r"^#   (.+)$", comment[1] if comment else "", re.MULTILINE)
-    assert recipe, "no recipe in the comment above LEDGER_KEY_ENCRYPTION_KEYS in .env.example"
-    made = subprocess.run(
-        ["sh", "-c", recipe[1]],
-        env={"PATH": os.environ["PATH"]},
+def test_compose_secrets_makes_a_working_key_and_certificates_on_a_first_run(
+    made_secrets: Path,
+) -> None:
+    """The first run's recipe: it needs nothing set (the old .env.example recipe ran `ledger
+    ledger keys new-kek` in a container that compose would not start with the key unset),
+    makes a key the services take and certificates that verify for the names clients use,
+    and a second run changes nothing."""
+    [(kek_id, _)] = parse_keks((made_secrets / "key_encryption_keys").read_text().strip())
+    assert re.fullmatch(r"kek-\d{4}-\d{2}", kek_id)
+    assert stat.S_IMODE(made_secrets.stat().st_mode) == 0o700
+    assert stat.S_IMODE((made_secrets / "ca_key").stat().st_mode) == 0o600
+    for stem, name in (
+        ("postgres_tls", "postgres"),
+        ("kafka_tls", "kafka"),
+        ("edge_tls", "localhost"),
+    ):
+        checked = subprocess.run(
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(made_secrets / "ca_cert"),
+                "-verify_hostname",
+                name,
+                str(made_secrets / f"{stem}_cert"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    before = {path.name: path.read_text() for path in made_secrets.iterdir()}
+    again = subprocess.run(
+        [str(COMPOSE_SECRETS)],
+        env={"PATH": os.environ["PATH"], "LEDGER_SECRETS_DIR": str(made_secrets)},
         capture_output=True,
         text=True,
-        check=False,
-        timeout=60,
+        check=True,
     )
-    assert made.returncode == 0, made.stderr
-    keks = parse_keks(made.stdout.strip())
-    assert [kek_id for kek_id, _ in keks] == ["kek-2026-12"]
+    assert "every secret is there" in again.stdout
+    assert {path.name: path.read_text() for path in made_secrets.iterdir()} == before
 
 
 def test_the_readmes_compose_tasks_do_not_run_the_one_shot_jobs_again() -> None:

@@ -6,10 +6,14 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import pytest
 
 from services.reporting.projections import TABLES
+from shared.core.db import dsn
+from shared.core.schema import apply_migrations, migrations_of
 from shared.core.settings import Settings
+from shared.web.registry import core_migrations
 from shared.web.service import CONSUMERS
 from tests.e2e.system import System, running_system
 from tests.support import connect_service_db, quiet, reporting_caught_up, run_ledger, wait_for
@@ -140,3 +144,32 @@ async def test_rebuild_ahead_of_a_stopped_consumer_hands_over_its_offsets(
     code, output = await run_ledger(settings, "projections", "rebuild")
     assert verdicts(output) == dict.fromkeys(TABLES, "equal"), output
     assert await digests(settings) == before
+
+
+async def test_a_rebuild_run_as_a_superuser_leaves_tables_the_service_can_read(
+    settings: Settings,
+) -> None:
+    """An operator runs the rebuild as PostgreSQL's superuser (compose's tools service
+    does), while reporting runs as the role that owns its database. The tables switched in
+    belonged to the superuser, and every read of reporting's then failed with `permission
+    denied for table family_view` (found by the first real compose run)."""
+    owner = f"{settings.database_prefix}reporting_owner"
+    database = settings.database_of("reporting")
+    admin = await asyncpg.connect(dsn(settings, "postgres"))
+    try:
+        await admin.execute(f'CREATE ROLE "{owner}"')
+        await admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
+    finally:
+        await admin.close()
+    async with connect_service_db(settings, "reporting") as conn:
+        await conn.execute(f'SET ROLE "{owner}"')  # as the service migrates it
+        await apply_migrations(conn, core_migrations() + migrations_of("services.reporting"))
+
+    code, output = await run_ledger(settings, "projections", "rebuild")
+    assert code == 0, output
+    assert "switched" in output
+
+    async with connect_service_db(settings, "reporting") as conn:
+        await conn.execute(f'SET ROLE "{owner}"')  # as the service reads it
+        for table in TABLES:
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0  # noqa: S608
