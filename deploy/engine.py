@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -202,6 +203,20 @@ def _restore_host_network_state(state: dict[str, str]) -> None:
     for link in links:
         if link["ifname"].startswith("br-"):
             run(["ip", "link", "delete", link["ifname"]])
+    if _rules(run(["iptables-save"]).stdout) != _rules(state["iptables"]):
+        raise StackError(
+            "the host's firewall is not as it was before the engine started:\n"
+            + run(["iptables-save"]).stdout
+        )
+
+
+def _rules(saved: str) -> list[str]:
+    """An iptables-save dump without its comments and packet counters."""
+    return [
+        re.sub(r" \[\d+:\d+\]$", "", line)
+        for line in saved.splitlines()
+        if not line.startswith("#")
+    ]
 
 
 def ensure_compose() -> Path:
