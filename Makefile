@@ -9,6 +9,10 @@ COMPOSE_CHECK := .local/tools/compose-check
 # Validates each service's /asyncapi.json (npm, pinned by deploy/asyncapi/package-lock.json).
 ASYNCAPI_TOOLS := .local/tools/asyncapi
 ASYNCAPI_CLI := $(ASYNCAPI_TOOLS)/node_modules/.bin/asyncapi
+# The OpenID Provider the suite signs in with (oidc-provider from npm, pinned by
+# deploy/oidc/package-lock.json), beside its node_modules so that node finds them.
+OIDC_TOOLS := .local/tools/oidc
+OIDC_PROVIDER := $(OIDC_TOOLS)/provider.mjs
 
 .PHONY: up down clean status test compose-test wheelhouse soak lint typecheck bench install lock
 
@@ -30,6 +34,12 @@ $(ASYNCAPI_CLI): deploy/asyncapi/package.json deploy/asyncapi/package-lock.json
 	cd $(ASYNCAPI_TOOLS) && npm ci --silent --no-audit --no-fund
 	touch $(ASYNCAPI_CLI)
 
+$(OIDC_PROVIDER): deploy/oidc/package.json deploy/oidc/package-lock.json deploy/oidc/provider.mjs
+	mkdir -p $(OIDC_TOOLS)
+	cp deploy/oidc/package.json deploy/oidc/package-lock.json $(OIDC_TOOLS)/
+	cd $(OIDC_TOOLS) && npm ci --silent --no-audit --no-fund
+	cp deploy/oidc/provider.mjs $(OIDC_PROVIDER)
+
 up: $(STAMP)
 	$(BIN)/python deploy/stack.py up
 
@@ -47,7 +57,7 @@ status: $(STAMP)
 # share the two cores well (measured in the README's Development section).
 test: $(STAMP)
 	deploy/system-packages --tests
-	$(MAKE) $(COMPOSE_CHECK) $(ASYNCAPI_CLI)
+	$(MAKE) $(COMPOSE_CHECK) $(ASYNCAPI_CLI) $(OIDC_PROVIDER)
 	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -55,6 +65,7 @@ test: $(STAMP)
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) LEDGER_ASYNCAPI_CLI=$(ASYNCAPI_CLI) \
+		LEDGER_OIDC_PROVIDER=$(OIDC_PROVIDER) \
 		$(BIN)/pytest -n 2 --dist worksteal --ignore=tests/compose
 
 # docker-compose.yml for real: a Docker engine of the project's own (.local/engine; Debian's

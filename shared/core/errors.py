@@ -107,3 +107,12 @@ class ForbiddenError(LedgerError):
     status = 403
     code = "forbidden"
     title = "Forbidden"
+
+
+class UnavailableError(LedgerError):
+    """Something the answer needs is away for now (the identity provider, say): retry."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+    retry_after = 5

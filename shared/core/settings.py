@@ -79,6 +79,24 @@ class Settings(BaseSettings):
     jwt_issuer: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     jwt_audience: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     jwt_max_lifetime_seconds: int = Field(default=86_400, gt=0)  # exp - iat at most
+    # The council's OpenID Provider: when set, tokens are checked with its keys (from its
+    # discovery document's jwks_uri), for this issuer and audience, and LEDGER_JWT_SECRET
+    # (HS256, for the local stack and the tests) is not used.
+    oidc_issuer: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    oidc_audience: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    oidc_algorithms: str = "RS256,ES256"
+    # The provider's CA, when it is not one the system trusts.
+    oidc_ca_file: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = None
+    # The key set is fetched again this often, and when a token names a key it lacks.
+    oidc_jwks_refresh_seconds: float = Field(default=300.0, gt=0)
+    # Where the provider's tokens carry the ledger's role (a dotted path: a string or a
+    # list), pilot and team. LEDGER_OIDC_ROLES maps its values to the ledger's roles,
+    # "ledger-admins=admin,ledger-finance=finance"; empty, they are the ledger's role names.
+    oidc_role_claim: str = "roles"
+    oidc_roles: str = ""
+    oidc_pilot_claim: str = "pilot"
+    oidc_team_claim: str = "team"
+
     # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
     # current (shared.core.custody); kept outside every database and topic.
     key_encryption_keys: SecretStr = SecretStr("")

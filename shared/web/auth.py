@@ -1,17 +1,22 @@
-"""Bearer JWTs (HS256): who the caller is, what they may touch, and the checks on that.
+"""Bearer JWTs: who the caller is, what they may touch, and the checks on that.
 
-Tokens are checked as RFC 8725 advises: one pinned algorithm; ``exp`` and ``iat`` required
-and numeric (a date written as a string is refused); a lifetime no longer than the rules
-allow; ``iss`` and ``aud`` checked when configured; a non-blank ``sub`` and ``pilot``; and a
-``team`` for the roles that act for a team -- a claim that is missing never widens access.
+A token is signed either by the council's OpenID Provider (RS256 or ES256, its keys from its
+JWKS: :mod:`shared.web.signing_keys`) or, for the local stack and the tests only, with a
+shared secret (HS256, ``ledger token``). Either way it is checked as RFC 8725 advises: the
+algorithms pinned; ``exp`` and ``iat`` required and numeric (a date written as a string is
+refused), ``nbf`` honoured; a lifetime no longer than the rules allow; ``iss`` and ``aud``
+checked when configured (always, with a provider). Its role, pilot and team are read from the
+claims a :class:`ClaimMap` names (providers put them in claims of their own); a non-blank
+``sub`` and ``pilot``, exactly one ledger role, and a ``team`` for the roles that act for a
+team -- a claim that is missing never widens access.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,9 +26,12 @@ from shared.core.errors import ForbiddenError, LedgerError, UnauthorizedError
 __all__ = [
     "MIN_SECRET_BYTES",
     "ROLES",
+    "SHARED_SECRET_ALGORITHM",
     "TEAM_SCOPED_ROLES",
+    "ClaimMap",
     "Principal",
     "Role",
+    "SigningKeys",
     "TokenRules",
     "decode_token",
     "mint_token",
@@ -36,19 +44,77 @@ Role = Literal["admin", "case_system", "social_worker", "manager", "finance", "a
 ROLES: frozenset[str] = frozenset(get_args(Role))
 # People who act for their team's families only.
 TEAM_SCOPED_ROLES: frozenset[str] = frozenset({"social_worker", "manager"})
-_ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
+SHARED_SECRET_ALGORITHM = "HS256"  # noqa: S105 - a name: the local stack's and the tests' tokens
 MIN_SECRET_BYTES = 32  # HS256's key: RFC 7518 asks for at least the hash's 256 bits
 _DATES = ("exp", "iat", "nbf")
 
 
+class SigningKeys(Protocol):
+    """Where the key that checks a token's signature comes from."""
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms a token may be signed with; any other is refused."""
+        ...
+
+    async def key(self, kid: str | None) -> Any:  # noqa: ANN401 - whatever PyJWT takes
+        """The key for a token's ``kid``; jwt.InvalidKeyError if there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClaimMap:
+    """Which claims carry the ledger's role, pilot and team. ``role_claim`` may be a dotted
+    path (``realm_access.roles``) and hold a string or a list (``roles``, ``groups``); its
+    values are mapped by ``roles`` (provider value -> ledger role; values it does not list
+    are ignored), or, when ``roles`` is empty, taken as the ledger's own role names."""
+
+    role_claim: str = "role"
+    roles: Mapping[str, str] = field(default_factory=dict)
+    pilot_claim: str = "pilot"
+    team_claim: str = "team"
+
+    def principal(self, claims: Mapping[str, Any]) -> Principal:
+        """The caller the claims describe, or UnauthorizedError."""
+        values = _at(claims, self.role_claim)
+        named = values if isinstance(values, list) else [values]
+        mapped = {
+            self.roles.get(value, "") if self.roles else value
+            for value in named
+            if isinstance(value, str)
+        } & ROLES
+        if len(mapped) != 1:
+            found = "no ledger role" if not mapped else "more than one ledger role"
+            raise UnauthorizedError(f"the token's claims name {found}", code="bad_token")
+        try:
+            return Principal.model_validate(
+                {
+                    "sub": claims.get("sub"),
+                    "role": mapped.pop(),
+                    "pilot": _at(claims, self.pilot_claim),
+                    "team": _at(claims, self.team_claim),
+                }
+            )
+        except ValidationError as error:
+            raise UnauthorizedError("the token's claims are not valid", code="bad_token") from error
+
+
+def _at(claims: Mapping[str, Any], path: str) -> Any:  # noqa: ANN401 - a claim is any JSON
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 @dataclass(frozen=True)
 class TokenRules:
-    """What a token must satisfy besides its signature."""
+    """What a token must satisfy: its signature by ``keys``, and the rest."""
 
-    secret: str
+    keys: SigningKeys
     issuer: str | None = None
     audience: str | None = None
     max_lifetime: timedelta = timedelta(hours=24)
+    claims: ClaimMap = field(default_factory=ClaimMap)
 
 
 class Principal(BaseModel):
@@ -80,7 +146,7 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
 ) -> str:
-    """A signed token for local use and tests."""
+    """A token signed with the local stack's shared secret, for local use and tests."""
     claims: dict[str, object] = {
         "sub": sub,
         "role": role,
@@ -90,11 +156,12 @@ def mint_token(
     }
     optional = {"team": team, "iss": issuer, "aud": audience}
     claims.update({name: value for name, value in optional.items() if value is not None})
-    return jwt.encode(claims, secret, algorithm=_ALGORITHM)
+    return jwt.encode(claims, secret, algorithm=SHARED_SECRET_ALGORITHM)
 
 
-def decode_token(authorization: str | None, rules: TokenRules) -> Principal:
-    """The principal of an ``Authorization: Bearer`` header, or UnauthorizedError."""
+async def decode_token(authorization: str | None, rules: TokenRules) -> Principal:
+    """The principal of an ``Authorization: Bearer`` header, or UnauthorizedError (or
+    UnavailableError while the provider's keys cannot be fetched)."""
     if not authorization:
         raise UnauthorizedError("send Authorization: Bearer <token>", code="missing_token")
     scheme, _, token = authorization.partition(" ")
@@ -102,19 +169,24 @@ def decode_token(authorization: str | None, rules: TokenRules) -> Principal:
         raise UnauthorizedError(
             "the Authorization header must be 'Bearer <token>'", code="bad_token"
         )
+    token = token.strip()
     try:
-        _numeric_dates(jwt.decode(token.strip(), options={"verify_signature": False}))
+        _numeric_dates(jwt.decode(token, options={"verify_signature": False}))
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") not in rules.keys.algorithms:
+            raise jwt.InvalidAlgorithmError("the token's algorithm is not allowed")
+        key = await rules.keys.key(header.get("kid"))
         claims = jwt.decode(
-            token.strip(),
-            rules.secret,
-            algorithms=[_ALGORITHM],
+            token,
+            key,
+            algorithms=list(rules.keys.algorithms),
             issuer=rules.issuer,
             audience=rules.audience,
-            options={"require": ["exp", "iat", "sub", "role", "pilot"]},
+            options={"require": ["exp", "iat", "sub"]},
         )
     except jwt.ExpiredSignatureError as error:
         raise UnauthorizedError("the token has expired", code="token_expired") from error
-    except jwt.InvalidTokenError as error:
+    except (jwt.InvalidTokenError, jwt.InvalidKeyError) as error:
         # Not the token's text: it may be anything, and is never echoed or logged.
         raise UnauthorizedError(
             f"the token is not valid ({type(error).__name__})", code="bad_token"
@@ -123,10 +195,7 @@ def decode_token(authorization: str | None, rules: TokenRules) -> Principal:
         raise UnauthorizedError(
             f"the token lives longer than {rules.max_lifetime}", code="bad_token"
         )
-    try:
-        return Principal.model_validate(claims)
-    except ValidationError as error:
-        raise UnauthorizedError("the token's claims are not valid", code="bad_token") from error
+    return rules.claims.principal(claims)
 
 
 def _numeric_dates(claims: dict[str, Any]) -> None:

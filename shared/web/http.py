@@ -157,7 +157,9 @@ class Route:
         roles, handler = self.roles, self.handler
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            principal = decode_token(request.headers.get("Authorization"), request.app[TOKEN_RULES])
+            principal = await decode_token(
+                request.headers.get("Authorization"), request.app[TOKEN_RULES]
+            )
             require_role(principal, roles)
             pilot_id = request.match_info.get("pilot_id")
             if pilot_id is not None:

@@ -36,7 +36,7 @@ from shared.core.schema import apply_migrations
 from shared.core.settings import Settings
 from shared.core.topics import TopicOwner
 from shared.web.asyncapi import asyncapi_document
-from shared.web.auth import MIN_SECRET_BYTES, TokenRules
+from shared.web.auth import MIN_SECRET_BYTES, ROLES, ClaimMap, TokenRules
 from shared.web.batches import batch_route
 from shared.web.http import (
     BODY_TIMEOUT,
@@ -49,6 +49,7 @@ from shared.web.http import (
     middlewares,
 )
 from shared.web.openapi import openapi_document
+from shared.web.signing_keys import ProviderKeys, SharedSecret, fetch_json
 
 if TYPE_CHECKING:
     from shared.web.registry import ServiceDefinition
@@ -161,6 +162,63 @@ READINESS = web.AppKey("readiness", Readiness)
 Setup = Callable[[web.Application, ServiceCore], Sequence[ConsumerSpec]]
 
 
+def token_rules(settings: Settings) -> TokenRules:
+    """How a service checks tokens: with the council's provider's keys when one is set,
+    else with the local stack's shared secret (HS256)."""
+    lifetime = timedelta(seconds=settings.jwt_max_lifetime_seconds)
+    if settings.oidc_issuer is not None:
+        if settings.environment == "production" and not settings.oidc_issuer.startswith("https://"):
+            raise ValueError("LEDGER_OIDC_ISSUER must be an https:// URL in production")
+        if settings.oidc_audience is None:
+            raise ValueError(
+                "LEDGER_OIDC_AUDIENCE must be set with LEDGER_OIDC_ISSUER: a token the "
+                "provider issued for another application must not be taken"
+            )
+        pairs = [pair.split("=", 1) for pair in settings.oidc_roles.split(",") if pair.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("LEDGER_OIDC_ROLES is 'value=role,value=role'")
+        roles = {value.strip(): role.strip() for value, role in pairs}
+        unknown = set(roles.values()) - ROLES
+        if unknown:
+            raise ValueError(f"LEDGER_OIDC_ROLES names roles the ledger has not: {unknown}")
+        keys = ProviderKeys(
+            settings.oidc_issuer,
+            tuple(name.strip() for name in settings.oidc_algorithms.split(",")),
+            fetch=fetch_json(settings.oidc_ca_file),
+            refresh_seconds=settings.oidc_jwks_refresh_seconds,
+        )
+        claims = ClaimMap(
+            role_claim=settings.oidc_role_claim,
+            roles=roles,
+            pilot_claim=settings.oidc_pilot_claim,
+            team_claim=settings.oidc_team_claim,
+        )
+        return TokenRules(
+            keys,
+            issuer=keys.issuer,
+            audience=settings.oidc_audience,
+            max_lifetime=lifetime,
+            claims=claims,
+        )
+    secret = settings.jwt_secret.get_secret_value()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"LEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (it has "
+            f"{len(secret.encode())}): anyone who guesses it can mint any role's token"
+        )
+    if settings.environment == "production":
+        # Whoever holds the secret mints any role's token: a council's provider should sign.
+        structlog.get_logger().warning(
+            "tokens_checked_with_a_shared_secret", advice="set LEDGER_OIDC_ISSUER"
+        )
+    return TokenRules(
+        SharedSecret(secret),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        max_lifetime=lifetime,
+    )
+
+
 def build_service_app(
     definition: ServiceDefinition,
     settings: Settings,
@@ -172,19 +230,8 @@ def build_service_app(
     """The aiohttp application of one service; nothing opens until it starts. ``owners``:
     each ledger topic, the source that alone writes it and what it may carry (its consumers
     reject anything else)."""
-    secret = settings.jwt_secret.get_secret_value()
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ValueError(
-            f"LEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (it has "
-            f"{len(secret.encode())}): anyone who guesses it can mint any role's token"
-        )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares())
-    app[TOKEN_RULES] = TokenRules(
-        secret,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        max_lifetime=timedelta(seconds=settings.jwt_max_lifetime_seconds),
-    )
+    app[TOKEN_RULES] = token_rules(settings)
     app[CLOCK] = clock
     app[BODY_TIMEOUT] = settings.http_body_timeout_seconds
     custody = custody_of(settings)  # a missing or malformed key-encryption key fails here
