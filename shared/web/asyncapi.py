@@ -39,10 +39,16 @@ _KEY = {
 
 
 def asyncapi_document(
-    *, title: str, version: str, sends: str | None, receives: Sequence[str]
+    *,
+    title: str,
+    version: str,
+    sends: str | None,
+    receives: Sequence[str],
+    bootstrap: str,
+    tls: bool,
 ) -> dict[str, Any]:
     """The document of a service that publishes ``sends`` and consumes ``receives``
-    (unprefixed topic names)."""
+    (unprefixed topic names), on the broker at ``bootstrap`` (over TLS when ``tls``)."""
     topics = [*([sends] if sends else []), *receives]
     # A topic no contract describes (a plugged-in service's own) is listed without messages.
     events = {topic: REGISTRIES[topic].events if topic in REGISTRIES else () for topic in topics}
@@ -70,6 +76,7 @@ def asyncapi_document(
             }
         channels[_slug(topic)] = {
             "address": topic,
+            "servers": [{"$ref": "#/servers/ledger"}],
             "description": f"Kafka topic {topic} (with the deployment's LEDGER_TOPIC_PREFIX)",
             "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
         }
@@ -89,9 +96,30 @@ def asyncapi_document(
             "mode, in the ledger's wire format 2; events recorded before it keep format 1.",
         },
         "defaultContentType": "application/cloudevents+json",
+        "servers": {
+            "ledger": {
+                "host": bootstrap,
+                "protocol": "kafka-secure" if tls else "kafka",
+                "description": (
+                    "The ledger's broker, as this service reaches it: SASL/SCRAM-SHA-512 "
+                    + ("over TLS (SASL_SSL)" if tls else "without TLS (SASL_PLAINTEXT)")
+                    + "; each principal may read and write only what its ACLs grant"
+                ),
+                "security": [{"$ref": "#/components/securitySchemes/scram"}],
+            }
+        },
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {
+            "messages": messages,
+            "schemas": schemas,
+            "securitySchemes": {
+                "scram": {
+                    "type": "scramSha512",
+                    "description": "A Kafka principal of the ledger's, by SASL/SCRAM-SHA-512",
+                }
+            },
+        },
     }
 
 

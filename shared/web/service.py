@@ -254,6 +254,8 @@ def build_service_app(
         version=_VERSION,
         sends=definition.topic,
         receives=definition.reads,
+        bootstrap=settings.kafka_bootstrap,
+        tls=settings.kafka_ca_file is not None,
     )
     documents = {"/openapi.json": document, "/asyncapi.json": events}
 

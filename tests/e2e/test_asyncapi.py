@@ -66,6 +66,12 @@ async def test_each_services_asyncapi_document_is_valid_and_true_of_the_topics(
         output = (await process.communicate())[0].decode()
         assert process.returncode == 0, output
         assert "0 errors" in output, output
+    for document in documents.values():  # a reader learns from it how to connect
+        [server] = document["servers"].values()
+        assert server["host"] == settings.kafka_bootstrap
+        assert server["protocol"] == "kafka"  # the suite's broker is on loopback, no TLS
+        [scheme] = document["components"]["securitySchemes"].values()
+        assert scheme["type"] == "scramSha512"
     assert set(documents["spending"]["operations"]) == {
         "send_ledger_spending",
         "receive_ledger_allocation",
