@@ -740,8 +740,23 @@ def stack_variables(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str
 
 
 def service_env(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
-    """The environment a service or the CLI runs with in the local stack."""
-    return {**os.environ, **stack_variables(pg, kafka, principal)}
+    """The environment a service or the CLI runs with in the local stack (with the commit
+    checked out, for ledger_service_info)."""
+    return {"LEDGER_REVISION": _revision(), **os.environ, **stack_variables(pg, kafka, principal)}
+
+
+def _revision() -> str:
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"  # not a git checkout
+    return found.stdout.strip()
 
 
 def ledger_access_script() -> str:

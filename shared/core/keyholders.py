@@ -24,6 +24,7 @@ import structlog
 from shared.core.background import BackgroundTask
 from shared.core.custody import KeyCustody, KeyCustodyError
 from shared.core.db import Connection, is_transient
+from shared.core.metrics import Metrics
 
 __all__ = ["LIVE_SECONDS", "Holder", "KeyWatch", "holders"]
 
@@ -65,10 +66,13 @@ async def holders(conn: Connection) -> list[Holder]:
 class KeyWatch(BackgroundTask):
     """Reads the KEKs' file again when it changes, and records what this instance holds."""
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], custody: KeyCustody) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[asyncpg.Record], custody: KeyCustody, metrics: Metrics
+    ) -> None:
         super().__init__("key-watch")
         self._pool = pool
         self._custody = custody
+        self._metrics = metrics
         self._instance = uuid4()
         self._log = structlog.get_logger().bind(component="keys")
 
@@ -96,6 +100,7 @@ class KeyWatch(BackgroundTask):
 
     async def _record(self) -> float:
         """Say what this instance holds now; when it was said (0 if it could not be)."""
+        self._metrics.keks_held.set(len(self._custody.held))
         try:
             async with self._pool.acquire() as conn:
                 await conn.execute(_HOLD, self._instance, list(self._custody.held))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
@@ -13,9 +15,8 @@ class Metrics:
     """Every metric a service exposes on ``/metrics``."""
 
     # One declaration per metric, in the order /metrics lists them: a table, not logic.
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, version: str = "", revision: str = "") -> None:
         self.registry = CollectorRegistry()
-        labels = {"service": service}
         self.http_requests = Counter(
             "ledger_http_requests",
             "HTTP requests by route and status.",
@@ -87,10 +88,33 @@ class Metrics:
             "Families whose free text a retention policy erased (allocation).",
             registry=self.registry,
         )
-        self.info = Gauge(
-            "ledger_service_info",
-            "Constant 1, labelled with the service.",
-            ["service"],
+        self.readiness = Gauge(
+            "ledger_readiness_check",
+            "1 while a check behind /readyz passed when last asked (database, relay, each "
+            "consumer and task, accepting), else 0.",
+            ["check"],
             registry=self.registry,
         )
-        self.info.labels(**labels).set(1)
+        self.keks_held = Gauge(
+            "ledger_key_encryption_keys_held",
+            "Key-encryption keys this instance holds: more than one while a rotation is under "
+            "way, until the old ones are retired.",
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "ledger_service_info",
+            "Constant 1, labelled with the service, its version and the commit it was built from.",
+            ["service", "version", "revision"],
+            registry=self.registry,
+        )
+        self.info.labels(service, version, revision).set(1)
+        # Every outcome at 0 from the start: increase() sees the first of each.
+        for outcome in ("delivered", "retried", "dead"):
+            self.webhook_deliveries.labels(outcome)
+
+    def consumes(self, consumer: str, topics: Sequence[str]) -> None:
+        """Put a consumer's counters at 0 for each of its topics, before its first record:
+        a counter that appears with its first increment is invisible to increase()."""
+        for topic in topics:
+            for counter in (self.events_consumed, self.deadlettered, self.parked):
+                counter.labels(consumer, topic)

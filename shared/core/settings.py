@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     # An OpenTelemetry collector's OTLP/HTTP endpoint (http://host:4318): traces go there.
     # Unset (the default), no spans are made.
     otlp_endpoint: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    # The commit the running code was built from (the image sets it), for ledger_service_info.
+    revision: str = "unknown"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

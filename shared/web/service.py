@@ -133,10 +133,12 @@ class ConsumerSpec:
 
 
 class Readiness:
-    """Named checks behind ``/readyz``; red while the service drains for shutdown."""
+    """Named checks behind ``/readyz``; red while the service drains for shutdown. Each
+    answer is also kept as ``ledger_readiness_check{check}``, for alerts."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self._checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+        self._metrics = metrics
         self.draining = False
 
     def add(self, name: str, check: Callable[[], Awaitable[bool]]) -> None:
@@ -152,6 +154,8 @@ class Readiness:
             except Exception:  # noqa: BLE001 - a failing check is a red check, not a 500
                 results[name] = False
         results["accepting"] = not self.draining
+        for name, passed in results.items():
+            self._metrics.readiness.labels(name).set(1 if passed else 0)
         return all(results.values()) and bool(self._checks), results
 
 
@@ -236,8 +240,8 @@ def build_service_app(
     app[BODY_TIMEOUT] = settings.http_body_timeout_seconds
     custody = custody_of(settings)  # a missing or malformed key-encryption key fails here
     service = definition.name
-    app[METRICS] = Metrics(service)
-    app[READINESS] = Readiness()
+    app[METRICS] = Metrics(service, version=_VERSION, revision=settings.revision)
+    app[READINESS] = Readiness(app[METRICS])
     routes = definition.routes()
     batches = batch_route(routes, lambda app: app[CORE].commands)
     all_routes = [*routes, *([batches] if batches else []), *_operational_routes()]
@@ -305,7 +309,7 @@ async def _run_service(
         app[CORE] = core
         specs = definition.setup(app, core)
         check_consumers_declared(definition, specs)
-        core.tasks["keys"] = KeyWatch(pool, custody)
+        core.tasks["keys"] = KeyWatch(pool, custody, metrics)
 
         async def database() -> bool:
             async with pool.acquire() as conn:

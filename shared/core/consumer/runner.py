@@ -66,6 +66,7 @@ class ConsumerRunner(BackgroundTask):
         self._batch_size = batch_size
         self._metrics = metrics
         self._lag = LagGauges(name, metrics)
+        metrics.consumes(name, topics)
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
         self._failing = False
 
