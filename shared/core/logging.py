@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any, Literal
 
 import structlog
 
-__all__ = ["WithheldRequestBytes", "configure_logging"]
+__all__ = ["RepeatedLines", "WithheldRequestBytes", "configure_logging"]
 
 
 class WithheldRequestBytes(logging.Filter):
@@ -22,6 +24,45 @@ class WithheldRequestBytes(logging.Filter):
             record.exc_info = None
             record.msg = f"{record.msg} ({type(error).__name__}; the request is not quoted)"
         return True
+
+
+class RepeatedLines(logging.Filter):
+    """A library's line that repeats is written once per ``interval``, the next one saying
+    how many like it were held back (``held_back``): while Kafka is away aiokafka says the
+    same thing thousands of times a minute, and the one line that matters drowns.
+
+    aiokafka's "Group Coordinator Request failed ... GroupCoordinatorNotAvailableError" is
+    what every consumer hears while its group's coordinator starts: a warning, not an
+    error (repeated, it is aggregated like any other)."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "GroupCoordinatorNotAvailable" in str(record.msg):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        since, held = self._seen.get(key, (None, 0))
+        if since is not None and now - since < self._interval:
+            self._seen[key] = (since, held + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if held:
+            record.held_back = held
+        return True
+
+
+def _held_back(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    held = getattr(event.get("_record"), "held_back", None)
+    if held:
+        event["held_back"] = held
+    return event
 
 
 def configure_logging(
@@ -55,10 +96,11 @@ def configure_logging(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name, _held_back],
         )
     )
     handler.addFilter(WithheldRequestBytes())
+    handler.addFilter(RepeatedLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -28,9 +28,11 @@ transactional id fences any stale relay that still thinks it leads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 
@@ -64,7 +66,12 @@ _DONE = "DELETE FROM outbox WHERE position = ANY($1::bigint[])"
 # The Kafka binding's structured content mode: the record's value is the whole CloudEvent.
 CLOUDEVENTS_JSON = b"application/cloudevents+json"
 _PENDING = "SELECT count(*) FROM outbox"
+_OLDEST = """
+SELECT e.recorded_at FROM outbox o JOIN events e USING (position) ORDER BY o.position LIMIT 1
+"""
 _MAX_BACKOFF = 5.0
+# How often the age of the oldest unpublished event is measured.
+LAG_INTERVAL_SECONDS = 1.0
 
 
 class OutboxRelay(BackgroundTask):
@@ -81,6 +88,7 @@ class OutboxRelay(BackgroundTask):
         poll_seconds: float,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        stall_seconds: float = 30.0,
         producer_factory: Callable[[KafkaAccess, str, str], AIOKafkaProducer] = new_producer,
     ) -> None:
         super().__init__(f"relay:{topic}")
@@ -93,20 +101,57 @@ class OutboxRelay(BackgroundTask):
         self._metrics = metrics
         self._clock = clock
         self._producer_factory = producer_factory
+        self._stall_seconds = stall_seconds
         self._kafka_ok = False
         self._standing_by = False
+        self.lag_seconds = 0.0
         self._log = structlog.get_logger().bind(component="relay", topic=topic)
 
     @property
     def healthy(self) -> bool:
-        """Leading with Kafka reachable at the last attempt, or standing by for the leader.
+        """Leading with Kafka reachable at the last attempt, or standing by for the leader,
+        and no committed event older than the stall threshold still unpublished (a send
+        that hangs on a broker that went away looks reachable until then).
 
         A replica whose relay waits for another to let go of the lock is as ready to take
         commands as the leader: what it commits, the leader publishes.
         """
-        return self._kafka_ok or self._standing_by
+        return (self._kafka_ok or self._standing_by) and self.lag_seconds < self._stall_seconds
 
     async def _run(self) -> None:
+        watch = asyncio.create_task(self._watch_lag(), name=f"{self._name}:lag")
+        try:
+            await self._relay()
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _watch_lag(self) -> None:
+        """Measure ``ledger_relay_lag_seconds`` every second, on a connection of its own:
+        the publishing transaction may hang on Kafka, and the figure must not hang with it.
+        Every replica measures it, the standing-by ones too: it is the service's outbox."""
+        conn: Connection | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await connect(self._dsn)
+                    oldest = await conn.fetchval(_OLDEST)
+                    self.lag_seconds = (
+                        0.0
+                        if oldest is None
+                        else max(0.0, (self._clock() - oldest).total_seconds())
+                    )
+                    self._metrics.relay_lag_seconds.set(self.lag_seconds)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    pass  # the database is away: its own check says so; measured again soon
+                await asyncio.sleep(LAG_INTERVAL_SECONDS)
+        finally:
+            if conn is not None:
+                await asyncio.shield(conn.close())
+
+    async def _relay(self) -> None:
         backoff = 0.1
         while True:
             try:
@@ -164,11 +209,7 @@ class OutboxRelay(BackgroundTask):
     async def _publish_batch(self, conn: Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(BATCH, self._batch_size)
         if not rows:
-            self._metrics.relay_lag_seconds.set(0)
             return 0
-        self._metrics.relay_lag_seconds.set(
-            max(0.0, (self._clock() - rows[0]["recorded_at"]).total_seconds())
-        )
         async with producer.transaction():
             for row in rows:
                 # Read as stored, not through the envelope model: the relay only forwards it.

@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1024 * 1024
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 PROBLEM_JSON = "application/problem+json"
 TOKEN_RULES = web.AppKey("token_rules", TokenRules)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
@@ -538,8 +539,10 @@ async def _context(request: web.Request, handler: Handler) -> web.StreamResponse
         label = route.canonical if route is not None else "(unmatched)"
         metrics.http_latency.labels(request.method, label).observe(elapsed)
         metrics.http_requests(request.method, label, str(status)).inc()
-        # The route template, never the path: paths hold family references.
-        structlog.get_logger().info(
+        # The route template, never the path: paths hold family references. Probes and
+        # scrapes come every few seconds: logged at debug.
+        log = structlog.get_logger()
+        (log.debug if label in _PROBES else log.info)(
             "request_handled",
             method=request.method,
             route=label,

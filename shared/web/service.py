@@ -133,22 +133,25 @@ class ConsumerSpec:
 
 
 class Readiness:
-    """Named checks behind ``/readyz``; red while the service drains for shutdown. Each
-    answer is also kept as ``ledger_readiness_check{check}``, for alerts."""
+    """Named checks behind ``/readyz``. A check the service cannot answer without (its
+    database) makes it not ready (503), as does draining for shutdown; any other failing
+    check (Kafka, the relay, a consumer, a task) makes it degraded: still 200, since it
+    answers what it can, with the failing checks named. Each answer is also kept as
+    ``ledger_readiness_check{check}``, for alerts."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self._checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+        self._checks: dict[str, tuple[Callable[[], Awaitable[bool]], bool]] = {}
         self._metrics = metrics
         self.draining = False
 
-    def add(self, name: str, check: Callable[[], Awaitable[bool]]) -> None:
-        """Register a check."""
-        self._checks[name] = check
+    def add(self, name: str, check: Callable[[], Awaitable[bool]], *, needed: bool) -> None:
+        """Register a check; ``needed``: the service cannot answer while it fails."""
+        self._checks[name] = (check, needed)
 
-    async def report(self) -> tuple[bool, dict[str, bool]]:
-        """Every check's result, and whether all passed."""
+    async def report(self) -> tuple[str, dict[str, bool]]:
+        """``ready``, ``degraded`` or ``not_ready``, and every check's result."""
         results: dict[str, bool] = {}
-        for name, check in self._checks.items():
+        for name, (check, _) in self._checks.items():
             try:
                 results[name] = await asyncio.wait_for(check(), 2.0)
             except Exception:  # noqa: BLE001 - a failing check is a red check, not a 500
@@ -156,7 +159,10 @@ class Readiness:
         results["accepting"] = not self.draining
         for name, passed in results.items():
             self._metrics.readiness.labels(name).set(1 if passed else 0)
-        return all(results.values()) and bool(self._checks), results
+        needed = [results[name] for name, (_, need) in self._checks.items() if need]
+        if not self._checks or not all(needed) or self.draining:
+            return "not_ready", results
+        return ("ready" if all(results.values()) else "degraded"), results
 
 
 CORE = web.AppKey("core", ServiceCore)
@@ -315,20 +321,20 @@ async def _run_service(
             async with pool.acquire() as conn:
                 return bool(await conn.fetchval("SELECT 1"))
 
-        readiness.add("database", database)
+        readiness.add("database", database, needed=True)
         relay = _relay(definition, settings, database_dsn, metrics, clock)
         if relay is not None:
-            readiness.add("relay", _relay_healthy(relay))
+            readiness.add("relay", _relay_healthy(relay), needed=False)
             await relay.start()
         runners = [consumer_runner(spec, settings, pool, metrics, owners) for spec in specs]
         core.consumers.update({spec.name: r for spec, r in zip(specs, runners, strict=True)})
         app[CONSUMERS] = core.consumers
         for runner in runners:
             await runner.start()
-            readiness.add(f"consumer:{runner.name}", _running(runner))
+            readiness.add(f"consumer:{runner.name}", _running(runner), needed=False)
         for name, task in core.tasks.items():
             await task.start()
-            readiness.add(f"task:{name}", _running(task))
+            readiness.add(f"task:{name}", _running(task), needed=False)
         log.info("service_started", port=settings.port_of(service, definition.default_port))
         try:
             yield
@@ -386,6 +392,7 @@ def _relay(
         poll_seconds=settings.relay_poll_seconds,
         metrics=metrics,
         clock=clock,
+        stall_seconds=settings.relay_stall_seconds,
     )
 
 
@@ -448,9 +455,10 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    ready, checks = await request.app[READINESS].report()
-    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
-    return json_response(body, status=200 if ready else 503)
+    status, checks = await request.app[READINESS].report()
+    failing = sorted(name for name, passed in checks.items() if not passed)
+    body: dict[str, Any] = {"status": status, "checks": checks, "failing": failing}
+    return json_response(body, status=503 if status == "not_ready" else 200)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -471,7 +479,9 @@ def _operational_routes() -> list[Route]:
             "GET",
             "/readyz",
             _readyz,
-            "Database and Kafka reachable, relay and consumers running",
+            "Ready (200), degraded (200: Kafka, the relay, a consumer or a task failing, named in "
+            "`failing`; the service answers what it can) or not ready (503: its database "
+            "unreachable, or shutting down)",
             None,
             tags=("operations",),
         ),

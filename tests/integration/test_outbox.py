@@ -12,7 +12,7 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
-from deploy.stack import ROOT
+from deploy.stack import ROOT, free_port
 from shared.contracts import allocation
 from shared.core.commands import CommandResult, CommandRunner
 from shared.core.db import Connection, dsn, open_pool
@@ -242,3 +242,41 @@ def _rows_read(node: dict[str, object], relation: str) -> int:
     for child in node.get("Plans", []):  # type: ignore[attr-defined]
         rows += _rows_read(child, relation)
     return rows
+
+
+async def test_relay_lag_grows_while_kafka_cannot_be_reached_and_the_relay_says_it_stalled(
+    settings: Settings,
+) -> None:
+    """With the broker away, ledger_relay_lag_seconds stayed at the figure set before the
+    publishing transaction that then hung (0.0049 s through a 2.5-minute outage): it is now
+    the age of the oldest unpublished event, measured apart from publishing, and the relay's
+    readiness check fails once that passes the stall threshold."""
+    await migrate(settings, ["allocation"])
+    away = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
+    metrics = Metrics("test")
+    relay = OutboxRelay(
+        dsn=dsn(settings, settings.database_of("allocation")),
+        kafka=away.kafka,
+        topic=settings.topic(TOPIC),
+        transactional_id=f"{settings.topic_prefix}relay-test",
+        batch_size=50,
+        poll_seconds=0.2,
+        metrics=metrics,
+        clock=utcnow,
+        stall_seconds=2.0,
+    )
+    async with open_pool(
+        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
+    ) as pool:
+        await append_slowly(CommandRunner(pool), "family:p:f1", 1, random.Random(1))
+        async with relay:
+
+            def lag() -> float:
+                value = metrics.registry.get_sample_value("ledger_relay_lag_seconds")
+                return value or 0.0
+
+            await wait_for(lambda: lag() >= 2.5, timeout=20)
+            assert not relay.healthy
+        # Nothing was lost: the event still waits in the outbox for a broker.
+        async with pool.acquire() as conn:
+            assert await relay.pending(conn) == 1
