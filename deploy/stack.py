@@ -742,10 +742,11 @@ def stack_variables(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str
 def service_env(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
     """The environment a service or the CLI runs with in the local stack (with the commit
     checked out, for ledger_service_info)."""
-    return {"LEDGER_REVISION": _revision(), **os.environ, **stack_variables(pg, kafka, principal)}
+    return {"LEDGER_REVISION": revision(), **os.environ, **stack_variables(pg, kafka, principal)}
 
 
-def _revision() -> str:
+def revision() -> str:
+    """The commit checked out (short), or "unknown" outside a git checkout."""
     try:
         found = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

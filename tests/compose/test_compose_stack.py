@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from deploy.engine import ENGINE, Engine
-from deploy.stack import LOCAL, ROOT
+from deploy.stack import LOCAL, ROOT, revision
 
 README = (ROOT / "README.md").read_text()
 SECRETS = ROOT / "secrets"
@@ -327,18 +327,12 @@ def test_an_upgrade_and_a_restart_keep_every_port_and_all_data(operator: Operato
     before = balance(operator)
     services = {c["Id"] for name in PORTS for c in operator.of(name)}
     operator.readme("upgrade")
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    built = revision()
     for name in PORTS:
         [container] = operator.of(name)
         assert container["Id"] not in services  # re-created from the new image
         labels = json.loads(operator.docker("image", "inspect", container["Image"]))[0]
-        assert labels["Config"]["Labels"]["org.opencontainers.image.revision"] == revision
+        assert labels["Config"]["Labels"]["org.opencontainers.image.revision"] == built
     assert {name: sorted(ports) for name, ports in published(operator).items()} == expected_ports()
     assert balance(operator) == before
     operator.readme("restart")

@@ -82,10 +82,8 @@ def project() -> dict[str, Any]:
     return resolved
 
 
-@pytest.fixture(scope="module")
-def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What deploy/compose-secrets makes on a first run, with nothing but PATH set."""
-    folder = tmp_path_factory.mktemp("compose") / "secrets"
+def compose_secrets(folder: Path) -> str:
+    """Run deploy/compose-secrets into ``folder`` with nothing but PATH set; its output."""
     made = subprocess.run(
         [str(COMPOSE_SECRETS)],
         env={"PATH": os.environ["PATH"], "LEDGER_SECRETS_DIR": str(folder)},
@@ -95,6 +93,14 @@ def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=60,
     )
     assert made.returncode == 0, made.stderr
+    return made.stdout
+
+
+@pytest.fixture(scope="module")
+def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What deploy/compose-secrets makes on a first run."""
+    folder = tmp_path_factory.mktemp("compose") / "secrets"
+    compose_secrets(folder)
     return folder
 
 
@@ -422,14 +428,7 @@ def test_compose_secrets_makes_a_working_key_and_certificates_on_a_first_run(
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
     before = {path.name: path.read_text() for path in made_secrets.iterdir()}
-    again = subprocess.run(
-        [str(COMPOSE_SECRETS)],
-        env={"PATH": os.environ["PATH"], "LEDGER_SECRETS_DIR": str(made_secrets)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "every secret is there" in again.stdout
+    assert "every secret is there" in compose_secrets(made_secrets)
     assert {path.name: path.read_text() for path in made_secrets.iterdir()} == before
 
 
