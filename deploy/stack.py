@@ -809,10 +809,12 @@ def _ledger() -> str:
 
 
 def _ready(port: int) -> bool:
+    """Ready: every check passes (a degraded service answers 200 too, but is not yet all
+    there: its relay may still be connecting to Kafka)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+            return bool(json.loads(response.read()).get("status") == "ready")
+    except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
@@ -850,7 +852,7 @@ def up() -> None:
             service_env(pg, kafka, name),
         )
     for name, port in ports.items():
-        wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz answering 200 on {port}")
+        wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz saying ready on {port}")
     service_ports = "".join(f"export LEDGER_{n.upper()}_PORT={p}\n" for n, p in ports.items())
     secrets_of = "".join(
         f"export {name}={shlex.quote(env[name])}\n"
@@ -892,19 +894,70 @@ def down() -> None:
         print("stopped PostgreSQL")
 
 
-def status() -> None:
-    print(
-        json.dumps(
-            {
-                "postgres": local_postgres().running(),
-                "kafka": local_kafka().running(),
-                **{
-                    name: read_pid(LOCAL / "run" / f"{name}.pid") is not None for name in _started()
-                },
-            },
-            indent=2,
-        )
-    )
+def status() -> int:
+    """Each part of the stack `make up` started: running or not, where, and for a service
+    what /readyz and /metrics say (readiness, what fails, relay and consumer lag). Exit 0
+    when everything runs and is ready, 1 otherwise."""
+    pg, kafka = local_postgres(), local_kafka()
+    ports = _stack_ports()
+    rows = [
+        ("postgres", str(pg.port), "running" if pg.running() else "stopped", ""),
+        ("kafka", str(kafka.port), "running" if kafka.running() else "stopped", ""),
+    ]
+    for name in installed_services():
+        served = ports.get(name)
+        if read_pid(LOCAL / "run" / f"{name}.pid") is None or served is None:
+            rows.append((name, str(served or "-"), "stopped", ""))
+            continue
+        rows.append((name, str(served), *_service_state(served)))
+    width = max(len(row[0]) for row in rows)
+    for component, where, state, detail in rows:
+        print(f"{component:<{width}}  {where:>5}  {state:<9}  {detail}".rstrip())
+    return 0 if all(row[2] in {"running", "ready"} for row in rows) else 1
+
+
+def _stack_ports() -> dict[str, int]:
+    """The services' ports `make up` wrote to .local/env."""
+    try:
+        text = (LOCAL / "env").read_text()
+    except OSError:
+        return {}
+    found = re.findall(r"^export LEDGER_([A-Z0-9_]+)_PORT=(\d+)$", text, re.MULTILINE)
+    return {name.lower(): int(port) for name, port in found}
+
+
+def _service_state(port: int) -> tuple[str, str]:
+    """A running service's readiness and, from its metrics, its lags."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as response:
+            ready = json.loads(response.read())
+    except urllib.error.HTTPError as error:  # 503: not ready, and why
+        ready = json.loads(error.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return "unreachable", ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+            lags = lags_of(response.read().decode())
+    except (urllib.error.URLError, OSError):
+        lags = {}
+    detail = [f"failing: {', '.join(ready['failing'])}"] if ready.get("failing") else []
+    if "relay" in lags:
+        detail.append(f"relay lag {lags['relay']:.1f} s")
+    if "consumers" in lags:
+        detail.append(f"consumer lag {lags['consumers']:.0f}")
+    return str(ready.get("status", "unknown")), "; ".join(detail)
+
+
+def lags_of(metrics: str) -> dict[str, float]:
+    """From Prometheus text: the relay's lag in seconds and the consumers' in records (summed
+    over their partitions), where the service has them."""
+    lags: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("ledger_relay_lag_seconds "):
+            lags["relay"] = float(line.split()[-1])
+        elif line.startswith("ledger_consumer_lag{"):
+            lags["consumers"] = lags.get("consumers", 0.0) + float(line.split()[-1])
+    return lags
 
 
 def clean() -> None:
@@ -919,7 +972,7 @@ def clean() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    commands = {
+    commands: dict[str, Callable[[], int | None]] = {
         "up": up,
         "down": down,
         "status": status,
@@ -929,12 +982,12 @@ def main() -> int:
     parser.add_argument("command", choices=tuple(commands))
     command = parser.parse_args().command
     try:
-        commands[command]()
+        code = commands[command]()
     except (StackError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", None)
         print(f"error: {error}" + (f"\n{detail}" if detail else ""), file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 def unique_name() -> str:

@@ -6,6 +6,7 @@ import logging
 
 from prometheus_client import generate_latest
 
+from deploy.stack import lags_of
 from shared.core.logging import RepeatedLines
 from shared.core.metrics import Metrics
 from shared.web.service import Readiness
@@ -89,3 +90,15 @@ def test_a_line_repeated_by_a_library_is_written_once_per_interval_with_a_count(
         assert kept.records[-1].levelname == "WARNING"
     finally:
         logger.removeHandler(kept)
+
+
+def test_make_status_reads_the_lags_from_a_services_metrics() -> None:
+    metrics = Metrics("approval")
+    metrics.relay_lag_seconds.set(4.25)
+    metrics.consumer_lag.labels("approval.requests", "ledger.spending", "0").set(3)
+    metrics.consumer_lag.labels("approval.requests", "ledger.spending", "1").set(4)
+    assert lags_of(generate_latest(metrics.registry).decode()) == {
+        "relay": 4.25,
+        "consumers": 7.0,
+    }
+    assert lags_of(generate_latest(Metrics("reporting").registry).decode()) == {"relay": 0.0}
