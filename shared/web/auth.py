@@ -5,10 +5,11 @@ JWKS: :mod:`shared.web.signing_keys`) or, for the local stack and the tests only
 shared secret (HS256, ``ledger token``). Either way it is checked as RFC 8725 advises: the
 algorithms pinned; ``exp`` and ``iat`` required and numeric (a date written as a string is
 refused), ``nbf`` honoured; a lifetime no longer than the rules allow; ``iss`` and ``aud``
-checked when configured (always, with a provider). Its role, pilot and team are read from the
-claims a :class:`ClaimMap` names (providers put them in claims of their own); a non-blank
-``sub`` and ``pilot``, exactly one ledger role, and a ``team`` for the roles that act for a
-team -- a claim that is missing never widens access.
+checked when configured (always, with a provider). The issuer's clock and the service's may
+differ by :data:`~shared.contracts.business_time.CLOCK_SKEW` either way. Its role, pilot and
+team are read from the claims a :class:`ClaimMap` names (providers put them in claims of
+their own); a non-blank ``sub`` and ``pilot``, exactly one ledger role, and a ``team`` for
+the roles that act for a team -- a claim that is missing never widens access.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Literal, Protocol, get_args
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.contracts.business_time import CLOCK_SKEW
 from shared.core.errors import ForbiddenError, LedgerError, UnauthorizedError
 
 __all__ = [
@@ -182,6 +184,9 @@ async def decode_token(authorization: str | None, rules: TokenRules) -> Principa
             algorithms=list(rules.keys.algorithms),
             issuer=rules.issuer,
             audience=rules.audience,
+            # Clocks differ a little (as business time allows): a token issued by a clock
+            # ahead of this one is not "not yet valid", nor one just expired by it.
+            leeway=CLOCK_SKEW,
             options={"require": ["exp", "iat", "sub"]},
         )
     except jwt.ExpiredSignatureError as error:

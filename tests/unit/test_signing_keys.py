@@ -18,7 +18,7 @@ from shared.core.errors import UnauthorizedError, UnavailableError
 from shared.core.settings import Settings
 from shared.web.auth import ClaimMap, TokenRules, decode_token
 from shared.web.service import token_rules
-from shared.web.signing_keys import REFETCH_INTERVAL_SECONDS, ProviderKeys
+from shared.web.signing_keys import REFETCH_INTERVAL_SECONDS, ProviderKeys, SharedSecret
 from tests.identity_provider import signing_key
 
 ISSUER = "https://login.council.example"
@@ -157,3 +157,23 @@ def test_a_provider_needs_an_audience_and_in_production_https() -> None:
         token_rules(Settings(environment="production", oidc_issuer="http://idp", oidc_audience="a"))
     with pytest.raises(ValueError, match="roles the ledger has not"):
         token_rules(Settings(oidc_issuer=ISSUER, oidc_audience="a", oidc_roles="x=wizard"))
+
+
+async def test_a_token_from_a_clock_a_few_minutes_ahead_is_taken_and_one_far_ahead_is_not() -> None:
+    """With approval's clock five minutes behind the issuer's, every manager was refused
+    (401 bad_token, ImmatureSignatureError) for five minutes: tokens had no leeway, though
+    business time allows five minutes of skew."""
+    rules = TokenRules(SharedSecret("s" * 40))
+    now = int(time.time())
+
+    def token(iat: int, exp: int) -> str:
+        claims = {"sub": "m-1", "role": "manager", "pilot": "wigan", "team": "t-1"}
+        return jwt.encode({**claims, "iat": iat, "exp": exp}, "s" * 40, algorithm="HS256")
+
+    ahead = await decode_token(f"Bearer {token(now + 290, now + 3600)}", rules)
+    assert ahead.sub == "m-1"
+    just_expired = await decode_token(f"Bearer {token(now - 3600, now - 60)}", rules)
+    assert just_expired.sub == "m-1"
+    for iat, exp in ((now + 600, now + 4000), (now - 7200, now - 600)):
+        with pytest.raises(UnauthorizedError):
+            await decode_token(f"Bearer {token(iat, exp)}", rules)
