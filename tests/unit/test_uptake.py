@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from services.reporting.disclosure import Published, publish
-from services.reporting.uptake import Facts, Figures, by_team, compute, gather
+from services.reporting.uptake import (
+    Facts,
+    Figures,
+    by_team,
+    compute,
+    gather,
+    hours_to_decision_by_family,
+)
 from shared.contracts import PUBLISHED
 from shared.core.events import Envelope
 
@@ -356,3 +363,13 @@ def test_no_hidden_figure_can_be_worked_back_from_the_others() -> None:
 def publishing(facts: Facts, forecast: int | None, known_team: str | None = None) -> Published:
     """The figures as the uptake endpoint and the dashboard publish them."""
     return publish(facts, compute(facts, forecast), by_team(facts, forecast), known_team=known_team)
+
+
+def test_a_decision_recorded_by_a_clock_behind_the_requests_takes_no_time_not_less() -> None:
+    """With approval's clock behind spending's, median_hours_to_decision came out negative:
+    the request's time is spending's, the decision's approval's."""
+    facts = Facts()
+    request = uuid4()
+    facts.requests[request] = ("fam-1", False, datetime(2026, 5, 1, 12, 0, tzinfo=UTC))
+    facts.decided[request] = datetime(2026, 5, 1, 11, 57, tzinfo=UTC)  # 3 minutes "before"
+    assert list(hours_to_decision_by_family(facts)) == [("fam-1", 0.0)]
