@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -819,12 +820,29 @@ def _ready(port: int) -> bool:
 
 
 def up() -> None:
+    """Start everything, or stop what this run started and say why: a half-started stack
+    (a port taken, a service that cannot start) is left behind by nothing."""
     pg, kafka = local_postgres(), local_kafka()
+    started: list[tuple[str, Callable[[], object]]] = []
+    try:
+        _up(pg, kafka, started)
+    except (StackError, subprocess.CalledProcessError, OSError):
+        for what, stop in reversed(started):
+            stop()
+            print(f"stopped {what}, which this run had started", file=sys.stderr)
+        raise
+
+
+def _up(pg: Postgres, kafka: Kafka, started: list[tuple[str, Callable[[], object]]]) -> None:
     print("• PostgreSQL …", flush=True)
-    pg.start()
+    if not pg.running():
+        pg.start()
+        started.append(("PostgreSQL", pg.stop))
     print("• Apache Kafka (first run fetches its jars from Maven Central) …", flush=True)
     ensure_kafka_jars()
-    kafka.start()
+    if not kafka.running():
+        kafka.start()
+        started.append(("Kafka", kafka.stop))
     print("• Kafka users and ACLs (each service may touch only its own topics) …", flush=True)
     script = ledger_access_script()
     principals = re.findall(r"^user (\S+) ", script, re.MULTILINE)
@@ -851,6 +869,7 @@ def up() -> None:
             pid_file,
             service_env(pg, kafka, name),
         )
+        started.append((name, functools.partial(stop_pid, pid_file)))
     for name, port in ports.items():
         wait_until(lambda port=port: _ready(port), 120, f"{name} /readyz saying ready on {port}")
     service_ports = "".join(f"export LEDGER_{n.upper()}_PORT={p}\n" for n, p in ports.items())
