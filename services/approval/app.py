@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from services.approval.handlers import Approval
+from services.approval.handlers import Approval, lock_in_order
 from services.approval.http import APPROVAL, routes
 from shared.contracts import allocation, approval, spending
 from shared.web.registry import ServiceDefinition
@@ -21,8 +21,12 @@ def _setup(app: web.Application, core: ServiceCore) -> Sequence[ConsumerSpec]:
     # One runner per topic, so that each moves at its own pace (approval.handlers
     # explains how a request waits for the allocation it was made after).
     return (
-        ConsumerSpec("approval.allocation", (allocation.TOPIC,), service.on_event),
-        ConsumerSpec("approval.spending", (spending.TOPIC,), service.on_event),
+        ConsumerSpec(
+            "approval.allocation", (allocation.TOPIC,), service.on_event, prepare=lock_in_order
+        ),
+        ConsumerSpec(
+            "approval.spending", (spending.TOPIC,), service.on_event, prepare=lock_in_order
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from being recorded as waiting while the event that would wake it slips past.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
@@ -251,6 +252,36 @@ class Approval:
             rows = await process.pending(conn, pilot_id, team)
             items = [await _pending_item(conn, row) for row in rows]
         return PendingList(requests=tuple(items))
+
+
+_LOCK_ALL = """
+SELECT CASE WHEN exclusive THEN pg_advisory_xact_lock(id) ELSE pg_advisory_xact_lock_shared(id) END
+FROM (
+    SELECT hashtextextended(key, 0) AS id, bool_or(exclusive) AS exclusive
+    FROM unnest($1::text[], $2::boolean[]) AS wanted(key, exclusive)
+    GROUP BY 1
+    ORDER BY 1
+) ordered
+"""
+
+
+async def lock_in_order(conn: Connection, envelopes: Sequence[Envelope]) -> None:
+    """Take every lock a batch's events will take (:func:`_serialise`), before any is
+    applied, in one order: the pilots', then the families', each by lock id. Taken event by
+    event, two consumers whose batches name two families in opposite orders deadlocked
+    (PostgreSQL broke it, and a batch was retried); in one order, one waits for the other.
+    :func:`_serialise` then finds each lock held already."""
+    pilots: dict[str, bool] = {}
+    families: set[str] = set()
+    for envelope in envelopes:
+        key = f"pilot:{envelope.pilot_id}"
+        pilots[key] = pilots.get(key, False) or envelope.family_id is None
+        if envelope.family_id is not None:
+            families.add(f"family:{envelope.pilot_id}:{envelope.family_id}")
+    if pilots:
+        await conn.execute(_LOCK_ALL, list(pilots), list(pilots.values()))
+    if families:
+        await conn.execute(_LOCK_ALL, sorted(families), [True] * len(families))
 
 
 async def _serialise(conn: Connection, envelope: Envelope) -> None:

@@ -124,12 +124,14 @@ class ServiceCore:
 @dataclass(frozen=True)
 class ConsumerSpec:
     """A consumer a service runs: its name, the ledger topics it reads, its handler, and
-    optionally a handler of many events at once for its batches' fast path."""
+    optionally a handler of many events at once for its batches' fast path, and what to do
+    with a batch's events before any is applied (``prepare``)."""
 
     name: str
     topics: tuple[str, ...]
     handler: EventHandler
     many: BatchHandler | None = None
+    prepare: BatchHandler | None = None
 
 
 class Readiness:
@@ -428,6 +430,7 @@ def consumer_runner(
         metrics=metrics,
         owners=owners,
         many=spec.many,
+        prepare=spec.prepare,
     )
 
 

@@ -149,11 +149,15 @@ class BatchApplier:
         metrics: Metrics,
         owners: Mapping[str, TopicOwner] | None = None,
         many: BatchHandler | None = None,
+        prepare: BatchHandler | None = None,
     ) -> None:
         self.name = name
         self.pool = pool
         self._handler = handler
         self._many = many
+        # Given a batch's events before any is applied, in its transaction (approval takes
+        # every lock the batch needs there, in one order: see services.approval.handlers).
+        self._prepare = prepare
         self._owners = dict(owners or {})  # topic -> who alone writes it, and what
         # Per topic, the types only other topics carry: such a record is a forgery there.
         self._foreign = {
@@ -224,6 +228,9 @@ class BatchApplier:
             batch.versions = await StreamVersions.load(
                 conn, self.name, list(batch.envelopes.values())
             )
+            if self._prepare is not None:
+                events = [e for e in batch.envelopes.values() if isinstance(e, Envelope)]
+                await self._prepare(conn, events)
             if self._many is not None and not careful:
                 batch.deferred = []
             for record in fresh:

@@ -53,12 +53,13 @@ class ConsumerRunner(BackgroundTask):
         producer_factory: Callable[[KafkaAccess, str], AIOKafkaProducer] = new_producer,
         owners: Mapping[str, TopicOwner] | None = None,
         many: BatchHandler | None = None,
+        prepare: BatchHandler | None = None,
     ) -> None:
         super().__init__(f"consumer:{name}")
         self.name = name
         self._pool = pool
         self._producer_factory = producer_factory
-        self._applier = BatchApplier(name, pool, handler, metrics, owners, many)
+        self._applier = BatchApplier(name, pool, handler, metrics, owners, many, prepare)
         self._kafka = kafka
         self._group_id = group_id
         self._topics = tuple(topics)
