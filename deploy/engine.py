@@ -107,12 +107,28 @@ VOLUME ["/etc/kafka/secrets", "/var/lib/kafka/data", "/mnt/shared/config"]
 """
 
 
-def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(
+    command: list[str],
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,  # noqa: A002 - subprocess's own name for it
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
     """A command that must succeed; its output is shown if it fails."""
-    result = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        input=input,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise StackError(f"{shlex.join(command)} failed:\n{result.stdout}{result.stderr}")
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 class Engine:
@@ -130,8 +146,12 @@ class Engine:
         """What points ``docker`` and ``docker compose`` at this engine."""
         return {"DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(self.config)}
 
-    def docker(self, *arguments: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return run(["docker", *arguments], env={**os.environ, **self.environment()}, **kwargs)
+    def docker(
+        self, *arguments: str, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            ["docker", *arguments], env={**os.environ, **self.environment()}, timeout=timeout
+        )
 
     def running(self) -> bool:
         return read_pid(self.pid_file) is not None

@@ -128,6 +128,7 @@ def operator() -> Iterator[Operator]:
     if os.environ.get("LEDGER_COMPOSE_KEEP") == "yes":  # to look into a failure
         return
     shell.run("docker compose --profile tools down --volumes --remove-orphans")
+    shell.run("docker image prune --force")  # the builds this run replaced
     shell.run("rm -rf backups dashboard.html")
 
 
