@@ -37,25 +37,27 @@ def first_request() -> str:
 
 async def test_the_first_request_runs_as_written(settings: Settings, tmp_path: Path) -> None:
     """Pilot, family, allocation, a request above the auto tier that the manager finds
-    pending and approves, and a purchase against it: every step answers as the README says."""
+    pending and approves, a purchase against it, its close and the family's balance, on the
+    ports in the environment: every step answers as the README says."""
     async with service_processes(settings, tmp_path) as services:
-        script = first_request()
-        for name, port in DEFAULT_PORTS.items():
-            script = script.replace(f"localhost:{port}", services.url(name).removeprefix("http://"))
+        # As `source .local/env` leaves them: each service's port in its variable.
+        env = _as_after_source(services.settings)
+        for name in DEFAULT_PORTS:
+            env[f"LEDGER_{name.upper()}_PORT"] = services.url(name).rsplit(":", 1)[1]
         process = await asyncio.create_subprocess_exec(
             "bash",
             "-euo",
             "pipefail",
             "-c",
-            script,
-            env=_as_after_source(services.settings),
+            first_request(),
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     answers = _documents(out.decode())
-    pilot, family, allocation, pending, approved, purchase, request = answers
+    pilot, family, allocation, pending, approved, purchase, request, closed, balance = answers
     assert (pilot["version"], family["arm"], allocation["amount_pence"]) == (
         1,
         "treatment",
@@ -65,6 +67,13 @@ async def test_the_first_request_runs_as_written(settings: Settings, tmp_path: P
     assert (approved["status"], approved["approved_pence"]) == ("approved", 60_000)
     assert purchase["amount_pence"] == 58_500
     assert (request["status"], request["spent_pence"]) == ("partially_spent", 58_500)
+    assert closed["status"] == "closed"
+    assert {key: balance[key] for key in ("allocated_pence", "committed_pence", "spent_pence")} == {
+        "allocated_pence": 400_000,
+        "committed_pence": 0,
+        "spent_pence": 58_500,
+    }
+    assert balance["available_pence"] == 341_500
 
 
 def _as_after_source(settings: Settings) -> dict[str, str]:
