@@ -138,6 +138,9 @@ class Dispatcher(BackgroundTask):
         self._pool = pool
         self._sealer = Sealer(custody)
         self._metrics = metrics
+        # Every outcome at 0 from the start: increase() sees the first of each.
+        for outcome in ("delivered", "retried", "dead"):
+            metrics.webhook_deliveries.labels(outcome)
         self._clock = clock
         self._policy = policy
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)

@@ -15,8 +15,12 @@ class Metrics:
     """Every metric a service exposes on ``/metrics``."""
 
     # One declaration per metric, in the order /metrics lists them: a table, not logic.
-    def __init__(self, service: str, *, version: str = "", revision: str = "") -> None:
+    def __init__(
+        self, service: str, *, publishes: bool = True, version: str = "", revision: str = ""
+    ) -> None:
         self.registry = CollectorRegistry()
+        # The relay's metrics are exported only by a service that publishes (not reporting).
+        relaying = self.registry if publishes else None
         self.http_requests = Counter(
             "ledger_http_requests",
             "HTTP requests by route and status.",
@@ -40,12 +44,12 @@ class Metrics:
         self.events_published = Counter(
             "ledger_events_published",
             "Events the outbox relay published to Kafka.",
-            registry=self.registry,
+            registry=relaying,
         )
         self.relay_lag_seconds = Gauge(
             "ledger_relay_lag_seconds",
             "Age of the oldest committed event not yet on Kafka (0 when none waits).",
-            registry=self.registry,
+            registry=relaying,
         )
         self.consumer_lag = Gauge(
             "ledger_consumer_lag",
@@ -108,9 +112,6 @@ class Metrics:
             registry=self.registry,
         )
         self.info.labels(service, version, revision).set(1)
-        # Every outcome at 0 from the start: increase() sees the first of each.
-        for outcome in ("delivered", "retried", "dead"):
-            self.webhook_deliveries.labels(outcome)
 
     def consumes(self, consumer: str, topics: Sequence[str]) -> None:
         """Put a consumer's counters at 0 for each of its topics, before its first record:

@@ -248,7 +248,12 @@ def build_service_app(
     app[BODY_TIMEOUT] = settings.http_body_timeout_seconds
     custody = custody_of(settings)  # a missing or malformed key-encryption key fails here
     service = definition.name
-    app[METRICS] = Metrics(service, version=_VERSION, revision=settings.revision)
+    app[METRICS] = Metrics(
+        service,
+        publishes=definition.topic is not None,
+        version=_VERSION,
+        revision=settings.revision,
+    )
     app[READINESS] = Readiness(app[METRICS])
     routes = definition.routes()
     batches = batch_route(routes, lambda app: app[CORE].commands)

@@ -100,8 +100,6 @@ def test_labelled_counters_start_at_zero_and_the_info_names_version_and_commit()
     labels = 'consumer="reporting.projections",topic="ledger.spending"'
     for counter in ("events_consumed", "deadlettered", "parked"):
         assert f"ledger_{counter}_total{{{labels}}} 0.0" in text
-    for outcome in ("delivered", "retried", "dead"):
-        assert f'ledger_webhook_deliveries_total{{outcome="{outcome}"}} 0.0' in text
     assert 'ledger_service_info{revision="abc1234",service="reporting",version="0.1.0"} 1.0' in text
 
 

@@ -225,6 +225,15 @@ async def test_a_delivery_still_failing_after_the_window_is_dead_listed_and_repl
 ) -> None:
     settings = fast_retries(settings, window=1.0)
     async with running_system(settings, token, reporting=True) as system:
+        # Before any delivery, each outcome is at 0 (so the first dead one is an increase),
+        # in reporting alone; and reporting, which publishes nothing, shows no relay.
+        exported = await (await system.reports.get("/metrics")).text()
+        for outcome in ("delivered", "retried", "dead"):
+            assert f'ledger_webhook_deliveries_total{{outcome="{outcome}"}} 0.0' in exported
+        assert "ledger_relay_lag_seconds" not in exported
+        allocation = await (await system.allocation.get("/metrics")).text()
+        assert "ledger_webhook_deliveries_total{" not in allocation
+        assert "ledger_relay_lag_seconds " in allocation
         await system.configure()
         created = await subscribe(system, hooks, ["family.enrolled", "family.budget_allocated"])
         subscription = created["subscription_id"]
