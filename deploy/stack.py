@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -809,14 +809,23 @@ def _ledger() -> str:
     return str(Path(sys.executable).parent / "ledger")
 
 
+def _readiness(port: int) -> dict[str, Any] | None:
+    """What a service's /readyz says (its 503 too), or None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            found: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as error:  # 503: not ready, and why
+        found = json.loads(error.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return found
+
+
 def _ready(port: int) -> bool:
     """Ready: every check passes (a degraded service answers 200 too, but is not yet all
     there: its relay may still be connecting to Kafka)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(json.loads(response.read()).get("status") == "ready")
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    readiness = _readiness(port)
+    return readiness is not None and readiness.get("status") == "ready"
 
 
 def up() -> None:
@@ -947,12 +956,8 @@ def _stack_ports() -> dict[str, int]:
 
 def _service_state(port: int) -> tuple[str, str]:
     """A running service's readiness and, from its metrics, its lags."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as response:
-            ready = json.loads(response.read())
-    except urllib.error.HTTPError as error:  # 503: not ready, and why
-        ready = json.loads(error.read())
-    except (urllib.error.URLError, OSError, ValueError):
+    ready = _readiness(port)
+    if ready is None:
         return "unreachable", ""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:

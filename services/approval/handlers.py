@@ -281,7 +281,7 @@ async def lock_in_order(conn: Connection, envelopes: Sequence[Envelope]) -> None
     if pilots:
         await conn.execute(_LOCK_ALL, list(pilots), list(pilots.values()))
     if families:
-        await conn.execute(_LOCK_ALL, sorted(families), [True] * len(families))
+        await conn.execute(_LOCK_ALL, list(families), [True] * len(families))
 
 
 async def _serialise(conn: Connection, envelope: Envelope) -> None:

@@ -57,7 +57,7 @@ _LEADER_LOCK = 7_346_002
 # The next rows of the outbox first, then their events: a join ordered by position let the
 # planner walk the events' index from the start, through every event already published.
 BATCH = """
-SELECT o.position, o.traceparent, e.envelope::text AS envelope, e.recorded_at
+SELECT o.position, o.traceparent, e.envelope::text AS envelope
 FROM (SELECT position, traceparent FROM outbox ORDER BY position LIMIT $1) o
 JOIN events e USING (position)
 ORDER BY o.position
