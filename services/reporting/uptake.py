@@ -269,16 +269,21 @@ def hours_to_decision(facts: Facts, members: Collection[str]) -> list[float]:
     return [hours for family, hours in hours_to_decision_by_family(facts) if family in members]
 
 
+def hours_to_decide(requested_at: datetime, decided_at: datetime) -> float:
+    """Hours from a request to its decision, both in record time: when the ledger recorded
+    the request, and when approval recorded the decision. (A request's occurred_at is
+    business time, which a migration backdates by months: measured from it, a decision taken
+    in milliseconds took 1,204 hours.) The two come from two services' clocks: where
+    approval's runs behind spending's, an automatic decision seems to come before its
+    request, and counts as taking no time, never less."""
+    return max(0.0, (decided_at - requested_at).total_seconds() / 3600)
+
+
 def hours_to_decision_by_family(facts: Facts) -> Iterator[tuple[str, float]]:
-    """Each decided request's family and hours from the request to its first decision, both
-    in record time: when the ledger recorded the request, and when approval recorded the
-    decision. (A request's occurred_at is business time, which a migration backdates by
-    months: measured from it, a decision taken in milliseconds took 1,204 hours.) The two
-    come from two services' clocks: where approval's runs behind spending's, an automatic
-    decision seems to come before its request, and counts as taking no time, never less."""
+    """Each decided request's family and hours from the request to its first decision."""
     for request, (family, _, at) in facts.requests.items():
         if request in facts.decided:
-            yield family, max(0.0, (facts.decided[request] - at).total_seconds() / 3600)
+            yield family, hours_to_decide(at, facts.decided[request])
 
 
 def small_cell(value: int | str) -> int | str:

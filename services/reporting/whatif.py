@@ -30,6 +30,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.reporting.uptake import hours_to_decide
 from shared.contracts import decode
 from shared.contracts.allocation import (
     BudgetAdjusted,
@@ -123,7 +124,7 @@ class _Request:
     def hours(self) -> float | None:
         if self.decided_at is None:
             return None
-        return (self.decided_at - self.requested_at).total_seconds() / 3600
+        return hours_to_decide(self.requested_at, self.decided_at)
 
 
 @dataclass

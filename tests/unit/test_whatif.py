@@ -166,3 +166,11 @@ def test_a_pilot_without_requests_answers_empty_scopes() -> None:
     report = what_if("p", pilot()[:5], CURRENT, proposal(family_cap_pence=1))
     assert report.requests == 0
     assert scope(report, "all").proposed.median_hours_to_decision is None
+
+
+def test_a_decision_recorded_by_a_clock_behind_the_requests_takes_no_time_not_less() -> None:
+    """As in uptake: with approval's clock three minutes behind spending's, the recorded
+    median came out negative (request times are spending's, decision times approval's)."""
+    events = pilot()[:5] + request("a", 1, 5_000, "practical", "auto", -0.05)
+    report = what_if("p", events, CURRENT, CURRENT)
+    assert scope(report, "all").recorded.median_hours_to_decision == 0.0
