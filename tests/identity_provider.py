@@ -12,7 +12,7 @@ import os
 import secrets
 import subprocess
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -22,11 +22,47 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from deploy.stack import LOCAL, StackError, free_port, wait_until
+from shared.core.settings import Settings
 
 PROVIDER = Path(os.environ.get("LEDGER_OIDC_PROVIDER", LOCAL / "tools/oidc/provider.mjs"))
 AUDIENCE = "urn:devolved-budgets-ledger"
+# The provider's names for the ledger's roles (its groups), which the services map.
+ROLE_NAMES = {
+    "admin": "ledger-admins",
+    "case_system": "ledger-case-systems",
+    "social_worker": "ledger-social-workers",
+    "manager": "ledger-managers",
+    "finance": "ledger-finance",
+    "auditor": "ledger-auditors",
+}
+# The council's own front end, through which people sign in (the code flow).
+WEB = {
+    "client_id": "ledger-web",
+    "secret": "w" * 40,
+    "redirect_uri": "http://127.0.0.1:9/signed-in",
+}
 
-__all__ = ["AUDIENCE", "IdentityProvider", "signing_key"]
+__all__ = [
+    "AUDIENCE",
+    "ROLE_NAMES",
+    "WEB",
+    "IdentityProvider",
+    "ProviderTokens",
+    "council_settings",
+    "signing_key",
+]
+
+
+def council_settings(settings: Settings, provider: IdentityProvider, **more: str) -> Settings:
+    """``settings`` with tokens checked by ``provider``'s keys, its role names mapped."""
+    roles = ",".join(f"{name}={role}" for role, name in ROLE_NAMES.items())
+    update = {
+        "oidc_issuer": provider.issuer,
+        "oidc_audience": AUDIENCE,
+        "oidc_role_claim": "roles",
+        "oidc_roles": roles,
+    }
+    return settings.model_copy(update=update | more)
 
 
 def signing_key(algorithm: str, kid: str) -> dict[str, Any]:
@@ -153,3 +189,49 @@ async def _token(
         token: str = body["access_token"]
         assert token.count(".") == 2, "the provider's access tokens must be JWTs"
         return token
+
+
+Caller = tuple[str, str, str, str | None]  # role, pilot, sub, team
+
+
+class ProviderTokens:
+    """A System's token source that hands out the provider's tokens, for callers named up
+    front (a System asks for tokens synchronously). Each caller is a directory entry of its
+    own: a person who signs in by the code flow, or for ``case_system`` a client with client
+    credentials. The entry's user name is the caller's ``sub``, so that one name can be a
+    worker in two pilots or teams: the services name callers by ``preferred_username``."""
+
+    def __init__(self, callers: Iterable[Caller]) -> None:
+        self.people: dict[str, Any] = {}
+        self.clients: dict[str, Any] = {}
+        self._logins: dict[Caller, str] = {}
+        for number, caller in enumerate(sorted(set(callers), key=str)):
+            role, pilot, sub, team = caller
+            login = f"caller-{number}"
+            entry = {"roles": [ROLE_NAMES[role]], "pilot": pilot, "username": sub}
+            entry |= {"team": team} if team is not None else {}
+            if role == "case_system":
+                self.clients[login] = entry | {"secret": secrets.token_urlsafe(32)}
+            else:
+                self.people[login] = entry
+            self._logins[caller] = login
+        self._held: dict[Caller, str] = {}
+
+    @property
+    def directory(self) -> dict[str, Any]:
+        return {"people": self.people, "clients": self.clients, "web": WEB}
+
+    async def fetch(self, provider: IdentityProvider) -> None:
+        for caller, login in self._logins.items():
+            if login in self.clients:
+                self._held[caller] = await provider.client_token(login)
+            else:
+                self._held[caller] = await provider.person_token(login)
+
+    def __call__(
+        self, role: str, pilot: str, *, sub: str = "user-1", team: str | None = None
+    ) -> str:
+        try:
+            return self._held[(role, pilot, sub, team)]
+        except KeyError:
+            raise KeyError(f"no token fetched for {(role, pilot, sub, team)}") from None

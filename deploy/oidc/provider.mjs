@@ -3,7 +3,8 @@
 // for the ledger. Its access tokens are JWTs for one audience (the ledger), signed with the
 // keys in $JWKS (private JWKs; the first of $ALG signs), carrying the caller's ledger claims
 // from $DIRECTORY:
-//   {"people": {"<sub>": {"roles": [...], "pilot": "...", "team": "..."}},
+//   {"people": {"<sub>": {"roles": [...], "pilot": "...", "team": "...", "username": "..."}},
+
 //    "clients": {"<client_id>": {"secret": "...", "roles": [...], "pilot": "..."}},
 //    "web": {"client_id": "...", "secret": "...", "redirect_uri": "..."}}
 // People sign in by the authorization code flow (the web client), case systems by client
@@ -24,9 +25,10 @@ const claimsOf = (token) => {
     ? directory.people[token.accountId]
     : directory.clients[token.clientId];
   if (!found) return undefined;
-  const { roles, pilot, team } = found;
+  const { roles, pilot, team, username } = found;
   return Object.fromEntries(
-    Object.entries({ roles, pilot, team }).filter(([, value]) => value !== undefined),
+    Object.entries({ roles, pilot, team, preferred_username: username })
+      .filter(([, value]) => value !== undefined),
   );
 };
 

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     oidc_roles: str = ""
     oidc_pilot_claim: str = "pilot"
     oidc_team_claim: str = "team"
+    # The claim that names a person as requests and decisions record them (requested_by must
+    # be the caller's own for a social worker): `sub`, or e.g. `preferred_username`.
+    oidc_subject_claim: str = "sub"
+
 
     # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
     # current (shared.core.custody); kept outside every database and topic.

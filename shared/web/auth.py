@@ -69,12 +69,18 @@ class ClaimMap:
     """Which claims carry the ledger's role, pilot and team. ``role_claim`` may be a dotted
     path (``realm_access.roles``) and hold a string or a list (``roles``, ``groups``); its
     values are mapped by ``roles`` (provider value -> ledger role; values it does not list
-    are ignored), or, when ``roles`` is empty, taken as the ledger's own role names."""
+    are ignored), or, when ``roles`` is empty, taken as the ledger's own role names.
+
+    ``subject_claim`` names the caller as the ledger records them (a request's
+    ``requested_by``, a decision's ``decided_by``): ``sub``, or the user name where case
+    systems know workers by it (a provider's ``sub`` is often an opaque id). A token without
+    it, a case system's by client credentials, is named by its ``sub``."""
 
     role_claim: str = "role"
     roles: Mapping[str, str] = field(default_factory=dict)
     pilot_claim: str = "pilot"
     team_claim: str = "team"
+    subject_claim: str = "sub"
 
     def principal(self, claims: Mapping[str, Any]) -> Principal:
         """The caller the claims describe, or UnauthorizedError."""
@@ -91,7 +97,8 @@ class ClaimMap:
         try:
             return Principal.model_validate(
                 {
-                    "sub": claims.get("sub"),
+                    "sub": _at(claims, self.subject_claim) or claims.get("sub"),
+
                     "role": mapped.pop(),
                     "pilot": _at(claims, self.pilot_claim),
                     "team": _at(claims, self.team_claim),

@@ -204,6 +204,8 @@ def token_rules(settings: Settings) -> TokenRules:
             roles=roles,
             pilot_claim=settings.oidc_pilot_claim,
             team_claim=settings.oidc_team_claim,
+            subject_claim=settings.oidc_subject_claim,
+
         )
         return TokenRules(
             keys,

@@ -1,5 +1,8 @@
 """The authorization matrix: every operation of the four OpenAPI documents, tried by every
-role, for its own pilot and another, in its own team and another, and with no token.
+role, for its own pilot and another, in its own team and another, and with no token; once
+with the local stack's tokens (HS256, shared secret) and once with a real OpenID Provider's
+(tests/identity_provider.py), people signing in by the code flow and case systems by client
+credentials, as a council runs the services.
 
 What is allowed is written out below from ``../shared/API.md`` (and, for operations the
 project added since, from the README). The OpenAPI documents must say the same (``x-roles``),
@@ -8,13 +11,13 @@ role the table does not name; to a social worker or manager of another team, a f
 request is not there (the answer one that does not exist gets: 404, or 422 unknown_family
 for a spend request naming it), except that enrolling into another team is 403; anything
 but 401 and 403 where it is allowed. Every cell's
-result is kept in ``.local/artefacts/authorization-matrix.json``.
+result is kept in ``.local/artefacts/authorization-matrix-<tokens>.json``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from shared.core.settings import Settings
 from shared.web.auth import ROLES, TEAM_SCOPED_ROLES
 from shared.web.batches import NDJSON
 from tests.e2e.system import WIGAN, Client, System, auth, running_system
+from tests.identity_provider import Caller as TokenCaller
+from tests.identity_provider import IdentityProvider, ProviderTokens, council_settings, signing_key
 from tests.support import wait_for
 
 ANY = frozenset(ROLES)
@@ -175,13 +180,51 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 
 
+# Who the set-up acts as (System.admin(), .worker(), .manager(), .finance()).
+SET_UP: tuple[TokenCaller, ...] = (
+    ("admin", "wigan", "finance-1", None),
+    ("social_worker", "wigan", "sw-1", "t-1"),
+    ("manager", "wigan", "m-1", "t-1"),
+    ("finance", "wigan", "fin-1", None),
+)
+
+
+@pytest.fixture(params=["shared-secret", "provider"])
+def tokens(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def system(settings: Settings, token: Callable[..., str]) -> AsyncIterator[System]:
+def provider(
+    tmp_path: Path, tokens: str
+) -> Iterator[tuple[IdentityProvider, ProviderTokens] | None]:
+    """With the provider: every caller of the matrix and the set-up in its directory."""
+    if tokens != "provider":
+        yield None
+        return
+    held = ProviderTokens([*SET_UP, *(_token_caller(c) for c in _callers() if c.role)])
+    started = IdentityProvider(tmp_path / "provider", held.directory)
+    started.start([signing_key("ES256", "council-2026-12")], "ES256")
+    yield started, held
+    started.stop()
+
+
+@pytest.fixture
+async def system(
+    settings: Settings,
+    token: Callable[..., str],
+    provider: tuple[IdentityProvider, ProviderTokens] | None,
+) -> AsyncIterator[System]:
+    if provider is not None:
+        started, held = provider
+        await held.fetch(started)
+        settings = council_settings(settings, started, oidc_subject_claim="preferred_username")
+        token = held
     async with running_system(settings, token, reporting=True) as system:
         yield system
 
 
-async def test_every_cell_answers_as_the_table_says(system: System) -> None:
+async def test_every_cell_answers_as_the_table_says(system: System, tokens: str) -> None:
     """The OpenAPI documents name the table's roles, and every cell answers as it says."""
     operations = await _operations(system)
     assert set(operations) == set(TABLE)
@@ -202,7 +245,7 @@ async def test_every_cell_answers_as_the_table_says(system: System) -> None:
                     "holds": _holds(expected, status),
                 }
             )
-    _keep(cells)
+    _keep(cells, tokens)
     wrong = [cell for cell in cells if not cell["holds"]]
     assert not wrong, json.dumps(wrong, indent=1)
     assert len(cells) == len(TABLE) * len(_callers())
@@ -227,6 +270,14 @@ def _callers() -> list[Caller]:
         if role in TEAM_SCOPED_ROLES:
             callers.append(Caller(f"{role}, other team", role, team="t-9"))
     return callers
+
+
+def _token_caller(caller: Caller) -> TokenCaller:
+    """The token ``caller`` sends. A worker's requests name the worker (the body's
+    requested_by is sw-1)."""
+    assert caller.role is not None
+    sub = "sw-1" if caller.role == "social_worker" else f"{caller.role}-9"
+    return (caller.role, caller.pilot, sub, caller.team)
 
 
 def _expected(allowed: Allowed, caller: Caller) -> str:
@@ -336,9 +387,8 @@ async def _try(
         url += "?status=pending"
     headers: dict[str, str] = {}
     if caller.role is not None:
-        # A worker's requests name the worker: the body's requested_by is sw-1.
-        sub = "sw-1" if caller.role == "social_worker" else f"{caller.role}-9"
-        headers = auth(system.token(caller.role, caller.pilot, sub=sub, team=caller.team))
+        role, pilot, sub, team = _token_caller(caller)
+        headers = auth(system.token(role, pilot, sub=sub, team=team))
     client = _clients(system)[service]
     if method in {"GET", "DELETE"}:
         response = await client.request(method, url, headers=headers)
@@ -352,6 +402,6 @@ async def _try(
     return response.status
 
 
-def _keep(cells: list[dict[str, Any]]) -> None:
+def _keep(cells: list[dict[str, Any]], tokens: str) -> None:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTEFACTS / "authorization-matrix.json").write_text(json.dumps(cells, indent=1))
+    (ARTEFACTS / f"authorization-matrix-{tokens}.json").write_text(json.dumps(cells, indent=1))

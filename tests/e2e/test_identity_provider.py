@@ -21,17 +21,9 @@ from shared.core.settings import Settings
 from shared.web.auth import mint_token
 from shared.web.signing_keys import REFETCH_INTERVAL_SECONDS
 from tests.e2e.system import System, auth, running_system
-from tests.identity_provider import AUDIENCE, IdentityProvider, signing_key
+from tests.identity_provider import WEB, IdentityProvider, council_settings, signing_key
 from tests.support import wait_for
 
-ROLES = {
-    "ledger-admins": "admin",
-    "ledger-case-systems": "case_system",
-    "ledger-social-workers": "social_worker",
-    "ledger-managers": "manager",
-    "ledger-finance": "finance",
-    "ledger-auditors": "auditor",
-}
 DIRECTORY: dict[str, Any] = {
     "people": {
         "finance-1": {"roles": ["staff", "ledger-admins"], "pilot": "wigan"},
@@ -45,11 +37,7 @@ DIRECTORY: dict[str, Any] = {
     "clients": {
         "case-system-1": {"secret": "c" * 40, "roles": ["ledger-case-systems"], "pilot": "wigan"}
     },
-    "web": {
-        "client_id": "ledger-web",
-        "secret": "w" * 40,
-        "redirect_uri": "http://127.0.0.1:9/signed-in",
-    },
+    "web": WEB,
 }
 
 
@@ -83,14 +71,7 @@ async def system(
 ) -> AsyncIterator[tuple[System, Tokens]]:
     tokens = Tokens()
     await tokens.fetch(provider)
-    council = settings.model_copy(
-        update={
-            "oidc_issuer": provider.issuer,
-            "oidc_audience": AUDIENCE,
-            "oidc_role_claim": "roles",
-            "oidc_roles": ",".join(f"{name}={role}" for name, role in ROLES.items()),
-        }
-    )
+    council = council_settings(settings, provider)
     async with running_system(council, tokens, reporting=True) as running:
         await running.configure()
         yield running, tokens

@@ -150,6 +150,16 @@ async def test_a_providers_token_maps_to_the_ledgers_role_pilot_and_team() -> No
             await decode_token(f"Bearer {sign(key, bad)}", rules)
 
 
+def test_a_person_is_named_by_the_subject_claim_and_a_client_without_it_by_its_sub() -> None:
+    """Where the provider's sub is an opaque id, a worker's requests name them by user name."""
+    claims = ClaimMap(subject_claim="preferred_username")
+    person = {"sub": "8f2c…", "preferred_username": "sw-9", "role": "social_worker"}
+    person |= {"pilot": "wigan", "team": "north"}
+    assert claims.principal(person).sub == "sw-9"
+    client = {"sub": "case-system-1", "role": "case_system", "pilot": "wigan"}
+    assert claims.principal(client).sub == "case-system-1"
+
+
 def test_a_provider_needs_an_audience_and_in_production_https() -> None:
     with pytest.raises(ValueError, match="LEDGER_OIDC_AUDIENCE"):
         token_rules(Settings(oidc_issuer=ISSUER))
