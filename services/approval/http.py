@@ -39,6 +39,7 @@ def routes() -> list[Route]:
             get_pending,
             "Requests awaiting a manager, oldest first",
             frozenset({"manager", "auditor"}),
+            operation_id="listPendingApprovals",
             response=PendingList,
             query=PendingQuery,
             description="Managers see their own team's requests; auditors see all.",
@@ -49,6 +50,7 @@ def routes() -> list[Route]:
             f"{_REQUEST}/approve",
             "Approve a referred request",
             frozenset({"manager"}),
+            operation_id="approveSpendRequest",
             app=APPROVAL,
             body=DecisionBody,
             run=lambda app, caller, path, body: app.decide_by_manager(
@@ -64,6 +66,7 @@ def routes() -> list[Route]:
             f"{_REQUEST}/reject",
             "Reject a referred request",
             frozenset({"manager"}),
+            operation_id="rejectSpendRequest",
             app=APPROVAL,
             body=RejectionBody,
             run=lambda app, caller, path, body: app.decide_by_manager(

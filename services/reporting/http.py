@@ -187,6 +187,7 @@ def routes() -> list[Route]:
             get_balance,
             "A family's balance, now or as of a moment",
             ROLES,
+            operation_id="getBalance",
             response=BalanceView,
             query=BalanceQuery,
             description="available = allocated - committed - spent for the budget period "
@@ -203,6 +204,7 @@ def routes() -> list[Route]:
             get_history,
             "Every event of the family, in order, with hash-chain fields",
             frozenset({"auditor", "manager", "admin"}),
+            operation_id="getFamilyHistory",
             response=HistoryView,
             tags=tags,
         ),
@@ -212,6 +214,7 @@ def routes() -> list[Route]:
             get_uptake,
             "Uptake and evaluation figures, per pilot and per arm",
             frozenset({"admin", "manager", "auditor"}),
+            operation_id="getUptake",
             response=UptakeView,
             query=UptakeQuery,
             description="Computed from every recorded fact. Definitions are on each field; "
@@ -226,6 +229,7 @@ def routes() -> list[Route]:
             get_transactions,
             "Every purchase and refund, one row each (CSV)",
             frozenset({"admin", "auditor", "finance"}),
+            operation_id="getTransactionsCsv",
             content_type="text/csv",
             description="Columns: "
             + ", ".join(TRANSACTION_COLUMNS)
@@ -239,6 +243,7 @@ def routes() -> list[Route]:
             get_dashboard,
             "The pilot's dashboard: uptake figures and charts (HTML)",
             frozenset({"admin", "manager", "auditor"}),
+            operation_id="getDashboard",
             content_type="text/html",
             description="One self-contained page for a laptop or a phone: the uptake figures "
             "per pilot and arm, spend by category, transaction sizes, families with spend by "
@@ -251,6 +256,7 @@ def routes() -> list[Route]:
             get_statement,
             "A budget statement the family can read (HTML, for a phone or for print)",
             frozenset({"social_worker", "manager", "admin"}),
+            operation_id="getFamilyStatement",
             content_type="text/html",
             query=StatementQuery,
             description="This budget period: what the family has been given, what has been "
@@ -271,6 +277,7 @@ def routes() -> list[Route]:
             get_trial_dataset,
             "The trial dataset for evaluators: a Frictionless Data Package (zip)",
             frozenset({"admin", "auditor"}),
+            operation_id="getTrialDataset",
             content_type="application/zip",
             description="A zip of datapackage.json and trial-dataset.csv: one row per "
             "enrolled family, in the arm it was randomised to whatever happened later "
@@ -287,6 +294,7 @@ def routes() -> list[Route]:
             post_what_if,
             "Replay the pilot's recorded requests under a proposed configuration",
             _ADMIN,
+            operation_id="runWhatIf",
             body=PilotConfig,
             response=WhatIf,
             description="The body is a pilot configuration as PUT /pilots/{pilot_id} takes "
@@ -314,6 +322,7 @@ def _webhook_routes() -> list[Route]:
             post_webhook,
             "Subscribe a case system to the pilot's events (its secret is shown once)",
             _ADMIN,
+            operation_id="createWebhook",
             body=SubscriptionBody,
             response=NewSubscriptionView,
             status=201,
@@ -334,6 +343,7 @@ def _webhook_routes() -> list[Route]:
             get_webhooks,
             "The pilot's webhook subscriptions (never their secrets)",
             _ADMIN,
+            operation_id="listWebhooks",
             response=SubscriptionList,
             tags=tags,
         ),
@@ -343,6 +353,7 @@ def _webhook_routes() -> list[Route]:
             delete_webhook,
             "Remove a subscription: nothing more is sent, and its secret is erased",
             _ADMIN,
+            operation_id="deleteWebhook",
             response=SubscriptionView,
             description="Removing one already removed answers it as it is.",
             tags=tags,
@@ -353,6 +364,7 @@ def _webhook_routes() -> list[Route]:
             get_deliveries,
             "A subscription's deliveries, by position: pending, delivered or dead",
             _ADMIN,
+            operation_id="listWebhookDeliveries",
             response=DeliveryList,
             query=DeliveryQuery,
             description="Oldest first, after the position given; status=dead lists what "
@@ -365,6 +377,7 @@ def _webhook_routes() -> list[Route]:
             post_replay,
             "Send a subscription's deliveries again, from a position on",
             _ADMIN,
+            operation_id="replayWebhookDeliveries",
             body=ReplayBody,
             response=ReplayView,
             description="Every delivery from from_position on (dead, delivered or pending) "

@@ -98,6 +98,7 @@ def routes() -> list[Route]:
             "/pilots/{pilot_id}/spend-requests",
             "Request to spend with a family",
             _WORKERS,
+            operation_id="requestSpend",
             app=SPENDING,
             body=SpendRequestBody,
             run=lambda app, caller, path, body: app.request(caller, path.pilot_id, body),
@@ -118,6 +119,7 @@ def routes() -> list[Route]:
             get_request,
             "A request's status and money",
             ROLES,
+            operation_id="getSpendRequest",
             response=RequestView,
             description="Social workers and managers see their own team's requests only: another "
             "team's answers 404, as a request that does not exist.",
@@ -129,6 +131,7 @@ def routes() -> list[Route]:
             get_purposes,
             "What each of the family's spend requests was for, opened",
             frozenset({"admin", "case_system", "social_worker", "manager"}),
+            operation_id="getFamilyPurposes",
             response=PurposesView,
             description="Purposes are stored sealed; this opens them for the roles that write "
             "them (workers and managers: own team; another team's family answers 404). After "
@@ -141,6 +144,7 @@ def routes() -> list[Route]:
             f"{_REQUEST}/withdraw",
             "Withdraw a request (only before a purchase)",
             _WORKERS,
+            operation_id="withdrawSpendRequest",
             app=SPENDING,
             body=WithdrawBody,
             run=lambda app, caller, path, body: app.withdraw(
@@ -154,6 +158,7 @@ def routes() -> list[Route]:
             f"{_REQUEST}/purchases",
             "Record a purchase against an approved request",
             frozenset({"case_system", "social_worker", "finance"}),
+            operation_id="recordPurchase",
             app=SPENDING,
             body=PurchaseBody,
             run=lambda app, caller, path, body: app.purchase(
@@ -169,6 +174,7 @@ def routes() -> list[Route]:
             "/pilots/{pilot_id}/purchases/{purchase_id}/refunds",
             "Record money returned from a purchase",
             frozenset({"finance", "case_system"}),
+            operation_id="recordRefund",
             app=SPENDING,
             body=RefundBody,
             run=lambda app, caller, path, body: app.refund(
@@ -184,6 +190,7 @@ def routes() -> list[Route]:
             f"{_REQUEST}/close",
             "Close a request, releasing the unspent part of its approval",
             frozenset({"case_system", "social_worker", "finance"}),
+            operation_id="closeSpendRequest",
             app=SPENDING,
             body=CloseBody,
             run=lambda app, caller, path, body: app.close(
@@ -198,6 +205,7 @@ def routes() -> list[Route]:
             post_statement,
             "Import a card or bank statement and reconcile it with the purchases",
             frozenset({"finance", "admin"}),
+            operation_id="importStatement",
             response=StatementReport,
             status=201,
             also=((200, "The same file was imported before: its report, nothing recorded"),),
@@ -221,6 +229,7 @@ def routes() -> list[Route]:
             get_statement_exceptions,
             "A statement's exceptions: lines without a purchase, purchases without a line",
             frozenset({"finance", "admin", "auditor"}),
+            operation_id="getStatementExceptions",
             content_type="text/csv",
             description="Columns: kind (line_without_purchase or purchase_without_line), date, "
             "amount (pounds), description, reference, purchase_id, request_id, family_id. A "
@@ -233,6 +242,7 @@ def routes() -> list[Route]:
             "/pilots/{pilot_id}/statements/{statement_id}/erasure",
             "Erase a statement's text",
             frozenset({"finance", "admin"}),
+            operation_id="eraseStatementText",
             app=RECONCILIATION,
             body=StatementErasureBody,
             run=lambda app, caller, path, body: app.erase_text(

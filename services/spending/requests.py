@@ -29,6 +29,7 @@ from shared.contracts.spending import (
 from shared.core.deciders import Decider
 from shared.core.errors import ConflictError, NotFoundError, UnprocessableError
 from shared.core.events import DomainEvent, Frozen
+from shared.core.problems import ProblemCode
 
 __all__ = [
     "DECIDER",
@@ -196,10 +197,18 @@ def status_of(state: RequestState, decision: Decision | None) -> Status:  # noqa
     return "spent"
 
 
+# A request that is over answers which way it ended.
+_REFUSED_AS: dict[str, ProblemCode] = {
+    "withdrawn": "request_withdrawn",
+    "closed": "request_closed",
+    "rejected": "request_rejected",
+}
+
+
 def _approved(state: RequestState, decision: Decision | None, doing: str) -> int:
     status = status_of(state, decision)
     if status in {"withdrawn", "closed"}:
-        raise ConflictError(f"the request is {status}", code=f"request_{status}")
+        raise ConflictError(f"the request is {status}", code=_REFUSED_AS[status])
     if decision is None or decision.outcome != "approved":
         raise UnprocessableError(
             f"cannot {doing}: the request is {status}, not approved", code="not_approved"
@@ -217,7 +226,7 @@ def _withdraw(state: RequestState, command: WithdrawRequest) -> list[DomainEvent
     request = state.require()
     status = status_of(state, command.decision)
     if status in {"withdrawn", "closed", "rejected"}:
-        raise ConflictError(f"the request is {status}", code=f"request_{status}")
+        raise ConflictError(f"the request is {status}", code=_REFUSED_AS[status])
     if state.purchases:
         raise UnprocessableError(
             "a request with purchases cannot be withdrawn; close it instead",

@@ -15,8 +15,10 @@ It is always in UTC before a date is taken from it.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 from shared.core.errors import UnprocessableError
+from shared.core.problems import ProblemCode
 
 __all__ = ["CLOCK_SKEW", "DEFAULT_BACKDATING_DAYS", "check_business_day", "check_occurred_at"]
 
@@ -51,8 +53,18 @@ def check_occurred_at(
         )
 
 
+# The codes a business date refuses with: in the future, too old, before the enrolment.
+_DAY_CODES: dict[str, tuple[ProblemCode, ProblemCode, ProblemCode]] = {
+    "purchased_on": (
+        "purchased_on_in_future",
+        "purchased_on_too_old",
+        "purchased_on_before_enrolment",
+    )
+}
+
+
 def check_business_day(
-    name: str,
+    name: Literal["purchased_on"],
     day: date,
     recorded_at: datetime,
     *,
@@ -65,14 +77,14 @@ def check_business_day(
     enrolment. 422 ``<name>_in_future``, ``<name>_too_old``, ``<name>_before_enrolment``."""
     today = recorded_at.astimezone(UTC).date()
     if day > today + timedelta(days=1):
-        raise UnprocessableError(f"{name} {day} is in the future", code=f"{name}_in_future")
+        raise UnprocessableError(f"{name} {day} is in the future", code=_DAY_CODES[name][0])
     if backdating_days is not None and day < today - timedelta(days=backdating_days):
         raise UnprocessableError(
             f"{name} may be at most {backdating_days} days before today in this pilot",
-            code=f"{name}_too_old",
+            code=_DAY_CODES[name][1],
         )
     if enrolled_on is not None and day < enrolled_on:
         raise UnprocessableError(
             f"{name} {day} is before the family's enrolment on {enrolled_on}",
-            code=f"{name}_before_enrolment",
+            code=_DAY_CODES[name][2],
         )

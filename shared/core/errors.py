@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from shared.core.problems import ProblemCode
+
 __all__ = [
     "ConcurrencyError",
     "ConflictError",
@@ -23,11 +25,12 @@ class LedgerError(Exception):
     """Base of every error the ledger raises on purpose: an HTTP status and a stable code."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
+    code: ClassVar[ProblemCode] = "internal_error"
     title: ClassVar[str] = "Internal error"
     retry_after: ClassVar[int | None] = None  # seconds, for a Retry-After header
 
-    def __init__(self, detail: str, *, code: str | None = None) -> None:
+    def __init__(self, detail: str, *, code: ProblemCode | None = None) -> None:
+
         super().__init__(detail)
         self.detail = detail
         # The caller may not do this, whatever the answer says (another team's family
@@ -41,7 +44,7 @@ class DomainError(LedgerError):
     """A command the domain refuses; nothing is recorded."""
 
     status = 422
-    code = "unprocessable"
+    code: ClassVar[ProblemCode] = "unprocessable"
     title = "The command cannot be carried out"
 
 
@@ -52,14 +55,14 @@ class UnprocessableError(DomainError):
 class PolicyViolationError(DomainError):
     """A command the pilot's policy does not allow."""
 
-    code = "policy_violation"
+    code: ClassVar[ProblemCode] = "policy_violation"
     title = "Policy violation"
 
 
 class EventTooLargeError(UnprocessableError):
     """The event a command decided would be larger than the ledger publishes; nothing is kept."""
 
-    code = "event_too_large"
+    code: ClassVar[ProblemCode] = "event_too_large"
     title = "Event too large"
 
 
@@ -67,21 +70,21 @@ class ConflictError(LedgerError):
     """The command clashes with what is already recorded (enrolled twice, already exited)."""
 
     status = 409
-    code = "conflict"
+    code: ClassVar[ProblemCode] = "conflict"
     title = "Conflict"
 
 
 class ConcurrencyError(ConflictError):
     """Another writer appended to the stream first; the command may be retried."""
 
-    code = "concurrent_modification"
+    code: ClassVar[ProblemCode] = "concurrent_modification"
     title = "Concurrent modification"
 
 
 class IdempotencyKeyReusedError(ConflictError):
     """The same Idempotency-Key arrived with a different request."""
 
-    code = "idempotency_key_reused"
+    code: ClassVar[ProblemCode] = "idempotency_key_reused"
     title = "Idempotency key reused"
 
 
@@ -89,7 +92,7 @@ class NotFoundError(LedgerError):
     """The pilot, family or resource does not exist (or is not visible to the caller)."""
 
     status = 404
-    code = "not_found"
+    code: ClassVar[ProblemCode] = "not_found"
     title = "Not found"
 
 
@@ -97,7 +100,7 @@ class UnauthorizedError(LedgerError):
     """No token, or one that cannot be trusted."""
 
     status = 401
-    code = "unauthorized"
+    code: ClassVar[ProblemCode] = "unauthorized"
     title = "Unauthorized"
 
 
@@ -105,7 +108,7 @@ class ForbiddenError(LedgerError):
     """A valid token whose role, pilot or team does not allow this."""
 
     status = 403
-    code = "forbidden"
+    code: ClassVar[ProblemCode] = "forbidden"
     title = "Forbidden"
 
 
@@ -113,6 +116,6 @@ class UnavailableError(LedgerError):
     """Something the answer needs is away for now (the identity provider, say): retry."""
 
     status = 503
-    code = "unavailable"
+    code: ClassVar[ProblemCode] = "unavailable"
     title = "Service unavailable"
     retry_after = 5

@@ -100,7 +100,6 @@ class Settings(BaseSettings):
     # be the caller's own for a social worker): `sub`, or e.g. `preferred_username`.
     oidc_subject_claim: str = "sub"
 
-
     # Keys that wrap families' sealing keys: "<id>=<base64url 32 bytes>,...", the first
     # current (shared.core.custody); kept outside every database and topic.
     key_encryption_keys: SecretStr = SecretStr("")

@@ -98,7 +98,6 @@ class ClaimMap:
             return Principal.model_validate(
                 {
                     "sub": _at(claims, self.subject_claim) or claims.get("sub"),
-
                     "role": mapped.pop(),
                     "pilot": _at(claims, self.pilot_claim),
                     "team": _at(claims, self.team_claim),

@@ -95,7 +95,9 @@ class _Target:
 
 
 def batch_route(
-    routes: Sequence[Route], runner_of: Callable[[web.Application], CommandRunner]
+    routes: Sequence[Route],
+    runner_of: Callable[[web.Application], CommandRunner],
+    operation_id: str,
 ) -> Route | None:
     """The batch endpoint of a service whose routes include commands (None without any);
     ``runner_of`` gives the service's command runner."""
@@ -141,6 +143,7 @@ def batch_route(
         handler,
         "Many commands in one request (NDJSON in, NDJSON out)",
         roles,
+        operation_id=operation_id,
         body=BatchLine,
         response=BatchLineResult,
         content_type=NDJSON,

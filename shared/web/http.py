@@ -30,6 +30,7 @@ from shared.core.errors import LedgerError, NotFoundError
 from shared.core.events import Actor, canonical_json
 from shared.core.eventstore import CommandContext
 from shared.core.metrics import Metrics
+from shared.core.problems import ProblemCode
 from shared.core.types import CommandBody, free_text_fields
 from shared.web.auth import Principal, TokenRules, decode_token, require_pilot, require_role
 
@@ -134,6 +135,9 @@ class Route:
     handler: Handler
     summary: str
     roles: frozenset[str] | None  # None: public (health, metrics, the OpenAPI document)
+    # The operation's name in the OpenAPI document, which generated clients name their
+    # calls by (camelCase, unique across the four services): enrolFamily, recordPurchase.
+    operation_id: str = ""
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
@@ -363,6 +367,7 @@ def command_route(
     summary: str,
     roles: frozenset[str],
     *,
+    operation_id: str,
     app: web.AppKey[AppT],
     body: type[ModelT],
     run: Callable[[AppT, Caller, PathParams, ModelT], Awaitable[CommandResult]],
@@ -387,6 +392,7 @@ def command_route(
         handler,
         summary,
         roles,
+        operation_id=operation_id,
         body=body,
         response=response,
         status=status,
@@ -417,7 +423,7 @@ def command_response(request: web.Request, result: CommandResult) -> web.Respons
 class HttpProblemError(LedgerError):
     """An HTTP-level error (415, 400) that belongs to no domain."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+    def __init__(self, status: int, code: ProblemCode, title: str, detail: str) -> None:
         super().__init__(detail, code=code)
         self.status = status  # type: ignore[misc]  # set per instance
         self.title = title  # type: ignore[misc]  # set per instance
@@ -425,7 +431,7 @@ class HttpProblemError(LedgerError):
 
 def problem_response(
     status: int,
-    code: str,
+    code: ProblemCode,
     title: str,
     detail: str,
     *,
@@ -461,7 +467,7 @@ def _field_errors(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-_HTTP_CODES = {
+_HTTP_CODES: dict[int, tuple[ProblemCode, str]] = {
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     413: ("payload_too_large", "Payload too large"),

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from shared.core.problems import ProblemCode
+from shared.web.batches import NDJSON
 from shared.web.http import Route
 
 __all__ = ["Problem", "openapi_document"]
@@ -46,7 +48,9 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    code: str = Field(description="Stable word: validation_failed, not_found, conflict, …")
+    code: ProblemCode = Field(
+        description="What went wrong, for a program to branch on (the README lists each)."
+    )
     instance: str | None = None
     errors: list[FieldProblem] | None = None
 
@@ -57,9 +61,14 @@ def openapi_document(
     version: str,
     description: str,
     routes: Sequence[Route],
+    port: int,
     webhooks: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The service's OpenAPI document; ``webhooks``: the requests it sends to subscribers."""
+    """The service's OpenAPI document; ``webhooks``: the requests it sends to subscribers;
+    ``port``: where the local stack serves it."""
+    missing = [f"{r.method} {r.path}" for r in routes if not r.operation_id]
+    if missing:
+        raise ValueError(f"routes without an operation_id: {missing}")
     wanted: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (Problem, "serialization")
     ]
@@ -75,6 +84,18 @@ def openapi_document(
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
+        "servers": [
+            {
+                "url": "{scheme}://{host}:{port}",
+                "description": "The service: the local stack's is http on 127.0.0.1; the "
+                "compose stack's proxy answers https on the same port",
+                "variables": {
+                    "scheme": {"default": "http", "enum": ["http", "https"]},
+                    "host": {"default": "127.0.0.1"},
+                    "port": {"default": str(port)},
+                },
+            }
+        ],
         "paths": paths,
         **({"webhooks": dict(webhooks)} if webhooks else {}),
         "components": {
@@ -92,7 +113,7 @@ Refs = Mapping[tuple[Any, Literal["validation", "serialization"]], dict[str, Any
 def _operation(route: Route, refs: Refs) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": f"{route.method.lower()}_{_slug(route.path)}",
+        "operationId": route.operation_id,
     }
     if route.description:
         operation["description"] = route.description
@@ -101,7 +122,9 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
     parameters = _parameters(route)
     if parameters:
         operation["parameters"] = parameters
-    if route.body is not None:
+    if route.body is not None and route.body_content_type == NDJSON:
+        operation["requestBody"] = {"required": True, "content": _lines(route.body, refs)}
+    elif route.body is not None:
         operation["requestBody"] = {
             "required": True,
             "content": {route.body_content_type: {"schema": refs[(route.body, "validation")]}},
@@ -109,7 +132,7 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
     elif route.file_body:
         operation["requestBody"] = {
             "required": True,
-            "content": {kind: {"schema": {"type": "string"}} for kind in route.file_body},
+            "content": {kind: {"schema": _text(kind)} for kind in route.file_body},
         }
     responses: dict[str, Any] = {str(route.status): _success(route, refs)}
     for status, meaning in route.also:
@@ -124,13 +147,40 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
 
 def _success(route: Route, refs: Refs) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "OK"}
-    if route.response is not None:
+    if route.response is not None and route.content_type == NDJSON:
+        success["content"] = _lines(route.response, refs, "serialization")
+    elif route.response is not None:
         success["content"] = {
             route.content_type: {"schema": refs[(route.response, "serialization")]}
         }
     elif route.content_type != "application/json":
-        success["content"] = {route.content_type: {"schema": {"type": "string"}}}
+        success["content"] = {route.content_type: {"schema": _text(route.content_type)}}
     return success
+
+
+def _lines(
+    model: type[BaseModel],
+    refs: Refs,
+    mode: Literal["validation", "serialization"] = "validation",
+) -> dict[str, Any]:
+    """An NDJSON body: one JSON document per line, each as ``model`` says. OpenAPI 3.1 has no
+    word for a sequence of documents (3.2's itemSchema): the schema is the line's, as
+    validators that read NDJSON line by line expect, and the description says so."""
+    return {
+        NDJSON: {
+            "schema": {
+                **refs[(model, mode)],
+                "description": f"Each line: one {model.__name__} (a JSON document)",
+            }
+        }
+    }
+
+
+def _text(content_type: str) -> dict[str, Any]:
+    """A body that is a file: bytes (a zip), or text (CSV, OFX, HTML, metrics)."""
+    if content_type.startswith("text/") or content_type == "application/x-ofx":
+        return {"type": "string", "contentMediaType": content_type}
+    return {"type": "string", "format": "binary", "contentMediaType": content_type}
 
 
 def _problems(route: Route, problem: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +242,3 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             }
         )
     return parameters
-
-
-def _slug(path: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")

@@ -205,7 +205,6 @@ def token_rules(settings: Settings) -> TokenRules:
             pilot_claim=settings.oidc_pilot_claim,
             team_claim=settings.oidc_team_claim,
             subject_claim=settings.oidc_subject_claim,
-
         )
         return TokenRules(
             keys,
@@ -233,6 +232,29 @@ def token_rules(settings: Settings) -> TokenRules:
     )
 
 
+def service_routes(definition: ServiceDefinition) -> list[Route]:
+    """Every route a service serves: its own, its batch endpoint, and the operational ones."""
+    routes = definition.routes()
+    batches = batch_route(
+        routes, lambda app: app[CORE].commands, f"run{definition.name.title()}Batch"
+    )
+    return [*routes, *([batches] if batches else []), *_operational_routes()]
+
+
+def service_document(
+    definition: ServiceDefinition, settings: Settings, routes: Sequence[Route]
+) -> dict[str, Any]:
+    """The service's OpenAPI document, as ``/openapi.json`` serves it."""
+    return openapi_document(
+        title=f"Devolved budgets ledger: {definition.name}",
+        version=_VERSION,
+        description=definition.description,
+        routes=routes,
+        port=settings.port_of(definition.name, definition.default_port),
+        webhooks=definition.webhooks,
+    )
+
+
 def build_service_app(
     definition: ServiceDefinition,
     settings: Settings,
@@ -257,16 +279,8 @@ def build_service_app(
         revision=settings.revision,
     )
     app[READINESS] = Readiness(app[METRICS])
-    routes = definition.routes()
-    batches = batch_route(routes, lambda app: app[CORE].commands)
-    all_routes = [*routes, *([batches] if batches else []), *_operational_routes()]
-    document = openapi_document(
-        title=f"Devolved budgets ledger: {service}",
-        version=_VERSION,
-        description=definition.description,
-        routes=all_routes,
-        webhooks=definition.webhooks,
-    )
+    all_routes = service_routes(definition)
+    document = service_document(definition, settings, all_routes)
 
     events = asyncapi_document(
         title=f"Devolved budgets ledger: {service} events",
@@ -484,7 +498,15 @@ async def _never(_: web.Request) -> web.Response:  # pragma: no cover - replaced
 
 def _operational_routes() -> list[Route]:
     return [
-        Route("GET", "/healthz", _healthz, "The process is up", None, tags=("operations",)),
+        Route(
+            "GET",
+            "/healthz",
+            _healthz,
+            "The process is up",
+            None,
+            operation_id="getHealth",
+            tags=("operations",),
+        ),
         Route(
             "GET",
             "/readyz",
@@ -493,6 +515,7 @@ def _operational_routes() -> list[Route]:
             "`failing`; the service answers what it can) or not ready (503: its database "
             "unreachable, or shutting down)",
             None,
+            operation_id="getReadiness",
             tags=("operations",),
         ),
         Route(
@@ -501,16 +524,26 @@ def _operational_routes() -> list[Route]:
             _metrics,
             "Prometheus metrics",
             None,
+            operation_id="getMetrics",
             content_type="text/plain",
             tags=("operations",),
         ),
-        Route("GET", "/openapi.json", _never, "This document", None, tags=("operations",)),
+        Route(
+            "GET",
+            "/openapi.json",
+            _never,
+            "This document",
+            None,
+            operation_id="getOpenApiDocument",
+            tags=("operations",),
+        ),
         Route(
             "GET",
             "/asyncapi.json",
             _never,
             "The AsyncAPI 3.0 document of the topics the service sends to and receives from",
             None,
+            operation_id="getAsyncApiDocument",
             tags=("operations",),
         ),
     ]

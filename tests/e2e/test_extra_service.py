@@ -50,7 +50,16 @@ SERVICE = ServiceDefinition(
     name="extra",
     default_port=8099,
     description="A fifth service.",
-    routes=lambda: [Route("GET", "/pilots/{pilot_id}/seen", count, "Seen", frozenset({"auditor"}))],
+    routes=lambda: [
+        Route(
+            "GET",
+            "/pilots/{pilot_id}/seen",
+            count,
+            "Seen",
+            frozenset({"auditor"}),
+            operation_id="countSeen",
+        )
+    ],
     setup=lambda app, core: (ConsumerSpec("extra.seen", (allocation.TOPIC,), seen),),
     migrations="extra_service",
     publishes=TopicContract("ledger.extra", EventRegistry(()), frozenset({"extra"})),

@@ -2,22 +2,60 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from shared.web.openapi import openapi_document
+from shared.core.problems import PROBLEMS
+from shared.core.settings import Settings
 from shared.web.registry import services
+from shared.web.service import service_document, service_routes
 
 
 def documents() -> dict[str, dict[str, Any]]:
+    """Each service's document, as it serves it."""
     return {
-        definition.name: openapi_document(
-            title=definition.name,
-            version="test",
-            description=definition.description,
-            routes=definition.routes(),
-        )
+        definition.name: service_document(definition, Settings(), service_routes(definition))
         for definition in services()
     }
+
+
+def test_every_operation_has_a_readable_id_unique_across_the_services() -> None:
+    """Generated clients name their calls by operationId: enrolFamily, not
+    post_pilots_pilot_id_families. The operational endpoints each service has are named
+    alike in each document."""
+    seen: dict[str, str] = {}
+    for service, document in documents().items():
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                name = operation["operationId"]
+                assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", name), name
+                if "x-roles" in operation:
+                    assert seen.setdefault(name, service) == service, name
+    assert {"enrolFamily", "requestSpend", "approveSpendRequest", "getBalance"} <= set(seen)
+
+
+def test_problem_codes_are_enumerated_and_servers_named() -> None:
+    for service, document in documents().items():
+        problem = document["components"]["schemas"]["Problem"]
+        assert problem["properties"]["code"]["enum"] == list(PROBLEMS), service
+        [server] = document["servers"]
+        assert server["variables"]["port"]["default"] == str(
+            next(d for d in services() if d.name == service).default_port
+        )
+
+
+def test_files_and_lines_are_declared_as_what_they_are() -> None:
+    """The trial dataset is bytes (a zip), not a string to parse; each line of a batch is a
+    BatchLine; statements come as CSV or OFX text."""
+    reporting, spending = documents()["reporting"], documents()["spending"]
+    dataset = reporting["paths"]["/pilots/{pilot_id}/trial-dataset"]["get"]["responses"]["200"]
+    assert dataset["content"]["application/zip"]["schema"]["format"] == "binary"
+    batch = spending["paths"]["/pilots/{pilot_id}/batches"]["post"]
+    lines = batch["requestBody"]["content"]["application/x-ndjson"]
+    assert lines["schema"]["$ref"] == "#/components/schemas/BatchLine"
+    assert "Each line" in lines["schema"]["description"]
+    statement = spending["paths"]["/pilots/{pilot_id}/statements"]["post"]["requestBody"]
+    assert set(statement["content"]) == {"text/csv", "application/x-ofx"}
 
 
 def test_put_pilot_documents_both_of_its_successes() -> None:
@@ -46,14 +84,7 @@ def test_a_get_without_a_body_documents_no_body_errors() -> None:
 
 def test_reporting_documents_the_webhook_requests_it_sends() -> None:
     """OpenAPI 3.1's webhooks: the signed headers a subscriber must check, and the body."""
-    definition = next(d for d in services() if d.name == "reporting")
-    document = openapi_document(
-        title="reporting",
-        version="test",
-        description=definition.description,
-        routes=definition.routes(),
-        webhooks=definition.webhooks,
-    )
+    document = documents()["reporting"]
     post = document["webhooks"]["ledgerEvent"]["post"]
     assert {p["name"] for p in post["parameters"]} == {
         "webhook-id",
