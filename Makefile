@@ -13,6 +13,13 @@ ASYNCAPI_CLI := $(ASYNCAPI_TOOLS)/node_modules/.bin/asyncapi
 # deploy/oidc/package-lock.json), beside its node_modules so that node finds them.
 OIDC_TOOLS := .local/tools/oidc
 OIDC_PROVIDER := $(OIDC_TOOLS)/provider.mjs
+# Two client generators the suite runs the whole flow with: openapi-python-client (PyPI,
+# pinned by deploy/openapi-clients/requirements.txt) and openapi-generator (Maven Central).
+CLIENT_TOOLS := .local/tools/clients
+CLIENT_PYTHON := $(CLIENT_TOOLS)/bin/python
+OPENAPI_GENERATOR_VERSION := 7.25.0
+OPENAPI_GENERATOR_SHA1 := 56a9bb79e3bb565f477eddca2c6daa288a9c6f35
+OPENAPI_GENERATOR := .local/tools/openapi-generator-cli-$(OPENAPI_GENERATOR_VERSION).jar
 
 .PHONY: up down clean status test compose-test wheelhouse soak lint typecheck bench install lock
 
@@ -40,6 +47,17 @@ $(OIDC_PROVIDER): deploy/oidc/package.json deploy/oidc/package-lock.json deploy/
 	cd $(OIDC_TOOLS) && npm ci --silent --no-audit --no-fund
 	cp deploy/oidc/provider.mjs $(OIDC_PROVIDER)
 
+$(CLIENT_PYTHON): deploy/openapi-clients/requirements.txt
+	$(PYTHON) -m venv $(CLIENT_TOOLS)
+	$(CLIENT_TOOLS)/bin/pip install --quiet --requirement deploy/openapi-clients/requirements.txt
+	touch $(CLIENT_PYTHON)
+
+$(OPENAPI_GENERATOR):
+	mkdir -p $(dir $@)
+	curl -fsSL -o $@.part https://repo1.maven.org/maven2/org/openapitools/openapi-generator-cli/$(OPENAPI_GENERATOR_VERSION)/openapi-generator-cli-$(OPENAPI_GENERATOR_VERSION).jar
+	echo "$(OPENAPI_GENERATOR_SHA1)  $@.part" | sha1sum --check --quiet
+	mv $@.part $@
+
 up: $(STAMP)
 	$(BIN)/python deploy/stack.py up
 
@@ -57,7 +75,7 @@ status: $(STAMP)
 # share the two cores well (measured in the README's Development section).
 test: $(STAMP)
 	deploy/system-packages --tests
-	$(MAKE) $(COMPOSE_CHECK) $(ASYNCAPI_CLI) $(OIDC_PROVIDER)
+	$(MAKE) $(COMPOSE_CHECK) $(ASYNCAPI_CLI) $(OIDC_PROVIDER) $(CLIENT_PYTHON) $(OPENAPI_GENERATOR)
 	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -65,7 +83,8 @@ test: $(STAMP)
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/lint-imports
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) LEDGER_ASYNCAPI_CLI=$(ASYNCAPI_CLI) \
-		LEDGER_OIDC_PROVIDER=$(OIDC_PROVIDER) \
+		LEDGER_OIDC_PROVIDER=$(OIDC_PROVIDER) LEDGER_CLIENT_PYTHON=$(CLIENT_PYTHON) \
+		LEDGER_OPENAPI_GENERATOR=$(OPENAPI_GENERATOR) \
 		$(BIN)/pytest -n 2 --dist worksteal --ignore=tests/compose
 
 # docker-compose.yml for real: a Docker engine of the project's own (.local/engine; Debian's

@@ -102,8 +102,10 @@ OPENAPI_WEBHOOKS = {
             "at least once. A family's events come in order, one at a time. Answer 2xx once "
             "it is kept; anything else (or no answer within 10 s) is retried, waits doubling "
             "from 5 s to at most 1 hour, for 24 hours, after which the delivery is dead.",
-            "operationId": "ledger_event",
-            "tags": ["webhooks"],
+            "operationId": "receiveLedgerEvent",
+            # Not the subscriptions' tag: this is the subscriber's side (generators that
+            # group operations by tag would put both in one class and lose one).
+            "tags": ["subscriber"],
             "parameters": [
                 {
                     "name": "webhook-id",

@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
 from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.events import DomainEvent, Envelope, EventRegistry, Frozen
@@ -108,6 +108,10 @@ def ratio_fraction(ratio: float) -> Fraction:
 
 class EveryoneTreated(Frozen):
     """Every enrolled family is in the treatment arm."""
+
+    # A body names the mode (the variant is found by it: {} is refused), so the schema says
+    # it is required; the default is for the ledger's own pilots configured without one.
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"required": ["mode"]})
 
     mode: Literal["all"] = "all"
 
