@@ -1,17 +1,21 @@
-"""Reporting's own ``ledger`` commands: ``ledger projections rebuild`` and ``ledger policy
-what-if``."""
+"""Reporting's own ``ledger`` commands: ``ledger projections rebuild``, ``ledger policy
+what-if`` and ``ledger open``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import tempfile
+import webbrowser
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from services.reporting.handlers import policy_what_if
 from services.reporting.rebuild import rebuild
+from services.reporting.signin import sign_in_page
 from services.reporting.whatif import WhatIf
 from shared.cli.progress import ProgressBar, progress_bar
 from shared.contracts.allocation import PilotConfig
@@ -19,6 +23,8 @@ from shared.core.db import connect, dsn
 from shared.core.errors import NotFoundError
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings
+from shared.web.auth import TEAM_SCOPED_ROLES, mint_token
+from shared.web.registry import service
 
 __all__ = ["add_commands"]
 
@@ -48,6 +54,22 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="switch even where a rebuilt table differs from the live one (replacing it)",
     )
     rebuilding.set_defaults(run=_rebuild)
+    opening = commands.add_parser(
+        "open",
+        help="open the dashboard or a family's statement in a browser, on the local stack "
+        "(signed in with a token of the local secret, kept in a cookie for the pilot's pages)",
+    )
+    opening.add_argument("page", choices=["dashboard", "statement"])
+    opening.add_argument("--pilot", required=True)
+    opening.add_argument("--family", help="the family, for a statement")
+    opening.add_argument("--role", default="admin", choices=["admin", "manager", "auditor",
+                         "social_worker"])  # fmt: skip
+    opening.add_argument("--sub", default="ledger-open", help="who opens it")
+    opening.add_argument("--team", help="a manager's or social worker's team")
+    opening.add_argument(
+        "--print", action="store_true", help="print the page's path, not opening a browser"
+    )
+    opening.set_defaults(run=_open)
 
 
 def _what_if(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,4 +127,42 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
             "replace them"
         )
         return 1
+    return 0
+
+
+def _open(args: argparse.Namespace, settings: Settings) -> int:
+    secret = settings.jwt_secret.get_secret_value()
+    if not secret:
+        print("LEDGER_JWT_SECRET is not set: `ledger open` is for the local stack", file=sys.stderr)
+        return 2
+    if args.page == "statement" and not args.family:
+        print("a statement is a family's: give --family", file=sys.stderr)
+        return 2
+    if args.role in TEAM_SCOPED_ROLES and not args.team:
+        print(f"a {args.role} acts for a team: give --team", file=sys.stderr)
+        return 2
+    token = mint_token(
+        secret,
+        sub=args.sub,
+        role=args.role,
+        pilot=args.pilot,
+        team=args.team,
+        now=datetime.now(UTC),
+        lifetime=timedelta(hours=1),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    page = f"/pilots/{args.pilot}/dashboard"
+    if args.page == "statement":
+        page = f"/pilots/{args.pilot}/families/{args.family}/statement"
+    port = settings.port_of("reporting", service("reporting").default_port)
+    base = f"http://127.0.0.1:{port}"
+    # A file only its owner may read: it holds the token until the browser has posted it.
+    folder = Path(tempfile.mkdtemp(prefix="ledger-open-"))
+    opener = folder / "open.html"
+    opener.write_text(sign_in_page(base, token, page))
+    opener.chmod(0o600)
+    print(opener)
+    if not args.print:
+        webbrowser.open(opener.as_uri())
     return 0

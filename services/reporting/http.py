@@ -21,6 +21,7 @@ from services.reporting.schemas import (
     UptakeQuery,
     UptakeView,
 )
+from services.reporting.signin import FORM, SIGN_IN_PATH, SignInForm, post_sign_in
 from services.reporting.transactions import COLUMNS as TRANSACTION_COLUMNS
 from services.reporting.trial import COLUMNS
 from services.reporting.webhooks import Webhooks
@@ -32,6 +33,7 @@ from shared.web.http import (
     CommandCall,
     PathParams,
     Route,
+    bearer_of,
     command_response,
     json_response,
     parse_body,
@@ -104,7 +106,7 @@ async def get_statement(request: web.Request) -> web.StreamResponse:
         request.match_info["pilot_id"],
         request.match_info["family_id"],
         # Spending judges the caller again by the same token: reporting asks in their name.
-        purposes_asked_as=request.headers["Authorization"] if query.include_purposes else None,
+        purposes_asked_as=bearer_of(request, page=True) if query.include_purposes else None,
     )
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
@@ -286,6 +288,23 @@ def routes() -> list[Route]:
             + " Then spent_<category>_pence for each of the pilot's categories and "
             "outcome_<outcome>_on (the day each outcome was first recorded) for each outcome. "
             "Money is in pence.",
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            SIGN_IN_PATH,
+            post_sign_in,
+            "Open the pages in a browser, on the local stack (ledger open)",
+            None,
+            operation_id="signInToPages",
+            body=SignInForm,
+            body_content_type=FORM,
+            content_type="text/html",
+            description="Takes a token the local stack's secret signed (what `ledger open` "
+            "posts) and keeps it in an HttpOnly, SameSite=Strict cookie for the pilot's "
+            "pages, which alone take it (the dashboard and statements; no API call does), "
+            "then goes on to `next`. 404 where tokens come from the council's provider: "
+            "people sign in through its own front end there.",
             tags=tags,
         ),
         Route(

@@ -19,6 +19,7 @@ from shared.cli import audit
 from shared.cli.deadletters import add_deadletters
 from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
+from shared.cli.readers import add_readers
 from shared.core.db import connect, dsn
 from shared.core.events import canonical_json, wire_value
 from shared.core.kafka import ensure_topics
@@ -277,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_audit(commands)
     add_keys(commands)
     add_deadletters(commands)
+    add_readers(commands)
 
     for definition in services():
         if definition.add_commands is not None:

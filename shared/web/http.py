@@ -39,6 +39,7 @@ __all__ = [
     "CLOCK",
     "MAX_BODY_BYTES",
     "METRICS",
+    "PAGE_COOKIE",
     "SAFE_HEADERS",
     "TOKEN_RULES",
     "Caller",
@@ -48,6 +49,7 @@ __all__ = [
     "HttpProblemError",
     "PathParams",
     "Route",
+    "bearer_of",
     "command_response",
     "command_route",
     "json_response",
@@ -161,10 +163,10 @@ class Route:
             return self.handler
         roles, handler = self.roles, self.handler
 
+        page = self.method == "GET" and self.content_type == "text/html"
+
         async def guarded(request: web.Request) -> web.StreamResponse:
-            principal = await decode_token(
-                request.headers.get("Authorization"), request.app[TOKEN_RULES]
-            )
+            principal = await decode_token(bearer_of(request, page=page), request.app[TOKEN_RULES])
             require_role(principal, roles)
             pilot_id = request.match_info.get("pilot_id")
             if pilot_id is not None:
@@ -174,6 +176,21 @@ class Route:
             return await handler(request)
 
         return guarded
+
+
+# A page (dashboard, statement) opened in a browser carries its token in this cookie, set by
+# the local stack's sign-in (services/reporting/signin.py): HttpOnly, SameSite=Strict, for
+# the pilot's pages only. Nothing but a page takes it.
+PAGE_COOKIE = "ledger_page_token"
+
+
+def bearer_of(request: web.Request, *, page: bool = False) -> str | None:
+    """The request's ``Authorization`` header; for a page without one, the page cookie's
+    token as such a header."""
+    header = request.headers.get("Authorization")
+    if header is None and page and PAGE_COOKIE in request.cookies:
+        return f"Bearer {request.cookies[PAGE_COOKIE]}"
+    return header
 
 
 def principal_of(request: web.Request) -> Principal:

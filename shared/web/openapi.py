@@ -140,6 +140,7 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
     if route.roles is not None:
         operation["security"] = [{"bearer": []}]
         operation["x-roles"] = sorted(route.roles)
+    if route.roles is not None or route.body is not None:  # a body may be refused
         responses.update(_problems(route, refs[(Problem, "serialization")]))
     operation["responses"] = responses
     return operation

@@ -295,6 +295,13 @@ def test_tasks_run_without_running_the_one_shot_jobs_or_recreating_services(
     assert status == 200
 
 
+def test_a_reader_is_made_listed_and_revoked_by_the_readers_service(operator: Operator) -> None:
+    output = operator.readme("readers")
+    assert re.search(r'^ "password": "[\w-]{40,}",$', output, re.MULTILINE), output
+    assert '{"principal": "reader-warehouse", "group_prefix": "reader-warehouse."' in output
+    assert re.search(r"^revoked: reader-warehouse$", output, re.MULTILINE), output
+
+
 def test_scaled_replicas_share_one_port(operator: Operator) -> None:
     operator.readme("scale")
     assert len(operator.of("reporting")) == 3

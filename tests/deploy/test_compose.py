@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from deploy.stack import (
     ACCESS_SCRIPT,
+    KAFKA_SUPERUSER,
     ROOT,
     SETUP_COMMANDS,
     Kafka,
@@ -117,6 +118,7 @@ def test_every_secret_is_a_file_that_compose_secrets_makes(
         "kafka-access",
         "topics",
         "tools",
+        "readers",
         *SERVICES,
     }
     files = {Path(secret["file"]).name for secret in project["secrets"].values()}
@@ -191,6 +193,12 @@ def test_compose_runs_what_make_up_runs(
         assert environment["LEDGER_KAFKA_USERNAME"] == principal
         secret = password_variable(principal).lower()
         assert environment["LEDGER_KAFKA_PASSWORD_FILE"] == f"/run/secrets/{secret}"
+    # `ledger readers` alone acts as the broker's superuser: users and ACLs are its alone.
+    readers = services["readers"]
+    assert readers["image"] == services["topics"]["image"]
+    assert readers["entrypoint"] == ["ledger", "readers"]
+    assert readers["environment"]["LEDGER_KAFKA_USERNAME"] == KAFKA_SUPERUSER
+    assert {s["source"] for s in readers["secrets"]} == {"kafka_superuser_password", "ca_cert"}
     pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
     kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     assert kafka_version is not None

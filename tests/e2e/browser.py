@@ -18,8 +18,9 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @contextmanager
-def chromium(token: str) -> Iterator[webdriver.Chrome]:
-    """A browser whose every request carries ``Authorization: Bearer <token>``."""
+def chromium(token: str | None) -> Iterator[webdriver.Chrome]:
+    """A browser whose every request carries ``Authorization: Bearer <token>`` (with a
+    token; without, a browser as a person has one)."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -35,10 +36,10 @@ def chromium(token: str) -> Iterator[webdriver.Chrome]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd(
-            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {token}"}}
-        )
+        if token is not None:
+            driver.execute_cdp_cmd("Network.enable", {})
+            headers = {"Authorization": f"Bearer {token}"}
+            driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": headers})
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         yield driver
     finally:
