@@ -21,10 +21,13 @@ from deploy.stack import LOCAL
 from shared.core.settings import Settings
 from tests.e2e.system import System, running_system
 
-CLIENT_PYTHON = Path(os.environ.get("LEDGER_CLIENT_PYTHON", LOCAL / "tools/clients/bin/python"))
+# Absolute: the generator runs its formatter (ruff, beside it) from the folder it writes.
+CLIENT_PYTHON = Path(
+    os.environ.get("LEDGER_CLIENT_PYTHON", LOCAL / "tools/clients/bin/python")
+).absolute()
 OPENAPI_GENERATOR = Path(
     os.environ.get("LEDGER_OPENAPI_GENERATOR", LOCAL / "tools/openapi-generator-cli-7.25.0.jar")
-)
+).absolute()
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("allocation", "spending", "approval", "reporting")
 # What generators cannot send, and the README shows by hand (*Generated clients*).
