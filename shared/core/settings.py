@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # discovery document's jwks_uri), for this issuer and audience, and LEDGER_JWT_SECRET
     # (HS256, for the local stack and the tests) is not used.
     oidc_issuer: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    # In production a service refuses to start without the provider above, unless this says
+    # that the local stack's kind of token is wanted there (trying the compose stack out).
+    shared_secret_in_production: bool = False
+
     oidc_audience: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     oidc_algorithms: str = "RS256,ES256"
     # The provider's CA, when it is not one the system trusts.

@@ -220,10 +220,17 @@ def token_rules(settings: Settings) -> TokenRules:
             f"{len(secret.encode())}): anyone who guesses it can mint any role's token"
         )
     if settings.environment == "production":
-        # Whoever holds the secret mints any role's token: a council's provider should sign.
+        # Whoever holds the secret mints any role's token: a council's provider signs.
+        if not settings.shared_secret_in_production:
+            raise ValueError(
+                "in production, tokens come from the council's OpenID Provider: set "
+                "LEDGER_OIDC_ISSUER and LEDGER_OIDC_AUDIENCE (or, only to try the stack out "
+                "with `ledger token`, LEDGER_SHARED_SECRET_IN_PRODUCTION=yes)"
+            )
         structlog.get_logger().warning(
             "tokens_checked_with_a_shared_secret", advice="set LEDGER_OIDC_ISSUER"
         )
+
     return TokenRules(
         SharedSecret(secret),
         issuer=settings.jwt_issuer,

@@ -169,6 +169,19 @@ def test_a_provider_needs_an_audience_and_in_production_https() -> None:
         token_rules(Settings(oidc_issuer=ISSUER, oidc_audience="a", oidc_roles="x=wizard"))
 
 
+def test_production_refuses_to_start_with_the_shared_secret_unless_told_it_is_a_try_out() -> None:
+    """The local stack's kind of token in production let anyone with the secret mint any
+    role's token, with only a warning in the log."""
+    secret = "s" * 40
+    with pytest.raises(ValueError, match="LEDGER_OIDC_ISSUER and LEDGER_OIDC_AUDIENCE"):
+        token_rules(Settings(environment="production", jwt_secret=secret))
+    trying = Settings(environment="production", jwt_secret=secret, shared_secret_in_production=True)
+    assert isinstance(token_rules(trying).keys, SharedSecret)
+    council = Settings(environment="production", oidc_issuer=ISSUER, oidc_audience="a")
+    assert isinstance(token_rules(council).keys, ProviderKeys)
+    assert isinstance(token_rules(Settings(jwt_secret=secret)).keys, SharedSecret)  # locally
+
+
 async def test_a_token_from_a_clock_a_few_minutes_ahead_is_taken_and_one_far_ahead_is_not() -> None:
     """With approval's clock five minutes behind the issuer's, every manager was refused
     (401 bad_token, ImmatureSignatureError) for five minutes: tokens had no leeway, though
