@@ -70,7 +70,10 @@ def _topics(_: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     definition = service(args.service)
-    configure_logging(definition.name, settings.log_format, settings.log_level)
+    configure_logging(
+        definition.name, settings.log_format, settings.log_level, settings.log_repeat_seconds
+    )
+
     configure_tracing(definition.name, settings.otlp_endpoint)  # before the app is made
     serve(
         definition.create_app(settings),

@@ -24,6 +24,7 @@ __all__ = [
     "new_consumer",
     "new_producer",
     "partitions_of",
+    "reachable",
     "topic_bounds",
 ]
 
@@ -53,6 +54,24 @@ def connection(kafka: KafkaAccess) -> dict[str, Any]:
         "sasl_plain_password": kafka.password,
         **tls,
     }
+
+
+async def reachable(bootstrap: str) -> bool:
+    """Whether any broker of ``bootstrap`` (``host:port,…``) accepts a connection now: what
+    ``/readyz`` says of Kafka. The relay and the consumers only retry, quietly, while it
+    is away; a stalled broker that still accepts connections shows in the relay's check."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            async with asyncio.timeout(1.0):
+                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
 
 
 def new_producer(

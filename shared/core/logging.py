@@ -42,7 +42,8 @@ class RepeatedLines(logging.Filter):
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and "GroupCoordinatorNotAvailable" in str(record.msg):
+        if record.levelno >= logging.ERROR and "GroupCoordinatorNotAvailable" in _text(record):
+
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         key = (record.name, record.levelno, str(record.msg))
         now = self._clock()
@@ -56,7 +57,16 @@ class RepeatedLines(logging.Filter):
         return True
 
 
+def _text(record: logging.LogRecord) -> str:
+    """The record's message with its arguments (aiokafka names the error in one)."""
+    try:
+        return record.getMessage()
+    except (TypeError, ValueError):  # arguments that do not fit the template
+        return str(record.msg)
+
+
 def _held_back(
+
     _logger: object, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     held = getattr(event.get("_record"), "held_back", None)
@@ -66,7 +76,10 @@ def _held_back(
 
 
 def configure_logging(
-    service: str, fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO"
+    service: str,
+    fmt: Literal["auto", "json", "console"] = "auto",
+    level: str = "INFO",
+    repeat_seconds: float = 60.0,
 ) -> None:
     """Configure structlog and the standard library's logging for one process."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -100,7 +113,8 @@ def configure_logging(
         )
     )
     handler.addFilter(WithheldRequestBytes())
-    handler.addFilter(RepeatedLines())
+    handler.addFilter(RepeatedLines(interval=repeat_seconds))
+
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

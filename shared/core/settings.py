@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     revision: str = "unknown"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+    # A library's line that repeats (aiokafka while Kafka is away) is written once this
+    # often, the next saying how many were held back.
+    log_repeat_seconds: float = Field(default=60.0, gt=0)
 
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     # The relay is woken by NOTIFY; this poll only covers a lost notification.

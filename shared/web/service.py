@@ -27,7 +27,7 @@ from shared.core.consumer import BatchHandler, ConsumerRunner, EventHandler
 from shared.core.custody import KeyCustody, custody_of
 from shared.core.db import dsn, open_pool
 from shared.core.eventstore import EventStore
-from shared.core.kafka import DEADLETTER_TOPIC
+from shared.core.kafka import DEADLETTER_TOPIC, reachable
 from shared.core.keyholders import KeyWatch
 from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
@@ -352,6 +352,7 @@ async def _run_service(
                 return bool(await conn.fetchval("SELECT 1"))
 
         readiness.add("database", database, needed=True)
+        readiness.add("kafka", lambda: reachable(settings.kafka_bootstrap), needed=False)
         relay = _relay(definition, settings, database_dsn, metrics, clock)
         if relay is not None:
             readiness.add("relay", _relay_healthy(relay), needed=False)

@@ -84,10 +84,14 @@ def test_a_line_repeated_by_a_library_is_written_once_per_interval_with_a_count(
         logger.warning("Unable connect to node with id %s: %s", 1, "refused")
         assert getattr(kept.records[-1], "held_back", None) == 499
         # The benign line every consumer hears while its coordinator starts: not an error.
+        # aiokafka passes the error as an argument of its template (a real outage showed
+        # the line still at error level, the filter having looked at the template alone).
         logger.error(
-            "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+            "Group Coordinator Request failed: %s",
+            "[Error 15] GroupCoordinatorNotAvailableError",
         )
         assert kept.records[-1].levelname == "WARNING"
+
     finally:
         logger.removeHandler(kept)
 
