@@ -43,7 +43,6 @@ class RepeatedLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and "GroupCoordinatorNotAvailable" in _text(record):
-
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         key = (record.name, record.levelno, str(record.msg))
         now = self._clock()
@@ -66,7 +65,6 @@ def _text(record: logging.LogRecord) -> str:
 
 
 def _held_back(
-
     _logger: object, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     held = getattr(event.get("_record"), "held_back", None)

@@ -43,18 +43,40 @@ async def _applied(pool: asyncpg.Pool[asyncpg.Record]) -> list[tuple[str, int]]:
 async def test_an_operator_retries_and_releases_what_is_parked(
     settings: Settings, pool: asyncpg.Pool[asyncpg.Record]
 ) -> None:
-    """A failed record and the one held behind it, a record that is no event, and one that
-    will never apply: each listed by kind with its place and reason; a retry before the fix
-    says it is still parked, after the fix applies the family; a release lets a family go on
-    without its unappliable event; every decision is kept, and cannot be changed."""
+    """A failed record and the one held behind it, records that are no event (for each
+    reason one is not), and one that will never apply: each listed by kind with its place
+    and reason; a retry before the fix says it is still parked, after the fix applies the
+    family; a release lets a family go on without its unappliable event; every decision is
+    kept, and cannot be changed."""
     sick = envelopes_for("p", "sick", [1, 2, 3], poison=frozenset({2}))
     stuck = envelopes_for("p", "stuck", [1, 2], poison=frozenset({1}))
-    await produce(settings, [*records_of(sick), (b"p:junk", b"not json")], partition=0)
+    [(_, value)] = records_of(envelopes_for("p", "altered", [1]))
+    altered = json.loads(value)
+    altered["subject"] = "someone else"  # its hash left as it was
+    # Every reason a record is parked: not JSON, no value, JSON but no envelope, an envelope
+    # altered after it was sealed; a record its consumer fails on, and one held behind it.
+    # (A record without a value stopped its partition: parking it failed, and was retried
+    # for ever.)
+    rejected = {
+        "p:junk": (b"not json", "rejected: not a ledger event: not JSON"),
+        "p:empty": (None, "rejected: not a ledger event: the record has no value"),
+        "p:shape": (b'{"not": "an event"}', "rejected: not a ledger event: "),
+        "p:altered": (json.dumps(altered).encode(), "rejected: event "),
+    }
+    odd = [(name.encode(), record) for name, (record, _) in rejected.items()]
+    await produce(settings, [*records_of(sick), *odd], partition=0)  # type: ignore[list-item]
     recorder = Recorder()
     async with runner_for(settings, pool, "dead-test", recorder):
-        await wait_for(lambda: _count(pool, "consumer_parked", 3), timeout=30)
+        await wait_for(lambda: _count(pool, "consumer_parked", 6), timeout=30)
         parked = await _parked(settings)
-        assert set(parked) == {"p:sick/failed", "p:sick/held", "p:junk/rejected"}
+        assert set(parked) == {
+            "p:sick/failed",
+            "p:sick/held",
+            *(f"{name}/rejected" for name in rejected),
+        }
+        for name, (_, reason) in rejected.items():
+            assert parked[f"{name}/rejected"]["error"].startswith(reason), parked[name]
+        assert "hash is not the hash of its content" in parked["p:altered/rejected"]["error"]
         failed = parked["p:sick/failed"]
         assert (failed["pilot_id"], failed["family_id"], failed["offset"]) == ("p", "sick", 1)
         assert failed["event"]["stream_version"] == 2
@@ -80,7 +102,7 @@ async def test_an_operator_retries_and_releases_what_is_parked(
 
         recorder.fixed = False  # stuck's first event will never apply: set it aside
         await produce(settings, records_of(stuck), partition=0)
-        await wait_for(lambda: _count(pool, "consumer_parked", 3), timeout=30)
+        await wait_for(lambda: _count(pool, "consumer_parked", 6), timeout=30)
         stuck_ref = (await _parked(settings))["p:stuck/failed"]["ref"]
 
         reason = "a test event nothing will ever apply"
@@ -89,11 +111,12 @@ async def test_an_operator_retries_and_releases_what_is_parked(
         )
         assert code == 0
         await wait_for(lambda: _has(pool, ("stuck", 2)), timeout=10)
-        junk = parked["p:junk/rejected"]["ref"]
-        code, _ = await run_ledger(
-            settings, "deadletters", "release", junk, "--by", "ops-2", "--reason", "garbage"
-        )
-        assert code == 0
+        for name in rejected:
+            junk = parked[f"{name}/rejected"]["ref"]
+            code, _ = await run_ledger(
+                settings, "deadletters", "release", junk, "--by", "ops-2", "--reason", "garbage"
+            )
+            assert code == 0
     assert await _parked(settings) == {}
     assert await _applied(pool) == [("sick", 1), ("sick", 2), ("sick", 3), ("stuck", 2)]
     code, output = await run_ledger(settings, "deadletters", "decisions", "--service", "allocation")
@@ -102,7 +125,7 @@ async def test_an_operator_retries_and_releases_what_is_parked(
         ("retry", "ops-1", "p:sick"),
         ("retry", "ops-1", "p:sick"),
         ("release", "ops-2", "p:stuck"),
-        ("release", "ops-2", "p:junk"),
+        *(("release", "ops-2", name) for name in rejected),
     ]
     assert kept[2]["reason"] == reason
     async with pool.acquire() as conn:

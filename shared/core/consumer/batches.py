@@ -299,7 +299,10 @@ class BatchApplier:
             partition.partition,
             record.offset,
             key,
-            record.value,
+            # A record without a value (a tombstone anyone who may write the topic can
+            # send) is kept as no bytes, its error saying so: parking it as NULL failed, and
+            # the consumer retried it for ever, its partition stopped behind it.
+            record.value if record.value is not None else b"",
             error,
             due and error != HELD_BEHIND,
             origin,
