@@ -9,51 +9,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
+
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+)
+from asyncpg.exceptions import (
+    CannotConnectNowError,
+    InvalidAuthorizationSpecificationError,
+    InvalidCatalogNameError,
+    InvalidPasswordError,
+)
 
 from shared.cli import audit
 from shared.cli.deadletters import add_deadletters
 from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
 from shared.cli.readers import add_readers
+from shared.cli.token import add_token
 from shared.core.db import connect, dsn
 from shared.core.events import canonical_json, wire_value
 from shared.core.kafka import ensure_topics
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings
 from shared.core.tracing import configure_tracing
-from shared.web.auth import ROLES, TEAM_SCOPED_ROLES, Role, mint_token
 from shared.web.registry import ledger_topics, migrate, service, services
 from shared.web.serving import serve
 
 __all__ = ["main", "replay", "verify"]
-
-
-def _token(args: argparse.Namespace, settings: Settings) -> int:
-    secret = settings.jwt_secret.get_secret_value()
-    if not secret:
-        print("LEDGER_JWT_SECRET is not set", file=sys.stderr)
-        return 2
-    if args.role in TEAM_SCOPED_ROLES and not args.team:
-        print(f"a {args.role} acts for a team: give --team", file=sys.stderr)
-        return 2
-    print(
-        mint_token(
-            secret,
-            sub=args.sub,
-            role=cast("Role", args.role),
-            pilot=args.pilot,
-            team=args.team,
-            now=datetime.now(UTC),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
-    )
-    return 0
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -260,12 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     names = [definition.name for definition in services()]
 
-    token = commands.add_parser("token", help="mint a development token")
-    token.add_argument("--role", required=True, choices=sorted(ROLES))
-    token.add_argument("--pilot", required=True)
-    token.add_argument("--sub", required=True)
-    token.add_argument("--team")
-    token.set_defaults(run=_token)
+    add_token(commands)
 
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=names)
@@ -318,8 +304,58 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             definition.add_audits(audit_actions)
 
 
+# The exit status of a command that could not reach, or log in to, PostgreSQL or Kafka
+# (sysexits' EX_UNAVAILABLE): apart from 1 and 2, which say what a check found.
+UNREACHABLE = 69
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ledger`` console script."""
+    """Every command but ``token`` (shared.cli.entry)."""
     args = _parser().parse_args(argv)
     run = cast("Callable[[argparse.Namespace, Settings], int]", args.run)
-    return run(args, Settings())
+    settings = Settings()
+    if args.command != "serve":
+        # A command says in one line of its own what it could not reach (below): aiokafka's
+        # own lines about each attempt would only bury it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return run(args, settings)
+    except Exception as error:
+        line = unreachable(error, settings)
+        if line is None:
+            raise
+        print(f"ledger: {line}", file=sys.stderr)
+        return UNREACHABLE
+
+
+def unreachable(error: BaseException, settings: Settings) -> str | None:
+    """One line saying which of PostgreSQL or Kafka could not be reached or logged in to,
+    and what to do, for an error that says so; None for any other."""
+    kafka = settings.kafka_bootstrap
+    user = f" as {settings.kafka_username}" if settings.kafka_username else ""
+    pg = f"{settings.pg_host}:{settings.pg_port}"
+    local = "(source .local/env sets the local stack's)"
+    if isinstance(error, SaslAuthenticationFailed | AuthenticationFailedError):
+        return (
+            f"cannot log in to Kafka at {kafka}{user}: set LEDGER_KAFKA_USERNAME and "
+            f"LEDGER_KAFKA_PASSWORD {local}"
+        )
+    if isinstance(error, KafkaConnectionError):
+        return (
+            f"cannot reach Kafka at {kafka}, or log in to it{user}: is it running "
+            f"(make status)? LEDGER_KAFKA_BOOTSTRAP says where, LEDGER_KAFKA_USERNAME and "
+            f"LEDGER_KAFKA_PASSWORD who {local}"
+        )
+    if isinstance(error, InvalidPasswordError | InvalidAuthorizationSpecificationError):
+        return (
+            f"cannot log in to PostgreSQL at {pg} as {settings.pg_user}: set LEDGER_PG_USER "
+            f"and LEDGER_PG_PASSWORD {local}"
+        )
+    if isinstance(error, InvalidCatalogNameError):
+        return f"PostgreSQL at {pg} has no such database ({error}): make up, or ledger migrate"
+    if isinstance(error, ConnectionError | socket.gaierror | CannotConnectNowError):
+        return (
+            f"cannot reach PostgreSQL at {pg} ({error}): is it running (make status)? "
+            f"LEDGER_PG_HOST and LEDGER_PG_PORT say where {local}"
+        )
+    return None
