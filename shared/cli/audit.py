@@ -334,3 +334,36 @@ async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
         if await consumer.position(partition) < end:
             return False
     return True
+
+
+def heads(events: Iterable[StoredEvent]) -> dict[str, dict[str, Any]]:
+    """Each stream's last event, as evidence an auditor keeps: its version and hash. Every
+    event before it is fixed by the hash chain, so a later run that still finds this hash
+    at this version has the same history up to it."""
+    found: dict[str, dict[str, Any]] = {}
+    for event in events:
+        version = event.stream_version or 0
+        if version >= found.get(event.stream_id, {}).get("version", 0):
+            found[event.stream_id] = {"version": version, "hash": event.hash}
+    return found
+
+
+def against_evidence(
+    service: str, kept: Mapping[str, Mapping[str, Any]], events: Iterable[StoredEvent]
+) -> list[Problem]:
+    """Where the store no longer holds what earlier evidence (:func:`heads`) said it did: a
+    stream gone, shorter, or with another event where the kept head was (history rewritten,
+    even if consistently: every hash recomputed, the topic replaced)."""
+    held = {(e.stream_id, e.stream_version): e for e in events}
+    problems = []
+    for stream_id, head in sorted(kept.items()):
+        now = held.get((stream_id, head["version"]))
+        if now is None:
+            detail = "the evidence kept names it, and the store no longer holds it"
+        elif now.hash != head["hash"]:
+            detail = f"the evidence kept says hash {head['hash']}, the store now {now.hash}"
+        else:
+            continue
+        event_id = now.event_id if now is not None else "-"
+        problems.append(Problem(service, stream_id, head["version"], event_id, detail))
+    return problems

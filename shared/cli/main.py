@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from aiokafka.errors import (
@@ -76,7 +78,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def verify(settings: Settings, pilot_id: str | None) -> Verification:
+async def verify(
+    settings: Settings,
+    pilot_id: str | None,
+    kept: Mapping[str, Any] | None = None,
+) -> Verification:
     """Every problem of every publishing service's store and topic.
 
     The topics' end offsets are taken first, then each store is read, and its topic to its
@@ -84,6 +90,7 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
     read must be in the store, and what the store held (published) must be on the topic, so
     events written meanwhile raise no false alarm. A topic is read while its store is (from
     its start, as far as it goes), so that parsing one fills the wait for the other.
+    ``kept``: the evidence of an earlier run (``--json``), which each store must still hold.
     """
     found = Verification()
     publishing = [definition for definition in services() if definition.topic is not None]
@@ -102,6 +109,11 @@ async def verify(settings: Settings, pilot_id: str | None) -> Verification:
         found.problems += audit.check_store(definition.name, events)
         found.problems += audit.check_topic(definition.name, events, read)
         found.repeats += read.repeats
+        streams = audit.heads(events)
+        found.evidence[definition.name] = {"events": len(events), "heads": streams}
+        if kept is not None:
+            earlier = kept.get("services", {}).get(definition.name, {}).get("heads", {})
+            found.problems += audit.against_evidence(definition.name, earlier, events)
         print(f"{definition.name}: {len(events)} events checked", file=sys.stderr)
     return found
 
@@ -143,6 +155,8 @@ class Verification:
     problems: list[audit.Problem] = field(default_factory=list)
     events: int = 0
     repeats: int = 0
+    # Per service: its events and each stream's head (audit.heads), for `--json`.
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _of_pilot(pilot_id: str | None) -> Callable[[audit.Wire], bool]:
@@ -150,9 +164,29 @@ def _of_pilot(pilot_id: str | None) -> Callable[[audit.Wire], bool]:
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(verify(settings, args.pilot))
+    kept = None
+    if args.compare is not None:
+        try:
+            kept = json.loads(args.compare.read_text())
+        except (OSError, ValueError) as error:
+            print(f"ledger: cannot read evidence {args.compare}: {error}", file=sys.stderr)
+            return 2
+        if kept.get("pilot") != args.pilot:
+            print(f"ledger: {args.compare} is evidence of pilot {kept.get('pilot')}, "
+                  f"not {args.pilot}", file=sys.stderr)  # fmt: skip
+            return 2
+    found = asyncio.run(verify(settings, args.pilot, kept))
+    if args.json:
+        evidence = {
+            "verified_at": datetime.now(UTC).isoformat(),
+            "pilot": args.pilot,
+            "holds": not found.problems,
+            "problems": [str(problem) for problem in found.problems],
+            "services": found.evidence,
+        }
+        print(json.dumps(evidence, indent=1, sort_keys=True))
     for problem in found.problems:
-        print(f"broken: {problem}")
+        print(f"broken: {problem}", file=sys.stderr if args.json else sys.stdout)
     if found.problems:
         return 1
     if found.events == 0:
@@ -162,7 +196,8 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     repeats = f"; the topics repeat {found.repeats} of them" if found.repeats else ""
     print(
         f"ok: {found.events} events; every hash chain holds and Kafka holds the same "
-        f"events{repeats}"
+        f"events{repeats}",
+        file=sys.stderr if args.json else sys.stdout,
     )
     return 0
 
@@ -282,6 +317,16 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify", help="check hash chains and that Kafka holds the same events"
     )
     verifying.add_argument("--pilot")
+    verifying.add_argument(
+        "--json",
+        action="store_true",
+        help="print evidence to keep (events per service, each stream's head hash) as JSON",
+    )
+    verifying.add_argument(
+        "--compare",
+        type=Path,
+        help="evidence an earlier --json run printed: each stream must still hold its head",
+    )
     verifying.set_defaults(run=_audit_verify)
     replaying = audit_actions.add_parser(
         "replay", help="print the history from Kafka, in order, one JSON event per line"

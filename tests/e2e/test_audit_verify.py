@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -336,3 +337,49 @@ def broken_at(output: str, place: str, reason: str) -> bool:
         line.startswith("broken:") and place in line and reason in line
         for line in output.splitlines()
     )
+
+
+async def test_verify_writes_evidence_a_later_run_is_compared_with(
+    client: Client, settings: Settings, token: Callable[..., str], tmp_path: Path
+) -> None:
+    """--json: the events per service and each stream's head hash, to keep; --compare: a
+    later run holds every kept head (history grown since is fine; a head that is gone or
+    is another event now is named, exit 1)."""
+    admin = auth(token("admin", "wigan"))
+    pilot = {"name": "W", "period_months": 12, "family_cap_pence": 400_000,
+             "categories": ["other"]}  # fmt: skip
+    assert (await client.put("/pilots/wigan", json=pilot, headers=admin)).status == 201
+    body = {"family_id": "fam-e", "team": "t", "worker": "w", "enrolled_on": "2026-01-05"}
+    assert (await client.post("/pilots/wigan/families", json=body, headers=admin)).status == 201
+    await read_topic(settings, "ledger.allocation", expect=2)
+    code, output = await run_ledger(settings, "audit", "verify", "--json")
+    assert code == 0, output
+    evidence = json.loads(output)
+    assert evidence["holds"] is True
+    allocation = evidence["services"]["allocation"]
+    assert allocation["events"] == 2
+    assert set(allocation["heads"]) == {"pilot:wigan", "family:wigan:fam-e"}
+    assert allocation["heads"]["family:wigan:fam-e"]["version"] == 1
+    kept = tmp_path / "evidence.json"
+    kept.write_text(output)
+
+    grown = await client.post(
+        "/pilots/wigan/families/fam-e/allocations", json={"amount_pence": 500}, headers=admin
+    )
+    assert grown.status == 201
+    await read_topic(settings, "ledger.allocation", expect=3)
+    code, output = await run_ledger(settings, "audit", "verify", "--compare", str(kept))
+    assert code == 0, output  # grown since, not rewritten
+
+    rewritten = json.loads(kept.read_text())
+    heads = rewritten["services"]["allocation"]["heads"]
+    heads["family:wigan:fam-e"]["hash"] = "0" * 64  # what the store held when it was kept
+    heads["family:wigan:fam-gone"] = {"version": 4, "hash": "1" * 64}
+    kept.write_text(json.dumps(rewritten))
+    code, output = await run_ledger(settings, "audit", "verify", "--compare", str(kept))
+    assert code == 1
+    broken = [line for line in output.splitlines() if line.startswith("broken:")]
+    assert len(broken) == 2, output
+    assert "family:wigan:fam-e version 1" in broken[0]
+    assert "the evidence kept says hash 000" in broken[0]
+    assert "family:wigan:fam-gone version 4" in broken[1]
