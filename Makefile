@@ -89,7 +89,7 @@ test: $(STAMP)
 
 # docker-compose.yml for real: a Docker engine of the project's own (.local/engine; Debian's
 # docker.io), Compose v2 built from its Go module, the base images made locally where no
-# registry serves them, then the README's compose instructions as a test
+# registry serves them, then docs/operations.md's compose instructions as a test
 # (tests/compose). The engine is stopped, and the host's network put back, however it ends.
 compose-test: $(STAMP)
 	deploy/system-packages --compose

@@ -1,7 +1,7 @@
 """``ledger keys``: key-encryption keys -- make one, rotate to the current one, retire the old
 ones, and say whether anything still holds one from before.
 
-Rotation, as the README's Security section tells an operator, step by step:
+Rotation, as docs/security.md tells an operator, step by step:
 
 1. ``ledger keys new-kek ID --add`` puts a new KEK first in ``LEDGER_KEY_ENCRYPTION_KEYS_FILE``
    (keeping the old ones after it); the services read the file again within seconds. (With

@@ -1,6 +1,6 @@
-"""The README's compose instructions, run for real (``make compose-test``, not ``make test``).
+"""docs/operations.md's compose instructions, run for real (``make compose-test``).
 
-Each ``<!-- compose-test: NAME -->`` block of the README's Operations section is run as an
+Each ``<!-- compose-test: NAME -->`` block of docs/operations.md is run as an
 operator would run it, in the repository, against the project's own Docker engine
 (``deploy/engine.py``), one bash session carrying the variables from block to block; what
 an operator would then expect is checked in between. The stack starts from nothing
@@ -26,7 +26,7 @@ import pytest
 from deploy.engine import ENGINE, Engine
 from deploy.stack import LOCAL, ROOT, revision
 
-README = (ROOT / "README.md").read_text()
+GUIDE = (ROOT / "docs" / "operations.md").read_text()
 SECRETS = ROOT / "secrets"
 PROJECT = "devolved-budgets-ledger"
 PORTS = {"allocation": 8081, "spending": 8082, "approval": 8083, "reporting": 8084}
@@ -34,15 +34,15 @@ LOG = LOCAL / "artefacts" / "compose-test.log"
 
 
 def block(name: str) -> str:
-    """The README's shell block after ``<!-- compose-test: name -->``."""
-    found = re.search(rf"<!-- compose-test: {name} -->\n```sh\n(.*?)```", README, re.DOTALL)
-    assert found, f"no compose-test block {name!r} in README.md"
+    """The guide's shell block after ``<!-- compose-test: name -->``."""
+    found = re.search(rf"<!-- compose-test: {name} -->\n```sh\n(.*?)```", GUIDE, re.DOTALL)
+    assert found, f"no compose-test block {name!r} in docs/operations.md"
     return found[1]
 
 
 class Operator:
     """A shell in the repository, pointed at the project's engine, that keeps the variables
-    one README block sets for the next (as one terminal would)."""
+    one block of the guide sets for the next (as one terminal would)."""
 
     def __init__(self, environment: dict[str, str], state: Path) -> None:
         self.environment = environment
@@ -70,7 +70,7 @@ class Operator:
         assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
-    def readme(self, name: str, timeout: float = 900) -> str:
+    def guide(self, name: str, timeout: float = 900) -> str:
         return self.run(block(name), timeout)
 
     def variable(self, name: str) -> str:
@@ -177,7 +177,7 @@ def expected_ports() -> dict[str, list[tuple[str, str]]]:
 def test_a_first_run_starts_everything_and_publishes_only_https_on_loopback(
     operator: Operator,
 ) -> None:
-    operator.readme("first-run")
+    operator.guide("first-run")
     configured = subprocess.run(
         ["docker", "compose", "--profile", "tools", "config", "--quiet"],
         cwd=ROOT,
@@ -264,8 +264,8 @@ def test_every_port_answers_https_alone_and_postgres_refuses_plain_connections(
 
 
 def test_the_first_request_and_a_spend_through_approval_over_https(operator: Operator) -> None:
-    operator.readme("first-request")
-    operator.readme("spend")
+    operator.guide("first-request")
+    operator.guide("spend")
     assert balance(operator).items() >= {"allocated_pence": 400000, "spent_pence": 58500}.items()
     dashboard = (ROOT / "dashboard.html").read_text()
     assert "<html" in dashboard
@@ -277,7 +277,7 @@ def test_tasks_run_without_running_the_one_shot_jobs_or_recreating_services(
 ) -> None:
     [access] = operator.of("kafka-access")
     services = {c["Id"] for name in PORTS for c in operator.of(name)}
-    output = operator.readme("tasks")  # each exits 0: verified, rebuilt, one key in use
+    output = operator.guide("tasks")  # each exits 0: verified, rebuilt, one key in use
     for expected in (
         r"^ok: [1-9]\d* events; every hash chain holds",
         r"^rebuilt from [1-9]\d* events .* and switched$",
@@ -296,14 +296,14 @@ def test_tasks_run_without_running_the_one_shot_jobs_or_recreating_services(
 
 
 def test_a_reader_is_made_listed_and_revoked_by_the_readers_service(operator: Operator) -> None:
-    output = operator.readme("readers")
+    output = operator.guide("readers")
     assert re.search(r'^ "password": "[\w-]{40,}",$', output, re.MULTILINE), output
     assert '{"principal": "reader-warehouse", "group_prefix": "reader-warehouse."' in output
     assert re.search(r"^revoked: reader-warehouse$", output, re.MULTILINE), output
 
 
 def test_scaled_replicas_share_one_port(operator: Operator) -> None:
-    operator.readme("scale")
+    operator.guide("scale")
     assert len(operator.of("reporting")) == 3
     assert {name: sorted(ports) for name, ports in published(operator).items()} == expected_ports()
     since = time.time()
@@ -325,8 +325,8 @@ def test_scaled_replicas_share_one_port(operator: Operator) -> None:
 
 def test_a_backup_restores_onto_empty_volumes(operator: Operator) -> None:
     before = balance(operator)
-    operator.readme("backup")
-    operator.readme("restore")
+    operator.guide("backup")
+    operator.guide("restore")
     assert balance(operator) == before
     assert {name: sorted(ports) for name, ports in published(operator).items()} == expected_ports()
 
@@ -334,7 +334,7 @@ def test_a_backup_restores_onto_empty_volumes(operator: Operator) -> None:
 def test_an_upgrade_and_a_restart_keep_every_port_and_all_data(operator: Operator) -> None:
     before = balance(operator)
     services = {c["Id"] for name in PORTS for c in operator.of(name)}
-    operator.readme("upgrade")
+    operator.guide("upgrade")
     built = revision()
     for name in PORTS:
         [container] = operator.of(name)
@@ -343,6 +343,6 @@ def test_an_upgrade_and_a_restart_keep_every_port_and_all_data(operator: Operato
         assert labels["Config"]["Labels"]["org.opencontainers.image.revision"] == built
     assert {name: sorted(ports) for name, ports in published(operator).items()} == expected_ports()
     assert balance(operator) == before
-    operator.readme("restart")
+    operator.guide("restart")
     assert {name: sorted(ports) for name, ports in published(operator).items()} == expected_ports()
     assert balance(operator) == before

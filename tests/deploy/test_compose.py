@@ -444,7 +444,11 @@ def test_the_readmes_compose_tasks_do_not_run_the_one_shot_jobs_again() -> None:
     """`docker compose run` starts a service's dependencies first, so without --no-deps each
     task ran the Kafka jobs again (tens of seconds of JVMs) and then `up -d` re-created every
     service."""
-    readme = (ROOT / "README.md").read_text()
-    runs = re.findall(r"docker compose run [^`\n]*", readme)
+    guides = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    runs = [
+        run
+        for guide in guides
+        for run in re.findall(r"docker compose run [^`\n]*", guide.read_text())
+    ]
     assert runs
     assert [run for run in runs if "--no-deps" not in run] == []

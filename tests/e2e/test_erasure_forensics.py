@@ -110,9 +110,9 @@ async def sealed_on_topics(settings: Settings, family: str) -> list[tuple[str, U
 
 
 def rotation_commands() -> str:
-    """The README's rotation, as written (its Security section's shell block)."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("**Erasure and rotation.**", 1)[1].split("**Retention", 1)[0]
+    """The rotation, as docs/security.md writes it (its shell block)."""
+    guide = (ROOT / "docs" / "security.md").read_text()
+    section = guide.split("**Erasure and rotation.**", 1)[1].split("**Retention", 1)[0]
     [block] = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
     return str(block)
 
@@ -120,7 +120,7 @@ def rotation_commands() -> str:
 async def test_an_erased_familys_text_opens_from_no_copy_after_rotation(
     infra: Infrastructure, token: Callable[..., str], tmp_path: Path
 ) -> None:
-    """Erase, then rotate exactly as the README says, with the services running: afterwards
+    """Erase, then rotate exactly as docs/security.md says, with the services running: afterwards
     no wrapped key anywhere opens the family's text with any KEK still in existence, the
     idempotency keys' fingerprints confirm no guess at it, and the other family's text, the
     amounts and `ledger audit verify` are unchanged. (Following the README's earlier steps
