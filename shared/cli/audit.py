@@ -33,12 +33,15 @@ __all__ = [
     "StoredEvent",
     "TopicRead",
     "Wire",
+    "against_evidence",
     "check_store",
     "check_topic",
     "end_offsets",
+    "heads",
     "in_order",
     "load_store",
     "read_topic",
+    "stored_count",
 ]
 
 Wire = dict[str, Any]
@@ -114,6 +117,15 @@ async def load_store(
 
 
 _PREFETCH = 5_000  # rows per round trip of the store's cursor
+
+
+async def stored_count(conn: Connection, pilot_id: str | None) -> int:
+    """How many events :func:`load_store` will read: its progress bar's total."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM events WHERE $1::text IS NULL OR pilot_id = $1", pilot_id
+        )
+    )
 
 
 def check_store(service: str, events: Iterable[StoredEvent]) -> list[Problem]:

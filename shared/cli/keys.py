@@ -29,7 +29,7 @@ from shared.cli.progress import progress_bar
 from shared.core.custody import KeyCustodyError, custody_of, new_kek, parse_keks
 from shared.core.db import connect, dsn
 from shared.core.keyholders import Holder, holders
-from shared.core.personal import rewrap
+from shared.core.personal import rewrap, to_rewrap
 from shared.core.settings import Settings
 from shared.web.registry import services
 
@@ -49,7 +49,9 @@ async def rotate(settings: Settings) -> dict[str, int]:
     for definition in services():
         conn = await connect(dsn(settings, settings.database_of(definition.name)))
         try:
-            with progress_bar(f"re-wrapping {definition.name}'s keys", unit="key") as bar:
+            total = await to_rewrap(conn, custody)
+            bar = progress_bar(f"re-wrapping {definition.name}'s keys", unit="key", total=total)
+            with bar:
                 done[definition.name] = 0
                 while moved := await rewrap(conn, custody):
                     done[definition.name] += moved

@@ -123,7 +123,8 @@ async def _load_store(
 ) -> list[audit.StoredEvent]:
     conn = await connect(dsn(settings, settings.database_of(service)))
     try:
-        with progress_bar(f"checking {service}'s store") as bar:
+        total = await audit.stored_count(conn, pilot_id)
+        with progress_bar(f"checking {service}'s store", total=total) as bar:
             return await audit.load_store(conn, pilot_id, bar.update)
     finally:
         await conn.close()

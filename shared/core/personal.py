@@ -26,7 +26,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from shared.core.custody import KeyCustody
 from shared.core.db import Connection
 
-__all__ = ["ERASED", "Sealer", "erase", "is_sealed", "rewrap", "subject_of", "wrap_legacy_keys"]
+__all__ = [
+    "ERASED",
+    "Sealer",
+    "erase",
+    "is_sealed",
+    "rewrap",
+    "subject_of",
+    "to_rewrap",
+    "wrap_legacy_keys",
+]
 
 ERASED = "[erased]"
 _PREFIX = "sealed:v1:"
@@ -168,6 +177,16 @@ async def wrap_legacy_keys(conn: Connection, custody: KeyCustody) -> int:
             kek_id, wrapped = custody.wrap(row["key"], _context(row["subject"], row["key_id"]))
             await conn.execute(_STORE_WRAPPED, row["key_id"], wrapped, kek_id)
     return len(rows)
+
+
+async def to_rewrap(conn: Connection, custody: KeyCustody) -> int:
+    """How many live keys are held under an older KEK than the current one."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM personal_keys WHERE wrapped IS NOT NULL AND kek_id <> $1",
+            custody.current,
+        )
+    )
 
 
 async def rewrap(conn: Connection, custody: KeyCustody, batch: int = 500) -> int:
