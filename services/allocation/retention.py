@@ -21,6 +21,7 @@ from typing import Protocol
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
 from shared.contracts.periods import add_months
 from shared.core.background import BackgroundTask
@@ -109,7 +110,12 @@ class RetentionSweep(BackgroundTask):
         super().__init__("retention")
         self._pool = pool
         self._service = service
-        self._metrics = metrics
+        # Allocation's own metric: only the service that erases exports it.
+        self._erasures = Counter(
+            "ledger_retention_erasures",
+            "Families whose free text a retention policy erased.",
+            registry=metrics.registry,
+        )
         self._clock = clock
         self._interval = interval
         self._log = structlog.get_logger().bind(component="retention")
@@ -123,7 +129,7 @@ class RetentionSweep(BackgroundTask):
             except Exception as error:  # noqa: BLE001 - a database outage: the next sweep
                 self._log.warning("retention_sweep_failed", error=repr(error))
             else:
-                self._metrics.retention_erasures.inc(len(erased))
+                self._erasures.inc(len(erased))
                 for item in erased:
                     self._log.info(
                         "retention_erased",

@@ -87,11 +87,6 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.retention_erasures = Counter(
-            "ledger_retention_erasures",
-            "Families whose free text a retention policy erased (allocation).",
-            registry=self.registry,
-        )
         self.readiness = Gauge(
             "ledger_readiness_check",
             "1 while a check behind /readyz passed when last asked (database, relay, each "

@@ -108,3 +108,10 @@ def test_make_status_reads_the_lags_from_a_services_metrics() -> None:
     # A service that publishes nothing has no relay, and says nothing of one.
     reporting = Metrics("reporting", publishes=False)
     assert lags_of(generate_latest(reporting.registry).decode()) == {}
+
+
+def test_retention_erasures_are_exported_only_by_the_service_that_erases() -> None:
+    """Every service exported ledger_retention_erasures_total 0, though only allocation's
+    retention sweep can move it."""
+    spending = generate_latest(Metrics("spending").registry).decode()
+    assert "ledger_retention_erasures" not in spending
