@@ -362,7 +362,7 @@ async def _run_service(
         app[CONSUMERS] = core.consumers
         for runner in runners:
             await runner.start()
-            readiness.add(f"consumer:{runner.name}", _running(runner), needed=False)
+            readiness.add(f"consumer:{runner.name}", _in_group(runner), needed=False)
         for name, task in core.tasks.items():
             await task.start()
             readiness.add(f"task:{name}", _running(task), needed=False)
@@ -471,6 +471,13 @@ class _Component(Protocol):
 def _running(component: _Component) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return component.running
+
+    return check
+
+
+def _in_group(runner: ConsumerRunner) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return runner.in_group
 
     return check
 

@@ -70,6 +70,13 @@ class ConsumerRunner(BackgroundTask):
         metrics.consumes(name, topics)
         self._log = structlog.get_logger().bind(component="consumer", consumer=name)
         self._failing = False
+        self._joined = False  # a member of its group, with its partitions (maybe none)
+
+    @property
+    def in_group(self) -> bool:
+        """Reading, as a member of its consumer group that has been given its partitions:
+        what ``/readyz`` asks of a consumer. False while it joins, rebalances, or retries."""
+        return self.reading and self._joined
 
     @property
     def reading(self) -> bool:
@@ -91,6 +98,7 @@ class ConsumerRunner(BackgroundTask):
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _consume(self) -> None:
+        self._joined = False
         consumer = new_consumer(self._kafka, self._group_id, self.name)
         producer = self._producer_factory(self._kafka, f"{self.name}-deadletter")
         try:
@@ -188,10 +196,12 @@ class ConsumerRunner(BackgroundTask):
         # commits no offsets to Kafka and ``auto_offset_reset`` is "earliest". Awaiting
         # ``seek_to_beginning`` here, inside the rebalance callback, took about 2.5 s (aiokafka
         # resets offsets through its fetcher): on every start, rebalance and stop.
+        self._joined = True
 
     def release(self, revoked: Sequence[TopicPartition]) -> None:
         """Hand partitions over. Nothing to flush: progress is committed with each batch."""
         self._log.info("partitions_revoked", partitions=_names(revoked))
+        self._joined = False  # until the group has given it its partitions again
         self._lag.release(revoked)
 
 
