@@ -172,6 +172,9 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
         except (OSError, ValueError) as error:
             print(f"ledger: cannot read evidence {args.compare}: {error}", file=sys.stderr)
             return 2
+        if not isinstance(kept, dict) or "services" not in kept:
+            print(f"ledger: {args.compare} is not what --json prints", file=sys.stderr)
+            return 2
         if kept.get("pilot") != args.pilot:
             print(f"ledger: {args.compare} is evidence of pilot {kept.get('pilot')}, "
                   f"not {args.pilot}", file=sys.stderr)  # fmt: skip
