@@ -407,7 +407,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await migrate(settings, ["allocation"])
         if args.scenario == "goals":
             floors = await asyncpg_appends(settings)
-            return await measure_goals(settings, postgres, home / "logs", floors, args.families)
+            kafka_pid = int(kafka.pid_file.read_text().split()[0])
+            return await measure_goals(
+                settings, postgres, kafka_pid, home / "logs", floors, args.families
+            )
         if args.scenario == "pilot-size":
             return {"pilot_size": await command_by_pilot_size(settings, (100, 10_000))}
         if args.scenario == "audit":

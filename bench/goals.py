@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.bare import BODY
 from bench.batches import batch_ingest
+from bench.cpu import CpuMeter, Measured, measured
 from deploy.stack import Postgres, free_port, port_open, serve_command, wait_until
 from services.reporting.rebuild import rebuild
 from shared.cli.main import replay, verify
@@ -141,8 +142,19 @@ async def wrk(
     return summary
 
 
-async def bare_service_floor(settings: Settings) -> dict[str, Any]:
-    """The bare aiohttp + pydantic + one commit service under wrk, 32 connections."""
+def postmaster(pg: Postgres) -> int:
+    """PostgreSQL's first process: its backends are its children."""
+    return int((pg.data / "postmaster.pid").read_text().splitlines()[0])
+
+
+def _per(measure: Measured, count: float) -> float:
+    """CPU milliseconds per unit of work."""
+    return round(1000 * measure.cpu_seconds / count, 3) if count else float("nan")
+
+
+async def bare_service_floor(settings: Settings, pg: Postgres) -> dict[str, Any]:
+    """The bare aiohttp + pydantic + one commit service under wrk, 32 connections, and
+    its CPU (the service's and PostgreSQL's) per accepted request."""
     await ensure_database(dsn(settings, "postgres"), settings.database_of("bare"))
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -156,13 +168,19 @@ async def bare_service_floor(settings: Settings) -> dict[str, Any]:
     )
     try:
         await asyncio.to_thread(wait_until, lambda: port_open(port), 30, "the bare service")
-        return await wrk(
-            f"http://127.0.0.1:{port}",
-            "/items",
-            BODY.replace("fam-1", "FAMILY"),
-            {},
-            families=LOAD_FAMILIES,
+        meter = CpuMeter([process.pid, postmaster(pg)])
+        summary, cost = await measured(
+            meter,
+            lambda: wrk(
+                f"http://127.0.0.1:{port}",
+                "/items",
+                BODY.replace("fam-1", "FAMILY"),
+                {},
+                families=LOAD_FAMILIES,
+            ),
         )
+        accepted = summary["requests"] - summary["refused"]
+        return {**summary, "cpu_ms_per_request": _per(cost, accepted), "cpu": cost.__dict__}
     finally:
         process.terminate()
         await process.wait()
@@ -245,7 +263,8 @@ def eventsourcing_peer(
     for worker in workers:
         worker.join()
     app.close()
-    return {"appends_per_s": round(sum(saved) / (time.perf_counter() - started))}
+    elapsed = time.perf_counter() - started
+    return {"appends_per_s": round(sum(saved) / elapsed), "seconds": round(elapsed, 2)}
 
 
 @dataclass
@@ -374,16 +393,25 @@ def _spend_body(family: str, amount: int = 1_500) -> dict[str, Any]:
     return {**json.loads(BODY), "family_id": family, "amount_pence": amount}
 
 
-async def spend_ingest(stack: Stack, secret: str) -> dict[str, Any]:
-    """P1: wrk, 32 connections, spend requests with distinct keys, auto-approved."""
+async def spend_ingest(stack: Stack, secret: str, infrastructure: list[int]) -> dict[str, Any]:
+    """P1: wrk, 32 connections, spend requests with distinct keys, auto-approved; and the
+    CPU every process of the stack spent per accepted request (the four services,
+    PostgreSQL, Kafka: ``infrastructure``), until approval has decided each and reporting
+    projected it."""
     worker = _token(secret, "case_system")
-    return await wrk(
-        stack.urls["spending"],
-        f"/pilots/{PILOT}/spend-requests",
-        json.dumps(_spend_body("FAMILY")),
-        {"Authorization": f"Bearer {worker}"},
-        families=LOAD_FAMILIES,
+    meter = CpuMeter([*stack.pids.values(), *infrastructure])
+    summary, cost = await measured(
+        meter,
+        lambda: wrk(
+            stack.urls["spending"],
+            f"/pilots/{PILOT}/spend-requests",
+            json.dumps(_spend_body("FAMILY")),
+            {"Authorization": f"Bearer {worker}"},
+            families=LOAD_FAMILIES,
+        ),
     )
+    accepted = summary["requests"] - summary["refused"]
+    return {**summary, "cpu_ms_per_request": _per(cost, accepted), "cpu": cost.__dict__}
 
 
 async def freshness(
@@ -457,21 +485,30 @@ async def timed(work: Callable[[], Any]) -> tuple[Any, float]:
 
 
 async def measure_goals(
-    settings: Settings, pg: Postgres, logs: Path, floors: dict[str, Any], batch_families: int
+    settings: Settings,
+    pg: Postgres,
+    kafka_pid: int,
+    logs: Path,
+    floors: dict[str, Any],
+    batch_families: int,
 ) -> dict[str, Any]:
     """Every floor, the peer and P1 to P6 in one run; the goals with their verdicts."""
     secret = settings.jwt_secret.get_secret_value()
     found: dict[str, Any] = {"asyncpg_floors_per_s": floors}
-    found["bare_service_floor"] = await bare_service_floor(settings)
+    found["bare_service_floor"] = await bare_service_floor(settings, pg)
     await ensure_database(dsn(settings, "postgres"), settings.database_of("peer"))
-    found["eventsourcing_peer"] = await asyncio.to_thread(
-        eventsourcing_peer, pg, settings.database_of("peer")
+    # The peer runs in this process (its threads) against the same PostgreSQL.
+    peer, cost = await measured(
+        CpuMeter([os.getpid(), postmaster(pg)]),
+        lambda: asyncio.to_thread(eventsourcing_peer, pg, settings.database_of("peer")),
     )
+    appended = peer["appends_per_s"] * peer["seconds"]
+    found["eventsourcing_peer"] = {**peer, "cpu_ms_per_append": _per(cost, appended)}
     await ensure_topics(settings, ["floor.kafka"])
     found["kafka_floors"] = await kafka_floors(settings)
     async with ledger_processes(settings, logs) as stack:
         await prepare(stack, secret)
-        found["p1_ingest"] = await spend_ingest(stack, secret)
+        found["p1_ingest"] = await spend_ingest(stack, secret, [postmaster(pg), kafka_pid])
         found["p6_peak_rss_mb"] = stack.peak_rss_mb()
         await asyncio.sleep(5)  # approval and reporting finish what the load left them
         found["p2_light"] = await freshness(stack, secret, range(60))
@@ -515,7 +552,17 @@ def verdicts(found: dict[str, Any]) -> list[Goal]:
     )
     rebuild_rate, events = found["p3_rebuild"]["events_per_s"], found["p3_rebuild"]["events"]
     audit_rate = min(found["p4_verify"]["events_per_s"], found["p4_replay"]["events_per_s"])
+    p1_cpu, bare_cpu = p1["cpu_ms_per_request"], found["bare_service_floor"]["cpu_ms_per_request"]
     return [
+        Goal(
+            "P1 cost",
+            "whole-system CPU per accepted spend request (decided, projected)",
+            f"{p1_cpu} ms against the bare floor's {bare_cpu} ms and the peer's "
+            f"{found['eventsourcing_peer']['cpu_ms_per_append']} ms an append",
+            p1_cpu / bare_cpu,
+            "≤ 5x the bare floor's",
+            p1_cpu <= 5 * bare_cpu,
+        ),
         Goal(
             "P1",
             "spend requests accepted/s over HTTP, whole system, 32 connections",
