@@ -87,6 +87,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.clock_offset_seconds = Gauge(
+            "ledger_clock_offset_seconds",
+            "This process's clock less PostgreSQL's, measured every half minute (what it "
+            "stamps on what it records is off by this much).",
+            registry=self.registry,
+        )
         self.readiness = Gauge(
             "ledger_readiness_check",
             "1 while a check behind /readyz passed when last asked (database, relay, each "

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.core.aggregates import Aggregates
 from shared.core.background import BackgroundTask
+from shared.core.clockwatch import ClockWatch
 from shared.core.commands import CommandRunner
 from shared.core.consumer import BatchHandler, ConsumerRunner, EventHandler
 from shared.core.custody import KeyCustody, custody_of
@@ -346,6 +347,7 @@ async def _run_service(
         specs = definition.setup(app, core)
         check_consumers_declared(definition, specs)
         core.tasks["keys"] = KeyWatch(pool, custody, metrics)
+        core.tasks["clock"] = ClockWatch(pool, clock, metrics)
 
         async def database() -> bool:
             async with pool.acquire() as conn:
