@@ -2,7 +2,12 @@
 this test's own, which is killed while an event waits in allocation's outbox. Every signal
 says so (the relay's lag grows, /readyz names Kafka and stays 200, aiokafka's repeated
 lines are held back and counted), the alerts fire in promtool for the very series the
-services export, and once Kafka is back all of it clears and the event is published."""
+services export, and once Kafka is back all of it clears and the event is published.
+
+And what a spend request gets meanwhile, whatever state spending's consumer is in: taken
+(202) when spending's views hold the allocation version the caller names, and decided when
+Kafka is back; refused with 503 ``not_yet_consistent`` and Retry-After when they cannot
+(the caller saw an allocation Kafka has not carried yet), nothing recorded."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from shared.core.kafka import ensure_topics
 from shared.web.registry import ledger_topics
 from tests.conftest import Infrastructure
 from tests.deploy.test_alerts import PROMETHEUS, promtool
-from tests.e2e.processes import ServiceProcesses, sample, service_processes
+from tests.e2e.processes import sample, service_processes
 from tests.support import read_topic, wait_for
 
 
@@ -51,16 +56,30 @@ async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, An
         return answer.status, await answer.json()
 
 
-async def _enrol(services: ServiceProcesses, token: str, family: str) -> int:
-    body = {"family_id": family, "team": "t-1", "worker": "sw-1", "enrolled_on": "2026-01-05"}
+async def _post(url: str, token: str, body: dict[str, Any]) -> tuple[int, Any, str | None]:
+    """Status, body and Retry-After of a POST."""
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            f"{services.url('allocation')}/pilots/wigan/families", json=body, headers=headers
-        ) as answer,
+        session.post(url, json=body, headers=headers) as answer,
     ):
-        return answer.status
+        return answer.status, await answer.json(), answer.headers.get("Retry-After")
+
+
+def _enrolment(family: str) -> dict[str, str]:
+    return {"family_id": family, "team": "t-1", "worker": "sw-1", "enrolled_on": "2026-01-05"}
+
+
+def _spend(version: int) -> dict[str, Any]:
+    return {
+        "family_id": "fam-1",
+        "amount_pence": 1_000,
+        "category": "practical",
+        "purpose": "school shoes",
+        "requested_by": "sw-1",
+        "family_involved": True,
+        "allocation_version": version,
+    }
 
 
 async def test_a_kafka_outage_shows_in_every_signal_and_clears_when_it_returns(
@@ -74,12 +93,13 @@ async def test_a_kafka_outage_shows_in_every_signal_and_clears_when_it_returns(
     )
     await ensure_topics(settings, ledger_topics())
     admin = token("admin", "wigan", sub="finance-1")
+    worker = token("social_worker", "wigan", sub="sw-1", team="t-1")
     async with service_processes(settings, tmp_path) as services:
         pilot = {
             "name": "W",
             "period_months": 12,
             "family_cap_pence": 100_000,
-            "approval_tiers": [],
+            "approval_tiers": [{"up_to_pence": 50_000, "approver": "auto"}],
             "categories": ["practical"],
         }
         async with aiohttp.ClientSession() as session:
@@ -90,9 +110,30 @@ async def test_a_kafka_outage_shows_in_every_signal_and_clears_when_it_returns(
             )
             assert put.status == 201, await put.text()
         allocation = services.url("allocation")
+        requests = f"{services.url('spending')}/pilots/wigan/spend-requests"
+        family = f"{allocation}/pilots/wigan/families/fam-1"
+        assert (await _post(f"{allocation}/pilots/wigan/families", admin, _enrolment("fam-1")))[
+            0
+        ] == 201
+        status, body, _ = await _post(f"{family}/allocations", admin, {"amount_pence": 50_000})
+        assert status == 201, body
+        known = body["stream_version"]
+        status, body, _ = await _post(requests, worker, _spend(known))  # spending has it
+        assert status == 202, body
 
         own_kafka.stop(grace=0)  # killed, as a broker's host going away
-        assert await _enrol(services, admin, "fam-away") == 201  # recorded, waiting
+        created = await _post(f"{allocation}/pilots/wigan/families", admin, _enrolment("fam-away"))
+        assert created[0] == 201  # recorded, waiting
+        # Spending's views hold what the caller saw: taken, decided once Kafka is back.
+        status, taken, _ = await _post(requests, worker, _spend(known))
+        assert status == 202, taken
+        # The caller has seen an allocation Kafka has not carried: refused, nothing recorded.
+        status, body, _ = await _post(f"{family}/allocations", admin, {"amount_pence": 5_000})
+        assert status == 201, body
+        newer = body["stream_version"]
+        status, refused, retry_after = await _post(requests, worker, _spend(newer))
+        assert (status, refused["code"]) == (503, "not_yet_consistent"), refused
+        assert retry_after is not None
         seen: dict[str, Any] = {}
 
         async def every_signal() -> bool:
@@ -140,6 +181,15 @@ async def test_a_kafka_outage_shows_in_every_signal_and_clears_when_it_returns(
         await wait_for(cleared, timeout=90, interval=0.5)
         records = await read_topic(settings, "ledger.allocation")
         assert "fam-away" in {r.value.get("familyid") for r in records}
+
+        async def decided() -> bool:
+            url = f"{requests}/{taken['request_id']}"
+            status, view = await _get(url, {"Authorization": f"Bearer {worker}"})
+            return status == 200 and view["status"] == "approved"
+
+        await wait_for(decided, timeout=30, interval=0.5)
+        status, body, _ = await _post(requests, worker, _spend(newer))
+        assert status == 202, body  # the same request, once spending has caught up
 
 
 def _alerts_fire_for(exposition: str, instance: str) -> None:
