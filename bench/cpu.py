@@ -47,21 +47,26 @@ class CpuMeter:
     roots: Sequence[int]
 
     def seconds(self) -> float:
+        return sum(self.by_root().values())
+
+    def by_root(self) -> dict[int, float]:
+        """Each root's CPU seconds, its descendants' included."""
         children = _children()
-        total = 0
+        found: dict[int, float] = {}
         for root in self.roots:
             fields = _stat(root)
             if fields is None:
                 continue
             # utime, stime, cutime, cstime: fields 14 to 17 of /proc/<pid>/stat.
-            total += sum(int(value) for value in fields[11:15])
+            ticks = sum(int(value) for value in fields[11:15])
             waiting = list(children.get(root, []))
             while waiting:
                 pid = waiting.pop()
                 if (own := _stat(pid)) is not None:
-                    total += int(own[11]) + int(own[12])
+                    ticks += int(own[11]) + int(own[12])
                 waiting += children.get(pid, [])
-        return total / _TICK
+            found[root] = ticks / _TICK
+        return found
 
     async def rate(self, seconds: float) -> float:
         """CPU seconds used per second over the next ``seconds``."""
@@ -72,22 +77,34 @@ class CpuMeter:
 
 @dataclass(frozen=True)
 class Measured:
-    """The work's CPU seconds (the idle rate taken off) and how long until quiet."""
+    """The work's CPU seconds (the idle rate taken off), how long until quiet, and each
+    root's share (its own idle rate not taken off: where the time went)."""
 
     cpu_seconds: float
     idle_per_s: float
     wall_seconds: float
+    by_root: dict[int, float]
+
+    def totals(self) -> dict[str, float]:
+        """The figures a report keeps (the process ids mean nothing after the run)."""
+        return {
+            "cpu_seconds": self.cpu_seconds,
+            "idle_per_s": self.idle_per_s,
+            "wall_seconds": self.wall_seconds,
+        }
 
 
 async def measured(meter: CpuMeter, work: Callable[[], Awaitable[T]]) -> tuple[T, Measured]:
     """Run ``work``; then wait until the processes are as quiet as before it (consumers done
     with what it left them, at most a minute), and say what it cost them."""
     idle = await meter.rate(3.0)
-    before, started = meter.seconds(), time.monotonic()
+    before, started = meter.by_root(), time.monotonic()
     result = await work()
     for _ in range(60):
         if await meter.rate(1.0) <= 1.5 * idle + 0.02:
             break
     wall = time.monotonic() - started
-    spent = meter.seconds() - before - idle * wall
-    return result, Measured(round(spent, 3), round(idle, 4), round(wall, 1))
+    after = meter.by_root()
+    shares = {root: round(after[root] - before.get(root, 0.0), 3) for root in after}
+    spent = sum(after.values()) - sum(before.values()) - idle * wall
+    return result, Measured(round(spent, 3), round(idle, 4), round(wall, 1), shares)

@@ -149,7 +149,11 @@ def postmaster(pg: Postgres) -> int:
 
 def _per(measure: Measured, count: float) -> float:
     """CPU milliseconds per unit of work."""
-    return round(1000 * measure.cpu_seconds / count, 3) if count else float("nan")
+    return _per_seconds(measure.cpu_seconds, count)
+
+
+def _per_seconds(seconds: float, count: float) -> float:
+    return round(1000 * seconds / count, 3) if count else float("nan")
 
 
 async def bare_service_floor(settings: Settings, pg: Postgres) -> dict[str, Any]:
@@ -180,7 +184,7 @@ async def bare_service_floor(settings: Settings, pg: Postgres) -> dict[str, Any]
             ),
         )
         accepted = summary["requests"] - summary["refused"]
-        return {**summary, "cpu_ms_per_request": _per(cost, accepted), "cpu": cost.__dict__}
+        return {**summary, "cpu_ms_per_request": _per(cost, accepted), "cpu": cost.totals()}
     finally:
         process.terminate()
         await process.wait()
@@ -411,7 +415,14 @@ async def spend_ingest(stack: Stack, secret: str, infrastructure: list[int]) -> 
         ),
     )
     accepted = summary["requests"] - summary["refused"]
-    return {**summary, "cpu_ms_per_request": _per(cost, accepted), "cpu": cost.__dict__}
+    names = {pid: name for name, pid in stack.pids.items()}
+    names |= dict(zip(infrastructure, ("postgresql", "kafka"), strict=True))
+    shares = {names[pid]: _per_seconds(cpu, accepted) for pid, cpu in cost.by_root.items()}
+    return {
+        **summary,
+        "cpu_ms_per_request": _per(cost, accepted),
+        "cpu": {**cost.totals(), "by_process_ms_per_request": shares},
+    }
 
 
 async def freshness(

@@ -13,11 +13,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
+from shared.core.background import BackgroundTask
 from shared.core.settings import KafkaAccess, Settings
 
 __all__ = [
     "DEADLETTER_TOPIC",
     "SASL_MECHANISM",
+    "KafkaWatch",
     "connection",
     "ensure_topics",
     "new_admin",
@@ -56,10 +58,32 @@ def connection(kafka: KafkaAccess) -> dict[str, Any]:
     }
 
 
+class KafkaWatch(BackgroundTask):
+    """Whether Kafka can be reached, asked every ``every`` seconds in the background: what
+    ``/readyz`` says of Kafka. A probe reads the last answer instead of connecting itself:
+    a connection resolves its address in the loop's thread pool, where it waited seconds
+    behind a large statement's import. The relay and the consumers only retry, quietly,
+    while the broker is away; a stalled broker that still accepts connections shows in the
+    relay's check."""
+
+    def __init__(self, bootstrap: str, every: float = 2.0) -> None:
+        super().__init__("kafka-watch")
+        self._bootstrap = bootstrap
+        self._every = every
+        self.reachable = True  # until asked: a service starting is not degraded by default
+
+    async def check(self) -> bool:
+        """The last answer, for ``/readyz``."""
+        return self.reachable
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self.reachable = await reachable(self._bootstrap)
+            await self._pause(self._every)
+
+
 async def reachable(bootstrap: str) -> bool:
-    """Whether any broker of ``bootstrap`` (``host:port,…``) accepts a connection now: what
-    ``/readyz`` says of Kafka. The relay and the consumers only retry, quietly, while it
-    is away; a stalled broker that still accepts connections shows in the relay's check."""
+    """Whether any broker of ``bootstrap`` (``host:port,…``) accepts a connection now."""
     for address in bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
         try:

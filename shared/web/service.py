@@ -28,7 +28,7 @@ from shared.core.consumer import BatchHandler, ConsumerRunner, EventHandler
 from shared.core.custody import KeyCustody, custody_of
 from shared.core.db import dsn, open_pool
 from shared.core.eventstore import EventStore
-from shared.core.kafka import DEADLETTER_TOPIC, reachable
+from shared.core.kafka import DEADLETTER_TOPIC, KafkaWatch
 from shared.core.keyholders import KeyWatch
 from shared.core.metrics import Metrics
 from shared.core.outbox import OutboxRelay
@@ -348,13 +348,14 @@ async def _run_service(
         check_consumers_declared(definition, specs)
         core.tasks["keys"] = KeyWatch(pool, custody, metrics)
         core.tasks["clock"] = ClockWatch(pool, clock, metrics)
+        kafka = core.tasks["kafka"] = KafkaWatch(settings.kafka_bootstrap)
+        readiness.add("kafka", kafka.check, needed=False)
 
         async def database() -> bool:
             async with pool.acquire() as conn:
                 return bool(await conn.fetchval("SELECT 1"))
 
         readiness.add("database", database, needed=True)
-        readiness.add("kafka", lambda: reachable(settings.kafka_bootstrap), needed=False)
         relay = _relay(definition, settings, database_dsn, metrics, clock)
         if relay is not None:
             readiness.add("relay", _relay_healthy(relay), needed=False)
