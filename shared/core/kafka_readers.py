@@ -190,10 +190,11 @@ async def list_readers(kafka: KafkaAccess) -> list[Reader]:
     await admin.start()
     try:
         request = DescribeAclsRequest(_ANY, None, _MATCH_ANY, None, None, _ANY, _ANY)
-        response = (await _send(admin, request)).to_object()
+        answer = await _send(admin, request)
     finally:
         await admin.close()
-    _check_describe(response)
+    _check(answer, "listing ACLs")
+    response = answer.to_object()
     topics: dict[str, set[str]] = {}
     groups: dict[str, str] = {}
     for resource in response.get("resources", []):
@@ -209,8 +210,3 @@ async def list_readers(kafka: KafkaAccess) -> list[Reader]:
         Reader(user, groups.get(user, ""), tuple(sorted(topics.get(user, ()))))
         for user in sorted(topics.keys() | groups.keys())
     ]
-
-
-def _check_describe(response: dict[str, object]) -> None:
-    if response.get("error_code", 0) != 0:
-        raise RuntimeError(f"listing ACLs: {response.get('error_message')}")
