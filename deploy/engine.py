@@ -114,8 +114,10 @@ def run(
     env: dict[str, str] | None = None,
     input: str | None = None,  # noqa: A002 - subprocess's own name for it
     timeout: float | None = None,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """A command that must succeed; its output is shown if it fails."""
+    """A command that must succeed (unless ``check`` is false); its output is shown if it
+    fails."""
     result = subprocess.run(
         command,
         cwd=cwd,
@@ -126,8 +128,9 @@ def run(
         text=True,
         check=False,
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise StackError(f"{shlex.join(command)} failed:\n{result.stdout}{result.stderr}")
+
     return result
 
 
@@ -192,8 +195,15 @@ class Engine:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise StackError(f"dockerd did not start: see {self.log}")
             time.sleep(0.2)
-        # Forwarded traffic may go into the engine's bridges, never out of the host.
+        # Forwarded traffic may go into the engine's bridges, never out of the host. The
+        # engine makes DOCKER-USER, and FORWARD's jump to it, when it creates a network: a
+        # first start does (its "host" and "none"), a restart loads them and does not.
+        if run(["iptables", "-L", "DOCKER-USER"], check=False).returncode != 0:
+            run(["iptables", "-N", "DOCKER-USER"])
+        if run(["iptables", "-C", "FORWARD", "-j", "DOCKER-USER"], check=False).returncode != 0:
+            run(["iptables", "-I", "FORWARD", "1", "-j", "DOCKER-USER"])
         run(["iptables", "-I", "DOCKER-USER", "1", "-j", "DROP"])
+
         run(["iptables", "-I", "DOCKER-USER", "1", "-o", "br-+", "-j", "RETURN"])
         self.config.mkdir(parents=True, exist_ok=True)
         plugins = self.config / "cli-plugins"
