@@ -21,7 +21,7 @@ OPENAPI_GENERATOR_VERSION := 7.25.0
 OPENAPI_GENERATOR_SHA1 := 56a9bb79e3bb565f477eddca2c6daa288a9c6f35
 OPENAPI_GENERATOR := .local/tools/openapi-generator-cli-$(OPENAPI_GENERATOR_VERSION).jar
 
-.PHONY: up down clean status test compose-test wheelhouse soak lint typecheck bench install lock
+.PHONY: up down clean status test compose-test wheelhouse soak faults lint typecheck bench install lock
 
 $(STAMP): pyproject.toml constraints.txt
 	deploy/system-packages
@@ -85,7 +85,7 @@ test: $(STAMP)
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) LEDGER_ASYNCAPI_CLI=$(ASYNCAPI_CLI) \
 		LEDGER_OIDC_PROVIDER=$(OIDC_PROVIDER) LEDGER_CLIENT_PYTHON=$(CLIENT_PYTHON) \
 		LEDGER_OPENAPI_GENERATOR=$(OPENAPI_GENERATOR) \
-		$(BIN)/pytest -n 2 --dist worksteal --ignore=tests/compose
+		$(BIN)/pytest -n 2 --dist worksteal --ignore=tests/compose --ignore=tests/faults
 
 # docker-compose.yml for real: a Docker engine of the project's own (.local/engine; Debian's
 # docker.io), Compose v2 built from its Go module, the base images made locally where no
@@ -111,7 +111,18 @@ soak: $(STAMP)
 	LEDGER_INTERLEAVINGS_SEEDS=$(SOAK_SEEDS) LEDGER_INTERLEAVINGS_COMMANDS=$(SOAK_COMMANDS) \
 		$(BIN)/pytest -n 2 tests/e2e/test_interleavings.py
 
+# The fault suite (tests/faults; tens of minutes, needs root for its small filesystem): each
+# scenario loads the ledger, breaks something, repairs it and reconciles the clients' book
+# against every store, topic and view; the report goes to .local/artefacts/faults/. One
+# scenario: make faults FAULTS=-k\ kafka_killed
+FAULTS ?=
+faults: $(STAMP)
+	deploy/system-packages --faults
+	$(BIN)/python -c "import deploy.stack as s; s.ensure_kafka_jars()"
+	$(BIN)/pytest tests/faults $(FAULTS)
+
 lint: $(STAMP)
+
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

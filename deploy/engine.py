@@ -274,14 +274,42 @@ def ensure_images(engine: Engine) -> dict[str, str]:
         if _present(engine, image.official) or _pulled(engine, image.official):
             chosen[image.variable] = image.official
             continue
-        if not _present(engine, image.local):
+        kafka = image.variable == "KAFKA_IMAGE"
+        # Kafka's is made again when what goes into it changes (a tool added, say).
+        stale = kafka and _label(engine, image.local, RECIPE_LABEL) != _kafka_recipe()
+        if not _present(engine, image.local) or stale:
             print(f"• {image.local} (no registry serves {image.official}) …", flush=True)
-            if image.variable == "KAFKA_IMAGE":
+            if kafka:
                 _make_kafka_image(engine, image)
             else:
                 _debian_image(engine, image.local, image.packages)
         chosen[image.variable] = image.local
     return chosen
+
+
+RECIPE_LABEL = "org.devolved-budgets-ledger.recipe"
+
+
+def _kafka_tools() -> dict[str, str]:
+    return {
+        **KAFKA_TOOLS,
+        "kafka-broker-api-versions.sh": "org.apache.kafka.tools.BrokerApiVersionsCommand",
+    }
+
+
+def _kafka_recipe() -> str:
+    """A digest of everything the local Kafka image is made from."""
+    made_from = [KAFKA_IMAGE_RECIPE, json.dumps(_kafka_tools()), KAFKA_LOG4J.read_text()]
+    made_from.append((ROOT / "deploy" / "kafka" / "pom.xml").read_text())
+    return hashlib.sha256("\0".join(made_from).encode()).hexdigest()
+
+
+def _label(engine: Engine, name: str, label: str) -> str | None:
+    if not _present(engine, name):
+        return None
+    labels = engine.docker("image", "inspect", "--format", "{{json .Config.Labels}}", name)
+    found: dict[str, str] | None = json.loads(labels.stdout)
+    return (found or {}).get(label)
 
 
 def _present(engine: Engine, name: str) -> bool:
@@ -333,11 +361,7 @@ def _make_kafka_image(engine: Engine, image: BaseImage) -> None:
     shutil.copytree(ensure_kafka_jars(), context / "libs")
     shutil.copy2(KAFKA_LOG4J, context / "log4j2.properties")
     log4j = "-Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties"
-    tools = {
-        **KAFKA_TOOLS,
-        "kafka-broker-api-versions.sh": "org.apache.kafka.tools.BrokerApiVersionsCommand",
-    }
-    for name, main in tools.items():
+    for name, main in _kafka_tools().items():
         quick = "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
         _script(context / "bin" / name, f"java {quick} {log4j} -cp '/opt/kafka/libs/*' {main}")
     heap = "${KAFKA_HEAP_OPTS:--Xmx1g}"
@@ -347,8 +371,9 @@ def _make_kafka_image(engine: Engine, image: BaseImage) -> None:
     )
     (context / "Dockerfile").write_text(KAFKA_IMAGE_RECIPE)
     engine.docker(
-        "build", "--quiet", "--build-arg", f"BASE={java}", "-t", image.local, str(context)
-    )
+        "build", "--quiet", "--build-arg", f"BASE={java}", "--label",
+        f"{RECIPE_LABEL}={_kafka_recipe()}", "-t", image.local, str(context),
+    )  # fmt: skip
     shutil.rmtree(context)
 
 

@@ -163,6 +163,11 @@ class Postgres:
     user: str = "ledger"
     durable: bool = True
     password: str | None = field(default=None, repr=False)
+    # Where a new cluster keeps its write-ahead log (a filesystem of its own, say); None:
+    # inside its data folder.
+    wal: Path | None = None
+    # The addresses it listens on (comma-separated).
+    addresses: str = "127.0.0.1"
 
     @property
     def data(self) -> Path:
@@ -202,7 +207,7 @@ class Postgres:
     def _pg_ctl_start(self) -> None:
         options = [
             f"-p {self.port}",
-            "-c listen_addresses=127.0.0.1",
+            f"-c listen_addresses={self.addresses}",
             f"-k {self.home}",
             "-c max_connections=300",
             "-c shared_buffers=128MB",
@@ -232,6 +237,10 @@ class Postgres:
         wait_until(lambda: port_open(self.port), 30, f"PostgreSQL listening on {self.port}")
 
     def _initdb(self) -> None:
+        if self.wal is not None:
+            self.wal.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(self.wal, "postgres", "postgres")
         auth = ["--auth=trust"]
         pwfile = self.home / "initdb-password"
         if self.password is not None:
@@ -253,6 +262,7 @@ class Postgres:
                         "-E",
                         "UTF8",
                         "--locale=C.UTF-8",
+                        *([f"--waldir={self.wal}"] if self.wal else []),
                     ]
                 ),
                 check=True,
@@ -283,6 +293,14 @@ class Postgres:
             "host all all 127.0.0.1/32 scram-sha-256\n"
             "host all all ::1/128 scram-sha-256\n"
         )
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "reload"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def reload(self) -> None:
+        """Have the running server read its configuration files again (pg_hba.conf)."""
         subprocess.run(
             _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "reload"]),
             check=True,
@@ -338,6 +356,8 @@ KAFKA_TOOLS = {
     "kafka-acls.sh": "org.apache.kafka.tools.AclCommand",
     "kafka-configs.sh": "kafka.admin.ConfigCommand",
     "kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-metadata-quorum.sh": "org.apache.kafka.tools.MetadataQuorumCommand",
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
 }
 
 
@@ -453,8 +473,9 @@ acls() {{
 
 @dataclass
 class Kafka:
-    """A single-node Apache Kafka (KRaft: broker and controller in one process) that
-    authenticates every client (SASL/SCRAM) and authorises it by ACL (standard authorizer).
+    """An Apache Kafka node (KRaft: broker and controller in one process) that authenticates
+    every client (SASL/SCRAM) and authorises it by ACL (standard authorizer): a cluster of
+    its own, or one of a :class:`KafkaCluster`'s.
 
     ``password`` is the superuser's; other users and their ACLs come from an
     :func:`access_script` (:meth:`run_access_script`).
@@ -467,6 +488,13 @@ class Kafka:
     heap: str = "512m"
     partitions: int = 6
     extra: dict[str, str] = field(default_factory=dict)
+    node_id: int = 1
+    # controller.quorum.voters of a cluster ("1@host:port,2@…"); empty: this node alone.
+    voters: str = ""
+    # Copies of every partition, the internal topics' too (a cluster: 3).
+    replicas: int = 1
+    # The cluster's id, the same on every node (empty: a new one when first formatted).
+    cluster_id: str = ""
 
     @property
     def bootstrap(self) -> str:
@@ -497,10 +525,15 @@ class Kafka:
 
     def _write_config(self) -> Path:
         user = f'username="{KAFKA_SUPERUSER}" password="{self.password}"'
+        replicas = str(self.replicas)
+        # With copies, a write is acknowledged once two hold it (acks=all), and a copy that
+        # fell behind never becomes the leader: nothing acknowledged is lost with one node.
+        in_sync = str(min(self.replicas, 2))
         config = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters
+            or f"{self.node_id}@127.0.0.1:{self.controller_port}",
             "listeners": f"CLIENTS://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"CLIENTS://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -524,13 +557,16 @@ class Kafka:
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": in_sync,
+            "unclean.leader.election.enable": "false",
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": in_sync,
             "transaction.state.log.num.partitions": "10",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": in_sync,
             "group.initial.rebalance.delay.ms": "0",
             **self.extra,
         }
@@ -608,6 +644,12 @@ class Kafka:
     def start(self, timeout: float = 90) -> None:
         if self.running():
             return
+        self.launch()
+        self.wait_listening(timeout)
+
+    def launch(self) -> None:
+        """Format the node's storage if new, and start its process without waiting: a
+        cluster's nodes listen for clients only once a majority of them are running."""
         for port in (self.port, self.controller_port):
             if port_open(port):
                 raise StackError(
@@ -623,19 +665,15 @@ class Kafka:
                 "clients: delete it (make clean deletes the whole local stack) and start again"
             )
         if not formatted:
-            cluster = subprocess.run(
-                self._java("kafka.tools.StorageTool", "random-uuid"),
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()[-1]
-            command, arguments = self.format_command(cluster, config)
+            command, arguments = self.format_command(self.cluster_id or new_cluster_id(), config)
             try:
                 subprocess.run(command, capture_output=True, text=True, check=True)
             finally:
                 arguments.unlink(missing_ok=True)
             (self.home / "authenticated").touch()
         spawn(self._java("kafka.Kafka", str(config)), self.log, self.pid_file)
+
+    def wait_listening(self, timeout: float = 90) -> None:
         wait_until(
             lambda: port_open(self.port) or not self.running(),
             timeout,
@@ -648,6 +686,126 @@ class Kafka:
         """Stop the broker, killing it after ``grace`` seconds (0: at once, for throwaway data)."""
         stop_pid(self.pid_file, timeout=grace)
 
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id as Kafka's own ``random-uuid`` makes one: 16 random bytes in
+    URL-safe base64 without padding, never starting with "-" (Kafka would read an option)."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
+
+
+@dataclass
+class KafkaCluster:
+    """Kafka nodes that form one KRaft cluster (each a broker and a voting controller), every
+    partition kept by ``replicas`` of them. Served where :class:`Kafka` is: the stack and the
+    tools see one bootstrap list, the superuser's password and each node's process."""
+
+    nodes: list[Kafka]
+
+    @classmethod
+    def of(
+        cls,
+        home: Path,
+        ports: Sequence[tuple[int, int]],
+        password: str,
+        *,
+        heap: str = "512m",
+        partitions: int = 6,
+    ) -> KafkaCluster:
+        """Nodes 1… under ``home/node-N``, each on its (client, controller) port pair."""
+        voters = ",".join(
+            f"{number}@127.0.0.1:{controller}"
+            for number, (_, controller) in enumerate(ports, start=1)
+        )
+        marker = home / "cluster-id"
+        if not marker.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            marker.write_text(new_cluster_id())
+        return cls(
+            [
+                Kafka(
+                    home / f"node-{number}",
+                    port,
+                    controller,
+                    password=password,
+                    heap=heap,
+                    partitions=partitions,
+                    node_id=number,
+                    voters=voters,
+                    replicas=len(ports),
+                    cluster_id=marker.read_text(),
+                )
+                for number, (port, controller) in enumerate(ports, start=1)
+            ]
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def password(self) -> str:
+        return self.nodes[0].password
+
+    @property
+    def log(self) -> Path:
+        return self.nodes[0].log.parent.parent  # each node's kafka.log is in its folder
+
+    @property
+    def replicas(self) -> int:
+        return len(self.nodes)
+
+    def running(self) -> bool:
+        return all(node.running() for node in self.nodes)
+
+    def start(self, timeout: float = 120) -> None:
+        waiting = [node for node in self.nodes if not node.running()]
+        for node in waiting:
+            node.launch()
+        for node in waiting:
+            node.wait_listening(timeout)
+
+    def stop(self, grace: float = 30) -> None:
+        for node in self.nodes:
+            node.stop(grace)
+
+    def run_access_script(self, script: str, passwords: Mapping[str, str]) -> None:
+        self.nodes[0].run_access_script(script, {**passwords, "KAFKA_BOOTSTRAP": self.bootstrap})
+
+    def active_controller(self) -> Kafka:
+        """The node that leads the controllers' quorum now, as Kafka's own
+        ``kafka-metadata-quorum.sh describe --status`` reports it."""
+        first = self.nodes[0]
+        config = _private_file(
+            first.home / "superuser.properties",
+            f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={KAFKA_SASL_MECHANISM}\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+            f'required username="{KAFKA_SUPERUSER}" password="{self.password}";\n',
+        )
+        described = subprocess.run(
+            [
+                str(first.tools() / "kafka-metadata-quorum.sh"),
+                *("--bootstrap-server", self.bootstrap, "--command-config", str(config)),
+                *("describe", "--status"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found = re.search(r"^LeaderId:\s+(\d+)$", described, re.MULTILINE)
+        if found is None:
+            raise StackError(f"no quorum leader in:\n{described}")
+        return self.nodes[int(found[1]) - 1]
+
 
 # The developer stack behind make up / make down.
 
@@ -659,11 +817,31 @@ def _env_port(name: str, default: int) -> int:
 
 def local_postgres() -> Postgres:
     password = _secret("postgres-password", lambda: secrets.token_urlsafe(32))
-    return Postgres(LOCAL / "postgres", _env_port("LEDGER_PG_PORT", 5432), password=password)
+    wal = os.environ.get("LEDGER_PG_WAL_DIR")
+    return Postgres(
+        LOCAL / "postgres",
+        _env_port("LEDGER_PG_PORT", 5432),
+        password=password,
+        wal=Path(wal) if wal else None,
+    )
 
 
-def local_kafka() -> Kafka:
+def local_kafka() -> Kafka | KafkaCluster:
+    """The local stack's broker: one node, or with LEDGER_KAFKA_BROKERS=3 a cluster of three
+    (each partition on all three, written to two before it counts) on the bootstrap port and
+    the five after it (client and controller port of each node in turn). Without the
+    variable, a cluster that is running is the one (make down and make status find it)."""
     bootstrap = os.environ.get("LEDGER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    pid_files = list((LOCAL / "kafka-cluster").glob("node-*/kafka.pid"))
+    running = len(pid_files) if any(read_pid(path) for path in pid_files) else 1
+    brokers = int(os.environ.get("LEDGER_KAFKA_BROKERS") or running)
+    if brokers != 1:
+        first = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+        return KafkaCluster.of(
+            LOCAL / "kafka-cluster",
+            [(first + 2 * node, first + 2 * node + 1) for node in range(brokers)],
+            password=_kafka_password(KAFKA_SUPERUSER),
+        )
     return Kafka(
         LOCAL / "kafka",
         int(bootstrap.rsplit(":", 1)[1]),
@@ -714,7 +892,7 @@ def _new_kek() -> str:
     return f"local-1={base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
 
 
-def stack_variables(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
+def stack_variables(pg: Postgres, kafka: Kafka | KafkaCluster, principal: str) -> dict[str, str]:
     """The settings the local stack gives a service or the CLI (connecting to Kafka as
     ``principal``), over the caller's own."""
     keks: dict[str, str] = {}
@@ -734,13 +912,14 @@ def stack_variables(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str
         "LEDGER_PG_USER": pg.user,
         **password,
         "LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "LEDGER_TOPIC_REPLICAS": str(kafka.replicas),
         "LEDGER_KAFKA_USERNAME": principal,
         "LEDGER_KAFKA_PASSWORD": _kafka_password(principal),
         "LEDGER_LOG_FORMAT": os.environ.get("LEDGER_LOG_FORMAT", "json"),
     }
 
 
-def service_env(pg: Postgres, kafka: Kafka, principal: str) -> dict[str, str]:
+def service_env(pg: Postgres, kafka: Kafka | KafkaCluster, principal: str) -> dict[str, str]:
     """The environment a service or the CLI runs with in the local stack (with the commit
     checked out, for ledger_service_info)."""
     return {"LEDGER_REVISION": revision(), **os.environ, **stack_variables(pg, kafka, principal)}
@@ -842,7 +1021,11 @@ def up() -> None:
         raise
 
 
-def _up(pg: Postgres, kafka: Kafka, started: list[tuple[str, Callable[[], object]]]) -> None:
+def _up(
+    pg: Postgres,
+    kafka: Kafka | KafkaCluster,
+    started: list[tuple[str, Callable[[], object]]],
+) -> None:
     print("• PostgreSQL …", flush=True)
     if not pg.running():
         pg.start()
@@ -897,6 +1080,7 @@ def _up(pg: Postgres, kafka: Kafka, started: list[tuple[str, Callable[[], object
         LOCAL / "env",
         f"{secrets_of}export LEDGER_PG_PORT={pg.port}\n"
         f"export LEDGER_KAFKA_BOOTSTRAP={kafka.bootstrap}\n"
+        f"export LEDGER_TOPIC_REPLICAS={kafka.replicas}\n"
         f"export LEDGER_KAFKA_USERNAME={KAFKA_ADMIN}\n"
         f"{service_ports}export PATH={Path(sys.executable).parent}:$PATH\n",
     )
@@ -986,8 +1170,9 @@ def lags_of(metrics: str) -> dict[str, float]:
 
 def clean() -> None:
     down()
-    for folder in ("postgres", "kafka", "logs", "run"):
+    for folder in ("postgres", "kafka", "kafka-cluster", "logs", "run"):
         shutil.rmtree(LOCAL / folder, ignore_errors=True)
+
     for name in ("env", "jwt-secret"):
         (LOCAL / name).unlink(missing_ok=True)
     shutil.rmtree(LOCAL / "kafka-passwords", ignore_errors=True)

@@ -1,10 +1,19 @@
 #!/bin/sh
-# The compose file's Kafka: one node (KRaft, broker and controller in one process) that
-# authenticates every client with SASL/SCRAM over TLS and authorises it by ACL (Kafka's
-# standard authorizer). The same settings as deploy/stack.py's local broker (a test compares
-# them) but for TLS, which the local broker on loopback goes without. Its secrets are files
-# in /run/secrets. Only the superuser exists at first; access.sh adds the ledger's principals.
+# A node of the compose file's Kafka cluster (KRaft, broker and controller in one process)
+# that authenticates every client with SASL/SCRAM over TLS and authorises it by ACL (Kafka's
+# standard authorizer). The same settings as a node of deploy/stack.py's local cluster (a
+# test compares them) but for TLS, which the local brokers on loopback go without. Its
+# secrets are files in /run/secrets. Only the superuser exists at first; access.sh adds the
+# ledger's principals.
+#   KAFKA_NODE_ID, KAFKA_HOST (its name on the network), KAFKA_VOTERS (every node's
+#   id@host:9093), KAFKA_REPLICAS (copies of each partition: the number of nodes)
 set -eu
+node=${KAFKA_NODE_ID:-1}
+host=${KAFKA_HOST:-kafka}
+voters=${KAFKA_VOTERS:-1@kafka:9093}
+replicas=${KAFKA_REPLICAS:-1}
+# A write counts once two copies hold it (acks=all): one node may be lost, nothing with it.
+in_sync=$((replicas < 2 ? replicas : 2))
 secrets=/run/secrets
 KAFKA_SUPERUSER_PASSWORD=$(cat "$secrets/kafka_superuser_password")
 umask 077 # the files below hold the superuser's password and the broker's key
@@ -14,10 +23,10 @@ cat "$secrets/kafka_tls_key" "$secrets/kafka_tls_cert" >/tmp/keystore.pem
 user="username=\"kafka\" password=\"$KAFKA_SUPERUSER_PASSWORD\""
 cat >"$config" <<END
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@kafka:9093
+node.id=$node
+controller.quorum.voters=$voters
 listeners=CLIENTS://:9092,CONTROLLER://:9093
-advertised.listeners=CLIENTS://kafka:9092
+advertised.listeners=CLIENTS://$host:9092
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=CLIENTS
 listener.security.protocol.map=CLIENTS:SASL_SSL,CONTROLLER:SASL_SSL
@@ -36,11 +45,15 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:kafka
 log.dirs=/var/lib/kafka/data
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+default.replication.factor=$replicas
+min.insync.replicas=$in_sync
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$replicas
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$in_sync
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$in_sync
+
 group.initial.rebalance.delay.ms=0
 log.retention.ms=-1
 END

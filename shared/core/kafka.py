@@ -149,7 +149,9 @@ async def ensure_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
                 await admin.create_topics(
                     [
                         NewTopic(
-                            name, num_partitions=settings.topic_partitions, replication_factor=1
+                            name,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replicas,
                         )
                         for name in wanted
                     ]

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # Prefixed onto every topic name, so that a test run or a second stack can share a broker.
     topic_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1)
+    # Copies of each partition the ledger creates: 1 on one broker, 3 on a cluster of three.
+    topic_replicas: int = Field(default=1, ge=1)
 
     jwt_secret: SecretStr = SecretStr("")
     # Checked when set (iss, aud); empty is unset, as compose passes an unset variable.

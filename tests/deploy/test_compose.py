@@ -9,12 +9,14 @@ start order, scaling, secrets kept out of the repository.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import json
 import os
 import re
 import shutil
 import stat
 import subprocess
+import types
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from deploy.stack import (
     ROOT,
     SETUP_COMMANDS,
     Kafka,
+    KafkaCluster,
     Postgres,
     installed_services,
     ledger_access_script,
@@ -44,6 +47,9 @@ COMPOSE_SECRETS = ROOT / "deploy" / "compose-secrets"
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
 SERVICES = installed_services()
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")
+BOOTSTRAP = ",".join(f"{node}:9092" for node in KAFKA_NODES)
+
 # A secret setting may also be given as a file (LEDGER_<NAME>_FILE), as compose gives them.
 SECRET_SETTINGS = {
     f"LEDGER_{name.upper()}"
@@ -114,7 +120,7 @@ def test_every_secret_is_a_file_that_compose_secrets_makes(
     assert set(project["services"]) == {
         "proxy",
         "postgres",
-        "kafka",
+        *KAFKA_NODES,
         "kafka-access",
         "topics",
         "tools",
@@ -148,6 +154,9 @@ def test_the_laptop_override_applies_over_the_compose_file() -> None:
     assert services["postgres"]["ports"][0]["host_ip"] == "127.0.0.1"
     assert services["spending"]["environment"]["LEDGER_LOG_LEVEL"] == "DEBUG"
     assert services["spending"]["environment"]["LEDGER_PG_USER"] == "ledger_spending"
+    for number, node in enumerate(KAFKA_NODES, start=1):  # smaller, and still itself
+        assert services[node]["environment"]["KAFKA_HEAP_OPTS"] == "-Xms128m -Xmx384m"
+        assert services[node]["environment"]["KAFKA_NODE_ID"] == str(number)
 
 
 def test_compose_runs_what_make_up_runs(
@@ -217,8 +226,11 @@ def test_services_are_health_checked_ordered_and_behind_one_fixed_port_each(
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert "127.0.0.1:8080" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
-        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        for node in KAFKA_NODES:
+            assert service["depends_on"][node]["condition"] == "service_healthy"
         assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert service["environment"]["LEDGER_KAFKA_BOOTSTRAP"] == BOOTSTRAP
+        assert service["environment"]["LEDGER_TOPIC_REPLICAS"] == str(len(KAFKA_NODES))
         assert service["stop_signal"] == "SIGTERM"
         assert service["restart"] == "unless-stopped"
         assert "container_name" not in service  # a fixed name cannot be scaled
@@ -234,12 +246,13 @@ def test_services_are_health_checked_ordered_and_behind_one_fixed_port_each(
         name: dependency["condition"]
         for name, dependency in services["proxy"]["depends_on"].items()
     } == dict.fromkeys(SERVICES, "service_healthy")
-    for name in ("postgres", "kafka"):
+    for name in ("postgres", *KAFKA_NODES):
         assert services[name]["healthcheck"]["test"]
         assert services[name]["restart"] == "unless-stopped"
         [data] = [v for v in services[name]["volumes"] if v["type"] == "volume"]
         assert data["source"] in project["volumes"]  # kept across restarts and upgrades
-    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for node in KAFKA_NODES:
+        assert services["topics"]["depends_on"][node]["condition"] == "service_healthy"
     # Reporting asks spending what requests were for, at the port every service listens on.
     assert services["reporting"]["environment"]["LEDGER_SPENDING_URL"] == "http://spending:8080"
 
@@ -351,9 +364,11 @@ def test_compose_gives_kafka_the_users_and_acls_the_registry_makes(project: dict
     assert len(users) == len(SERVICES) + 1
     given = {secret["source"] for secret in access["secrets"]}
     assert {"kafka_superuser_password", *(user.lower() for user in users)} <= given
-    assert access["environment"]["KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert access["environment"]["KAFKA_BOOTSTRAP"] == BOOTSTRAP
     assert access["environment"]["KAFKA_CA_FILE"] == "/run/secrets/ca_cert"
-    assert access["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for node in KAFKA_NODES:
+        assert access["depends_on"][node]["condition"] == "service_healthy"
+
     topics = project["services"]["topics"]["depends_on"]["kafka-access"]
     assert topics["condition"] == "service_completed_successfully"
 
@@ -363,16 +378,47 @@ def _properties(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-def test_compose_runs_kafka_as_the_local_stack_does(tmp_path: Path) -> None:
-    """The compose broker's settings (deploy/kafka/broker.sh) equal the local broker's, but
-    for addresses, the sizes the local one trims for a laptop and TLS, which every listener
-    of the compose broker has; nothing in it is PLAINTEXT."""
-    local = Kafka(tmp_path, 9092, 9093, password="pw")
-    stack = _properties(local._write_config().read_text())
+def test_compose_runs_kafka_as_the_local_stack_does(
+    project: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each compose node's settings (deploy/kafka/broker.sh, with its variables as the
+    compose file sets them) equal a node's of the local cluster of three (LEDGER_KAFKA_BROKERS=3),
+    but for addresses, the sizes the local one trims for a laptop and TLS, which every
+    listener of the compose nodes has; nothing in it is PLAINTEXT."""
+    cluster = KafkaCluster.of(tmp_path, [(9092, 9093), (9094, 9095), (9096, 9097)], "pw")
     script = (ROOT / "deploy" / "kafka" / "broker.sh").read_text()
     [body] = re.findall(r'cat >"\$config" <<END\n(.*?)\nEND\n', script, re.DOTALL)
     user = 'username="kafka" password="pw"'
-    compose = _properties(body.replace("$user", user).replace("$KAFKA_SUPERUSER_PASSWORD", "pw"))
+    services = project["services"]
+    nodes = [services[name] for name in ("kafka", "kafka-2", "kafka-3")]
+    assert [node["environment"]["KAFKA_NODE_ID"] for node in nodes] == ["1", "2", "3"]
+    voters = "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    for number, node in enumerate(nodes, start=1):
+        environment = node["environment"]
+        assert environment["KAFKA_VOTERS"] == voters
+        assert environment["KAFKA_REPLICAS"] == "3"
+        assert environment["CLUSTER_ID"] == nodes[0]["environment"]["CLUSTER_ID"]
+        [data] = [v for v in node["volumes"] if v["target"] == "/var/lib/kafka/data"]
+        assert data["source"] == f"{environment['KAFKA_HOST']}-data"  # each its own
+        variables = {
+            "$user": user,
+            "$KAFKA_SUPERUSER_PASSWORD": "pw",
+            "$node": environment["KAFKA_NODE_ID"],
+            "$voters": environment["KAFKA_VOTERS"],
+            "$host": environment["KAFKA_HOST"],
+            "$replicas": environment["KAFKA_REPLICAS"],
+            "$in_sync": "2",  # what the script works out for three copies
+        }
+        text = body
+        for variable, value in variables.items():
+            text = text.replace(variable, value)
+        _compare_with_the_local_node(_properties(text), cluster.nodes[number - 1], script)
+
+
+def _compare_with_the_local_node(compose: dict[str, str], local: Kafka, script: str) -> None:
+    stack = _properties(local._write_config().read_text())
+    assert compose["node.id"] == stack["node.id"]
+
     protocols = "listener.security.protocol.map"
     assert compose[protocols] == "CLIENTS:SASL_SSL,CONTROLLER:SASL_SSL"
     assert stack[protocols] == "CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
@@ -452,3 +498,24 @@ def test_the_readmes_compose_tasks_do_not_run_the_one_shot_jobs_again() -> None:
     ]
     assert runs
     assert [run for run in runs if "--no-deps" not in run] == []
+
+
+def test_an_internal_certificate_is_signed_again_when_a_kafka_node_is_added(
+    tmp_path: Path,
+) -> None:
+    """A secrets folder made for one Kafka node: its certificate named only "kafka", which
+    kafka-2 and kafka-3 cannot present. Run again, compose-secrets signs one for all three
+    and keeps everything else (the edge's certificate may be the council's own)."""
+    loader = importlib.machinery.SourceFileLoader("compose_secrets", str(COMPOSE_SECRETS))
+    script = types.ModuleType(loader.name)
+    loader.exec_module(script)
+    folder = tmp_path / "secrets"
+    compose_secrets(folder)
+    for stem in ("kafka_tls_cert", "kafka_tls_key"):
+        (folder / stem).unlink()
+    script.sign(folder, "kafka_tls", ["kafka"])  # as the one-node version made it
+    assert script.names_of(folder / "kafka_tls_cert") == {"DNS:kafka"}
+    kept = {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith("kafka_tls")}
+    assert compose_secrets(folder).strip() == f"{folder}: made kafka_tls_cert"
+    assert script.names_of(folder / "kafka_tls_cert") == {"DNS:kafka", "DNS:kafka-2", "DNS:kafka-3"}
+    assert kept == {p.name: p.read_text() for p in folder.iterdir() if p.name in kept}

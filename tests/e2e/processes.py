@@ -11,7 +11,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ class ServiceProcesses:
         self.settings = settings.model_copy(update={"ports": self._ports, "log_format": "json"})
         self._logs = logs
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._hosts: dict[str, str] = {}  # where an instance listens, when not on loopback
 
     def url(self, instance: str) -> str:
-        return f"http://127.0.0.1:{self._ports[instance]}"
+        return f"http://{self._hosts.get(instance, '127.0.0.1')}:{self._ports[instance]}"
 
     def log_path(self, instance: str) -> Path:
         return self._logs / f"{instance}.log"
@@ -59,17 +60,28 @@ class ServiceProcesses:
         ):
             return await response.text()
 
-    async def start(self, service: str, replica: int = 1) -> str:
+    async def start(
+        self,
+        service: str,
+        replica: int = 1,
+        environment: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> str:
         """Start an instance of the service, wait until ``/readyz`` says it is ready, and
-        return its name. A replica shares the service's settings but for its port."""
+        return its name. A replica shares the service's settings but for its port;
+        ``environment`` is added to the process's (a fake clock's, or LEDGER_HOST for an
+        address other than loopback), and ``wrapper`` runs it (``ip netns exec NAME``)."""
         instance = service if replica == 1 else f"{service}-{replica}"
         port = self._ports.setdefault(instance, free_port())
         settings = self.settings.with_port(service, port)
+        if environment and "LEDGER_HOST" in environment:
+            self._hosts[instance] = environment["LEDGER_HOST"]
         with self.log_path(instance).open("ab") as log:
             self._processes[instance] = await asyncio.create_subprocess_exec(
+                *wrapper,
                 LEDGER,
                 *serve_command(service),
-                env=settings_env(settings),
+                env=settings_env(settings) | (environment or {}),
                 stdout=log,
                 stderr=log,
             )
@@ -95,7 +107,17 @@ class ServiceProcesses:
         code = await asyncio.wait_for(process.wait(), timeout=30)
         return code, time.monotonic() - started
 
+    async def kill(self, instance: str) -> None:
+        """SIGKILL the instance: no drain, no goodbye, as a crash or the OOM killer ends it."""
+        process = self._processes.pop(instance)
+        process.kill()
+        await process.wait()
+
+    def pid(self, instance: str) -> int:
+        return self._processes[instance].pid
+
     async def stop_all(self) -> None:
+
         for instance in list(self._processes):
             process = self._processes.pop(instance)
             if process.returncode is None:
