@@ -111,10 +111,10 @@ soak: $(STAMP)
 	LEDGER_INTERLEAVINGS_SEEDS=$(SOAK_SEEDS) LEDGER_INTERLEAVINGS_COMMANDS=$(SOAK_COMMANDS) \
 		$(BIN)/pytest -n 2 tests/e2e/test_interleavings.py
 
-# The fault suite (tests/faults; tens of minutes, needs root for its small filesystem): each
-# scenario loads the ledger, breaks something, repairs it and reconciles the clients' book
-# against every store, topic and view; the report goes to .local/artefacts/faults/. One
-# scenario: make faults FAULTS=-k\ kafka_killed
+# The fault suite (tests/faults; about half an hour; root, for a small filesystem and network
+# namespaces): each scenario loads the ledger, breaks something, repairs it and reconciles
+# the clients' book against every store, topic and view; the report goes to
+# .local/artefacts/faults/. One scenario: make faults FAULTS=-k\ kafka_killed
 FAULTS ?=
 faults: $(STAMP)
 	deploy/system-packages --faults

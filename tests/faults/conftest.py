@@ -212,7 +212,6 @@ def rigged(tmp_path: Path, token: Callable[..., str]) -> Rigging:
             topic_replicas=kafka.replicas,
             **overrides,
         )
-
         await ensure_topics(settings, ledger_topics())
         async with (
             service_processes(settings, tmp_path) as services,
@@ -277,12 +276,11 @@ async def run(rig: Rig, report: Report, scenario: str, fault: Fault) -> Outcome:
         audit_verify=found.audit_verify,
         audit_replay=found.audit_replay,
         problems=found.problems,
-        passed=found.holds and not _refused(book) and "500" not in map(str, book.statuses),
+        passed=found.holds and not _refused(book) and 500 not in book.statuses,
     )
     report.add(outcome)
     assert found.holds, found
     assert not _refused(book), book.refusals
-
     assert 500 not in book.statuses, book.statuses
     return outcome
 
