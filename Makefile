@@ -122,7 +122,6 @@ faults: $(STAMP)
 	$(BIN)/pytest tests/faults $(FAULTS)
 
 lint: $(STAMP)
-
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

@@ -130,7 +130,6 @@ def run(
     )
     if check and result.returncode != 0:
         raise StackError(f"{shlex.join(command)} failed:\n{result.stdout}{result.stderr}")
-
     return result
 
 
@@ -203,7 +202,6 @@ class Engine:
         if run(["iptables", "-C", "FORWARD", "-j", "DOCKER-USER"], check=False).returncode != 0:
             run(["iptables", "-I", "FORWARD", "1", "-j", "DOCKER-USER"])
         run(["iptables", "-I", "DOCKER-USER", "1", "-j", "DROP"])
-
         run(["iptables", "-I", "DOCKER-USER", "1", "-o", "br-+", "-j", "RETURN"])
         self.config.mkdir(parents=True, exist_ok=True)
         plugins = self.config / "cli-plugins"

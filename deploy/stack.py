@@ -1172,7 +1172,6 @@ def clean() -> None:
     down()
     for folder in ("postgres", "kafka", "kafka-cluster", "logs", "run"):
         shutil.rmtree(LOCAL / folder, ignore_errors=True)
-
     for name in ("env", "jwt-secret"):
         (LOCAL / name).unlink(missing_ok=True)
     shutil.rmtree(LOCAL / "kafka-passwords", ignore_errors=True)

@@ -53,7 +53,6 @@ transaction.state.log.replication.factor=$replicas
 transaction.state.log.min.isr=$in_sync
 share.coordinator.state.topic.replication.factor=$replicas
 share.coordinator.state.topic.min.isr=$in_sync
-
 group.initial.rebalance.delay.ms=0
 log.retention.ms=-1
 END

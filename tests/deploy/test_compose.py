@@ -368,7 +368,6 @@ def test_compose_gives_kafka_the_users_and_acls_the_registry_makes(project: dict
     assert access["environment"]["KAFKA_CA_FILE"] == "/run/secrets/ca_cert"
     for node in KAFKA_NODES:
         assert access["depends_on"][node]["condition"] == "service_healthy"
-
     topics = project["services"]["topics"]["depends_on"]["kafka-access"]
     assert topics["condition"] == "service_completed_successfully"
 

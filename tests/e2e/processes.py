@@ -117,7 +117,6 @@ class ServiceProcesses:
         return self._processes[instance].pid
 
     async def stop_all(self) -> None:
-
         for instance in list(self._processes):
             process = self._processes.pop(instance)
             if process.returncode is None:
