@@ -7,7 +7,8 @@ Blue/green inside reporting's database:
    the fresh schema, reads every topic from the start to its end, outside any consumer
    group, so the live service is not disturbed. Its offsets, stream versions and parked
    records land in the fresh schema too.
-3. It catches up with where the live consumer stands, until a pass has little to do.
+3. It catches up with where the live consumer stands, until a pass has little to do, and
+   waits (up to 10 s) for the live consumer wherever it has itself read further.
 4. The switch, one transaction on the live schema: ``LOCK consumer_offsets IN SHARE MODE``
    holds the live consumer's next batch at its first statement (readers carry on). The
    rebuild catches up to the live consumer's exact offsets, every projection table is
@@ -25,6 +26,7 @@ of that moment is not like for like, and the report says so.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +52,9 @@ _TRACKING = ("consumer_offsets", "consumer_streams", "consumer_parked")
 _LOCK_ID = 7_346_084  # one rebuild per database at a time
 _SMALL_GAP = 200  # records: a catch-up pass this short is followed by the switch
 _MAX_PASSES = 5
+# How long the switch waits for a live consumer that is behind the rebuild: 10 s.
+_LIVE_WAITS = 50
+_LIVE_WAIT_SECONDS = 0.2
 
 _LIVE_OFFSETS = "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1"
 
@@ -122,6 +127,7 @@ async def rebuild(
             runner = consumer_runner(CONSUMER, settings, pool, Metrics("reporting"), owners)
             records = await _bulk(settings, runner, progress)
             records += await _close_gap(live, runner, progress)
+            await _live_reaches(live, runner)
             async with live.transaction():
                 await live.execute("LOCK TABLE consumer_offsets IN SHARE MODE")
                 targets = await _live_offsets(live, runner.name)
@@ -157,6 +163,19 @@ async def _close_gap(live: Connection, runner: ConsumerRunner, progress: Progres
         if read < _SMALL_GAP:
             break
     return records
+
+
+async def _live_reaches(live: Connection, runner: ConsumerRunner) -> None:
+    """Wait, a little, for the live consumer to reach the rebuild wherever the rebuild read
+    further (the first pass reads to the topics' ends, which a busy live consumer may not
+    have reached): compared at the switch, the two then stand at the same offsets. A live
+    consumer that stays behind leaves the switch uncompared, as the report then says."""
+    rebuilt = await runner.stored_offsets()
+    for _ in range(_LIVE_WAITS):
+        targets = await _live_offsets(live, runner.name)
+        if all(offset <= targets.get(key, 0) for key, offset in rebuilt.items()):
+            return
+        await asyncio.sleep(_LIVE_WAIT_SECONDS)
 
 
 async def _catch_up(
