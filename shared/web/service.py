@@ -26,7 +26,7 @@ from shared.core.clockwatch import ClockWatch
 from shared.core.commands import CommandRunner
 from shared.core.consumer import BatchHandler, ConsumerRunner, EventHandler
 from shared.core.custody import KeyCustody, custody_of
-from shared.core.db import dsn, open_pool
+from shared.core.db import DatabaseWatch, dsn, open_pool
 from shared.core.eventstore import EventStore
 from shared.core.kafka import DEADLETTER_TOPIC, KafkaWatch
 from shared.core.keyholders import KeyWatch
@@ -351,11 +351,8 @@ async def _run_service(
         kafka = core.tasks["kafka"] = KafkaWatch(settings.kafka_bootstrap)
         readiness.add("kafka", kafka.check, needed=False)
 
-        async def database() -> bool:
-            async with pool.acquire() as conn:
-                return bool(await conn.fetchval("SELECT 1"))
-
-        readiness.add("database", database, needed=True)
+        database = core.tasks["database"] = DatabaseWatch(database_dsn)
+        readiness.add("database", database.check, needed=True)
         relay = _relay(definition, settings, database_dsn, metrics, clock)
         if relay is not None:
             readiness.add("relay", _relay_healthy(relay), needed=False)
