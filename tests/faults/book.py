@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ import aiohttp
 
 from shared.core.settings import Settings
 from tests.e2e.processes import ServiceProcesses
+from tests.e2e.workload import held_by_family
 from tests.support import connect_service_db, read_topic, run_ledger
 
 __all__ = ["Book", "Reconciliation", "load", "reconcile"]
@@ -58,12 +59,6 @@ class Book:
     def first_acknowledgement_after(self, moment: float) -> float | None:
         later = [at for at in self.acknowledged_at if at >= moment]
         return min(later) - moment if later else None
-
-    def held_by_family(self) -> dict[str, int]:
-        held: dict[str, int] = defaultdict(int)
-        for family, amount in self.spent.values():
-            held[family] += amount
-        return dict(held)
 
 
 async def _until_acknowledged(
@@ -248,7 +243,7 @@ async def reconcile(settings: Settings, book: Book, families: Sequence[str]) -> 
 
     balances = await _rows(settings, "reporting", "SELECT * FROM balances")
     held = {row["family_id"]: row["held_pence"] for row in balances if row["held_pence"]}
-    if held != book.held_by_family():
+    if held != held_by_family(book.spent):
         problems.append("reporting's held amounts differ from the book")
     budgets = {row["family_id"]: row["allocated_pence"] for row in balances}
     for family in [*families, *book.enrolled]:
