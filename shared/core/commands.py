@@ -38,6 +38,7 @@ __all__ = [
     "CommandResult",
     "CommandRunner",
     "IdempotencyRequest",
+    "LostTogetherError",
     "SpoiledTogetherError",
     "fingerprint",
     "together_connection",
@@ -184,6 +185,13 @@ class SpoiledTogetherError(Exception):
     it) and run its commands again with savepoints."""
 
 
+class LostTogetherError(Exception):
+    """PostgreSQL rolled the block's transaction back for another's sake: a deadlock's
+    victim (two blocks appending to the same streams in opposite orders wait for each
+    other) or a serialization failure. Nothing of it happened and none of its commands was
+    refused: leave the block and run all of it again."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a command answers: an HTTP status and a JSON body."""
@@ -260,8 +268,11 @@ class CommandRunner:
         if keys and savepoints:  # a refused command's savepoint could not give its key back
             raise ValueError("keys are claimed together only without savepoints")
         with counted_once_committed():
-            async with self._together(savepoints, keys):
-                yield
+            try:
+                async with self._together(savepoints, keys):
+                    yield
+            except asyncpg.TransactionRollbackError as error:  # in claiming, closing, committing
+                raise LostTogetherError from error
 
     @contextlib.asynccontextmanager
     async def _together(
@@ -283,14 +294,21 @@ class CommandRunner:
     ) -> CommandResult:
         together = _TOGETHER.get()
         if together is not None and together.savepoints:
-            with uncounted_if_undone():
-                async with together.conn.transaction():  # a savepoint
-                    return await self._in_transaction(together.conn, handler, idempotency)
+            try:
+                with uncounted_if_undone():
+                    async with together.conn.transaction():  # a savepoint
+                        return await self._in_transaction(together.conn, handler, idempotency)
+            except asyncpg.TransactionRollbackError as error:
+                # Not this command's to retry alone: what the other transaction waits on
+                # may be an earlier command's, held by the block until it ends.
+                raise LostTogetherError from error
         if together is not None:
             try:
                 return await self._in_transaction(
                     together.conn, handler, idempotency, together=together
                 )
+            except asyncpg.TransactionRollbackError as error:
+                raise LostTogetherError from error
             except Exception as error:
                 raise SpoiledTogetherError from error
         with counted_once_committed():

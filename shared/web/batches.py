@@ -16,6 +16,9 @@ chunk, then the rest of the batch, runs with a savepoint for each line, so that 
 line leaves the others be. A line's answer is given only once its chunk has committed; if
 the commit fails, every line of the chunk that ran answers that failure (503 when the
 database went away) and none of them happened, so the batch can be sent again as it was.
+A chunk whose transaction PostgreSQL rolls back for another's sake (two batches appending
+to the same families in opposite orders deadlock, and one loses) runs again whole: that
+is no failure of its lines.
 
 Every line carries an idempotency key, so a batch sent again after a dropped connection
 applies nothing twice: each line already applied answers what it answered the first time.
@@ -23,7 +26,9 @@ applies nothing twice: each line already applied answers what it answered the fi
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +37,12 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.core.commands import CommandRunner, IdempotencyRequest, SpoiledTogetherError
+from shared.core.commands import (
+    CommandRunner,
+    IdempotencyRequest,
+    LostTogetherError,
+    SpoiledTogetherError,
+)
 from shared.web.auth import require_pilot, require_role
 from shared.web.http import (
     Command,
@@ -53,6 +63,9 @@ MAX_LINES = 1_000  # and the body, like every body, at most 1 MiB
 # Lines per transaction: enough to spread a commit's fsync thin, few enough that what the
 # lines lock is not held for long (about a tenth of a second at the rates measured).
 CHUNK = 100
+# Runs of a chunk that keeps losing to other transactions before its lines answer 503:
+# each loss is a deadlock PostgreSQL took deadlock_timeout (1 s) to see.
+LOST_ATTEMPTS = 5
 PATH = "/pilots/{pilot_id}/batches"
 
 
@@ -178,18 +191,33 @@ async def _run_chunk(
     """The chunk's lines in one transaction; their answers once it has committed."""
     lines = [line for line in chunk if isinstance(line, _Line)]
     keys = [] if savepoints else [line.idempotency for line in lines if line.idempotency]
-    try:
-        async with runner.together(savepoints=savepoints, keys=keys):
-            results = [await _answer(request, line) for line in chunk]
-    except SpoiledTogetherError:
-        raise
-    except Exception as error:  # noqa: BLE001 - the chunk did not commit: say so per line
-        failed = problem_of(error, request.path, request.method)
-        return [
-            line if isinstance(line, BatchLineResult) else _refused(line.number, failed)
-            for line in chunk
-        ]
-    return results
+    for attempt in range(1, LOST_ATTEMPTS + 1):
+        try:
+            async with runner.together(savepoints=savepoints, keys=keys):
+                results = [await _answer(request, line) for line in chunk]
+        except SpoiledTogetherError:
+            raise
+        except LostTogetherError as lost:
+            if attempt == LOST_ATTEMPTS:
+                return _failed(request, chunk, lost.__cause__ or lost)
+            # Jitter keeps two chunks that deadlocked once from meeting again in lockstep.
+            await asyncio.sleep(random.uniform(0, 0.05 * attempt))  # noqa: S311
+        except Exception as error:  # noqa: BLE001 - the chunk did not commit: say so per line
+            return _failed(request, chunk, error)
+        else:
+            return results  # once committed
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _failed(
+    request: web.Request, chunk: Sequence[_Line | BatchLineResult], error: BaseException
+) -> list[BatchLineResult]:
+    """The answers of a chunk that did not commit: each line that ran answers its failure."""
+    failed = problem_of(error, request.path, request.method)
+    return [
+        line if isinstance(line, BatchLineResult) else _refused(line.number, failed)
+        for line in chunk
+    ]
 
 
 def _read_line(
@@ -224,8 +252,8 @@ async def _answer(request: web.Request, line: _Line | BatchLineResult) -> BatchL
         return line  # refused before its command ran
     try:
         result = await line.target.command.execute(request.app, line.call)
-    except SpoiledTogetherError:
-        raise  # not this line's answer: the chunk runs again with savepoints
+    except (SpoiledTogetherError, LostTogetherError):
+        raise  # not this line's answer: the chunk runs again
     except Exception as error:  # noqa: BLE001 - each line answers for itself, as its request would
         return _refused(line.number, problem_of(error, line.call.path, line.target.route.method))
     return BatchLineResult(
