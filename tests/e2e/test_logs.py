@@ -47,7 +47,10 @@ async def call(
 
 async def pilot_with_a_family(
     services: ServiceProcesses, http: aiohttp.ClientSession, admin: dict[str, str]
-) -> None:
+) -> int:
+    """The family's stream_version after its allocation, for its requests to name: approval
+    decides one only once it has seen that allocation (without it, a request can overtake
+    the allocation into approval and be refused for want of funds, as one run's was)."""
     url = services.url("allocation")
     config = {
         "name": "Wigan",
@@ -60,13 +63,15 @@ async def pilot_with_a_family(
     family = {"family_id": "fam-1", "team": "t-1", "worker": "sw-1", "enrolled_on": "2026-01-05"}
     await call(http, "POST", f"{url}/pilots/wigan/families", family, admin, 201)
     allocation = {"amount_pence": 400_000}
-    await call(
+    allocated = await call(
         http, "POST", f"{url}/pilots/wigan/families/fam-1/allocations", allocation, admin, 201
     )
+    return int(allocated["stream_version"])
 
 
-def spend_request(amount: int, purpose: str) -> dict[str, Any]:
+def spend_request(amount: int, purpose: str, version: int) -> dict[str, Any]:
     return {
+        "allocation_version": version,
         "family_id": "fam-1",
         "amount_pence": amount,
         "category": "practical",
@@ -88,7 +93,7 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
         worker = auth(token("social_worker", "wigan", sub="sw-1", team="t-1"))
         manager = auth(token("manager", "wigan", sub="m-1", team="t-1"))
         finance = auth(token("finance", "wigan", sub="fin-1"))
-        await pilot_with_a_family(services, http, admin)
+        version = await pilot_with_a_family(services, http, admin)
         spending = f"{services.url('spending')}/pilots/wigan"
 
         first_try = {**worker, "X-Correlation-Id": correlation, "Idempotency-Key": "k-1"}
@@ -96,7 +101,7 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
             http,
             "POST",
             f"{spending}/spend-requests",
-            spend_request(2_500, PURPOSE),
+            spend_request(2_500, PURPOSE, version),
             first_try,
             202,
         )
@@ -104,7 +109,7 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
             http,
             "POST",
             f"{spending}/spend-requests",
-            spend_request(2_500, PURPOSE),
+            spend_request(2_500, PURPOSE, version),
             first_try,
             202,
         )
@@ -113,7 +118,7 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
             http,
             "POST",
             f"{spending}/spend-requests",
-            spend_request(50_000, LARGE_PURPOSE),
+            spend_request(50_000, LARGE_PURPOSE, version),
             worker,
             202,
         )
@@ -121,11 +126,11 @@ async def test_a_request_is_followed_in_logs_and_metrics_and_no_log_holds_free_t
             http,
             "POST",
             f"{spending}/spend-requests",
-            spend_request(20_000, LARGE_PURPOSE),
+            spend_request(20_000, LARGE_PURPOSE, version),
             worker,
             202,
         )
-        refused = spend_request(-5, REFUSED_PURPOSE)
+        refused = spend_request(-5, REFUSED_PURPOSE, version)
         await call(http, "POST", f"{spending}/spend-requests", refused, worker, 422)
 
         async def status(request_id: str, wanted: str) -> bool:
