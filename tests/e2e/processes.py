@@ -29,10 +29,13 @@ __all__ = ["ServiceProcesses", "sample", "service_processes"]
 class ServiceProcesses:
     """Start, signal and read the logs of each service's processes."""
 
-    def __init__(self, settings: Settings, logs: Path) -> None:
+    def __init__(
+        self, settings: Settings, logs: Path, environment: dict[str, str] | None = None
+    ) -> None:
         self._ports: dict[str, int] = {name: free_port() for name in SERVICE_NAMES}
         self.settings = settings.model_copy(update={"ports": self._ports, "log_format": "json"})
         self._logs = logs
+        self._environment = environment or {}  # every instance's, started now or later
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._hosts: dict[str, str] = {}  # where an instance listens, when not on loopback
 
@@ -69,19 +72,21 @@ class ServiceProcesses:
     ) -> str:
         """Start an instance of the service, wait until ``/readyz`` says it is ready, and
         return its name. A replica shares the service's settings but for its port;
-        ``environment`` is added to the process's (a fake clock's, or LEDGER_HOST for an
-        address other than loopback), and ``wrapper`` runs it (``ip netns exec NAME``)."""
+        ``environment`` is added to the process's and to every instance's (a fake clock's,
+        or LEDGER_HOST for an address other than loopback), and ``wrapper`` runs it
+        (``ip netns exec NAME``)."""
         instance = service if replica == 1 else f"{service}-{replica}"
         port = self._ports.setdefault(instance, free_port())
         settings = self.settings.with_port(service, port)
-        if environment and "LEDGER_HOST" in environment:
+        environment = self._environment | (environment or {})
+        if "LEDGER_HOST" in environment:
             self._hosts[instance] = environment["LEDGER_HOST"]
         with self.log_path(instance).open("ab") as log:
             self._processes[instance] = await asyncio.create_subprocess_exec(
                 *wrapper,
                 LEDGER,
                 *serve_command(service),
-                env=settings_env(settings) | (environment or {}),
+                env=settings_env(settings) | environment,
                 stdout=log,
                 stderr=log,
             )
@@ -129,10 +134,13 @@ class ServiceProcesses:
 
 
 @asynccontextmanager
-async def service_processes(settings: Settings, logs: Path) -> AsyncIterator[ServiceProcesses]:
-    """All four services running as processes; stopped on the way out."""
+async def service_processes(
+    settings: Settings, logs: Path, environment: dict[str, str] | None = None
+) -> AsyncIterator[ServiceProcesses]:
+    """All four services running as processes (``environment`` added to each's); stopped
+    on the way out."""
     await migrate(settings, list(SERVICE_NAMES))
-    processes = ServiceProcesses(settings, logs)
+    processes = ServiceProcesses(settings, logs, environment)
     try:
         await asyncio.gather(*(processes.start(name) for name in SERVICE_NAMES))
         yield processes

@@ -11,6 +11,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import date
 from typing import Any
 
 import aiohttp
@@ -30,10 +31,15 @@ __all__ = [
 
 
 async def set_up_pilot(
-    services: ServiceProcesses, http: aiohttp.ClientSession, admin: str, families: Sequence[str]
+    services: ServiceProcesses,
+    http: aiohttp.ClientSession,
+    admin: str,
+    families: Sequence[str],
+    enrolled_on: date = date(2026, 1, 5),
 ) -> None:
     """Wigan, deciding up to £1,000 on the worker's say, and each family enrolled in team
-    t-1 with £40,000: enough that no request in a test is refused for want of funds."""
+    t-1 with £40,000 for its current period: enough that no request in a test is refused
+    for want of funds."""
     headers = auth(admin)
     url = services.url("allocation")
     async with http.put(
@@ -55,7 +61,7 @@ async def set_up_pilot(
                 "family_id": family,
                 "team": "t-1",
                 "worker": "sw-1",
-                "enrolled_on": "2026-01-05",
+                "enrolled_on": enrolled_on.isoformat(),
             },
             headers=headers,
         ) as response:

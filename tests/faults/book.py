@@ -43,6 +43,8 @@ class Book:
     spent: dict[str, tuple[str, int]] = field(default_factory=dict)
     # families whose enrolment (with its budget) the ledger acknowledged
     enrolled: set[str] = field(default_factory=set)
+    # pence the ledger acknowledged allocating to each family, in every period
+    allocated: dict[str, int] = field(default_factory=dict)
     sent: int = 0  # commands, each counted once however often it was sent again
     attempts: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
@@ -143,6 +145,7 @@ async def load(
                 http, book, f"{allocation}/{family}/allocations", budget, admin, 201
             ):
                 book.enrolled.add(family)
+                book.allocated[family] = BUDGET_PENCE
             await asyncio.sleep(0.2)  # a family now and then, among the spend requests
 
     tasks = [asyncio.create_task(spender(seed)) for seed in range(clients)]
@@ -200,7 +203,7 @@ async def _undecided(settings: Settings, book: Book, problems: list[str]) -> set
     return missing
 
 
-async def reconcile(settings: Settings, book: Book, families: Sequence[str]) -> Reconciliation:
+async def reconcile(settings: Settings, book: Book) -> Reconciliation:
     """Every acknowledged command against the stores, the topics, approval's decisions,
     spending's and reporting's views, and the auditor's two commands."""
     problems: list[str] = []
@@ -241,15 +244,18 @@ async def reconcile(settings: Settings, book: Book, families: Sequence[str]) -> 
     lost |= book.enrolled - set(enrolled)
     duplicated |= {family for family, count in enrolled.items() if count > 1}
 
-    balances = await _rows(settings, "reporting", "SELECT * FROM balances")
-    held = {row["family_id"]: row["held_pence"] for row in balances if row["held_pence"]}
-    if held != held_by_family(book.spent):
+    balances = await _rows(settings, "reporting", "SELECT * FROM balances")  # a row a period
+    held: Counter[str] = Counter()
+    budgets: Counter[str] = Counter()
+    for row in balances:
+        held[row["family_id"]] += row["held_pence"]
+        budgets[row["family_id"]] += row["allocated_pence"]
+    if +held != held_by_family(book.spent):
         problems.append("reporting's held amounts differ from the book")
-    budgets = {row["family_id"]: row["allocated_pence"] for row in balances}
-    for family in [*families, *book.enrolled]:
-        if budgets.get(family) != BUDGET_PENCE:
+    for family, budget in book.allocated.items():
+        if budgets[family] != budget:
             lost.add(family)
-            problems.append(f"reporting: {family}'s budget is {budgets.get(family)}")
+            problems.append(f"reporting: {family}'s budget is {budgets[family]}, not {budget}")
     below_zero = sum(
         1 for row in balances if row["allocated_pence"] - row["held_pence"] - row["spent_pence"] < 0
     )

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ import pytest
 from deploy.stack import LOCAL, Kafka, KafkaCluster, Postgres, free_port, unique_name
 from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
+from shared.web.auth import Role, mint_token
 from shared.web.registry import ledger_topics
-from tests.conftest import Infrastructure
+from tests.conftest import JWT_SECRET, Infrastructure
 from tests.e2e.processes import ServiceProcesses, service_processes
 from tests.e2e.system import auth
 from tests.e2e.workload import set_up_pilot
-from tests.faults.book import Book, Reconciliation, load, reconcile
+from tests.faults.book import BUDGET_PENCE, Book, Reconciliation, load, reconcile
 from tests.support import connect_service_db, reporting_caught_up, wait_for
 
 ARTEFACTS = LOCAL / "artefacts" / "faults"
@@ -44,6 +45,16 @@ STEADY_SECONDS = 3.0
 # How long the ledger may take to become quiet after the load stops: a bound on recovery,
 # not a measure of speed (the report gives the measured times).
 SETTLE_SECONDS = 180.0
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def fake_clock(offset: timedelta) -> dict[str, str]:
+    """The environment that sets a process's clock ``offset`` from the machine's."""
+    return {
+        "LD_PRELOAD": FAKETIME,
+        "FAKETIME": f"{round(offset.total_seconds()):+d}",  # seconds
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # the event loop's timers keep real time
+    }
 
 
 def kill_group(pid: int, sig: signal.Signals) -> None:
@@ -195,14 +206,21 @@ Rigging = Callable[..., Any]
 
 
 @pytest.fixture
-def rigged(tmp_path: Path, token: Callable[..., str]) -> Rigging:
+def rigged(tmp_path: Path) -> Rigging:
     """``async with rigged(postgres, kafka, **settings) as rig``: a fresh ledger (databases,
     topics, four services as processes, a pilot with FAMILIES funded) on that
-    infrastructure, the load not yet running."""
+    infrastructure, the load not yet running. With ``clock``, the four services' clocks
+    and the tokens' times are that far from the machine's (PostgreSQL's and Kafka's are
+    not); ``enrolled_on`` is when FAMILIES joined."""
 
     @asynccontextmanager
     async def rig(
-        postgres: Postgres, kafka: Kafka | KafkaCluster, **overrides: object
+        postgres: Postgres,
+        kafka: Kafka | KafkaCluster,
+        *,
+        clock: timedelta = timedelta(0),
+        enrolled_on: date = date(2026, 1, 5),
+        **overrides: object,
     ) -> AsyncIterator[Rig]:
         node = kafka.nodes[0] if isinstance(kafka, KafkaCluster) else kafka
         settings = Infrastructure(postgres, node).settings(
@@ -213,27 +231,39 @@ def rigged(tmp_path: Path, token: Callable[..., str]) -> Rigging:
             **overrides,
         )
         await ensure_topics(settings, ledger_topics())
+
+        def token(role: Role, sub: str, team: str | None = None) -> str:
+            now = datetime.now(UTC) + clock
+            return mint_token(JWT_SECRET, sub=sub, role=role, pilot="wigan", team=team, now=now)
+
         async with (
-            service_processes(settings, tmp_path) as services,
+            service_processes(settings, tmp_path, fake_clock(clock) if clock else None) as services,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
         ):
-            admin = token("admin", "wigan")
-            await set_up_pilot(services, http, admin, FAMILIES)
-            await wait_for(lambda: _views_know_the_families(settings), timeout=60)
-            worker = token("social_worker", "wigan", sub="sw-1", team="t-1")
-            yield Rig(postgres, kafka, settings, services, http, auth(admin), auth(worker), Book())
+            admin = token("admin", "user-1")
+            await set_up_pilot(services, http, admin, FAMILIES, enrolled_on)
+            # Enrolled and funded (stream version 2): no request may overtake the budget.
+            await views_reach(settings, dict.fromkeys(FAMILIES, 2))
+            worker = token("social_worker", "sw-1", team="t-1")
+            book = Book(allocated=dict.fromkeys(FAMILIES, BUDGET_PENCE))
+            yield Rig(postgres, kafka, settings, services, http, auth(admin), auth(worker), book)
 
     return rig
 
 
-async def _views_know_the_families(settings: Settings) -> bool:
-    """Spending and approval have read every family's enrolment and budget."""
-    for service in ("spending", "approval"):
-        async with connect_service_db(settings, service) as conn:
-            known = await conn.fetchval("SELECT count(*) FROM family_view")
-        if known < len(FAMILIES):
-            return False
-    return True
+async def views_reach(settings: Settings, versions: dict[str, int]) -> None:
+    """Wait until spending's and approval's views hold each family at its stream version."""
+
+    async def reached() -> bool:
+        for service in ("spending", "approval"):
+            async with connect_service_db(settings, service) as conn:
+                rows = await conn.fetch("SELECT family_id, stream_version FROM family_view")
+            held = {row["family_id"]: row["stream_version"] for row in rows}
+            if any(held.get(family, 0) < version for family, version in versions.items()):
+                return False
+        return True
+
+    await wait_for(reached, timeout=60)
 
 
 Fault = Callable[[Rig], Awaitable[float]]
@@ -252,13 +282,13 @@ async def run(rig: Rig, report: Report, scenario: str, fault: Fault) -> Outcome:
     async def settled() -> bool:
         if not await reporting_caught_up(rig.settings):
             return False
-        found = await reconcile(rig.settings, rig.book, FAMILIES)
+        found = await reconcile(rig.settings, rig.book)
         return found.lost == 0 and not found.problems
 
     with contextlib.suppress(AssertionError):  # reconciled below all the same: reported
         await wait_for(settled, timeout=SETTLE_SECONDS, interval=1.0)
     settled_seconds = time.monotonic() - stopped
-    found: Reconciliation = await reconcile(rig.settings, rig.book, FAMILIES)
+    found: Reconciliation = await reconcile(rig.settings, rig.book)
     book = rig.book
     outcome = Outcome(
         scenario=scenario,

@@ -16,8 +16,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,22 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.stack import LOCAL, Kafka, KafkaCluster, Postgres, free_port, unique_name
+from shared.contracts.periods import add_months
 from shared.core.kafka import connection
 from shared.web.batches import NDJSON
 from tests.faults.book import BUDGET_PENCE
-from tests.faults.conftest import Report, Rig, Rigging, kill_group, run
+from tests.faults.conftest import (
+    FAMILIES,
+    Report,
+    Rig,
+    Rigging,
+    fake_clock,
+    kill_group,
+    run,
+    views_reach,
+)
 from tests.faults.netns import Namespace, namespace
 from tests.support import SERVICE_NAMES, connect_service_db, wait_for
-
-FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
 def _server_processes(postgres: Postgres) -> list[int]:
@@ -324,25 +334,63 @@ async def _at_least(count: Any, least: int) -> bool:
 # Clocks.
 
 
-@pytest.mark.parametrize("skew", ["+5m", "-5m"])
+SKEW = timedelta(minutes=5)
+# The services' clocks when the scenario begins: its load crosses midnight in them.
+BEFORE_MIDNIGHT = timedelta(seconds=75)
+
+
+@pytest.mark.parametrize("sign", [+1, -1], ids=["ahead", "behind"])
 @pytest.mark.parametrize("service", SERVICE_NAMES)
-async def test_a_service_clock_five_minutes_off(
-    service: str, skew: str, postgres: Postgres, kafka: Kafka, rigged: Rigging, report: Report
+async def test_a_service_clock_five_minutes_off_across_midnight_and_a_period_end(
+    service: str, sign: int, postgres: Postgres, kafka: Kafka, rigged: Rigging, report: Report
 ) -> None:
-    clock = {
-        "LD_PRELOAD": FAKETIME,
-        "FAKETIME": skew,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # the event loop's timers keep real time
-    }
+    """The four services' clocks cross a midnight that ends every family's budget period
+    (a year from their enrolment; each has money in both periods) while one runs five
+    minutes ahead of the others or behind them, so that for a while it is on the other
+    side of midnight and of the period end. Spending's clock says which period a request
+    is in, and approval decides it on that period's balance."""
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
+    clock = midnight - BEFORE_MIDNIGHT - now  # PostgreSQL and Kafka keep the machine's
+    new_period = midnight.date()
+    enrolled_on = add_months(new_period, -12)
 
     async def fault(rig: Rig) -> float:
         await rig.services.kill(service)
-        await rig.services.start(service, environment=clock)
-        await asyncio.sleep(10)
+        await rig.services.start(service, environment=fake_clock(clock + sign * SKEW))
+        # Load until the others are well past midnight: with the one ahead, it was past
+        # already; with the one behind, it stays before it to the end.
+        past = midnight + timedelta(seconds=10)
+        await asyncio.sleep(max(0.0, (past - datetime.now(UTC) - clock).total_seconds()))
         return time.monotonic()  # left skewed to the end: the reconciliation runs on it
 
-    async with rigged(postgres, kafka) as rig:
-        await run(rig, report, f"{service}'s clock {skew[0]}5 min", fault)
+    async with rigged(postgres, kafka, clock=clock, enrolled_on=enrolled_on) as rig:
+        left = midnight - datetime.now(UTC) - clock
+        assert left > timedelta(seconds=5), f"the rig took {BEFORE_MIDNIGHT - left} to start"
+        url = f"{rig.services.url('allocation')}/pilots/wigan/families"
+        versions = {}
+        for family in FAMILIES:  # the next period's money, given before it begins
+            body = {"amount_pence": BUDGET_PENCE, "period_start": new_period.isoformat()}
+            async with rig.http.post(
+                f"{url}/{family}/allocations", json=body, headers=rig.admin
+            ) as response:
+                assert response.status == 201, await response.text()
+                versions[family] = (await response.json())["stream_version"]
+            rig.book.allocated[family] += BUDGET_PENCE
+        await views_reach(rig.settings, versions)
+        scenario = f"{service}'s clock {'+' if sign > 0 else '-'}5 min across midnight"
+        await run(rig, report, scenario, fault)
+        periods = await _request_periods(rig)
+    # Spending's clock said which: it was on both sides of midnight unless it was behind.
+    behind = service == "spending" and sign < 0
+    assert set(periods) == ({enrolled_on} if behind else {enrolled_on, new_period}), periods
+
+
+async def _request_periods(rig: Rig) -> Counter[date]:
+    """How many of the book's requests approval decided in each period."""
+    async with connect_service_db(rig.settings, "approval") as conn:
+        rows = await conn.fetch("SELECT request_id::text AS id, period_start FROM requests")
+    return Counter(row["period_start"] for row in rows if row["id"] in rig.book.spent)
 
 
 # Three brokers.
