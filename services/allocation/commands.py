@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import uuid
 from datetime import UTC
@@ -15,6 +14,7 @@ from services.allocation.retention import Due, sweep
 from shared.cli.audit import Wire, in_order, read_topic
 from shared.cli.progress import progress_bar
 from shared.contracts import allocation
+from shared.core import eventloop
 from shared.core.custody import custody_of
 from shared.core.db import dsn, open_pool
 from shared.core.events import Envelope, wire_value
@@ -43,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging("allocation", settings.log_format, settings.log_level)
-    found = asyncio.run(_sweep(settings, dry_run=args.dry_run))
+    found = eventloop.run(_sweep(settings, dry_run=args.dry_run))
     verb = "due" if args.dry_run else "erased"
     for item in found:
         print(
@@ -77,7 +77,7 @@ def add_audits(audits: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _audit_randomisation(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(_read_and_check(settings, args.pilot))
+    found = eventloop.run(_read_and_check(settings, args.pilot))
     for problem in found.problems:
         print(f"broken: {problem}")
     if found.problems:

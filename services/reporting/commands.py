@@ -4,7 +4,6 @@ what-if`` and ``ledger open``."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import webbrowser
@@ -19,6 +18,7 @@ from services.reporting.signin import sign_in_page
 from services.reporting.whatif import WhatIf
 from shared.cli.progress import ProgressBar, progress_bar
 from shared.contracts.allocation import PilotConfig
+from shared.core import eventloop
 from shared.core.db import connect, dsn
 from shared.core.errors import NotFoundError
 from shared.core.logging import configure_logging
@@ -94,7 +94,7 @@ def _what_if(args: argparse.Namespace, settings: Settings) -> int:
             await conn.close()
 
     try:
-        report = asyncio.run(ask())
+        report = eventloop.run(ask())
     except NotFoundError:
         print(f"ledger: no pilot {args.pilot!r} in reporting", file=sys.stderr)
         return 1
@@ -105,7 +105,7 @@ def _what_if(args: argparse.Namespace, settings: Settings) -> int:
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging("reporting", settings.log_format, settings.log_level)
     with progress_bar("rebuilding", unit="offset", total=0) as bar:
-        report = asyncio.run(
+        report = eventloop.run(
             rebuild(settings, ProgressBar(bar), accept_differences=args.accept_differences)
         )
     outcome = "and switched" if report.switched else "and did not switch"

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.core import eventloop
 from shared.core.consumer import decisions
 from shared.core.db import Connection, connect, dsn
 from shared.core.errors import LedgerError
@@ -98,7 +99,7 @@ async def _parked(settings: Settings, only: str | None) -> list[dict[str, Any]]:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(_parked(settings, args.service))
+    found = eventloop.run(_parked(settings, args.service))
     if args.json:
         for item in found:
             print(json.dumps(item))
@@ -131,7 +132,7 @@ async def _show(settings: Settings, reference: str) -> dict[str, Any] | None:
 
 
 def _show_command(args: argparse.Namespace, settings: Settings) -> int:
-    shown = asyncio.run(_show(settings, args.ref))
+    shown = eventloop.run(_show(settings, args.ref))
     if shown is None:
         print(f"nothing is parked at {args.ref}", file=sys.stderr)
         return 2
@@ -163,7 +164,7 @@ async def _retry(settings: Settings, args: argparse.Namespace) -> str:
 
 def _retry_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        outcome = asyncio.run(_retry(settings, args))
+        outcome = eventloop.run(_retry(settings, args))
     except TimeoutError as error:
         print(str(error), file=sys.stderr)
         return 1
@@ -178,7 +179,7 @@ async def _release(settings: Settings, args: argparse.Namespace) -> decisions.Pa
 
 
 def _release_command(args: argparse.Namespace, settings: Settings) -> int:
-    record = asyncio.run(_release(settings, args))
+    record = eventloop.run(_release(settings, args))
     what = "set aside" if record.kind == "rejected" else "set aside as applied"
     print(f"released: {args.ref} ({record.kind}) {what}; what its family held behind it follows")
     return 0
@@ -199,7 +200,7 @@ async def _decisions(settings: Settings, only: str | None) -> list[dict[str, Any
 
 
 def _decisions_command(args: argparse.Namespace, settings: Settings) -> int:
-    for item in asyncio.run(_decisions(settings, args.service)):
+    for item in eventloop.run(_decisions(settings, args.service)):
         print(json.dumps(item))
     return 0
 

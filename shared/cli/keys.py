@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.cli.progress import progress_bar
+from shared.core import eventloop
 from shared.core.custody import KeyCustodyError, custody_of, new_kek, parse_keks
 from shared.core.db import connect, dsn
 from shared.core.keyholders import Holder, holders
@@ -120,7 +121,7 @@ def _new_kek(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{path} already holds a key-encryption key {args.id}", file=sys.stderr)
         return 2
     _write_private(path, [made, *(line for _, line in keks)])
-    if not asyncio.run(_taken_up(settings, lambda held: args.id in held)):
+    if not eventloop.run(_taken_up(settings, lambda held: args.id in held)):
         print(
             f"{args.id} is first in {path}, but a running service has not taken it up (see "
             "ledger keys status): do not rotate until every one holds it",
@@ -143,7 +144,7 @@ def _retire(_: argparse.Namespace, settings: Settings) -> int:
         return 2
     keks = _listed(path)
     current = keks[0][0]
-    status = asyncio.run(key_status(settings))
+    status = eventloop.run(key_status(settings))
     needed = [
         f"{service}: {count} live keys under {kek}"
         for service, counts in status.keys.items()
@@ -157,7 +158,7 @@ def _retire(_: argparse.Namespace, settings: Settings) -> int:
         return 3
     _write_private(path, [keks[0][1]])
     retired = ", ".join(kek_id for kek_id, _ in keks[1:]) or "none"
-    if not asyncio.run(_taken_up(settings, lambda held: held == (current,))):
+    if not eventloop.run(_taken_up(settings, lambda held: held == (current,))):
         print(
             f"retired from {path}: {retired}; a running service still holds it (see ledger "
             "keys status): restart it",
@@ -205,7 +206,7 @@ def _write_private(path: Path, lines: list[str]) -> None:
 
 def _rotate(_: argparse.Namespace, settings: Settings) -> int:
     current = custody_of(settings).current
-    found = asyncio.run(key_status(settings))
+    found = eventloop.run(key_status(settings))
     lacking = [
         f"{service}: an instance (started {h.started_at.isoformat(timespec='seconds')})"
         for service, instances in found.holders.items()
@@ -222,7 +223,7 @@ def _rotate(_: argparse.Namespace, settings: Settings) -> int:
         )
         return 1
     try:
-        done = asyncio.run(rotate(settings))
+        done = eventloop.run(rotate(settings))
     except KeyCustodyError as error:
         print(f"cannot rotate: {error.detail}", file=sys.stderr)
         return 1
@@ -236,7 +237,7 @@ def _status(_: argparse.Namespace, settings: Settings) -> int:
     under it, a running instance of a service, or this command's own secret."""
     custody = custody_of(settings)
     current = custody.current
-    found = asyncio.run(key_status(settings))
+    found = eventloop.run(key_status(settings))
     for name, counts in found.keys.items():
         listed = ", ".join(f"{kek}: {count}" for kek, count in counts.items()) or "no keys"
         held = sorted({kek for holder in found.holders[name] for kek in holder.kek_ids})

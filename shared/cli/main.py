@@ -37,6 +37,7 @@ from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
 from shared.cli.readers import add_readers
 from shared.cli.token import add_token
+from shared.core import eventloop
 from shared.core.db import connect, dsn
 from shared.core.events import canonical_json, wire_value
 from shared.core.kafka import ensure_topics
@@ -51,12 +52,12 @@ __all__ = ["main", "replay", "verify"]
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     names = args.service or [definition.name for definition in services()]
-    asyncio.run(migrate(settings, names))
+    eventloop.run(migrate(settings, names))
     return 0
 
 
 def _topics(_: argparse.Namespace, settings: Settings) -> int:
-    created = asyncio.run(ensure_topics(settings, ledger_topics()))
+    created = eventloop.run(ensure_topics(settings, ledger_topics()))
     print("created: " + (", ".join(created) if created else "none (all present)"))
     return 0
 
@@ -179,7 +180,7 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"ledger: {args.compare} is evidence of pilot {kept.get('pilot')}, "
                   f"not {args.pilot}", file=sys.stderr)  # fmt: skip
             return 2
-    found = asyncio.run(verify(settings, args.pilot, kept))
+    found = eventloop.run(verify(settings, args.pilot, kept))
     if args.json:
         evidence = {
             "verified_at": datetime.now(UTC).isoformat(),
@@ -268,7 +269,7 @@ def _moment(text: str) -> datetime:
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    replayed = asyncio.run(replay(settings, args.pilot, args.family, args.as_of, args.clock))
+    replayed = eventloop.run(replay(settings, args.pilot, args.family, args.as_of, args.clock))
     if replayed.in_scope == 0:
         scope = " ".join(
             f"{what} {name}"

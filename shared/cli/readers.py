@@ -6,11 +6,11 @@ of their own, and nothing else. Run with the broker's superuser as LEDGER_KAFKA_
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable
 
+from shared.core import eventloop
 from shared.core.kafka_readers import READER_NAME, create_reader, list_readers, revoke_reader
 from shared.core.settings import Settings
 from shared.web.registry import services
@@ -25,7 +25,7 @@ def _readable(settings: Settings) -> tuple[str, ...]:
 
 def _create(args: argparse.Namespace, settings: Settings) -> int:
     group_prefix = settings.topic(f"reader-{args.name}.")
-    reader = asyncio.run(
+    reader = eventloop.run(
         create_reader(
             settings.kafka, args.name, topics=_readable(settings), group_prefix=group_prefix
         )
@@ -46,13 +46,13 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(revoke_reader(settings.kafka, args.name))
+    eventloop.run(revoke_reader(settings.kafka, args.name))
     print(f"revoked: reader-{args.name}")
     return 0
 
 
 def _list(_: argparse.Namespace, settings: Settings) -> int:
-    for reader in asyncio.run(list_readers(settings.kafka)):
+    for reader in eventloop.run(list_readers(settings.kafka)):
         print(json.dumps({"principal": reader.principal, "group_prefix": reader.group_prefix,
                           "topics": list(reader.topics)}))  # fmt: skip
     return 0

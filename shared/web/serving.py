@@ -20,6 +20,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from shared.core import eventloop
 from shared.web.http import SAFE_HEADERS, problem_response
 
 __all__ = ["serve"]
@@ -29,7 +30,7 @@ def serve(
     app: web.Application, *, host: str, port: int, shutdown_timeout: float, header_timeout: float
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: in-flight requests get ``shutdown_timeout``."""
-    asyncio.run(_serve(app, host, port, shutdown_timeout, header_timeout))
+    eventloop.run(_serve(app, host, port, shutdown_timeout, header_timeout))
 
 
 async def _serve(
