@@ -1,21 +1,24 @@
 """The bare-service floor: aiohttp and pydantic with one PostgreSQL commit per request, and
 nothing of the ledger. It is what P1's spend requests are a ratio to.
 
-    python -m bench.bare --port P --dsn postgresql://…
+    python -m bench.bare --port P --dsn postgresql://… [--loop uvloop|asyncio]
 
 Each POST /items validates a body the size of a spend request with pydantic, inserts one
 event-sized row in a transaction of its own (fsync on, as the ledger's server has it), and
-answers 202 with JSON after the commit.
+answers 202 with JSON after the commit. It runs on the ledger's event loop (uvloop) unless
+told otherwise: asyncio's own shows what the loop costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import uvloop
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,8 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dsn", required=True)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
-    web.run_app(create_app(args.dsn), host="127.0.0.1", port=args.port, print=None)
+    loop = uvloop.new_event_loop() if args.loop == "uvloop" else asyncio.new_event_loop()
+    web.run_app(create_app(args.dsn), host="127.0.0.1", port=args.port, print=None, loop=loop)
 
 
 BODY = json.dumps(
