@@ -67,6 +67,7 @@ class RequestFacts(Frozen):
     amount_pence: int
     requested_by: str
     requested_at: datetime
+    received_at: datetime | None  # approval's clock; None if recorded before it was kept
     period_start: date
     period_end: date
 
@@ -146,6 +147,7 @@ def _facts(
         "amount_pence": request.amount_pence,
         "policy_version": policy_version,
         "requested_at": request.requested_at,
+        "received_at": request.received_at,
         "decided_at": decided_at,
         "decided_by": by,
         "period_start": request.period_start,

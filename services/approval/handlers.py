@@ -110,7 +110,7 @@ class Approval:
                 await self._decide_reduction(conn, envelope, event)
             await self._decide_waiting(conn, pilot_id, family_id, envelope)
         elif isinstance(event, SpendRequested):
-            await process.record_request(conn, envelope, event)
+            await process.record_request(conn, envelope, event, self._core.clock())
             await self._decide_waiting(conn, pilot_id, family_id, envelope)
         elif isinstance(event, PurchaseRecorded):
             await process.record_purchase(conn, event.request_id, event.amount_pence)

@@ -50,8 +50,8 @@ _READ_FAMILY_VERSION = (
 _REQUEST = """
 INSERT INTO requests (request_id, pilot_id, family_id, team, amount_pence, category, requested_by,
     family_involved, policy_version, allocation_version, period_start, period_end, requested_at,
-    status)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'waiting')
+    received_at, status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'waiting')
 ON CONFLICT DO NOTHING
 """
 _WAITING = """
@@ -108,8 +108,10 @@ async def family_version(conn: Connection, pilot_id: str, family_id: str) -> int
     return int(await conn.fetchval(_READ_FAMILY_VERSION, pilot_id, family_id) or 0)
 
 
-async def record_request(conn: Connection, envelope: Envelope, event: SpendRequested) -> None:
-    """A spend request, waiting for approval's decision."""
+async def record_request(
+    conn: Connection, envelope: Envelope, event: SpendRequested, received_at: datetime
+) -> None:
+    """A spend request, waiting for approval's decision; ``received_at`` is approval's clock."""
     await conn.execute(
         _REQUEST,
         event.request_id,
@@ -125,6 +127,7 @@ async def record_request(conn: Connection, envelope: Envelope, event: SpendReque
         event.period_start,
         event.period_end,
         envelope.occurred_at,
+        received_at,
     )
 
 

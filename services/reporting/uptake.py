@@ -28,7 +28,12 @@ from shared.contracts.allocation import (
     FamilyExited,
     OutcomeRecorded,
 )
-from shared.contracts.approval import BudgetReduced, RequestApproved, RequestRejected
+from shared.contracts.approval import (
+    BudgetReduced,
+    DecisionMade,
+    RequestApproved,
+    RequestRejected,
+)
 from shared.contracts.balances import movement
 from shared.contracts.spending import PurchaseRecorded, PurchaseRefunded, SpendRequested
 from shared.core.events import Envelope
@@ -128,7 +133,7 @@ class Facts:
 
     families: dict[str, _Family] = field(default_factory=lambda: defaultdict(_Family))
     requests: dict[UUID, tuple[str, bool, datetime]] = field(default_factory=dict)
-    decided: dict[UUID, datetime] = field(default_factory=dict)
+    decided: dict[UUID, RequestApproved | RequestRejected] = field(default_factory=dict)  # first
     verdicts: list[tuple[str, str]] = field(default_factory=list)  # family, approved|rejected
     # family, pence, category, day (a purchase's date; a refund's date of record)
     purchases: list[tuple[str, int, str, date]] = field(default_factory=list)
@@ -147,8 +152,9 @@ class Facts:
             case RequestApproved() | RequestRejected() as event:
                 verdict = "approved" if isinstance(event, RequestApproved) else "rejected"
                 self.verdicts.append((family_id, verdict))
-                at = event.decided_at
-                self.decided[event.request_id] = min(self.decided.get(event.request_id, at), at)
+                first = self.decided.get(event.request_id)
+                if first is None or event.decided_at < first.decided_at:
+                    self.decided[event.request_id] = event
             case event if family is not None:
                 self._add_to_family(envelope, family, event)
 
@@ -269,14 +275,17 @@ def hours_to_decision(facts: Facts, members: Collection[str]) -> list[float]:
     return [hours for family, hours in hours_to_decision_by_family(facts) if family in members]
 
 
-def hours_to_decide(requested_at: datetime, decided_at: datetime) -> float:
-    """Hours from a request to its decision, both in record time: when the ledger recorded
-    the request, and when approval recorded the decision. (A request's occurred_at is
+def hours_to_decide(requested_at: datetime, decision: DecisionMade) -> float:
+    """Hours from a request to its decision, in record time (a request's occurred_at is
     business time, which a migration backdates by months: measured from it, a decision taken
-    in milliseconds took 1,204 hours.) The two come from two services' clocks: where
-    approval's runs behind spending's, an automatic decision seems to come before its
-    request, and counts as taking no time, never less."""
-    return max(0.0, (decided_at - requested_at).total_seconds() / 3600)
+    in milliseconds took 1,204 hours), read from one clock: approval's, from when it
+    recorded the request (the decision's received_at) to its decision. The Kafka hop before
+    it, milliseconds (an outage's length during one), is not in it. A decision recorded
+    before received_at was kept is measured from ``requested_at``, when spending recorded
+    the request, on spending's clock: where approval's ran behind it, such a decision
+    counts as taking no time, never less."""
+    start = requested_at if decision.received_at is None else decision.received_at
+    return max(0.0, (decision.decided_at - start).total_seconds() / 3600)
 
 
 def hours_to_decision_by_family(facts: Facts) -> Iterator[tuple[str, float]]:

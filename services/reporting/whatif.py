@@ -117,14 +117,14 @@ class _Request:
     period: date
     requested_at: datetime
     recorded: Literal["auto", "manager", "refused"] = "manager"
-    decided_at: datetime | None = None
+    decision: RequestApproved | RequestRejected | None = None  # the first
     spent: int = 0
 
     @property
     def hours(self) -> float | None:
-        if self.decided_at is None:
+        if self.decision is None:
             return None
-        return hours_to_decide(self.requested_at, self.decided_at)
+        return hours_to_decide(self.requested_at, self.decision)
 
 
 @dataclass
@@ -159,8 +159,8 @@ class _Facts:
                 event.request_id in self.requests
             ):
                 request = self.requests[event.request_id]
-                if request.decided_at is None:  # the first decision counts
-                    request.decided_at = event.decided_at
+                if request.decision is None:  # the first decision counts
+                    request.decision = event
                     request.recorded = _recorded(event)
             case PurchaseRecorded() as event if event.request_id in self.requests:
                 self.requests[event.request_id].spent += event.amount_pence

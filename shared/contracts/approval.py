@@ -49,6 +49,12 @@ class DecisionMade(DomainEvent):
     amount_pence: int
     policy_version: int
     requested_at: datetime
+    received_at: datetime | None = Field(
+        default=None,
+        description="When approval recorded the request, on the clock decided_at is read "
+        "from: the time to decide is decided_at less this, one clock's two readings. None "
+        "in decisions recorded before it was kept.",
+    )
     decided_at: datetime
     decided_by: str = Field(description="The manager, or 'policy' for an automatic decision.")
     period_start: date

@@ -10,7 +10,7 @@ import statistics
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,8 @@ async def _secret(settings: Settings) -> bytes:
 
 
 async def _hours_to_decision(system: System) -> dict[str, list[float]]:
-    """Each family's hours from request to decision, from its recorded history."""
+    """Each family's hours from request to decision, from its recorded history: from when
+    approval recorded the request to its decision, on approval's clock."""
     found: dict[str, list[float]] = {}
     for number in range(8):
         family = f"t{number}"
@@ -254,6 +255,7 @@ async def _hours_to_decision(system: System) -> dict[str, list[float]]:
         for e in events:
             if e["type"] in {"decision.approved", "decision.rejected"}:
                 decided = datetime.fromisoformat(e["data"]["decided_at"])
-                start = requested[e["data"]["request_id"]]
+                start = datetime.fromisoformat(e["data"]["received_at"])
+                assert start >= requested[e["data"]["request_id"]] - timedelta(seconds=1)
                 found.setdefault(family, []).append((decided - start).total_seconds() / 3600)
     return found

@@ -21,6 +21,7 @@ FACTS = decisions.RequestFacts(
     amount_pence=20_000,
     requested_by="sw-1",
     requested_at=datetime(2026, 3, 1, 9, tzinfo=UTC),
+    received_at=datetime(2026, 3, 1, 9, 0, 1, tzinfo=UTC),
     period_start=date(2026, 1, 1),
     period_end=date(2026, 12, 31),
 )

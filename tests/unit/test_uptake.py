@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -17,6 +17,7 @@ from services.reporting.uptake import (
     hours_to_decision_by_family,
 )
 from shared.contracts import PUBLISHED
+from shared.contracts.approval import RequestApproved
 from shared.core.events import Envelope
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -365,11 +366,42 @@ def publishing(facts: Facts, forecast: int | None, known_team: str | None = None
     return publish(facts, compute(facts, forecast), by_team(facts, forecast), known_team=known_team)
 
 
-def test_a_decision_recorded_by_a_clock_behind_the_requests_takes_no_time_not_less() -> None:
+def _approved(request: UUID, decided_at: datetime, received_at: datetime | None) -> RequestApproved:
+    return RequestApproved(
+        request_id=request,
+        family_id="fam-1",
+        amount_pence=1_000,
+        policy_version=1,
+        requested_at=datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
+        received_at=received_at,
+        decided_at=decided_at,
+        decided_by="m-1",
+        period_start=date(2026, 1, 1),
+        period_end=date(2026, 12, 31),
+        approved_pence=1_000,
+        rule="manager",
+    )
+
+
+def test_a_decision_recorded_before_received_at_was_kept_takes_no_time_not_less() -> None:
     """With approval's clock behind spending's, median_hours_to_decision came out negative:
-    the request's time is spending's, the decision's approval's."""
+    such a decision is measured from the request's time, spending's clock."""
     facts = Facts()
     request = uuid4()
     facts.requests[request] = ("fam-1", False, datetime(2026, 5, 1, 12, 0, tzinfo=UTC))
-    facts.decided[request] = datetime(2026, 5, 1, 11, 57, tzinfo=UTC)  # 3 minutes "before"
+    three_minutes_before = datetime(2026, 5, 1, 11, 57, tzinfo=UTC)
+    facts.decided[request] = _approved(request, three_minutes_before, None)
     assert list(hours_to_decision_by_family(facts)) == [("fam-1", 0.0)]
+
+
+def test_time_to_decision_is_read_from_approvals_clock_alone() -> None:
+    """Spending recorded the request at 12:00 by its clock; approval, five minutes behind,
+    recorded it at 11:55:00.1 by its own and a manager approved it an hour later. The hour
+    is what the figure says: measured from spending's 12:00 it read 55 minutes, and with
+    approval's clock ahead an hour and five."""
+    facts = Facts()
+    request = uuid4()
+    facts.requests[request] = ("fam-1", False, datetime(2026, 5, 1, 12, 0, tzinfo=UTC))
+    received = datetime(2026, 5, 1, 11, 55, 0, 100_000, tzinfo=UTC)
+    facts.decided[request] = _approved(request, received + timedelta(hours=1), received)
+    assert list(hours_to_decision_by_family(facts)) == [("fam-1", 1.0)]
