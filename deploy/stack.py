@@ -168,6 +168,9 @@ class Postgres:
     wal: Path | None = None
     # The addresses it listens on (comma-separated).
     addresses: str = "127.0.0.1"
+    # Where it copies each finished write-ahead log segment (continuous archiving: with a
+    # base backup, these restore the cluster to any moment since); None: not archived.
+    archive: Path | None = None
 
     @property
     def data(self) -> Path:
@@ -215,6 +218,16 @@ class Postgres:
         if not self.durable:
             # Throwaway test clusters: the same server, without waiting for the disk.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        if self.archive is not None:
+            _postgres_folder(self.archive)
+            # A segment is never copied over one already archived; a segment not yet full
+            # is archived after a minute all the same: the most a restore can lose.
+            copy = f"test ! -f {self.archive}/%f && cp %p {self.archive}/%f"
+            options += [
+                "-c archive_mode=on",
+                "-c archive_timeout=60",
+                f"-c {shlex.quote(f'archive_command={copy}')}",
+            ]
         subprocess.run(
             _as_postgres(
                 [
@@ -238,9 +251,7 @@ class Postgres:
 
     def _initdb(self) -> None:
         if self.wal is not None:
-            self.wal.mkdir(parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                shutil.chown(self.wal, "postgres", "postgres")
+            _postgres_folder(self.wal)
         auth = ["--auth=trust"]
         pwfile = self.home / "initdb-password"
         if self.password is not None:
@@ -307,6 +318,54 @@ class Postgres:
             capture_output=True,
         )
 
+    def base_backup(self, target: Path) -> None:
+        """Copy the running cluster into ``target`` (which must not exist) as a base backup,
+        with the write-ahead log that makes it consistent: with the archive, the starting
+        point of a restore to any later moment (:meth:`restore`)."""
+        _postgres_folder(target.parent)
+        subprocess.run(
+            _as_postgres(
+                [_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", self.user, "-D", str(target), "-X", "stream", "-c", "fast"]
+            ),
+            check=True,
+            capture_output=True,
+            env=os.environ | ({"PGPASSWORD": self.password} if self.password else {}),
+        )  # fmt: skip
+
+    def restore(self, backup: Path, archive: Path, until: str) -> None:
+        """Make this (new) cluster a copy of ``backup`` rolled forward through ``archive``'s
+        segments to the moment ``until`` (a timestamp with its zone, as PostgreSQL reads
+        one), then start it: what was committed by then is there, and nothing after."""
+        if self.data.exists():
+            raise StackError(f"{self.data} exists: a restore makes a new cluster")
+        _postgres_folder(self.home)
+        subprocess.run(_as_postgres(["cp", "-a", str(backup), str(self.data)]), check=True)
+        settings = {
+            "restore_command": f"cp {archive}/%f %p",
+            "recovery_target_time": until,
+            "recovery_target_action": "promote",
+        }
+        with (self.data / "postgresql.auto.conf").open("a") as conf:
+            conf.writelines(f"{name} = '{value}'\n" for name, value in settings.items())
+        (self.data / "recovery.signal").touch()
+        if os.geteuid() == 0:
+            shutil.chown(self.data / "recovery.signal", "postgres", "postgres")
+        self._pg_ctl_start()
+        # Recovery ends in a promotion: until then the server answers read-only.
+        wait_until(self._promoted, 60, f"PostgreSQL on {self.port} restored to {until}")
+
+    def _promoted(self) -> bool:
+        result = subprocess.run(
+            [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+             "-d", "postgres", "-Atc", "SELECT pg_is_in_recovery()"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=os.environ | ({"PGPASSWORD": self.password} if self.password else {}),
+        )  # fmt: skip
+        return result.stdout.strip() == "f"
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``immediate`` skips the checkpoint (for data about to be deleted)."""
         if self.running():
@@ -315,6 +374,13 @@ class Postgres:
                 check=False,
                 capture_output=True,
             )
+
+
+def _postgres_folder(path: Path) -> None:
+    """A folder the server (the postgres user, when we are root) may write to."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
 
 
 def ensure_kafka_jars() -> Path:
@@ -818,11 +884,13 @@ def _env_port(name: str, default: int) -> int:
 def local_postgres() -> Postgres:
     password = _secret("postgres-password", lambda: secrets.token_urlsafe(32))
     wal = os.environ.get("LEDGER_PG_WAL_DIR")
+    archive = os.environ.get("LEDGER_PG_ARCHIVE_DIR")
     return Postgres(
         LOCAL / "postgres",
         _env_port("LEDGER_PG_PORT", 5432),
         password=password,
         wal=Path(wal) if wal else None,
+        archive=Path(archive).absolute() if archive else None,
     )
 
 
