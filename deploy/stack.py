@@ -220,14 +220,9 @@ class Postgres:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         if self.archive is not None:
             _postgres_folder(self.archive)
-            # A segment is never copied over one already archived; a segment not yet full
-            # is archived after a minute all the same: the most a restore can lose.
+            # A segment is archived once full, never over one already archived.
             copy = f"test ! -f {self.archive}/%f && cp %p {self.archive}/%f"
-            options += [
-                "-c archive_mode=on",
-                "-c archive_timeout=60",
-                f"-c {shlex.quote(f'archive_command={copy}')}",
-            ]
+            options += ["-c archive_mode=on", f"-c {shlex.quote(f'archive_command={copy}')}"]
         subprocess.run(
             _as_postgres(
                 [

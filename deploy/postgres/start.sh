@@ -18,6 +18,10 @@ install -d -o postgres -g postgres -m 700 "$tls"
 install -o postgres -g postgres -m 600 "$secrets/postgres_tls_key" "$tls/server.key"
 install -o postgres -g postgres -m 644 "$secrets/postgres_tls_cert" "$tls/server.crt"
 install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+# Continuous archiving: each segment once full, never over one already archived (an
+# operator bounds what a restore may lose with ALTER SYSTEM SET archive_timeout).
+archive=/var/lib/postgresql/archive
+install -d -o postgres -g postgres -m 700 "$archive"
 
 if [ ! -s "$data/PG_VERSION" ]; then
   install -d -o postgres -g postgres -m 700 "$data"
@@ -39,4 +43,6 @@ fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$data" \
   -c listen_addresses='*' -c password_encryption=scram-sha-256 \
   -c ssl=on -c ssl_min_protocol_version=TLSv1.2 \
-  -c ssl_cert_file="$tls/server.crt" -c ssl_key_file="$tls/server.key"
+  -c ssl_cert_file="$tls/server.crt" -c ssl_key_file="$tls/server.key" \
+  -c archive_mode=on \
+  -c archive_command="test ! -f $archive/%f && cp %p $archive/%f"

@@ -208,7 +208,11 @@ def test_a_first_run_starts_everything_and_publishes_only_https_on_loopback(
         assert not leaked, (container["Name"], leaked)
     # Named volumes only: the Kafka image's own volumes leave nothing anonymous behind.
     volumes = set(operator.docker("volume", "ls", "--format", "{{.Name}}").split())
-    assert volumes == {f"{PROJECT}_postgres-data", *(f"{PROJECT}_{n}-data" for n in KAFKA_NODES)}
+    assert volumes == {
+        f"{PROJECT}_postgres-data",
+        f"{PROJECT}_postgres-archive",
+        *(f"{PROJECT}_{n}-data" for n in KAFKA_NODES),
+    }
     # Built on the Python the image's base has (Debian bookworm's 3.11.2 when made here).
     version = operator.docker(
         "run",
@@ -262,6 +266,31 @@ def test_every_port_answers_https_alone_and_postgres_refuses_plain_connections(
     )
     assert refused.returncode != 0
     assert "no encryption" in refused.stderr
+
+
+def test_postgres_archives_each_write_ahead_log_segment(operator: Operator) -> None:
+    """Continuous archiving: a segment PostgreSQL has finished is in the archive volume."""
+
+    def postgres(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", "exec", "-T", "-u", "postgres", "postgres", *command],
+            cwd=ROOT,
+            env=operator.environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    # A commit first: with no WAL written since the last switch, a switch finishes nothing.
+    switched = postgres(
+        "psql", "-Atc", "SELECT txid_current()", "-c", "SELECT pg_walfile_name(pg_switch_wal())"
+    )
+    assert switched.returncode == 0, switched.stderr
+    segment = switched.stdout.split()[-1]
+    deadline = time.monotonic() + 60
+    while postgres("test", "-f", f"/var/lib/postgresql/archive/{segment}").returncode != 0:
+        assert time.monotonic() < deadline, f"{segment} was never archived"
+        time.sleep(1)
 
 
 def test_the_first_request_and_a_spend_through_approval_over_https(operator: Operator) -> None:
@@ -345,15 +374,21 @@ def test_scaled_replicas_share_one_port(operator: Operator) -> None:
     operator.guide("scale")
     assert len(operator.of("reporting")) == 3
     assert {name: sorted(ports) for name, ports in published(operator).items()} == expected_ports()
-    since = time.time()
-    for _ in range(12):
-        assert https(PORTS["reporting"], "/healthz")[0] == 200
-    logs = operator.docker("logs", "--since", str(int(since) - 1), f"{PROJECT}-proxy-1")
-    upstreams = {
-        line["upstream"]
-        for line in map(json.loads, (text for text in logs.splitlines() if text.startswith("{")))
-        if line["service"] == "reporting"
-    }
+    # The proxy's workers each keep what compose's DNS answered for 5 s (nginx.conf): one
+    # that asked while the third replica was starting names two until it asks again.
+    since, deadline = time.time(), time.monotonic() + 20
+    upstreams: set[str] = set()
+    while len(upstreams) < 3 and time.monotonic() < deadline:
+        for _ in range(6):
+            assert https(PORTS["reporting"], "/healthz")[0] == 200
+        logs = operator.docker("logs", "--since", str(int(since) - 1), f"{PROJECT}-proxy-1")
+        upstreams = {
+            line["upstream"]
+            for line in map(
+                json.loads, (text for text in logs.splitlines() if text.startswith("{"))
+            )
+            if line["service"] == "reporting"
+        }
     assert len(upstreams) == 3, upstreams
     memory = operator.docker(
         "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}"

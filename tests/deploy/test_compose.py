@@ -249,8 +249,12 @@ def test_services_are_health_checked_ordered_and_behind_one_fixed_port_each(
     for name in ("postgres", *KAFKA_NODES):
         assert services[name]["healthcheck"]["test"]
         assert services[name]["restart"] == "unless-stopped"
-        [data] = [v for v in services[name]["volumes"] if v["type"] == "volume"]
-        assert data["source"] in project["volumes"]  # kept across restarts and upgrades
+        named = [v["source"] for v in services[name]["volumes"] if v["type"] == "volume"]
+        assert named  # its data, kept across restarts and upgrades
+        assert set(named) <= set(project["volumes"])
+    # PostgreSQL's write-ahead log, archived continuously, on a volume of its own.
+    postgres_volumes = {v["source"]: v["target"] for v in services["postgres"]["volumes"]}
+    assert postgres_volumes["postgres-archive"] == "/var/lib/postgresql/archive"
     for node in KAFKA_NODES:
         assert services["topics"]["depends_on"][node]["condition"] == "service_healthy"
     # Reporting asks spending what requests were for, at the port every service listens on.
