@@ -198,9 +198,7 @@ class Postgres:
             raise StackError(
                 f"port {self.port} is taken by another program; set LEDGER_PG_PORT to a free port"
             )
-        self.home.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.home, "postgres", "postgres")
+        _postgres_folder(self.home)
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
         self._pg_ctl_start()
@@ -325,7 +323,7 @@ class Postgres:
             ),
             check=True,
             capture_output=True,
-            env=os.environ | ({"PGPASSWORD": self.password} if self.password else {}),
+            env=self._client_environment(),
         )  # fmt: skip
 
     def restore(self, backup: Path, archive: Path, until: str) -> None:
@@ -350,6 +348,10 @@ class Postgres:
         # Recovery ends in a promotion: until then the server answers read-only.
         wait_until(self._promoted, 60, f"PostgreSQL on {self.port} restored to {until}")
 
+    def _client_environment(self) -> dict[str, str]:
+        """This process's environment, with the password for PostgreSQL's own clients."""
+        return os.environ | ({"PGPASSWORD": self.password} if self.password else {})
+
     def _promoted(self) -> bool:
         result = subprocess.run(
             [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
@@ -357,7 +359,7 @@ class Postgres:
             capture_output=True,
             text=True,
             check=False,
-            env=os.environ | ({"PGPASSWORD": self.password} if self.password else {}),
+            env=self._client_environment(),
         )  # fmt: skip
         return result.stdout.strip() == "f"
 

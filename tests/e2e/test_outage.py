@@ -65,11 +65,7 @@ async def test_a_database_outage_answers_503_and_a_retry_converges(
         assert problem["code"] == "unavailable"
         assert int(during.headers["Retry-After"]) >= 1
 
-        async def red() -> bool:  # within the database check's interval (1 s)
-            ready = await system.allocation.get("/readyz")
-            return ready.status == 503 and (await ready.json())["checks"]["database"] is False
-
-        await wait_for(red, timeout=10, interval=0.2)
+        await wait_for(lambda: _database_red(system), timeout=10, interval=0.2)
     finally:
         await _allow_connections(settings, allowed=True)
 
@@ -153,11 +149,7 @@ async def test_postgresql_killed_under_load_answers_503_then_every_retry_converg
         try:
             await wait_for(lambda: load.statuses[503] >= 8, timeout=30)
 
-            async def red() -> bool:  # within the database check's interval (1 s)
-                ready = await system.allocation.get("/readyz")
-                return ready.status == 503 and (await ready.json())["checks"]["database"] is False
-
-            await wait_for(red, timeout=10, interval=0.2)
+            await wait_for(lambda: _database_red(system), timeout=10, interval=0.2)
             assert not any(client.done() for client in clients)  # still retrying
         finally:
             await asyncio.to_thread(own_postgres.start)
@@ -184,3 +176,9 @@ async def test_postgresql_killed_under_load_answers_503_then_every_retry_converg
             return ids == families
 
         await wait_for(published, timeout=60, interval=1)
+
+
+async def _database_red(system: System) -> bool:
+    """/readyz says the database is away (within its check's interval, 1 s)."""
+    ready = await system.allocation.get("/readyz")
+    return ready.status == 503 and (await ready.json())["checks"]["database"] is False
