@@ -348,6 +348,37 @@ class Postgres:
         # Recovery ends in a promotion: until then the server answers read-only.
         wait_until(self._promoted, 60, f"PostgreSQL on {self.port} restored to {until}")
 
+    def dump(self, database: str, target: Path) -> None:
+        """One database as it stands, into a file :meth:`load` reads (pg_dump's own format):
+        how one service's database is taken from a cluster restored to a moment."""
+        subprocess.run(
+            [_pg_bin("pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+             "-F", "c", "-f", str(target), database],
+            check=True,
+            capture_output=True,
+            env=self._client_environment(),
+        )  # fmt: skip
+
+    def load(self, database: str, dump: Path) -> None:
+        """Replace a database (which its service must have left) with what ``dump`` holds."""
+        quoted = '"' + database.replace('"', '""') + '"'
+        subprocess.run(
+            [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q",
+             "-c", f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)",
+             "-c", f"CREATE DATABASE {quoted}"],
+            check=True,
+            capture_output=True,
+            env=self._client_environment(),
+        )  # fmt: skip
+        subprocess.run(
+            [_pg_bin("pg_restore"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+             "-d", database, "--exit-on-error", str(dump)],
+            check=True,
+            capture_output=True,
+            env=self._client_environment(),
+        )  # fmt: skip
+
     def _client_environment(self) -> dict[str, str]:
         """This process's environment, with the password for PostgreSQL's own clients."""
         return os.environ | ({"PGPASSWORD": self.password} if self.password else {})

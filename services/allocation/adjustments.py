@@ -2,18 +2,21 @@
 
 A top-up is in force once allocation records it. A cut is recorded here as ``pending`` in
 the transaction that appends its request, and settled by allocation's consumer when
-approval's decision arrives on ``ledger.approval``.
+approval's decision arrives on ``ledger.approval``. Each row is made from its event, so
+that ``ledger recover``, putting events back from the topic into a restored store, makes
+the same rows (:mod:`services.allocation.recovery`).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from uuid import UUID
 
 from services.allocation.families import Reduced
 from services.allocation.schemas import AdjustmentStatus, AdjustmentView
+from shared.contracts.allocation import BudgetAdjusted, BudgetReductionRequested
 from shared.contracts.approval import BudgetReduced, ReductionDecided
 from shared.core.db import Connection, model_of
+from shared.core.events import Envelope
 
 __all__ = ["record", "reduced", "settle", "view"]
 
@@ -37,18 +40,24 @@ SELECT * FROM adjustments WHERE pilot_id = $1 AND family_id = $2 AND adjustment_
 
 
 async def record(
-    conn: Connection,
-    pilot_id: str,
-    family_id: str,
-    adjustment_id: UUID,
-    period: tuple[date, date],
-    delta_pence: int,
-    at: datetime,
+    conn: Connection, envelope: Envelope, event: BudgetAdjusted | BudgetReductionRequested
 ) -> AdjustmentStatus:
     """Record an adjustment just decided: a top-up is applied, a cut pending."""
-    status: AdjustmentStatus = "applied" if delta_pence > 0 else "pending"
+    status: AdjustmentStatus
+    if isinstance(event, BudgetAdjusted):
+        adjustment_id, delta_pence, status = event.adjustment_id, event.delta_pence, "applied"
+    else:
+        adjustment_id, delta_pence, status = event.reduction_id, -event.amount_pence, "pending"
     await conn.execute(
-        _RECORD, adjustment_id, pilot_id, family_id, *period, delta_pence, status, at
+        _RECORD,
+        adjustment_id,
+        envelope.pilot_id,
+        envelope.family_id,
+        event.period_start,
+        event.period_end,
+        delta_pence,
+        status,
+        envelope.time,
     )
     return status
 

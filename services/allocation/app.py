@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from services.allocation import recovery
 from services.allocation.commands import add_audits, add_commands
 from services.allocation.handlers import Allocation
 from services.allocation.http import ALLOCATION, routes
@@ -38,5 +39,6 @@ SERVICE = ServiceDefinition(
     reads=(spending.TOPIC, approval.TOPIC),
     add_commands=add_commands,
     add_audits=add_audits,
+    effects=recovery.put_back,
 )
 create_app = SERVICE.create_app

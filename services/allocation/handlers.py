@@ -380,9 +380,7 @@ class Allocation:
             [envelope], [event] = decided.envelopes, decided.events
             assert isinstance(event, BudgetAdjusted | BudgetReductionRequested)
             period = (event.period_start, event.period_end)
-            status = await adjustments.record(
-                conn, pilot_id, family_id, adjustment_id, period, body.delta_pence, envelope.time
-            )
+            status = await adjustments.record(conn, envelope, event)
             result = AdjustmentResult(
                 family_id=family_id,
                 event_id=envelope.id,

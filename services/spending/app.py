@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from services.spending import views
+from services.spending import recovery, views
 from services.spending.handlers import Spending
 from services.spending.http import RECONCILIATION, SPENDING, routes
 from services.spending.reconciliation import Reconciliation
@@ -32,5 +32,6 @@ SERVICE = ServiceDefinition(
     migrations="services.spending",
     publishes=spending.CONTRACT,
     reads=(allocation.TOPIC, approval.TOPIC),
+    effects=recovery.put_back,
 )
 create_app = SERVICE.create_app

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from uuid import UUID
 
-from services.spending import requests, views
+from services.spending import indexes, requests, views
 from services.spending.schemas import (
     CloseBody,
     PurchaseBody,
@@ -56,18 +56,10 @@ VIEW_WAIT_SECONDS = 5.0
 UNKNOWN_FAMILY_WAIT_SECONDS = 1.0
 DECISION_WAIT_SECONDS = 3.0
 
-_INDEX_REQUEST = """
-INSERT INTO request_index (request_id, pilot_id, family_id, team) VALUES ($1, $2, $3, $4)
-"""
 _REQUESTS_OF_FAMILY = """
 SELECT envelope FROM events
 WHERE pilot_id = $1 AND family_id = $2 AND type = 'spend_request.requested' ORDER BY position
 """
-_REQUEST_TEAM = "SELECT team FROM request_index WHERE request_id = $1 AND pilot_id = $2"
-_INDEX_PURCHASE = (
-    "INSERT INTO purchase_index (purchase_id, pilot_id, request_id) VALUES ($1, $2, $3)"
-)
-_PURCHASE_REQUEST = "SELECT request_id FROM purchase_index WHERE purchase_id = $1 AND pilot_id = $2"
 
 
 class Spending:
@@ -128,7 +120,7 @@ class Spending:
             decided = await self._core.aggregates.execute(
                 conn, request, command, caller.context, body.family_id
             )
-            await conn.execute(_INDEX_REQUEST, request_id, pilot_id, body.family_id, family.team)
+            await indexes.record(conn, pilot_id, body.family_id, decided.events)
             result = RequestAccepted(
                 request_id=request_id, status="submitted", stream_version=decided.stream_version
             )
@@ -220,8 +212,7 @@ class Spending:
             decided = await self._core.aggregates.execute(
                 conn, request, command, caller.context, made.family_id
             )
-            if isinstance(command, requests.RecordPurchase):
-                await conn.execute(_INDEX_PURCHASE, command.purchase_id, pilot_id, request_id)
+            await indexes.record(conn, pilot_id, made.family_id, decided.events)
             if respond is not None:
                 return respond(decided)
             decision = await views.decision_of(conn, request_id)
@@ -266,7 +257,7 @@ class Spending:
     ) -> CommandResult:
         """Record money returned from a purchase."""
         async with self._core.commands.connection() as conn:
-            request_id = await conn.fetchval(_PURCHASE_REQUEST, purchase_id, pilot_id)
+            request_id = await indexes.request_of_purchase(conn, pilot_id, purchase_id)
         if request_id is None:
             raise NotFoundError("no such purchase")
         refund_id = self._core.ids()
@@ -322,7 +313,7 @@ class Spending:
 
     async def _require_visible(self, principal: Principal, pilot_id: str, request_id: UUID) -> None:
         async with self._core.commands.connection() as conn:
-            team = await conn.fetchval(_REQUEST_TEAM, request_id, pilot_id)
+            team = await indexes.team_of(conn, pilot_id, request_id)
         if team is None:
             raise NotFoundError("no such spend request")
         require_team(principal, team, unseen=NotFoundError("no such spend request"))

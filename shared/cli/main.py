@@ -36,6 +36,7 @@ from shared.cli.deadletters import add_deadletters
 from shared.cli.keys import add_keys
 from shared.cli.progress import progress_bar
 from shared.cli.readers import add_readers
+from shared.cli.recover import add_recover
 from shared.cli.token import add_token
 from shared.core import eventloop
 from shared.core.db import connect, dsn
@@ -308,6 +309,7 @@ def _parser() -> argparse.ArgumentParser:
     add_keys(commands)
     add_deadletters(commands)
     add_readers(commands)
+    add_recover(commands)
 
     for definition in services():
         if definition.add_commands is not None:

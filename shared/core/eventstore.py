@@ -39,6 +39,7 @@ __all__ = [
     "PendingEvent",
     "Stream",
     "counted_once_committed",
+    "put_back",
     "streams_kept",
     "uncounted_if_undone",
 ]
@@ -69,6 +70,14 @@ WITH appended AS (
 SELECT pg_notify($10, '')
 """
 _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
+# Events already published, put back into a restored store: no outbox row (the topic has them).
+_PUT_BACK = """
+INSERT INTO events
+    (event_id, stream_id, stream_version, type, pilot_id, family_id, recorded_at, envelope)
+SELECT * FROM unnest(
+    $1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[], $8::jsonb[])
+"""
 
 REHEARSAL: ContextVar[bool] = ContextVar("rehearsal", default=False)
 """True while a command runs only to be rolled back (a replay's authorisation): what it
@@ -312,3 +321,21 @@ class EventStore:
                 else:
                     uncommitted.append((self._metrics, envelope.type))
         return envelopes
+
+
+async def put_back(conn: Connection, envelopes: Sequence[tuple[Envelope, dict[str, Any]]]) -> None:
+    """Store events as they were published (each envelope with its JSON object, hash and
+    all), without an outbox row: the topic already holds them. For ``ledger recover``,
+    which checks first that each continues its stream; the store's unique version per
+    stream refuses one that would fork it."""
+    await conn.execute(
+        _PUT_BACK,
+        [e.id for e, _ in envelopes],
+        [e.stream_id for e, _ in envelopes],
+        [e.stream_version for e, _ in envelopes],
+        [e.type for e, _ in envelopes],
+        [e.pilot_id for e, _ in envelopes],
+        [e.family_id for e, _ in envelopes],
+        [e.time for e, _ in envelopes],
+        [body for _, body in envelopes],
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import overload
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,7 +31,9 @@ __all__ = [
     "Sealer",
     "erase",
     "is_sealed",
+    "keys_kept",
     "rewrap",
+    "sealed_under",
     "subject_of",
     "to_rewrap",
     "wrap_legacy_keys",
@@ -47,6 +49,7 @@ INSERT INTO personal_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3,
 ON CONFLICT (subject) WHERE wrapped IS NOT NULL OR key IS NOT NULL DO NOTHING
 """
 _KEY = "SELECT kek_id, wrapped FROM personal_keys WHERE key_id = $1 AND subject = $2"
+_KEPT = "SELECT key_id FROM personal_keys WHERE key_id = ANY($1::uuid[])"
 _KEYS = "SELECT key_id, kek_id, wrapped FROM personal_keys WHERE subject = $1"
 _ERASE = """
 UPDATE personal_keys SET wrapped = NULL, kek_id = NULL, key = NULL, erased_at = now()
@@ -68,6 +71,26 @@ def subject_of(pilot_id: str, family_id: str) -> str:
 def is_sealed(value: str) -> bool:
     """Whether a stored string is sealed text."""
     return value.startswith(_PREFIX)
+
+
+def sealed_under(value: object) -> set[uuid.UUID]:
+    """The keys that the sealed texts anywhere in a JSON value (an event's data) need."""
+    if isinstance(value, str):
+        if not is_sealed(value):
+            return set()
+        return {uuid.UUID(value.removeprefix(_PREFIX).partition(":")[0])}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*map(sealed_under, value))
+    return set()
+
+
+async def keys_kept(conn: Connection, key_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these keys the store has a record of, live or erased (a key made after the
+    moment a store was restored to has none: the texts sealed under it cannot be opened)."""
+    rows = await conn.fetch(_KEPT, list(key_ids))
+    return {row["key_id"] for row in rows}
 
 
 def _context(subject: str, key_id: uuid.UUID) -> bytes:

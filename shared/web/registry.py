@@ -14,14 +14,15 @@ new service is a new folder plus one line of packaging: nothing in ``shared`` ch
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
-from shared.core.db import connect, dsn
+from shared.core.db import Connection, connect, dsn
+from shared.core.events import Envelope
 from shared.core.kafka import DEADLETTER_TOPIC
 from shared.core.schema import Migration, apply_migrations, ensure_database, migrations_of
 from shared.core.settings import Settings
@@ -42,6 +43,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "KAFKA_ADMIN",
     "AddCommands",
+    "Effects",
     "KafkaGrant",
     "ServiceDefinition",
     "core_migrations",
@@ -58,6 +60,9 @@ ENTRY_POINT_GROUP = "ledger.services"
 # argparse has no public name for the object add_subparsers() returns.
 AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]  # noqa: SLF001
 """Adds a service's own ``ledger`` subcommands; each sets ``run(args, settings) -> int``."""
+
+Effects = Callable[[Connection, Envelope], Awaitable[None]]
+"""What a service's own event writes besides the store (:attr:`ServiceDefinition.effects`)."""
 
 
 def core_migrations() -> tuple[Migration, ...]:
@@ -92,6 +97,11 @@ class ServiceDefinition:
     add_audits: AddCommands | None = None
     # The requests the service sends out (OpenAPI 3.1 ``webhooks``), by name.
     webhooks: Mapping[str, Any] = field(default_factory=dict)
+    # What one of its own events writes besides the store, in the transaction that records
+    # it: done again for each event ``ledger recover`` puts back from the service's topic
+    # into a restored store. None: the service cannot be rolled forward that way (see
+    # shared.cli.recover for why approval and allocation cannot yet).
+    effects: Effects | None = None
 
     @property
     def topic(self) -> str | None:

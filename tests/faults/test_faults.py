@@ -32,7 +32,9 @@ from shared.core.kafka import connection
 from shared.web.batches import NDJSON
 from tests.faults.book import BUDGET_PENCE
 from tests.faults.conftest import (
+    ARTEFACTS,
     FAMILIES,
+    STEADY_SECONDS,
     Report,
     Rig,
     Rigging,
@@ -42,7 +44,7 @@ from tests.faults.conftest import (
     views_reach,
 )
 from tests.faults.netns import Namespace, namespace
-from tests.support import SERVICE_NAMES, connect_service_db, wait_for
+from tests.support import SERVICE_NAMES, connect_service_db, run_ledger, wait_for
 
 
 def _server_processes(postgres: Postgres) -> list[int]:
@@ -174,6 +176,82 @@ async def test_postgres_wal_on_a_full_filesystem(
 
     async with rigged(small_wal, kafka) as rig:
         await run(rig, report, "PostgreSQL's WAL filesystem full", fault)
+
+
+@pytest.fixture
+def archived() -> Iterator[Postgres]:
+    """A PostgreSQL that archives each finished write-ahead log segment, as compose's does."""
+    home = LOCAL / f"faults-{unique_name()}"
+    server = Postgres(home / "postgres", free_port(), durable=True, archive=home / "archive")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_spendings_database_restored_to_a_moment_and_rolled_forward(
+    archived: Postgres, kafka: Kafka, rigged: Rigging, report: Report
+) -> None:
+    """The restore drill (docs/operations.md): under load, a base backup; a moment; more
+    load; spending's database lost. It is restored from the base backup and the archive to
+    the moment on a new cluster, taken from there into the live one, rolled forward from
+    spending's topic (``ledger recover``), and spending started again. Nothing it published
+    may be lost, and the book must reconcile as after any other fault."""
+    archive = archived.archive
+    assert archive is not None
+    home = archived.home.parent
+    database = ""
+    recovered: dict[str, Any] = {}
+
+    async def fault(rig: Rig) -> float:
+        async def every_family_spent() -> bool:
+            return {family for family, _ in rig.book.spent.values()} >= set(FAMILIES)
+
+        # Each family's key sealed a purpose before the backup: no text is lost with it.
+        await wait_for(every_family_spent, timeout=60)
+        await asyncio.to_thread(archived.base_backup, home / "backup")
+        await asyncio.sleep(STEADY_SECONDS)
+        async with connect_service_db(rig.settings, "spending") as conn:
+            moment = await conn.fetchval("SELECT clock_timestamp()::text")
+        acknowledged = rig.book.acknowledged
+        await asyncio.sleep(STEADY_SECONDS)  # acknowledged after the moment, and published
+        recovered["acknowledged_after_moment"] = rig.book.acknowledged - acknowledged
+
+        await rig.services.terminate("spending")  # its database is about to be lost
+        lost = time.monotonic()
+        async with connect_service_db(rig.settings, "spending") as conn:
+            segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
+
+            async def archived_past_moment() -> bool:
+                done = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
+                return bool(done is not None and done >= segment)
+
+            await wait_for(archived_past_moment, timeout=60)
+
+        clone = Postgres(home / "clone", free_port())
+        try:
+            await asyncio.to_thread(clone.restore, home / "backup", archive, moment)
+            await asyncio.to_thread(clone.dump, database, home / "spending.dump")
+        finally:
+            await asyncio.to_thread(clone.stop)
+        await asyncio.to_thread(archived.load, database, home / "spending.dump")
+        code, said = await run_ledger(rig.settings, "recover", "spending")
+        assert code == 0, said
+        recovered["put_back"] = int(said.split(":")[1].split()[0])
+        recovered["said"] = said.strip()
+        await rig.services.start("spending")
+        recovered["seconds_without_spending"] = round(time.monotonic() - lost, 1)
+        return time.monotonic()
+
+    async with rigged(archived, kafka) as rig:
+        database = rig.settings.database_of("spending")
+        outcome = await run(rig, report, "spending's database restored to a moment", fault)
+    (ARTEFACTS / "restore-drill.json").write_text(json.dumps(recovered, indent=2))
+    assert outcome.lost == 0
+    assert recovered["put_back"] > 0  # the fault happened: events after the moment came back
+    assert "sealed under keys made after the moment" not in recovered["said"]
 
 
 # The services.
