@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from services.approval import recovery
 from services.approval.handlers import Approval, lock_in_order
 from services.approval.http import APPROVAL, routes
 from shared.contracts import allocation, approval, spending
@@ -40,5 +41,6 @@ SERVICE = ServiceDefinition(
     migrations="services.approval",
     publishes=approval.CONTRACT,
     reads=(allocation.TOPIC, spending.TOPIC),
+    effects=recovery.put_back,
 )
 create_app = SERVICE.create_app

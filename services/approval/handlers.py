@@ -29,7 +29,7 @@ from shared.contracts.allocation import (
     PilotConfigured,
     family_stream_version,
 )
-from shared.contracts.approval import DecisionMade, RequestApproved
+from shared.contracts.approval import DecisionMade, HoldReleased
 from shared.contracts.business_time import check_occurred_at
 from shared.contracts.spending import (
     PurchaseRecorded,
@@ -70,7 +70,13 @@ class Approval:
         command: decisions.Command,
         context: CommandContext,
     ) -> Decided[decisions.DecisionState]:
-        """Decide on the request's stream, append, and apply the events to the balances."""
+        """Decide on the request's stream, append, and apply the events to the balances and
+        the request's row.
+
+        A waiting request whose stream holds its decision already was decided before the
+        store was restored to a moment and rolled forward (``ledger recover`` put the
+        decision back, and this consumer met the request again): nothing is decided
+        again, and its row takes what the stream says."""
         decision = await self._core.aggregates.load(
             conn, decisions.DECIDER, pilot_id, facts.request_id
         )
@@ -79,10 +85,13 @@ class Approval:
         )
         for event in decided.events:
             await balances.apply(conn, pilot_id, facts.family_id, event)
-            if isinstance(event, DecisionMade):
-                approved = event.approved_pence if isinstance(event, RequestApproved) else 0
-                status = decided.state.status
-                await process.set_status(conn, facts.request_id, status, approved, event.decided_at)
+            if isinstance(event, DecisionMade | HoldReleased):
+                await process.record_decision(conn, event)
+        if not decided.events and isinstance(command, decisions.DecideAutomatically):
+            for envelope in decision.stream.envelopes:
+                made = decode(envelope)
+                if isinstance(made, DecisionMade | HoldReleased):
+                    await process.record_decision(conn, made)
         return decided
 
     # Reactions to other services' events (the consumer's handler)

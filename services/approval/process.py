@@ -17,6 +17,13 @@ import asyncpg
 from services.approval.decisions import Policy, RequestFacts
 from shared.contracts import views
 from shared.contracts.allocation import FamilyEnrolled, PilotConfig, PilotConfigured
+from shared.contracts.approval import (
+    DecisionMade,
+    HoldReleased,
+    RequestApproved,
+    RequestReferred,
+    RequestRejected,
+)
 from shared.contracts.spending import SpendRequested
 from shared.core.db import Connection, model_of
 from shared.core.events import DomainEvent, Envelope
@@ -25,6 +32,7 @@ __all__ = [
     "family_version",
     "pending",
     "policy",
+    "record_decision",
     "record_family",
     "record_policy",
     "record_purchase",
@@ -67,6 +75,12 @@ UPDATE requests SET status = $2, approved_pence = $3, decided_at = COALESCE($4, 
 WHERE request_id = $1
 """
 _PURCHASE = "UPDATE requests SET purchased_pence = purchased_pence + $2 WHERE request_id = $1"
+_RELEASED = "UPDATE requests SET status = $2 WHERE request_id = $1"
+_DECIDED: dict[type[DecisionMade], str] = {
+    RequestReferred: "referred",
+    RequestApproved: "approved",
+    RequestRejected: "rejected",
+}
 _PENDING = """
 SELECT * FROM requests
 WHERE pilot_id = $1 AND status = 'referred' AND ($2::text IS NULL OR team = $2)
@@ -160,6 +174,18 @@ async def set_status(
 ) -> None:
     """Where the request now stands."""
     await conn.execute(_STATUS, request_id, status, approved_pence, decided_at)
+
+
+async def record_decision(conn: Connection, event: DecisionMade | HoldReleased) -> None:
+    """Move the request's row as one of approval's own events on it says: a decision, or a
+    hold given back when the request was withdrawn or closed. (No row: the request is not
+    recorded yet; see ``Approval._decide`` for how its row then catches up.)"""
+    if isinstance(event, HoldReleased):
+        await conn.execute(_RELEASED, event.request_id, event.cause)
+        return
+    approved = event.approved_pence if isinstance(event, RequestApproved) else 0
+    status = _DECIDED[type(event)]
+    await set_status(conn, event.request_id, status, approved, event.decided_at)
 
 
 async def record_purchase(conn: Connection, request_id: UUID, amount_pence: int) -> None:

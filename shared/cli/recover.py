@@ -7,7 +7,8 @@ Each such event is put back if it continues its stream exactly -- the next versi
 ``prev_hash`` the hash of the store's last event of the stream, its content matching its own
 hash, its source the service -- without an outbox row (the topic has it), and with what the
 event writes besides the store written again in the same transaction
-(``ServiceDefinition.effects``: spending's indexes, allocation's adjustments, erasures).
+(``ServiceDefinition.effects``: spending's indexes, allocation's adjustments, approval's
+balances and request rows, erasures).
 Every event is checked before any is put back: a topic that does not continue the store
 (a fork, a gap, an event the store holds with another hash) is named and nothing changes.
 Run again, it puts back only what is still missing.
@@ -15,19 +16,17 @@ Run again, it puts back only what is still missing.
 Run it with the service stopped, before it takes a command: one taken first would append
 at a version the topic already holds, and the stream would fork. The service's consumers
 then carry on from the offsets restored with the store, applying again what other topics
-said after the moment.
+said after the moment; what they would decide from it was decided already, and is on the
+streams put back, so they decide nothing again (approval's consumer, meeting a request it
+decided after the moment, takes the decision from the request's stream).
 
 What a restore still loses: events committed and never published (the newest, if Kafka
 was away or the relay behind); the answers kept for ``Idempotency-Key`` after the moment (a
 client sending such a command again has it run again); and sealing keys made after the
 moment (texts sealed under them read as erased; the command says how many events hold one).
 
-Approval is not rolled forward this way (no ``effects``): its decisions are made by its
-consumers from spending's topic and move the balances and request rows those consumers
-keep, so putting the decisions back alone would leave those rows as at the moment, and
-its consumers would meet the requests again and decide them a second time. A service that
-publishes nothing (reporting) needs no roll-forward: its consumers rebuild what it holds
-from the offsets restored.
+A service that publishes nothing (reporting) needs no roll-forward: its consumers rebuild
+what it holds from the offsets restored.
 """
 
 from __future__ import annotations
@@ -133,7 +132,10 @@ class Recovered:
 async def recover(settings: Settings, definition: ServiceDefinition) -> Recovered:
     """Put back into the service's store every event its topic holds and it lacks."""
     if definition.topic is None or definition.effects is None:
-        raise ValueError(f"{definition.name} cannot be rolled forward: {_why_not(definition)}")
+        raise ValueError(
+            f"{definition.name} publishes nothing to roll it forward from: its consumers "
+            "rebuild what it holds from the offsets restored with it"
+        )
     conn = await connect(dsn(settings, settings.database_of(definition.name)))
     try:
         with progress_bar(f"reading {definition.name}'s store") as bar:
@@ -167,12 +169,6 @@ async def recover(settings: Settings, definition: ServiceDefinition) -> Recovere
         return done
     finally:
         await conn.close()
-
-
-def _why_not(definition: ServiceDefinition) -> str:
-    if definition.topic is None:
-        return "it publishes nothing; its consumers rebuild it from the offsets restored"
-    return "its own events are not put back alone (shared/cli/recover.py says why)"
 
 
 def _recover(args: argparse.Namespace, settings: Settings) -> int:

@@ -99,8 +99,7 @@ class ServiceDefinition:
     webhooks: Mapping[str, Any] = field(default_factory=dict)
     # What one of its own events writes besides the store, in the transaction that records
     # it: done again for each event ``ledger recover`` puts back from the service's topic
-    # into a restored store. None: the service cannot be rolled forward that way (see
-    # shared.cli.recover for why approval and allocation cannot yet).
+    # into a restored store. Every service that publishes has one.
     effects: Effects | None = None
 
     @property

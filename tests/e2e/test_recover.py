@@ -1,19 +1,22 @@
 """A service's database restored to a moment, then rolled forward from its own topic
 (``ledger recover``): nothing it published is lost, and it carries on from there.
 
-The moment is a dump of spending's and allocation's databases taken while the ledger runs
-(docs/operations.md restores one from a cluster restored to a moment; ``make faults`` does
-that under load). After it: spend requests, a purchase, a top-up and a cut, each published.
-Both services are stopped, their databases replaced by the dumps, and rolled forward. What
-the events put back write besides the store must be there again: the request a purchase
-is against (a refund finds it), the team a request is for (its view), an adjustment's row
-(the cut, settled again by approval's decision on its topic).
+The moment is a dump of the three publishing services' databases taken while the ledger
+runs (docs/operations.md restores one from a cluster restored to a moment; ``make faults``
+does that under load). After it: spend requests decided at once, one a manager approves,
+one left for a manager, a purchase, a cut and a top-up, each published. The three are
+stopped, their databases replaced by the dumps, and rolled forward. What the events put
+back write besides the store must be there again: the request a purchase is against (a
+refund finds it), the team a request is for (its view), an adjustment's row (the cut,
+settled again by approval's decision on its topic), approval's request rows and balances
+as they were; and approval, meeting the requests again on spending's topic, decides none
+of them a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,18 +31,22 @@ from tests.e2e.workload import post_until_acknowledged, set_up_pilot
 from tests.support import connect_service_db, run_ledger, wait_for
 
 FAMILIES = ["fam-1", "fam-2"]
-RESTORED = ("spending", "allocation")
+RESTORED = ("allocation", "spending", "approval")
 
 
 async def _spend(
-    http: aiohttp.ClientSession, services: ServiceProcesses, worker: dict[str, str], family: str
+    http: aiohttp.ClientSession,
+    services: ServiceProcesses,
+    worker: dict[str, str],
+    family: str,
+    amount_pence: int = 1_250,
 ) -> str:
     accepted = await post_until_acknowledged(
         http,
         f"{services.url('spending')}/pilots/wigan/spend-requests",
         {
             "family_id": family,
-            "amount_pence": 1_250,
+            "amount_pence": amount_pence,
             "category": "practical",
             "purpose": "school shoes",
             "requested_by": "sw-1",
@@ -57,6 +64,10 @@ async def _send(
         return response.status, await response.json()
 
 
+async def _async_eq(value: Awaitable[object], expected: object) -> bool:
+    return bool(await value == expected)
+
+
 async def _published(settings: Settings) -> bool:
     """Every event of the two stores is on its topic (their outboxes are empty)."""
     for service in RESTORED:
@@ -64,6 +75,17 @@ async def _published(settings: Settings) -> bool:
             if await conn.fetchval("SELECT count(*) FROM outbox"):
                 return False
     return True
+
+
+async def _approvals(settings: Settings) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Approval's request rows and balances (but for when it received each request)."""
+    async with connect_service_db(settings, "approval") as conn:
+        requests = await conn.fetch(
+            "SELECT request_id, status, approved_pence, purchased_pence, decided_at "
+            "FROM requests ORDER BY request_id"
+        )
+        held = await conn.fetch("SELECT * FROM balances ORDER BY family_id, period_start")
+    return [tuple(row) for row in requests], [tuple(row) for row in held]
 
 
 async def _events(settings: Settings, service: str) -> list[tuple[str, int, str]]:
@@ -120,8 +142,24 @@ async def test_stores_restored_to_a_moment_and_rolled_forward_lose_nothing_publi
             http, "POST", adjustments, {"delta_pence": 300, "reason": "a bed"}, admin
         )
         assert status == 201, top_up
+        approval = f"{services.url('approval')}/pilots/wigan"
+        manager = auth(token("manager", "wigan", sub="mgr-1", team="t-1"))
+
+        async def pending() -> set[str]:
+            status, found = await _send(http, "GET", f"{approval}/approvals", None, manager)
+            assert status == 200, found
+            return {item["request_id"] for item in found["requests"]}
+
+        approved = await _spend(http, services, worker, "fam-1", amount_pence=150_000)
+        waiting = await _spend(http, services, worker, "fam-2", amount_pence=120_000)
+        await wait_for(lambda: _async_eq(pending(), {approved, waiting}), timeout=30)
+        status, decided = await _send(
+            http, "POST", f"{approval}/spend-requests/{approved}/approve", {}, manager
+        )
+        assert status == 200, decided
         await wait_for(lambda: _published(settings), timeout=30)
         held = {service: await _events(settings, service) for service in RESTORED}
+        rows = await _approvals(settings)
 
         # Lost: both databases go back to the moment, with the services stopped.
         for service in RESTORED:
@@ -132,16 +170,21 @@ async def test_stores_restored_to_a_moment_and_rolled_forward_lose_nothing_publi
             code, said = await run_ledger(settings, "recover", service)
             assert code == 0, said
             assert "events put back from its topic" in said
-            if service == "spending":  # fam-2's first sealed text came after the moment
-                assert "1 of them hold text sealed under keys made after the moment" in said
+            if service == "spending":  # fam-2 first sealed text after the moment, twice
+                assert "2 of them hold text sealed under keys made after the moment" in said
             assert await _events(settings, service) == held[service]  # the same, in order
             code, said = await run_ledger(settings, "recover", service)
             assert code == 0, said
             assert said.startswith(f"{service}: 0 events put back"), said
-        code, _ = await run_ledger(settings, "recover", "approval")
-        assert code == 2  # its decisions cannot be put back alone: it says why
+        code, _ = await run_ledger(settings, "recover", "reporting")
+        assert code == 2  # it publishes nothing: it says so
         for service in RESTORED:
             await services.start(service)
+
+        # Approval met every request after the moment again and decided none twice.
+        await wait_for(lambda: _async_eq(_approvals(settings), rows), timeout=60)
+        assert await _events(settings, "approval") == held["approval"]
+        assert await pending() == {waiting}
 
         # What the events put back wrote besides the stores is there again.
         status, refund = await _send(

@@ -191,14 +191,16 @@ def archived() -> Iterator[Postgres]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-async def test_spendings_database_restored_to_a_moment_and_rolled_forward(
-    archived: Postgres, kafka: Kafka, rigged: Rigging, report: Report
+@pytest.mark.parametrize("service", ["spending", "approval", "allocation"])
+async def test_a_database_restored_to_a_moment_and_rolled_forward(
+    service: str, archived: Postgres, kafka: Kafka, rigged: Rigging, report: Report
 ) -> None:
     """The restore drill (docs/operations.md): under load, a base backup; a moment; more
-    load; spending's database lost. It is restored from the base backup and the archive to
-    the moment on a new cluster, taken from there into the live one, rolled forward from
-    spending's topic (``ledger recover``), and spending started again. Nothing it published
-    may be lost, and the book must reconcile as after any other fault."""
+    load; the service's database lost. It is restored from the base backup and the archive
+    to the moment on a new cluster, taken from there into the live one, rolled forward from
+    the service's topic (``ledger recover``), and the service started again. Nothing it
+    published may be lost, nothing decided twice, and the book must reconcile as after any
+    other fault."""
     archive = archived.archive
     assert archive is not None
     home = archived.home.parent
@@ -213,15 +215,15 @@ async def test_spendings_database_restored_to_a_moment_and_rolled_forward(
         await wait_for(every_family_spent, timeout=60)
         await asyncio.to_thread(archived.base_backup, home / "backup")
         await asyncio.sleep(STEADY_SECONDS)
-        async with connect_service_db(rig.settings, "spending") as conn:
+        async with connect_service_db(rig.settings, service) as conn:
             moment = await conn.fetchval("SELECT clock_timestamp()::text")
         acknowledged = rig.book.acknowledged
         await asyncio.sleep(STEADY_SECONDS)  # acknowledged after the moment, and published
         recovered["acknowledged_after_moment"] = rig.book.acknowledged - acknowledged
 
-        await rig.services.terminate("spending")  # its database is about to be lost
+        await rig.services.terminate(service)  # its database is about to be lost
         lost = time.monotonic()
-        async with connect_service_db(rig.settings, "spending") as conn:
+        async with connect_service_db(rig.settings, service) as conn:
             segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
 
             async def archived_past_moment() -> bool:
@@ -233,22 +235,22 @@ async def test_spendings_database_restored_to_a_moment_and_rolled_forward(
         clone = Postgres(home / "clone", free_port())
         try:
             await asyncio.to_thread(clone.restore, home / "backup", archive, moment)
-            await asyncio.to_thread(clone.dump, database, home / "spending.dump")
+            await asyncio.to_thread(clone.dump, database, home / f"{service}.dump")
         finally:
             await asyncio.to_thread(clone.stop)
-        await asyncio.to_thread(archived.load, database, home / "spending.dump")
-        code, said = await run_ledger(rig.settings, "recover", "spending")
+        await asyncio.to_thread(archived.load, database, home / f"{service}.dump")
+        code, said = await run_ledger(rig.settings, "recover", service)
         assert code == 0, said
         recovered["put_back"] = int(said.split(":")[1].split()[0])
         recovered["said"] = said.strip()
-        await rig.services.start("spending")
-        recovered["seconds_without_spending"] = round(time.monotonic() - lost, 1)
+        await rig.services.start(service)
+        recovered["seconds_without_service"] = round(time.monotonic() - lost, 1)
         return time.monotonic()
 
     async with rigged(archived, kafka) as rig:
-        database = rig.settings.database_of("spending")
-        outcome = await run(rig, report, "spending's database restored to a moment", fault)
-    (ARTEFACTS / "restore-drill.json").write_text(json.dumps(recovered, indent=2))
+        database = rig.settings.database_of(service)
+        outcome = await run(rig, report, f"{service}'s database restored to a moment", fault)
+    (ARTEFACTS / f"restore-drill-{service}.json").write_text(json.dumps(recovered, indent=2))
     assert outcome.lost == 0
     assert recovered["put_back"] > 0  # the fault happened: events after the moment came back
     assert "sealed under keys made after the moment" not in recovered["said"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from shared.cli.audit import StoredEvent
 from shared.cli.recover import plan
 from shared.core.events import Envelope
+from shared.web.registry import services
 from tests.integration.fixtures import envelopes_for
 
 SOURCE = "ledger/test"
@@ -61,3 +62,11 @@ def test_an_event_of_another_source_is_never_put_back() -> None:
     found = plan(SOURCE, [], wires(forged))
     assert found.missing == []
     assert "ledger/forger" in found.problems[0]
+
+
+def test_every_service_that_publishes_can_be_rolled_forward() -> None:
+    """A new publishing service says what its events write besides its store, or a restore
+    of its database could not be rolled forward."""
+    publishing = [d for d in services() if d.topic is not None]
+    assert publishing
+    assert [d.name for d in publishing if d.effects is None] == []
