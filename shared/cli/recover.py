@@ -35,7 +35,6 @@ import argparse
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from uuid import UUID
 
 from shared.cli import audit
 from shared.cli.progress import progress_bar
@@ -148,7 +147,6 @@ async def recover(settings: Settings, definition: ServiceDefinition) -> Recovere
         done = Recovered(0, found.held, found.problems, None, 0)
         if found.problems:
             return done
-        lost_keys: set[UUID] = set()
         with progress_bar("putting events back", total=len(found.missing)) as bar:
             for start in range(0, len(found.missing), _CHUNK):
                 chunk = found.missing[start : start + _CHUNK]
@@ -160,7 +158,6 @@ async def recover(settings: Settings, definition: ServiceDefinition) -> Recovere
                 sealed = {wire["id"]: sealed_under(wire.get("data")) for wire in chunk}
                 needed = set().union(*sealed.values())
                 lost = needed - await keys_kept(conn, needed)
-                lost_keys |= lost
                 done.unreadable += sum(1 for keys in sealed.values() if keys & lost)
                 done.put_back += len(chunk)
                 bar.update(len(chunk))
