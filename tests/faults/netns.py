@@ -8,12 +8,16 @@ namespace's end ``inside``; nothing is routed or forwarded anywhere else.
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["Namespace", "namespace"]
+
+_QUEUE = 7  # the netfilter queue the delayer reads; queues are per namespace
 
 
 def _ip(*arguments: str) -> None:
@@ -45,8 +49,7 @@ class Namespace:
     def impair(self, loss: float, rate: str) -> None:
         """A poor link, both ways: each packet lost with probability ``loss`` (iptables'
         statistic match), and the link slowed to ``rate`` with up to 300 ms of queue (a
-        token bucket, ``tc tbf``). ``tc netem`` would add fixed delay and reordering, but
-        this machine's kernel has no netem ("Specified qdisc kind is unknown")."""
+        token bucket, ``tc tbf``). Fixed delay and reordering: :meth:`delayed`."""
         for chain in ("INPUT", "OUTPUT"):
             self._inside("iptables", "-A", chain, "-m", "statistic", "--mode", "random",
                          "--probability", str(loss), "-j", "DROP")  # fmt: skip
@@ -57,6 +60,34 @@ class Namespace:
             check=True,
             capture_output=True,
         )
+
+    @contextmanager
+    def delayed(self, delay_ms: float, reorder: float) -> Iterator[None]:
+        """A slow link that reorders, both ways: each packet crossing it held ``delay_ms``
+        but the ``reorder`` share, which overtakes them (tests/faults/delay.py, since this
+        machine's kernel has no netem). Undone on the way out."""
+        rules = (("INPUT", "-i"), ("OUTPUT", "-o"))
+        for chain, direction in rules:
+            self._inside("iptables", "-A", chain, direction, self.inside_device, "-j",
+                         "NFQUEUE", "--queue-num", str(_QUEUE), "--queue-bypass")  # fmt: skip
+        try:
+            with subprocess.Popen(
+                [*self.wrapper, sys.executable, str(Path(__file__).with_name("delay.py")),
+                 "--queue", str(_QUEUE), "--delay-ms", str(delay_ms), "--reorder", str(reorder)],
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as delayer:  # fmt: skip
+                try:
+                    # Until it holds the queue, the rules let packets by (--queue-bypass).
+                    assert delayer.stdout is not None
+                    assert delayer.stdout.readline().strip() == "holding"
+                    yield
+                finally:
+                    delayer.terminate()
+        finally:
+            for chain, direction in rules:
+                self._inside("iptables", "-D", chain, direction, self.inside_device, "-j",
+                             "NFQUEUE", "--queue-num", str(_QUEUE), "--queue-bypass")  # fmt: skip
 
     def heal(self) -> None:
         """Every cut and impairment undone."""

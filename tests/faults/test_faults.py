@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -645,3 +646,26 @@ async def test_spendings_network_lossy_and_slow(
     async with rigged(network.postgres, network.kafka) as rig:
         await _moved_inside(rig, network, "spending")
         await run(rig, report, "spending's network: 10 % loss, 2 Mbit/s", fault)
+
+
+async def test_spendings_network_delayed_and_reordered(
+    network: Network, rigged: Rigging, report: Report
+) -> None:
+    async def fault(rig: Rig) -> float:
+        # Both ways, to PostgreSQL, Kafka and the clients alike: 50 ms each way, a quarter
+        # of the packets overtaking those held.
+        with network.namespace.delayed(delay_ms=50, reorder=0.25):
+            # The fault is real (not a measure of speed): a new connection and three
+            # requests cross the link eight times; all but one overtaking is 1 in 2,500.
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as fresh:
+                for _ in range(3):
+                    async with fresh.get(f"{rig.services.url('spending')}/healthz") as answer:
+                        assert answer.status == 200
+            assert time.monotonic() - started >= 0.1
+            await asyncio.sleep(15)
+        return time.monotonic()
+
+    async with rigged(network.postgres, network.kafka) as rig:
+        await _moved_inside(rig, network, "spending")
+        await run(rig, report, "spending's network: 50 ms each way, 25 % reordered", fault)
