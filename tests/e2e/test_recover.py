@@ -69,7 +69,7 @@ async def _async_eq(value: Awaitable[object], expected: object) -> bool:
 
 
 async def _published(settings: Settings) -> bool:
-    """Every event of the two stores is on its topic (their outboxes are empty)."""
+    """Every event of the restored services' stores is on its topic (outboxes empty)."""
     for service in RESTORED:
         async with connect_service_db(settings, service) as conn:
             if await conn.fetchval("SELECT count(*) FROM outbox"):
