@@ -32,6 +32,7 @@ what it holds from the offsets restored.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from shared.cli import audit
 from shared.cli.progress import progress_bar
 from shared.core import eventloop
-from shared.core.db import connect, dsn
+from shared.core.db import Connection, connect, dsn
 from shared.core.events import GENESIS_HASH, Envelope, wire_value
 from shared.core.eventstore import put_back
 from shared.core.personal import keys_kept, sealed_under
@@ -51,6 +52,12 @@ __all__ = ["Plan", "Recovered", "add_recover", "plan", "recover"]
 
 # Events put back per transaction: what the store and the service's effects see at once.
 _CHUNK = 500
+# Anyone else on the database: a restored one is used by its service alone.
+_SETTLING_CHECKS = 8
+_OTHER_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+"""
 
 
 @dataclass
@@ -137,6 +144,12 @@ async def recover(settings: Settings, definition: ServiceDefinition) -> Recovere
         )
     conn = await connect(dsn(settings, settings.database_of(definition.name)))
     try:
+        others = await _other_sessions(conn)
+        if others:
+            raise ValueError(
+                f"{others} other connections use {definition.name}'s database: stop the "
+                "service first (a command it took meanwhile would fork its streams)"
+            )
         with progress_bar(f"reading {definition.name}'s store") as bar:
             stored = await audit.load_store(conn, None, bar.update)
         topic = settings.topic(definition.topic)
@@ -166,6 +179,17 @@ async def recover(settings: Settings, definition: ServiceDefinition) -> Recovere
         return done
     finally:
         await conn.close()
+
+
+async def _other_sessions(conn: Connection) -> int:
+    """How many other sessions use the database, once those just closing have gone (a
+    backend outlives its client's goodbye by a moment)."""
+    for _ in range(_SETTLING_CHECKS):
+        others = int(await conn.fetchval(_OTHER_SESSIONS))
+        if not others:
+            return 0
+        await asyncio.sleep(0.25)
+    return others
 
 
 def _recover(args: argparse.Namespace, settings: Settings) -> int:

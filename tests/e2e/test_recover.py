@@ -161,7 +161,11 @@ async def test_stores_restored_to_a_moment_and_rolled_forward_lose_nothing_publi
         held = {service: await _events(settings, service) for service in RESTORED}
         rows = await _approvals(settings)
 
-        # Lost: both databases go back to the moment, with the services stopped.
+        code, _ = await run_ledger(settings, "recover", "spending")
+        assert code == 2  # spending still runs: it must be stopped first
+        assert await _events(settings, "spending") == held["spending"]
+
+        # Lost: the databases go back to the moment, with the services stopped.
         for service in RESTORED:
             await services.terminate(service)
             database = settings.database_of(service)
