@@ -113,3 +113,22 @@ def token() -> Callable[..., str]:
         )
 
     return mint
+
+
+@pytest.fixture
+def own_kafka() -> Iterator[Kafka]:
+    """A broker of this test's own: killing it harms no other test of the session."""
+    kafka = Kafka(
+        LOCAL / f"test-{unique_name()}" / "kafka",
+        free_port(),
+        free_port(),
+        password=secrets.token_urlsafe(24),
+        heap="384m",
+        partitions=3,
+    )
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop(grace=0)
+        shutil.rmtree(kafka.home.parent, ignore_errors=True)

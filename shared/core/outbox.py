@@ -89,6 +89,7 @@ class OutboxRelay(BackgroundTask):
         metrics: Metrics,
         clock: Callable[[], datetime],
         stall_seconds: float = 30.0,
+        publish_timeout_seconds: float = 60.0,
         producer_factory: Callable[[KafkaAccess, str, str], AIOKafkaProducer] = new_producer,
     ) -> None:
         super().__init__(f"relay:{topic}")
@@ -102,6 +103,7 @@ class OutboxRelay(BackgroundTask):
         self._clock = clock
         self._producer_factory = producer_factory
         self._stall_seconds = stall_seconds
+        self._publish_timeout = publish_timeout_seconds
         self._kafka_ok = False
         self._standing_by = False
         self.lag_seconds = 0.0
@@ -196,7 +198,10 @@ class OutboxRelay(BackgroundTask):
                         await self._idle()
             finally:
                 # Shielded: a stop cut short by cancellation still closes the connections.
-                await asyncio.shield(producer.stop())
+                # Bounded: a producer stuck in its transaction may never finish stopping,
+                # and the next one, with the same transactional id, fences it off anyway.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(producer.stop()), self._publish_timeout)
         finally:
             await conn.close()
 
@@ -210,6 +215,25 @@ class OutboxRelay(BackgroundTask):
         rows = await conn.fetch(BATCH, self._batch_size)
         if not rows:
             return 0
+        # A broker that stops answering mid-transaction can leave its commit waiting for
+        # good (seen with three brokers and one stalled: EndTxn timed out, and the commit
+        # never returned). Past this bound the batch is given up -- its task cancelled, not
+        # awaited, since aborting may wait as long -- the producer replaced (its
+        # transactional id aborts what the old one left open) and the batch sent again.
+        sending = asyncio.ensure_future(self._send(producer, rows))
+        done, _ = await asyncio.wait({sending}, timeout=self._publish_timeout)
+        if not done:
+            sending.cancel()
+            raise TimeoutError(f"a batch was not on Kafka after {self._publish_timeout} s")
+        sending.result()
+        await conn.execute(_DONE, [row["position"] for row in rows])
+        self._kafka_ok = True
+        self._metrics.events_published.inc(len(rows))
+        self._log.debug("relay_published", count=len(rows))
+        return len(rows)
+
+    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
+        """One batch in one Kafka transaction, committed."""
         async with producer.transaction():
             for row in rows:
                 # Read as stored, not through the envelope model: the relay only forwards it.
@@ -226,11 +250,6 @@ class OutboxRelay(BackgroundTask):
                     key=key,
                     headers=headers,
                 )
-        await conn.execute(_DONE, [row["position"] for row in rows])
-        self._kafka_ok = True
-        self._metrics.events_published.inc(len(rows))
-        self._log.debug("relay_published", count=len(rows))
-        return len(rows)
 
     async def pending(self, conn: Connection) -> int:
         """How many committed events wait for the relay."""

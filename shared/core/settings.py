@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=0.5, gt=0)
     # A committed event older than this still not on Kafka: /readyz says the relay stalled.
     relay_stall_seconds: float = Field(default=30.0, gt=0)
+    # A batch not on Kafka after this long is given up and sent again by a new producer.
+    relay_publish_timeout_seconds: float = Field(default=60.0, gt=0)
     consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
     shutdown_grace_seconds: float = Field(default=8.0, gt=0)
     http_body_timeout_seconds: float = Field(default=10.0, gt=0)  # then 408

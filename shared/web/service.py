@@ -424,6 +424,7 @@ def _relay(
         metrics=metrics,
         clock=clock,
         stall_seconds=settings.relay_stall_seconds,
+        publish_timeout_seconds=settings.relay_publish_timeout_seconds,
     )
 
 

@@ -13,42 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
-from deploy.stack import LOCAL, Kafka, free_port, unique_name
+from deploy.stack import Kafka, unique_name
 from shared.core.kafka import ensure_topics
 from shared.web.registry import ledger_topics
 from tests.conftest import Infrastructure
 from tests.deploy.test_alerts import PROMETHEUS, promtool
 from tests.e2e.processes import sample, service_processes
 from tests.support import read_topic, wait_for
-
-
-@pytest.fixture
-def own_kafka() -> Iterator[Kafka]:
-    """A broker of this test's own: killing it harms no other test of the session."""
-    kafka = Kafka(
-        LOCAL / f"test-{unique_name()}" / "kafka",
-        free_port(),
-        free_port(),
-        password=secrets.token_urlsafe(24),
-        heap="384m",
-        partitions=3,
-    )
-    kafka.start()
-    try:
-        yield kafka
-    finally:
-        kafka.stop(grace=0)
-        shutil.rmtree(kafka.home.parent, ignore_errors=True)
 
 
 async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

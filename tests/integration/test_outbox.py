@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import sys
@@ -12,15 +13,16 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
-from deploy.stack import ROOT, free_port
+from deploy.stack import ROOT, Kafka, free_port
 from shared.contracts import allocation
 from shared.core.commands import CommandResult, CommandRunner
 from shared.core.db import Connection, dsn, open_pool
 from shared.core.eventstore import PendingEvent, Stream
+from shared.core.kafka import ensure_topics
 from shared.core.metrics import Metrics
 from shared.core.outbox import BATCH, OutboxRelay
 from shared.core.settings import Settings
-from shared.web.registry import migrate
+from shared.web.registry import ledger_topics, migrate
 from tests.conftest import Infrastructure
 from tests.integration.fixtures import CONTEXT, Noted, new_store, utcnow
 from tests.support import read_topic, run_ledger, settings_env, wait_for
@@ -280,3 +282,49 @@ async def test_relay_lag_grows_while_kafka_cannot_be_reached_and_the_relay_says_
         # Nothing was lost: the event still waits in the outbox for a broker.
         async with pool.acquire() as conn:
             assert await relay.pending(conn) == 1
+
+
+async def test_a_batch_the_broker_never_answers_is_given_up_and_sent_again(
+    infra: Infrastructure, own_kafka: Kafka
+) -> None:
+    """With three brokers and one stalled, a relay's Kafka commit once never returned, and
+    its service published nothing more (``make faults``, a follower stalled: 23 commands
+    acknowledged and never seen by reporting). A batch not on Kafka within the publish
+    timeout is now given up while the broker is still stalled -- before the producer's own
+    request timeout (15 s) would say anything -- and sent again once it answers."""
+    settings = infra.settings(
+        kafka_bootstrap=own_kafka.bootstrap, kafka_password=own_kafka.password
+    )
+    await ensure_topics(settings, ledger_topics())
+    await migrate(settings, ["allocation"])
+    relay = OutboxRelay(
+        dsn=dsn(settings, settings.database_of("allocation")),
+        kafka=settings.kafka,
+        topic=settings.topic(TOPIC),
+        transactional_id=f"{settings.topic_prefix}relay-test",
+        batch_size=50,
+        poll_seconds=0.2,
+        metrics=Metrics("test"),
+        clock=utcnow,
+        stall_seconds=600.0,  # readiness here says only whether the relay still trusts Kafka
+        publish_timeout_seconds=2.0,
+    )
+    pid = own_kafka.pid()
+    assert pid is not None
+    rng = random.Random(3)
+    async with open_pool(
+        dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
+    ) as pool:
+        runner = CommandRunner(pool)
+        async with relay:
+            await append_slowly(runner, "family:p:f1", 1, rng)
+            await wait_for(lambda: _outbox_empty(pool), timeout=30)
+            os.kill(pid, signal.SIGSTOP)  # answers nothing, closes nothing
+            try:
+                await append_slowly(runner, "family:p:f1", 2, rng)
+                await wait_for(lambda: not relay.healthy, timeout=8)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await wait_for(lambda: _outbox_empty(pool), timeout=90)
+    records = await read_topic(settings, TOPIC, expect=2)
+    assert sorted({r.value["data"]["number"] for r in records}) == [1, 2]
