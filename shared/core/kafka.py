@@ -133,6 +133,12 @@ def new_consumer(kafka: KafkaAccess, group_id: str | None, client_id: str) -> AI
         session_timeout_ms=10_000,
         # Leaving the group waits for the next heartbeat: a short interval makes stops quick.
         heartbeat_interval_ms=500,
+        # Where a partition's leader moved while the group rebalanced, aiokafka's fetcher
+        # asks the old leader for a start offset, is told NotLeaderForPartition, and asks it
+        # again without refreshing its metadata, stalling every partition it fetches until
+        # the metadata's age runs out (5 minutes by default; seen with three brokers and a
+        # follower stalled: reporting applied nothing for 3 minutes). Kept fresh instead.
+        metadata_max_age_ms=5_000,
     )
 
 

@@ -99,24 +99,30 @@ class Outcome:
 
 
 class Report:
+    """The run's rows, written after each scenario: ``report.md`` and ``report.json`` for
+    the latest run, and the same under the run's start time, so that running one scenario
+    again does not take the figures of a whole run away."""
+
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
+        self._started = datetime.now(UTC)
 
     def add(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         machine = f"{platform.machine()}, {os.cpu_count()} cores, {_memory()}"
-        (ARTEFACTS / "report.json").write_text(
-            json.dumps(
-                {
-                    "machine": machine,
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "outcomes": [asdict(o) for o in self.outcomes],
-                },
-                indent=2,
-            )
+        report = json.dumps(
+            {
+                "machine": machine,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "outcomes": [asdict(o) for o in self.outcomes],
+            },
+            indent=2,
         )
-        (ARTEFACTS / "report.md").write_text(markdown(self.outcomes, machine))
+        table = markdown(self.outcomes, machine)
+        for name in ("report", f"report-{self._started:%Y%m%dT%H%M%SZ}"):
+            (ARTEFACTS / f"{name}.json").write_text(report)
+            (ARTEFACTS / f"{name}.md").write_text(table)
 
 
 def _memory() -> str:

@@ -31,7 +31,12 @@ TOPIC = allocation.TOPIC
 
 
 def relay_for(
-    settings: Settings, metrics: Metrics | None = None, *, poll_seconds: float = 0.2
+    settings: Settings,
+    metrics: Metrics | None = None,
+    *,
+    poll_seconds: float = 0.2,
+    stall_seconds: float = 30.0,
+    publish_timeout_seconds: float = 60.0,
 ) -> OutboxRelay:
     return OutboxRelay(
         dsn=dsn(settings, settings.database_of("allocation")),
@@ -42,6 +47,8 @@ def relay_for(
         poll_seconds=poll_seconds,
         metrics=metrics or Metrics("test"),
         clock=utcnow,
+        stall_seconds=stall_seconds,
+        publish_timeout_seconds=publish_timeout_seconds,
     )
 
 
@@ -256,17 +263,7 @@ async def test_relay_lag_grows_while_kafka_cannot_be_reached_and_the_relay_says_
     await migrate(settings, ["allocation"])
     away = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
     metrics = Metrics("test")
-    relay = OutboxRelay(
-        dsn=dsn(settings, settings.database_of("allocation")),
-        kafka=away.kafka,
-        topic=settings.topic(TOPIC),
-        transactional_id=f"{settings.topic_prefix}relay-test",
-        batch_size=50,
-        poll_seconds=0.2,
-        metrics=metrics,
-        clock=utcnow,
-        stall_seconds=2.0,
-    )
+    relay = relay_for(away, metrics, stall_seconds=2.0)
     async with open_pool(
         dsn(settings, settings.database_of("allocation")), min_size=1, max_size=2
     ) as pool:
@@ -297,18 +294,8 @@ async def test_a_batch_the_broker_never_answers_is_given_up_and_sent_again(
     )
     await ensure_topics(settings, ledger_topics())
     await migrate(settings, ["allocation"])
-    relay = OutboxRelay(
-        dsn=dsn(settings, settings.database_of("allocation")),
-        kafka=settings.kafka,
-        topic=settings.topic(TOPIC),
-        transactional_id=f"{settings.topic_prefix}relay-test",
-        batch_size=50,
-        poll_seconds=0.2,
-        metrics=Metrics("test"),
-        clock=utcnow,
-        stall_seconds=600.0,  # readiness here says only whether the relay still trusts Kafka
-        publish_timeout_seconds=2.0,
-    )
+    # Readiness here says only whether the relay still trusts Kafka: no stall threshold.
+    relay = relay_for(settings, stall_seconds=600.0, publish_timeout_seconds=2.0)
     pid = own_kafka.pid()
     assert pid is not None
     rng = random.Random(3)
