@@ -28,6 +28,7 @@ from shared.core.kafka import ensure_topics
 from shared.core.settings import Settings
 from shared.web.auth import Role, mint_token
 from shared.web.registry import ledger_topics
+from tests.support import own_broker
 
 JWT_SECRET = "test-secret-long-enough-for-any-hmac-algorithm-0123456789abcdefghijklmnop"
 KEY_ENCRYPTION_KEYS = new_kek("test-kek-1")
@@ -118,17 +119,5 @@ def token() -> Callable[..., str]:
 @pytest.fixture
 def own_kafka() -> Iterator[Kafka]:
     """A broker of this test's own: killing it harms no other test of the session."""
-    kafka = Kafka(
-        LOCAL / f"test-{unique_name()}" / "kafka",
-        free_port(),
-        free_port(),
-        password=secrets.token_urlsafe(24),
-        heap="384m",
-        partitions=3,
-    )
-    kafka.start()
-    try:
+    with own_broker(LOCAL / f"test-kafka-{unique_name()}", heap="384m") as kafka:
         yield kafka
-    finally:
-        kafka.stop(grace=0)
-        shutil.rmtree(kafka.home.parent, ignore_errors=True)

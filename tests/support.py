@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+import shutil
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
+from deploy.stack import Kafka, Postgres, free_port
 from shared.core.db import dsn
 from shared.core.events import Actor, DomainEvent, Envelope, canonical_json
 from shared.core.eventstore import CommandContext, EventStore, PendingEvent, Stream
@@ -195,3 +198,30 @@ def forged_record(
         Stream(stream_id, ()), [PendingEvent(event, pilot_id, family_id)], context
     )
     return envelope.partition_key(), canonical_json(envelope.to_json_dict())
+
+
+@contextmanager
+def own_broker(home: Path, heap: str) -> Iterator[Kafka]:
+    """A single broker of a test's own in ``home``, on free ports with a fresh password:
+    started; stopped at once (its data is thrown away) and ``home`` deleted on the way out."""
+    broker = Kafka(
+        home, free_port(), free_port(), password=secrets.token_urlsafe(24), heap=heap, partitions=3
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop(grace=0)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def own_postgres(server: Postgres) -> Iterator[Postgres]:
+    """``server`` started; stopped at once (its data is thrown away) and the folder that
+    holds its home deleted on the way out."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(server.home.parent, ignore_errors=True)

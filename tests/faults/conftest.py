@@ -35,7 +35,13 @@ from tests.e2e.processes import ServiceProcesses, service_processes
 from tests.e2e.system import auth
 from tests.e2e.workload import set_up_pilot
 from tests.faults.book import BUDGET_PENCE, Book, Reconciliation, load, reconcile
-from tests.support import connect_service_db, reporting_caught_up, wait_for
+from tests.support import (
+    connect_service_db,
+    own_broker,
+    own_postgres,
+    reporting_caught_up,
+    wait_for,
+)
 
 ARTEFACTS = LOCAL / "artefacts" / "faults"
 FAMILIES = [f"fam-{n}" for n in range(8)]
@@ -162,32 +168,16 @@ def report() -> Report:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """The suite's PostgreSQL: durable (fsync on), as in production."""
-    server = Postgres(LOCAL / f"faults-{unique_name()}" / "postgres", free_port(), durable=True)
-    server.start()
-    try:
+    home = LOCAL / f"faults-{unique_name()}"
+    with own_postgres(Postgres(home / "postgres", free_port(), durable=True)) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(server.home.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[Kafka]:
     """The suite's single broker (the laptop's stack)."""
-    broker = Kafka(
-        LOCAL / f"faults-{unique_name()}" / "kafka",
-        free_port(),
-        free_port(),
-        password=secrets.token_urlsafe(24),
-        heap="512m",
-        partitions=3,
-    )
-    broker.start()
-    try:
+    with own_broker(LOCAL / f"faults-kafka-{unique_name()}", heap="512m") as broker:
         yield broker
-    finally:
-        broker.stop(grace=0)
-        shutil.rmtree(broker.home.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

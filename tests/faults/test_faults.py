@@ -45,7 +45,7 @@ from tests.faults.conftest import (
     views_reach,
 )
 from tests.faults.netns import Namespace, namespace
-from tests.support import SERVICE_NAMES, connect_service_db, run_ledger, wait_for
+from tests.support import SERVICE_NAMES, connect_service_db, own_postgres, run_ledger, wait_for
 
 
 def _server_processes(postgres: Postgres) -> list[int]:
@@ -184,12 +184,8 @@ def archived() -> Iterator[Postgres]:
     """A PostgreSQL that archives each finished write-ahead log segment, as compose's does."""
     home = LOCAL / f"faults-{unique_name()}"
     server = Postgres(home / "postgres", free_port(), durable=True, archive=home / "archive")
-    try:
-        server.start()
+    with own_postgres(server):
         yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.parametrize("service", ["spending", "approval", "allocation"])
