@@ -11,6 +11,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+# Imported now rather than on first use (see tests/unit/test_suite_imports.py): pytest
+# rewrites Hypothesis's modules as they are imported, and one first imported mid-test is
+# parsed while that test's garbage may be collected. A finalizer there (asyncio's "exception
+# was never retrieved", formatting a traceback) parses code too, and CPython 3.11 keeps one
+# AST-builder depth counter for both: "SystemError: AST constructor recursion depth
+# mismatch" failed a test of projections in CI once.
+import hypothesis.internal.conjecture.optimiser  # noqa: F401
 import pytest
 from pydantic import SecretStr
 
