@@ -85,7 +85,7 @@ test: $(STAMP)
 	LEDGER_COMPOSE_CHECK=$(COMPOSE_CHECK) LEDGER_ASYNCAPI_CLI=$(ASYNCAPI_CLI) \
 		LEDGER_OIDC_PROVIDER=$(OIDC_PROVIDER) LEDGER_CLIENT_PYTHON=$(CLIENT_PYTHON) \
 		LEDGER_OPENAPI_GENERATOR=$(OPENAPI_GENERATOR) \
-		$(BIN)/pytest -n 2 --dist worksteal --ignore=tests/compose --ignore=tests/faults
+		$(BIN)/pytest -n 2 --dist worksteal --durations=15 --ignore=tests/compose --ignore=tests/faults
 
 # docker-compose.yml for real: a Docker engine of the project's own (.local/engine; Debian's
 # docker.io), Compose v2 built from its Go module, the base images made locally where no

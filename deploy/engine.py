@@ -140,6 +140,7 @@ class Engine:
         self.home = home
         self.socket = home / "docker.sock"
         self.pid_file = home / "dockerd.pid"
+        self.daemon_pid_file = home / "dockerd.daemon.pid"  # dockerd's own
         self.log = home / "dockerd.log"
         self.config = home / "config"  # DOCKER_CONFIG: Compose is its CLI plug-in
         self.host_state = home / "host-network-state.json"
@@ -170,7 +171,7 @@ class Engine:
                     "dockerd",
                     f"--data-root={self.home / 'data'}",
                     f"--exec-root={self.home / 'exec'}",
-                    f"--pidfile={self.home / 'dockerd.daemon.pid'}",
+                    f"--pidfile={self.daemon_pid_file}",
                     f"--host=unix://{self.socket}",
                     # No default bridge and no NAT: compose's networks are bridges of their
                     # own, and nothing leaves them but to the host.
@@ -211,9 +212,30 @@ class Engine:
     def stop(self) -> None:
         """Stop the engine (its containers with it) and give the host back its network."""
         stop_pid(self.pid_file, timeout=60)
+        # What a dockerd killed leaves (a run cut short): its own pid file and its
+        # containerd's, each naming a process that no longer runs (or a zombie no one
+        # reaps), which kept the next one from starting ("pid file found, ensure docker is
+        # not running", "timeout waiting for containerd to start"); and its mounts (its data
+        # root bound over itself, the host's network namespace), which made the checkout
+        # impossible to delete ("Device or resource busy").
+        for pid_file in (self.daemon_pid_file, self.home / "exec/containerd/containerd.pid"):
+            if read_pid(pid_file) is None:
+                pid_file.unlink(missing_ok=True)
+        for point in reversed(mounts_under(self.home)):
+            run(["umount", str(point)])
         if self.host_state.exists():
             _restore_host_network_state(json.loads(self.host_state.read_text()))
             self.host_state.unlink()
+
+
+def mounts_under(folder: Path) -> list[Path]:
+    """The mount points inside ``folder``, outermost first."""
+    # /proc/self/mounts escapes space, tab, newline and backslash in octal.
+    points = [
+        Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[1]))
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+    ]
+    return [p for p in points if p.is_relative_to(folder.resolve())]
 
 
 def _host_network_state() -> dict[str, str]:
