@@ -26,7 +26,7 @@ release them (``ledger deadletters``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,7 +58,30 @@ INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($
 ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
 RETURNING next_offset
 """
-_SAVE_OFFSET = """
+# What the batch then starts from, in one round trip: the families parked on its topic and
+# the versions of the streams its records belong to. Not in the locking statement: one that
+# waited there for a consumer that lost the partition would read both as they were before
+# that consumer committed (a statement's snapshot is taken when it starts).
+_BEGUN = """
+WITH known AS (
+    SELECT stream_id, version, last_hash FROM consumer_streams
+    WHERE consumer = $1 AND stream_id = ANY($3::text[])
+)
+SELECT
+    ARRAY(SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2)
+        AS parked_keys,
+    ARRAY(SELECT stream_id FROM known ORDER BY stream_id) AS stream_ids,
+    ARRAY(SELECT version FROM known ORDER BY stream_id) AS versions,
+    ARRAY(SELECT last_hash FROM known ORDER BY stream_id) AS last_hashes
+"""
+# Where a batch leaves them, in one round trip: the versions it changed, the offset after it.
+_LEAVE = """
+WITH saved AS (
+    INSERT INTO consumer_streams (consumer, stream_id, version, last_hash)
+    SELECT $1, * FROM unnest($5::text[], $6::integer[], $7::text[])
+    ON CONFLICT (consumer, stream_id)
+    DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash
+)
 UPDATE consumer_offsets SET next_offset = $4 WHERE consumer = $1 AND topic = $2 AND partition = $3
 """
 _STORED_OFFSETS = "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1"
@@ -72,7 +95,7 @@ SELECT $1, * FROM unnest($2::text[], $3::integer[], $4::text[])
 ON CONFLICT (consumer, stream_id)
 DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash
 """
-_PARKED_KEYS = "SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2"
+
 _PARK = """
 INSERT INTO consumer_parked
     (consumer, topic, partition, "offset", record_key, value, error, deadletter_due, origin_key)
@@ -113,8 +136,7 @@ class StreamVersions:
         cls, conn: Connection, consumer: str, envelopes: Sequence[Envelope | str]
     ) -> StreamVersions:
         """The stored versions of the streams these envelopes belong to."""
-        stream_ids = [e.stream_id for e in envelopes if isinstance(e, Envelope)]
-        rows = await conn.fetch(_VERSIONS, consumer, stream_ids)
+        rows = await conn.fetch(_VERSIONS, consumer, _streams_of(envelopes))
         return cls(
             {row["stream_id"]: row["version"] for row in rows},
             {row["stream_id"]: row["last_hash"] for row in rows},
@@ -128,14 +150,16 @@ class StreamVersions:
     async def save(self, conn: Connection, consumer: str) -> None:
         """Store what changed, in the caller's transaction."""
         if self.changed:
-            streams = list(self.changed)
-            await conn.execute(
-                _SAVE_VERSIONS,
-                consumer,
-                streams,
-                [self.changed[stream] for stream in streams],
-                [self.hashes.get(stream) for stream in streams],
-            )
+            await conn.execute(_SAVE_VERSIONS, consumer, *self.changes())
+
+    def changes(self) -> tuple[list[str], list[int], list[str | None]]:
+        """The streams that changed, their versions and last hashes, as three columns."""
+        streams = list(self.changed)
+        return (
+            streams,
+            [self.changed[stream] for stream in streams],
+            [self.hashes.get(stream) for stream in streams],
+        )
 
 
 class BatchApplier:
@@ -219,14 +243,16 @@ class BatchApplier:
             fresh = [record for record in records if record.offset >= next_offset]
             if not fresh:
                 return 0
+            decoded = {record.offset: decode_record(record.value) for record in fresh}
+            begun = await conn.fetchrow(_BEGUN, self.name, topic, _streams_of(decoded.values()))
+            assert begun is not None  # a SELECT of arrays, no FROM: always one row
             batch = _Batch(
-                parked_keys={
-                    r["record_key"] for r in await conn.fetch(_PARKED_KEYS, self.name, topic)
-                },
-                envelopes={record.offset: decode_record(record.value) for record in fresh},
-            )
-            batch.versions = await StreamVersions.load(
-                conn, self.name, list(batch.envelopes.values())
+                parked_keys=set(begun["parked_keys"]),
+                envelopes=decoded,
+                versions=StreamVersions(
+                    dict(zip(begun["stream_ids"], begun["versions"], strict=True)),
+                    dict(zip(begun["stream_ids"], begun["last_hashes"], strict=True)),
+                ),
             )
             if self._prepare is not None:
                 events = [e for e in batch.envelopes.values() if isinstance(e, Envelope)]
@@ -237,9 +263,13 @@ class BatchApplier:
                 await self._apply_record(conn, partition, record, batch, careful=careful, due=live)
             if batch.deferred:
                 await self._apply_many(conn, batch.deferred)
-            await batch.versions.save(conn, self.name)
             await conn.execute(
-                _SAVE_OFFSET, self.name, topic, partition.partition, fresh[-1].offset + 1
+                _LEAVE,
+                self.name,
+                topic,
+                partition.partition,
+                fresh[-1].offset + 1,
+                *batch.versions.changes(),
             )
         self._metrics.events_consumed.labels(self.name, topic).inc(batch.applied)
         if not live:  # a rebuild's million lines would follow no request
@@ -420,6 +450,11 @@ class _Batch:
     effects: list[Envelope] = field(default_factory=list)  # applied now, not redeliveries
     failed: int = 0  # parked for a failure of their own (not held behind one)
     deferred: list[Envelope] | None = None  # checked, for the batch handler (fast path)
+
+
+def _streams_of(envelopes: Iterable[Envelope | str]) -> list[str]:
+    """The streams of the envelopes among decoded records."""
+    return list({e.stream_id: None for e in envelopes if isinstance(e, Envelope)})
 
 
 def retriable(error: BaseException) -> bool:
