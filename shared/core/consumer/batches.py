@@ -58,32 +58,6 @@ INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($
 ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
 RETURNING next_offset
 """
-# What the batch then starts from, in one round trip: the families parked on its topic and
-# the versions of the streams its records belong to. Not in the locking statement: one that
-# waited there for a consumer that lost the partition would read both as they were before
-# that consumer committed (a statement's snapshot is taken when it starts).
-_BEGUN = """
-WITH known AS (
-    SELECT stream_id, version, last_hash FROM consumer_streams
-    WHERE consumer = $1 AND stream_id = ANY($3::text[])
-)
-SELECT
-    ARRAY(SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $2)
-        AS parked_keys,
-    ARRAY(SELECT stream_id FROM known ORDER BY stream_id) AS stream_ids,
-    ARRAY(SELECT version FROM known ORDER BY stream_id) AS versions,
-    ARRAY(SELECT last_hash FROM known ORDER BY stream_id) AS last_hashes
-"""
-# Where a batch leaves them, in one round trip: the versions it changed, the offset after it.
-_LEAVE = """
-WITH saved AS (
-    INSERT INTO consumer_streams (consumer, stream_id, version, last_hash)
-    SELECT $1, * FROM unnest($5::text[], $6::integer[], $7::text[])
-    ON CONFLICT (consumer, stream_id)
-    DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash
-)
-UPDATE consumer_offsets SET next_offset = $4 WHERE consumer = $1 AND topic = $2 AND partition = $3
-"""
 _STORED_OFFSETS = "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1"
 _VERSIONS = """
 SELECT stream_id, version, last_hash FROM consumer_streams
@@ -95,7 +69,24 @@ SELECT $1, * FROM unnest($2::text[], $3::integer[], $4::text[])
 ON CONFLICT (consumer, stream_id)
 DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash
 """
-
+# What a batch starts from once its offset is locked, in one round trip: the versions of
+# its records' streams and the families parked on its topic. Not in the locking statement:
+# one that waited there for a consumer that lost the partition would read both as they were
+# before that consumer committed (a statement's snapshot is taken when it starts).
+_BEGUN = f"""
+WITH known AS ({_VERSIONS})
+SELECT
+    ARRAY(SELECT stream_id FROM known ORDER BY stream_id) AS stream_ids,
+    ARRAY(SELECT version FROM known ORDER BY stream_id) AS versions,
+    ARRAY(SELECT last_hash FROM known ORDER BY stream_id) AS last_hashes,
+    ARRAY(SELECT DISTINCT record_key FROM consumer_parked WHERE consumer = $1 AND topic = $3)
+        AS parked_keys
+"""  # noqa: S608 - composed of this module's constants only
+# Where a batch leaves them, in one round trip: the versions it changed, the offset after it.
+_LEAVE = f"""
+WITH saved AS ({_SAVE_VERSIONS})
+UPDATE consumer_offsets SET next_offset = $5 WHERE consumer = $1 AND topic = $6 AND partition = $7
+"""  # noqa: S608 - composed of this module's constants only
 _PARK = """
 INSERT INTO consumer_parked
     (consumer, topic, partition, "offset", record_key, value, error, deadletter_due, origin_key)
@@ -244,7 +235,7 @@ class BatchApplier:
             if not fresh:
                 return 0
             decoded = {record.offset: decode_record(record.value) for record in fresh}
-            begun = await conn.fetchrow(_BEGUN, self.name, topic, _streams_of(decoded.values()))
+            begun = await conn.fetchrow(_BEGUN, self.name, _streams_of(decoded.values()), topic)
             assert begun is not None  # a SELECT of arrays, no FROM: always one row
             batch = _Batch(
                 parked_keys=set(begun["parked_keys"]),
@@ -266,10 +257,10 @@ class BatchApplier:
             await conn.execute(
                 _LEAVE,
                 self.name,
+                *batch.versions.changes(),
+                fresh[-1].offset + 1,
                 topic,
                 partition.partition,
-                fresh[-1].offset + 1,
-                *batch.versions.changes(),
             )
         self._metrics.events_consumed.labels(self.name, topic).inc(batch.applied)
         if not live:  # a rebuild's million lines would follow no request
