@@ -20,7 +20,7 @@ from deploy.stack import free_port
 from shared.core.kafka import ensure_topics
 from shared.web.registry import ledger_topics
 from tests.conftest import Infrastructure
-from tests.e2e.processes import service_processes
+from tests.e2e.processes import ServiceProcesses, service_processes
 from tests.e2e.system import WIGAN, auth
 from tests.support import SERVICE_NAMES, wait_for
 
@@ -129,10 +129,21 @@ async def test_one_spend_request_is_one_trace_across_the_four_services(
                 (service, "decision.approved")
                 for service in ("ledger-spending", "ledger-allocation", "ledger-reporting")
             }
-            await wait_for(
-                lambda: services_in_trace() == everyone and deciding <= applied_in_trace(),
-                timeout=90,
-            )
+            try:
+                await wait_for(
+                    lambda: services_in_trace() == everyone and deciding <= applied_in_trace(),
+                    timeout=90,
+                )
+            except AssertionError:
+                # It ran out once in CI (the whole suite on 2 cores), and passed alone: say
+                # what never came, and what each service applied and warned of, to tell a
+                # span lost on its way from an event never applied.
+                raise AssertionError(
+                    f"not in the trace after 90 s: services "
+                    f"{sorted(everyone - services_in_trace())}, applying "
+                    f"{sorted(deciding - applied_in_trace())}; {len(spans)} spans received; "
+                    f"logged: {_applied_and_warned(processes)}"
+                ) from None
     applied = applied_in_trace()
     server = {(s, n) for s, t, n in spans if t == trace_id and n.startswith("POST ")}
     assert ("ledger-spending", "POST /pilots/{pilot_id}/spend-requests") in server
@@ -140,3 +151,16 @@ async def test_one_spend_request_is_one_trace_across_the_four_services(
     # The decision approval recorded while applying the request carries the trace on.
     for service in ("ledger-spending", "ledger-allocation", "ledger-reporting"):
         assert (service, "decision.approved") in applied, (service, applied)
+
+
+def _applied_and_warned(processes: ServiceProcesses) -> dict[str, list[str]]:
+    """Per service, the types of the events it logged applying, and its warnings and errors."""
+    return {
+        name: [
+            line["type"] if line.get("event") == "event_applied" else repr(line)
+            for line in processes.log_lines(name)
+            if line.get("event") == "event_applied"
+            or line.get("level") in {"warning", "error", "critical"}
+        ]
+        for name in SERVICE_NAMES
+    }
