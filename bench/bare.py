@@ -5,7 +5,8 @@ nothing of the ledger. It is what P1's spend requests are a ratio to.
 
 Each POST /items validates a body the size of a spend request with pydantic, inserts one
 event-sized row in a transaction of its own (fsync on, as the ledger's server has it), and
-answers 202 with JSON after the commit. It runs on the ledger's event loop (uvloop) unless
+answers 202 with JSON after the commit. Its pool gives connections back without a reset
+round trip, as the ledger's do. It runs on the ledger's event loop (uvloop) unless
 told otherwise: asyncio's own shows what the loop costs.
 """
 
@@ -51,12 +52,17 @@ async def post_item(request: web.Request) -> web.Response:
     return web.json_response({"id": str(item_id), "status": "accepted"}, status=202)
 
 
+async def _keep(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Nothing to undo on a connection given back: no round trip for it."""
+
+
 def create_app(dsn: str) -> web.Application:
     app = web.Application()
     app.router.add_post("/items", post_item)
 
     async def pool(app: web.Application) -> AsyncIterator[None]:
-        async with asyncpg.create_pool(dsn, min_size=4, max_size=10) as opened:
+        # Connections given back as the ledger's pools give them (shared.core.db.keep_session).
+        async with asyncpg.create_pool(dsn, min_size=4, max_size=10, reset=_keep) as opened:
             async with opened.acquire() as conn:
                 await conn.execute(_TABLE)
             app[_POOL] = opened
