@@ -51,8 +51,6 @@ from shared.web.service import ServiceCore
 __all__ = ["Approval"]
 
 POLICY = Actor(sub="policy", role="system")
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
 
 
 class Approval:
@@ -97,8 +95,9 @@ class Approval:
     # Reactions to other services' events (the consumer's handler)
 
     async def on_event(self, conn: Connection, envelope: Envelope) -> None:
-        """Apply one event of allocation or spending, deciding what it makes decidable."""
-        await _serialise(conn, envelope)
+        """Apply one event of allocation or spending, deciding what it makes decidable.
+        What it may wake is locked already: its batch's locks were all taken, in one order,
+        before any of its events was applied (:func:`lock_in_order`, the consumers' prepare)."""
         pilot_id, family_id = envelope.pilot_id, envelope.family_id
         event = decode(envelope)
         if isinstance(event, PilotConfigured):
@@ -130,15 +129,11 @@ class Approval:
         self, conn: Connection, pilot_id: str, family_id: str, cause: Envelope
     ) -> None:
         """Decide the family's waiting requests whose policy and allocation approval has seen."""
-        rows = await process.waiting(conn, pilot_id, family_id)
-        if not rows:
-            return
-        seen = await process.family_version(conn, pilot_id, family_id)
-        for row in rows:
-            policy = await process.policy(conn, pilot_id, row["policy_version"])
-            if policy is None or seen < row["allocation_version"]:
+        for waiting in await process.waiting(conn, pilot_id, family_id):
+            policy = waiting.policy
+            if policy is None or waiting.family_version < waiting.row["allocation_version"]:
                 continue  # a later allocation or configuration event will bring it back here
-            facts = process.request_facts(row)
+            facts = process.request_facts(waiting.row)
             balance = await balances.lock(
                 conn, pilot_id, family_id, facts.period_start, facts.period_end
             )
@@ -275,11 +270,14 @@ FROM (
 
 
 async def lock_in_order(conn: Connection, envelopes: Sequence[Envelope]) -> None:
-    """Take every lock a batch's events will take (:func:`_serialise`), before any is
-    applied, in one order: the pilots', then the families', each by lock id. Taken event by
-    event, two consumers whose batches name two families in opposite orders deadlocked
-    (PostgreSQL broke it, and a batch was retried); in one order, one waits for the other.
-    :func:`_serialise` then finds each lock held already."""
+    """Lock what a batch's events may wake, before any is applied, so that no waiting
+    request misses its wake-up: a request recorded as waiting by one consumer while another
+    applies the allocation it waits for must not be missed by both. A family's event locks
+    the family and shares its pilot's lock; a configuration event locks the whole pilot.
+    Held until the batch commits. Taken in one order, the pilots', then the families', each
+    by lock id: taken event by event, two consumers whose batches named two families in
+    opposite orders deadlocked (PostgreSQL broke it, and a batch was retried); in one
+    order, one waits for the other."""
     pilots: dict[str, bool] = {}
     families: set[str] = set()
     for envelope in envelopes:
@@ -291,20 +289,6 @@ async def lock_in_order(conn: Connection, envelopes: Sequence[Envelope]) -> None
         await conn.execute(_LOCK_ALL, list(pilots), list(pilots.values()))
     if families:
         await conn.execute(_LOCK_ALL, list(families), [True] * len(families))
-
-
-async def _serialise(conn: Connection, envelope: Envelope) -> None:
-    """Lock what this event may wake, so that no waiting request misses its wake-up.
-
-    A request recorded as waiting by one consumer while another applies the allocation it
-    waits for must not be missed by both: family events lock the family (and share the
-    pilot), configuration events lock the whole pilot. Held until the batch commits.
-    """
-    if envelope.family_id is None:
-        await conn.execute(_LOCK, f"pilot:{envelope.pilot_id}")
-        return
-    await conn.execute(_LOCK_SHARED, f"pilot:{envelope.pilot_id}")
-    await conn.execute(_LOCK, f"family:{envelope.pilot_id}:{envelope.family_id}")
 
 
 async def _pending_item(conn: Connection, row: asyncpg.Record) -> PendingRequest:

@@ -9,6 +9,7 @@ transactions that record them. The family's stream version is the shared view
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -29,9 +30,8 @@ from shared.core.db import Connection, model_of
 from shared.core.events import DomainEvent, Envelope
 
 __all__ = [
-    "family_version",
+    "Waiting",
     "pending",
-    "policy",
     "record_decision",
     "record_family",
     "record_policy",
@@ -52,9 +52,7 @@ _ENROLLED = """
 INSERT INTO family_view (pilot_id, family_id, team, stream_version) VALUES ($1, $2, $3, $4)
 ON CONFLICT DO NOTHING
 """
-_READ_FAMILY_VERSION = (
-    "SELECT stream_version FROM family_view WHERE pilot_id = $1 AND family_id = $2"
-)
+
 _REQUEST = """
 INSERT INTO requests (request_id, pilot_id, family_id, team, amount_pence, category, requested_by,
     family_involved, policy_version, allocation_version, period_start, period_end, requested_at,
@@ -62,9 +60,15 @@ INSERT INTO requests (request_id, pilot_id, family_id, team, amount_pence, categ
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'waiting')
 ON CONFLICT DO NOTHING
 """
+# With each, the policy it is judged by (if seen) and how far the family has been read.
 _WAITING = """
-SELECT * FROM requests WHERE pilot_id = $1 AND family_id = $2 AND status = 'waiting'
-ORDER BY requested_at, request_id FOR UPDATE
+SELECT r.*, p.config AS policy_config, coalesce(
+    (SELECT stream_version FROM family_view f WHERE f.pilot_id = $1 AND f.family_id = $2), 0
+) AS family_version
+FROM requests r
+LEFT JOIN policy_view p ON p.pilot_id = r.pilot_id AND p.version = r.policy_version
+WHERE r.pilot_id = $1 AND r.family_id = $2 AND r.status = 'waiting'
+ORDER BY r.requested_at, r.request_id FOR UPDATE OF r
 """
 _WAITING_FAMILIES = (
     "SELECT DISTINCT family_id FROM requests WHERE pilot_id = $1 AND status = 'waiting'"
@@ -93,15 +97,6 @@ async def record_policy(conn: Connection, pilot_id: str, event: PilotConfigured)
     await conn.execute(_POLICY, pilot_id, event.version, event.config.model_dump(mode="json"))
 
 
-async def policy(conn: Connection, pilot_id: str, version: int) -> Policy | None:
-    """The policy of one configuration version, once approval has seen it."""
-    row = await conn.fetchrow(_READ_POLICY, pilot_id, version)
-    if row is None:
-        return None
-    config = PilotConfig.model_validate(row["config"])
-    return Policy(version=row["version"], tiers=config.approval_tiers)
-
-
 async def backdating_days(conn: Connection, pilot_id: str, version: int) -> int | None:
     """How far back occurred_at may go under one configuration version (None if unseen)."""
     row = await conn.fetchrow(_READ_POLICY, pilot_id, version)
@@ -115,11 +110,6 @@ async def record_family(
     if isinstance(event, FamilyEnrolled):
         await conn.execute(_ENROLLED, pilot_id, family_id, event.team, version)
     await views.advance_family(conn, pilot_id, family_id, version)
-
-
-async def family_version(conn: Connection, pilot_id: str, family_id: str) -> int:
-    """The family's allocation stream version approval has applied (0 if none)."""
-    return int(await conn.fetchval(_READ_FAMILY_VERSION, pilot_id, family_id) or 0)
 
 
 async def record_request(
@@ -145,9 +135,27 @@ async def record_request(
     )
 
 
-async def waiting(conn: Connection, pilot_id: str, family_id: str) -> list[asyncpg.Record]:
-    """The family's undecided requests, oldest first, locked."""
-    return list(await conn.fetch(_WAITING, pilot_id, family_id))
+@dataclass(frozen=True)
+class Waiting:
+    """An undecided request: its row, the policy it is judged by (None until approval has
+    seen that configuration) and the family's allocation stream version approval has read."""
+
+    row: asyncpg.Record
+    policy: Policy | None
+    family_version: int
+
+
+async def waiting(conn: Connection, pilot_id: str, family_id: str) -> list[Waiting]:
+    """The family's undecided requests, oldest first, locked; one statement for them all."""
+    found = []
+    for row in await conn.fetch(_WAITING, pilot_id, family_id):
+        config = row["policy_config"]
+        policy = None
+        if config is not None:
+            tiers = PilotConfig.model_validate(config).approval_tiers
+            policy = Policy(version=row["policy_version"], tiers=tiers)
+        found.append(Waiting(row, policy, row["family_version"]))
+    return found
 
 
 async def waiting_families(conn: Connection, pilot_id: str) -> list[str]:
