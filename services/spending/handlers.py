@@ -8,6 +8,7 @@ handler waits for the view (``shared.core.consistency``) rather than answer from
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import partial
 from uuid import UUID
@@ -87,10 +88,10 @@ class Spending:
         waited = False
 
         async def handle(conn: Connection) -> CommandResult:
-            pilot, family = await _views(conn, pilot_id, body.family_id, principal)
-            if not waited and not _caught_up(pilot, family, body.allocation_version):
+            read = await _views(conn, pilot_id, body.family_id, principal)
+            if not waited and not _caught_up(read, body.allocation_version):
                 raise _ViewsBehindError
-            pilot, family = _eligible(principal, pilot, family, body, requested_on)
+            pilot, family = _eligible(principal, read.pilot, read.family, body, requested_on)
             check_occurred_at(
                 caller.context.occurred_at,
                 now,
@@ -98,9 +99,8 @@ class Spending:
                 enrolled_on=family.enrolled_on,
             )
             period = period_containing(family.enrolled_on, pilot.period_lengths, requested_on)
-            purpose = await self._sealer.seal(
-                conn, subject_of(pilot_id, body.family_id), body.purpose
-            )
+            subject = subject_of(pilot_id, body.family_id)
+            purpose = await self._sealer.seal(conn, subject, body.purpose, live=read.key)
             command = requests.RequestSpend(
                 request_id=request_id,
                 family_id=body.family_id,
@@ -126,12 +126,13 @@ class Spending:
             )
             return CommandResult(202, result.model_dump(mode="json"))
 
+        # Two round trips: what it reads, in one statement, then what it writes, in one.
         try:
-            return await self._core.commands.run(handle, caller.idempotency)
-        except _ViewsBehindError:  # rolled back: wait for the views outside the transaction
+            return await self._core.commands.run(handle, caller.idempotency, one_statement=True)
+        except _ViewsBehindError:  # nothing written: wait for the views, holding nothing
             await self._await_views(principal, pilot_id, body.family_id, body.allocation_version)
         waited = True
-        return await self._core.commands.run(handle, caller.idempotency)
+        return await self._core.commands.run(handle, caller.idempotency, one_statement=True)
 
     async def _await_views(
         self, principal: Principal, pilot_id: str, family_id: str, seen: int | None
@@ -144,7 +145,7 @@ class Spending:
         """
 
         async def caught_up(conn: Connection) -> bool:
-            return _caught_up(*await _views(conn, pilot_id, family_id, principal), seen)
+            return _caught_up(await _views(conn, pilot_id, family_id, principal), seen)
 
         views_consumer = self._core.consumers.get(views.CONSUMER)
         if seen and views_consumer is not None and not views_consumer.reading:
@@ -326,25 +327,24 @@ class _ViewsBehindError(Exception):
 
 async def _views(
     conn: Connection, pilot_id: str, family_id: str, principal: Principal
-) -> tuple[PilotInForce | None, views.FamilyView | None]:
+) -> views.ForRequest:
     """The views of the pilot and of the family, as they stand, the family as the caller may
     know it: another team's is not there for a worker or manager, and takes the very path a
     missing one takes (the same wait for the view, the same answer), so that neither the
     answer nor its time tells a family of another team from one that does not exist."""
-    family = await views.family_of(conn, pilot_id, family_id)
+    read = await views.for_request(conn, pilot_id, family_id)
+    family = read.family
     if family is not None and principal.role in TEAM_SCOPED_ROLES and principal.team != family.team:
-        family = None
-    return await views.pilot_of(conn, pilot_id), family
+        return replace(read, family=None, key=None)
+    return read
 
 
-def _caught_up(
-    pilot: PilotInForce | None, family: views.FamilyView | None, seen: int | None
-) -> bool:
+def _caught_up(read: views.ForRequest, seen: int | None) -> bool:
     """Whether the views hold the family, at the version the caller saw, and its pilot at the
     configuration it was enrolled under (their events travel on different partitions)."""
-    if family is None or family.stream_version < (seen or 0):
+    if read.family is None or read.family.stream_version < (seen or 0):
         return False
-    return pilot is not None and pilot.version >= family.pilot_version
+    return read.pilot is not None and read.pilot.version >= read.family.pilot_version
 
 
 def _eligible(

@@ -11,6 +11,7 @@ from uuid import UUID
 from shared.contracts.spending import PurchaseRecorded, SpendRequested
 from shared.core.db import Connection
 from shared.core.events import DomainEvent
+from shared.core.writes import Write, write
 
 __all__ = ["record", "request_of_purchase", "team_of"]
 
@@ -27,12 +28,13 @@ _REQUEST_OF_PURCHASE = (
 async def record(
     conn: Connection, pilot_id: str, family_id: str | None, events: Iterable[DomainEvent]
 ) -> None:
-    """Index what these events of one family's stream make: a request, a purchase."""
+    """Index what these events of one family's stream make: a request, a purchase (with
+    the command's other writes, where they are gathered)."""
     for event in events:
         if isinstance(event, SpendRequested):
-            await conn.execute(_REQUEST, event.request_id, pilot_id, family_id, event.team)
+            await write(conn, Write.of(_REQUEST, event.request_id, pilot_id, family_id, event.team))
         elif isinstance(event, PurchaseRecorded):
-            await conn.execute(_PURCHASE, event.purchase_id, pilot_id, event.request_id)
+            await write(conn, Write.of(_PURCHASE, event.purchase_id, pilot_id, event.request_id))
 
 
 async def team_of(conn: Connection, pilot_id: str, request_id: UUID) -> str | None:

@@ -7,6 +7,7 @@ SQL for the handlers. The pilot view and the family's stream version are the sha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from uuid import UUID
 
@@ -27,7 +28,16 @@ from shared.core.db import Connection, model_of
 from shared.core.events import Envelope, Frozen
 from shared.core.personal import subject_of
 
-__all__ = ["CONSUMER", "FamilyView", "apply", "decision_of", "family_of", "pilot_of"]
+__all__ = [
+    "CONSUMER",
+    "FamilyView",
+    "ForRequest",
+    "apply",
+    "decision_of",
+    "family_of",
+    "for_request",
+    "pilot_of",
+]
 
 CONSUMER = "spending.views"
 """The consumer that keeps these views (a request waits for it to catch up)."""
@@ -45,6 +55,16 @@ SET outcome = excluded.outcome, approved_pence = excluded.approved_pence,
     decided_at = excluded.decided_at
 """
 _READ_FAMILY = "SELECT * FROM family_view WHERE pilot_id = $1 AND family_id = $2"
+# What a spend request reads, in one statement: the pilot, the family and the family's key.
+_FOR_REQUEST = f"""
+SELECT p.version, p.config, p.period_lengths,
+    f.team, f.arm, f.enrolled_on, f.pilot_version, f.exited_on, f.stream_version,
+    k.key_id, k.kek_id, k.wrapped
+FROM (SELECT) AS one
+LEFT JOIN pilot_view p ON p.pilot_id = $1
+LEFT JOIN family_view f ON f.pilot_id = $1 AND f.family_id = $2
+LEFT JOIN ({personal.live_key("$3")}) k ON true
+"""  # noqa: S608 - composed of constant statements
 _READ_DECISION = (
     "SELECT outcome, approved_pence, decided_at FROM decision_view WHERE request_id = $1"
 )
@@ -110,6 +130,24 @@ async def family_of(conn: Connection, pilot_id: str, family_id: str) -> FamilyVi
     if row is None:
         return None
     return model_of(FamilyView, row)
+
+
+@dataclass(frozen=True)
+class ForRequest:
+    """What a spend request reads: the pilot and the family as spending has seen them, and
+    the family's live key (None: not seen, or no key made yet)."""
+
+    pilot: views.PilotInForce | None
+    family: FamilyView | None
+    key: personal.LiveKey | None
+
+
+async def for_request(conn: Connection, pilot_id: str, family_id: str) -> ForRequest:
+    """The pilot, the family and its key, in one statement."""
+    row = await conn.fetchrow(_FOR_REQUEST, pilot_id, family_id, subject_of(pilot_id, family_id))
+    assert row is not None  # one row, whatever it finds
+    family = None if row["team"] is None else model_of(FamilyView, row)
+    return ForRequest(views.pilot_of_row(row), family, personal.LiveKey.of(row))
 
 
 async def decision_of(conn: Connection, request_id: UUID) -> Decision | None:

@@ -10,12 +10,20 @@ Each service creates the tables in its own migrations (they also hold columns of
 
 from __future__ import annotations
 
+import asyncpg
+
 from shared.contracts.allocation import PilotConfig, PilotConfigured
 from shared.contracts.periods import ALWAYS, PeriodLength
 from shared.core.db import Connection
 from shared.core.events import Frozen
 
-__all__ = ["PilotInForce", "advance_family", "pilot_in_force", "record_pilot"]
+__all__ = [
+    "PilotInForce",
+    "advance_family",
+    "pilot_in_force",
+    "pilot_of_row",
+    "record_pilot",
+]
 
 _PILOT = """
 INSERT INTO pilot_view (pilot_id, version, config, period_lengths) VALUES ($1, $2, $3, $4)
@@ -52,8 +60,13 @@ async def record_pilot(conn: Connection, pilot_id: str, event: PilotConfigured) 
 
 async def pilot_in_force(conn: Connection, pilot_id: str) -> PilotInForce | None:
     """The pilot, if this service has seen it configured."""
-    row = await conn.fetchrow(_READ_PILOT, pilot_id)
-    if row is None:
+    return pilot_of_row(await conn.fetchrow(_READ_PILOT, pilot_id))
+
+
+def pilot_of_row(row: asyncpg.Record | None) -> PilotInForce | None:
+    """The pilot from a row with ``pilot_view``'s ``version``, ``config`` and
+    ``period_lengths`` (NULL where it has not been seen)."""
+    if row is None or row["version"] is None:
         return None
     config = PilotConfig.model_validate(row["config"])
     lengths = tuple(PeriodLength.model_validate(length) for length in row["period_lengths"])

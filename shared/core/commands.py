@@ -33,6 +33,7 @@ from shared.core.eventstore import (
     streams_kept,
     uncounted_if_undone,
 )
+from shared.core.writes import Write, gathered
 
 __all__ = [
     "CommandResult",
@@ -50,6 +51,11 @@ INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING RETURNING 1
 """
 _STORED = "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2"
+# A command whose writes are gathered takes its key and keeps its answer with them, at once.
+_ANSWERED = """
+INSERT INTO idempotency_keys (scope, key, fingerprint, status, body) VALUES ($1, $2, $3, $4, $5)
+"""
+_KEY_CONSTRAINT = "idempotency_keys_pkey"
 _REMEMBER = "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2"
 # The same for many keys at once (CommandRunner.together's ``keys``).
 _CLAIM_MANY = """
@@ -236,10 +242,25 @@ class CommandRunner:
         async with self._pool.acquire() as conn:
             yield conn
 
-    async def run(self, handler: Handler, idempotency: IdempotencyRequest | None) -> CommandResult:
-        """Run once, or answer as the first run did; retry when another writer won a race."""
+    async def run(
+        self,
+        handler: Handler,
+        idempotency: IdempotencyRequest | None,
+        *,
+        one_statement: bool = False,
+    ) -> CommandResult:
+        """Run once, or answer as the first run did; retry when another writer won a race.
+
+        ``one_statement``: the handler reads with statements of its own, each a snapshot,
+        and holds no lock; its writes (:mod:`shared.core.writes`), its key and its answer
+        go in one statement once it has decided, with no transaction round trips. Not for
+        a handler that must read what it wrote, or hold what it read until it commits. In
+        a :meth:`together` block it runs in the block's transaction as any command does."""
+        gathered = one_statement and _TOGETHER.get() is None
         for attempt in range(1, self._attempts + 1):
             try:
+                if gathered:
+                    return await self._run_gathered(handler, idempotency)
                 return await self._run_once(handler, idempotency)
             except ConcurrencyError:
                 if attempt == self._attempts:
@@ -315,6 +336,41 @@ class CommandRunner:
             async with self._pool.acquire() as conn, conn.transaction():
                 return await self._in_transaction(conn, handler, idempotency)
 
+    async def _run_gathered(
+        self, handler: Handler, idempotency: IdempotencyRequest | None
+    ) -> CommandResult:
+        """Decide on reads of its own, then write everything in one statement, the key and
+        its answer with the rest: the statement that takes a key another request took first
+        fails whole, and that request's answer is given instead. A replay is authorised as a
+        first request is, by running it: a caller who may not do it now is refused, and what
+        it would decide now (a conflict, say) does not change the answer it had."""
+        async with self._pool.acquire() as conn:
+            try:
+                with counted_once_committed(), gathered() as writes:
+                    try:
+                        result = await handler(conn)
+                    except (LedgerError, asyncpg.PostgresError) as error:
+                        if idempotency is None or _refuses_caller(error):
+                            raise
+                        stored = await _stored(conn, idempotency)
+                        if stored is None:
+                            raise
+                        return stored
+                    if idempotency is not None:
+                        answered = (result.status, result.body)
+                        keyed = (idempotency.scope, idempotency.key, idempotency.fingerprint)
+                        writes.add(Write.of(_ANSWERED, *keyed, *answered))
+                    await writes.send(conn)
+                    return result
+            except asyncpg.UniqueViolationError as error:
+                if idempotency is None or error.constraint_name != _KEY_CONSTRAINT:
+                    raise
+            # Another request took the key first (and committed: the insert waited for it).
+            stored = await _stored(conn, idempotency)
+            if stored is None:  # pragma: no cover - a key is never given back once answered
+                raise ConcurrencyError("idempotency key changed under us")
+            return stored
+
     async def _in_transaction(
         self,
         conn: Connection,
@@ -350,17 +406,21 @@ async def _authorise_replay(conn: Connection, handler: Handler) -> None:
     rehearsing = REHEARSAL.set(True)
     try:
         await handler(conn)
-    except (ForbiddenError, UnauthorizedError):
-        raise
-    except LedgerError as error:
-        if error.refuses_caller:
+    except (LedgerError, asyncpg.PostgresError) as error:
+        if _refuses_caller(error):
             raise
         # refused now for another reason (a conflict, say): the first answer stands
-    except asyncpg.PostgresError:
-        pass
     finally:
         REHEARSAL.reset(rehearsing)
         await savepoint.rollback()
+
+
+def _refuses_caller(error: Exception) -> bool:
+    """Whether a command's error refuses its caller, who may then not be given an earlier
+    answer either: not allowed, not signed in, or a refusal that says so."""
+    if isinstance(error, ForbiddenError | UnauthorizedError):
+        return True
+    return isinstance(error, LedgerError) and error.refuses_caller
 
 
 async def _claim(conn: Connection, request: IdempotencyRequest) -> CommandResult | None:
@@ -369,11 +429,19 @@ async def _claim(conn: Connection, request: IdempotencyRequest) -> CommandResult
     # to commit (then conflicts, and we read its response) or to roll back (then we go on).
     if await conn.fetchval(_CLAIM, request.scope, request.key, request.fingerprint):
         return None
-    row = await conn.fetchrow(_STORED, request.scope, request.key)
     # A key is deleted only by the block that claimed it and did not use it, before it commits;
     # the conflicting row was committed, so it is still there.
-    if row is None:  # pragma: no cover
+    stored = await _stored(conn, request)
+    if stored is None:  # pragma: no cover
         raise ConcurrencyError("idempotency key changed under us")
+    return stored
+
+
+async def _stored(conn: Connection, request: IdempotencyRequest) -> CommandResult | None:
+    """The answer kept under the key (refused if it was for another request), if any."""
+    row = await conn.fetchrow(_STORED, request.scope, request.key)
+    if row is None:
+        return None
     if row["fingerprint"] != request.fingerprint:
         raise IdempotencyKeyReusedError(
             "this Idempotency-Key was used for a different request; use a new key"

@@ -15,10 +15,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from shared.core.db import Connection
-from shared.core.errors import ConcurrencyError, EventTooLargeError
+from shared.core.errors import EventTooLargeError
 from shared.core.events import (
     CURRENT_FORMAT,
     GENESIS_HASH,
@@ -29,6 +27,7 @@ from shared.core.events import (
 )
 from shared.core.metrics import Metrics
 from shared.core.tracing import current_traceparent
+from shared.core.writes import Write, write
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -56,19 +55,21 @@ SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LI
 """
 # One round trip: the events, their outbox rows, and the relay's wake-up call (delivered at
 # commit; PostgreSQL folds a transaction's identical notifications into one).
-_APPEND = """
-WITH appended AS (
+# Appended with their outbox rows, and the relay notified, in one statement (a write of
+# shared.core.writes: alone, or with the rest of a command's writes).
+_APPEND = (
+    (
+        "appended",
+        """
     INSERT INTO events
         (event_id, stream_id, stream_version, type, pilot_id, family_id, recorded_at, envelope)
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[],
         $7::timestamptz[], $8::jsonb[])
-    RETURNING position
-), queued AS (
-    INSERT INTO outbox (position, traceparent) SELECT position, $9 FROM appended
+    RETURNING position""",
+    ),
+    ("queued", "INSERT INTO outbox (position, traceparent) SELECT position, $9 FROM {appended}"),
 )
-SELECT pg_notify($10, '')
-"""
 _STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key"
 # Events already published, put back into a restored store: no outbox row (the topic has them).
 _PUT_BACK = """
@@ -283,26 +284,21 @@ class EventStore:
             return ()
         sealed = self._seal(stream, pending, context)
         envelopes = tuple(envelope for envelope, _ in sealed)
-        try:
-            await conn.execute(
-                _APPEND,
-                [e.id for e in envelopes],
-                [e.stream_id for e in envelopes],
-                [e.stream_version for e in envelopes],
-                [e.type for e in envelopes],
-                [e.pilot_id for e in envelopes],
-                [e.family_id for e in envelopes],
-                [e.time for e in envelopes],
-                [body for _, body in sealed],
-                current_traceparent(),
-                OUTBOX_CHANNEL,
-            )
-        except asyncpg.UniqueViolationError as error:
-            if error.constraint_name == _STREAM_VERSION_CONSTRAINT:
-                raise ConcurrencyError(
-                    f"stream {stream.stream_id} moved past version {stream.version}"
-                ) from error
-            raise
+        args = (
+            [e.id for e in envelopes],
+            [e.stream_id for e in envelopes],
+            [e.stream_version for e in envelopes],
+            [e.type for e in envelopes],
+            [e.pilot_id for e in envelopes],
+            [e.family_id for e in envelopes],
+            [e.time for e in envelopes],
+            [body for _, body in sealed],
+            current_traceparent(),
+        )
+        # Another writer that appended first took the stream's next version: a lost race.
+        moved = f"stream {stream.stream_id} moved past version {stream.version}"
+        lost = {_STREAM_VERSION_CONSTRAINT: moved}
+        await write(conn, Write(_APPEND, args, lost, notify=OUTBOX_CHANNEL))
         if REHEARSAL.get():
             return envelopes
         kept = _kept(conn)

@@ -19,19 +19,24 @@ import base64
 import os
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import overload
 
+import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.core.custody import KeyCustody
 from shared.core.db import Connection
+from shared.core.writes import Write, gathering
 
 __all__ = [
     "ERASED",
+    "LiveKey",
     "Sealer",
     "erase",
     "is_sealed",
     "keys_kept",
+    "live_key",
     "rewrap",
     "sealed_under",
     "subject_of",
@@ -41,13 +46,23 @@ __all__ = [
 
 ERASED = "[erased]"
 _PREFIX = "sealed:v1:"
-_LIVE_KEY = """
-SELECT key_id, kek_id, wrapped FROM personal_keys WHERE subject = $1 AND wrapped IS NOT NULL
-"""
-_NEW_KEY = """
-INSERT INTO personal_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3, $4)
+
+
+def live_key(subject: str) -> str:
+    """The statement that reads the live key of the subject ``subject`` names (a parameter):
+    no row or one. A statement that reads more may read it as a subquery."""
+    return f"""
+SELECT key_id, kek_id, wrapped FROM personal_keys WHERE subject = {subject} AND wrapped IS NOT NULL
+"""  # noqa: S608 - ``subject`` is a parameter's placeholder ($1), never a value
+
+
+_LIVE_KEY = live_key("$1")
+_NEW_KEY = "INSERT INTO personal_keys (key_id, subject, wrapped, kek_id) VALUES ($1, $2, $3, $4)"
+_NEW_KEY_UNLESS_MADE = f"""
+{_NEW_KEY}
 ON CONFLICT (subject) WHERE wrapped IS NOT NULL OR key IS NOT NULL DO NOTHING
 """
+_LIVE_INDEX = "personal_keys_live"
 _KEY = "SELECT kek_id, wrapped FROM personal_keys WHERE key_id = $1 AND subject = $2"
 _KEPT = "SELECT key_id FROM personal_keys WHERE key_id = ANY($1::uuid[])"
 _KEYS = "SELECT key_id, kek_id, wrapped FROM personal_keys WHERE subject = $1"
@@ -93,6 +108,29 @@ async def keys_kept(conn: Connection, key_ids: Collection[uuid.UUID]) -> set[uui
     return {row["key_id"] for row in rows}
 
 
+@dataclass(frozen=True)
+class LiveKey:
+    """A subject's live data key, as stored: wrapped under a key-encryption key."""
+
+    key_id: uuid.UUID
+    kek_id: str
+    wrapped: bytes
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> LiveKey | None:
+        """From a row of :func:`live_key`'s columns (all NULL where the subject has none)."""
+        if row["key_id"] is None:
+            return None
+        return cls(row["key_id"], row["kek_id"], row["wrapped"])
+
+
+class _Unread:
+    """The live key, not read yet: :meth:`Sealer.seal_many` reads it."""
+
+
+_UNREAD = _Unread()
+
+
 def _context(subject: str, key_id: uuid.UUID) -> bytes:
     """What a wrapped key is bound to: it opens only as this subject's key of this id."""
     return f"{subject}|{key_id}".encode()
@@ -105,35 +143,70 @@ class Sealer:
         self._custody = custody
 
     @overload
-    async def seal(self, conn: Connection, subject: str, text: str) -> str: ...
+    async def seal(
+        self, conn: Connection, subject: str, text: str, *, live: LiveKey | _Unread | None = ...
+    ) -> str: ...
 
     @overload
-    async def seal(self, conn: Connection, subject: str, text: None) -> None: ...
+    async def seal(
+        self, conn: Connection, subject: str, text: None, *, live: LiveKey | _Unread | None = ...
+    ) -> None: ...
 
-    async def seal(self, conn: Connection, subject: str, text: str | None) -> str | None:
-        """The sealed form of ``text`` under the subject's live key (made on first use)."""
+    async def seal(
+        self,
+        conn: Connection,
+        subject: str,
+        text: str | None,
+        *,
+        live: LiveKey | _Unread | None = _UNREAD,
+    ) -> str | None:
+        """The sealed form of ``text`` under the subject's live key (made on first use);
+        ``live``: the key as a statement that read more already read it (:func:`live_key`)."""
         if text is None:
             return None
-        [sealed] = await self.seal_many(conn, subject, [text])
+        [sealed] = await self.seal_many(conn, subject, [text], live=live)
         return sealed
 
-    async def seal_many(self, conn: Connection, subject: str, texts: Sequence[str]) -> list[str]:
+    async def seal_many(
+        self,
+        conn: Connection,
+        subject: str,
+        texts: Sequence[str],
+        *,
+        live: LiveKey | _Unread | None = _UNREAD,
+    ) -> list[str]:
         """Each text sealed under the subject's live key (made on first use), read once for
         them all (a statement's thousands of lines)."""
         if not texts:
             return []
-        row = await conn.fetchrow(_LIVE_KEY, subject)
-        if row is None:
-            # A concurrent first use may win the race: then its key is the live one.
-            key_id = uuid.uuid4()
-            kek_id, wrapped = self._custody.wrap(
-                AESGCM.generate_key(256), _context(subject, key_id)
-            )
-            await conn.execute(_NEW_KEY, key_id, subject, wrapped, kek_id)
+        if isinstance(live, _Unread):
             row = await conn.fetchrow(_LIVE_KEY, subject)
-            assert row is not None
-        aead = AESGCM(self._unwrap(subject, row["key_id"], row["kek_id"], row["wrapped"]))
-        return [_sealed(aead, row["key_id"], subject, text) for text in texts]
+            live = None if row is None else LiveKey.of(row)
+        if live is None:
+            live = await self._made(conn, subject)
+        aead = AESGCM(self._unwrap(subject, live.key_id, live.kek_id, live.wrapped))
+        return [_sealed(aead, live.key_id, subject, text) for text in texts]
+
+    async def _made(self, conn: Connection, subject: str) -> LiveKey:
+        """A first key for the subject. Written with a command's gathered writes, a key that
+        another request made meanwhile fails them all, as a lost race (the command runs
+        again and finds that key): the texts sealed under this one must never be stored
+        without it. Written now, in a transaction, the other's key is the live one."""
+        key_id = uuid.uuid4()
+        kek_id, wrapped = self._custody.wrap(AESGCM.generate_key(256), _context(subject, key_id))
+        writes = gathering()
+        if writes is not None:
+            made = f"the first key of {subject} was made by another request"
+            writes.add(
+                Write.of(_NEW_KEY, key_id, subject, wrapped, kek_id, races={_LIVE_INDEX: made})
+            )
+            return LiveKey(key_id, kek_id, wrapped)
+        await conn.execute(_NEW_KEY_UNLESS_MADE, key_id, subject, wrapped, kek_id)
+        row = await conn.fetchrow(_LIVE_KEY, subject)
+        assert row is not None
+        live = LiveKey.of(row)
+        assert live is not None
+        return live
 
     async def opener(self, conn: Connection, subject: str) -> Callable[[str], str]:
         """What opens many of the subject's texts, its keys read once: a text that is not

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any, ClassVar
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -16,10 +18,18 @@ from shared.core.commands import (
     IdempotencyRequest,
     SpoiledTogetherError,
 )
+from shared.core.custody import LocalKeyCustody, new_kek
 from shared.core.db import Connection
-from shared.core.errors import ConcurrencyError, EventTooLargeError, IdempotencyKeyReusedError
+from shared.core.errors import (
+    ConcurrencyError,
+    ConflictError,
+    EventTooLargeError,
+    ForbiddenError,
+    IdempotencyKeyReusedError,
+)
 from shared.core.events import GENESIS_HASH, DomainEvent
 from shared.core.eventstore import MAX_EVENT_BYTES, REHEARSAL, PendingEvent, streams_kept
+from shared.core.personal import Sealer
 from shared.core.settings import Settings
 from tests.integration.fixtures import CONTEXT, Noted, migrated_pool, new_store
 
@@ -79,9 +89,14 @@ async def test_events_cannot_be_changed_or_removed(pool: asyncpg.Pool[asyncpg.Re
         assert await conn.fetchval("SELECT count(*) FROM events") == 1
 
 
-async def test_idempotency_key_returns_first_answer(pool: asyncpg.Pool[asyncpg.Record]) -> None:
-    """Same key and request: one effect, the first answer again; another request: refused."""
+@pytest.mark.parametrize("one_statement", [False, True], ids=["transaction", "one-statement"])
+async def test_idempotency_key_returns_first_answer(
+    pool: asyncpg.Pool[asyncpg.Record], one_statement: bool
+) -> None:
+    """Same key and request: one effect, the first answer again; another request: refused.
+    The same whether the command runs in a transaction or writes in one statement."""
     runner = CommandRunner(pool)
+    run = partial(runner.run, one_statement=one_statement)
     store = new_store()
     calls = 0
 
@@ -93,15 +108,91 @@ async def test_idempotency_key_returns_first_answer(pool: asyncpg.Pool[asyncpg.R
         return CommandResult(201, {"version": appended[-1].stream_version})
 
     key = IdempotencyRequest("user-1", "k-1", "fingerprint-a")
-    results = await asyncio.gather(*(runner.run(handle, key) for _ in range(5)))
+    results = await asyncio.gather(*(run(handle, key) for _ in range(5)))
     assert {r.body["version"] for r in results} == {1}
     assert sum(not r.replayed for r in results) == 1
     with pytest.raises(IdempotencyKeyReusedError):
-        await runner.run(handle, IdempotencyRequest("user-1", "k-1", "fingerprint-b"))
-    other_caller = await runner.run(handle, IdempotencyRequest("user-2", "k-1", "fingerprint-b"))
+        await run(handle, IdempotencyRequest("user-1", "k-1", "fingerprint-b"))
+    other_caller = await run(handle, IdempotencyRequest("user-2", "k-1", "fingerprint-b"))
     assert other_caller.body["version"] == 2
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM events") == 2
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_a_replay_written_in_one_statement_answers_as_first_whatever_it_decides_now(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """A command whose writes go in one statement, sent again with its key: refused now (a
+    conflict) or deciding afresh, it gives the first answer and writes nothing; a caller who
+    may not do it now is refused."""
+    runner = CommandRunner(pool)
+    store = new_store()
+    now: list[Exception | None] = [None]
+
+    async def handle(conn: Connection) -> CommandResult:
+        if now[0] is not None:
+            raise now[0]
+        stream = await store.load(conn, "family:p:f")
+        appended = await store.append(conn, stream, noted(stream.version + 1), CONTEXT)
+        return CommandResult(201, {"version": appended[-1].stream_version})
+
+    key = IdempotencyRequest("user-1", "k-3", "fingerprint-a")
+    first = await runner.run(handle, key, one_statement=True)
+    again = await runner.run(handle, key, one_statement=True)  # decides version 2 now
+    now[0] = ConflictError("it moved on")
+    refused_now = await runner.run(handle, key, one_statement=True)
+    assert (first.replayed, again.replayed, refused_now.replayed) == (False, True, True)
+    assert first.body == again.body == refused_now.body == {"version": 1}
+    now[0] = ForbiddenError("not yours")
+    with pytest.raises(ForbiddenError):
+        await runner.run(handle, key, one_statement=True)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == 1
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_a_first_key_made_meanwhile_runs_a_one_statement_command_again(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """Two commands seal a family's first text at once, each writing in one statement: the
+    one whose new key lost the race writes nothing, runs again and seals under the key that
+    won, so that every text stored opens."""
+    runner = CommandRunner(pool)
+    store = new_store()
+    sealer = Sealer(LocalKeyCustody.parse(new_kek("kek")))
+    made, both_made = 0, asyncio.Event()
+    streams: dict[int, str] = {}
+
+    async def handle(conn: Connection, command: int) -> CommandResult:
+        nonlocal made
+        sealed = await sealer.seal(conn, "p:f", f"a bed, {command}")
+        if not both_made.is_set():  # each has made a key of its own before either writes
+            made += 1
+            if made == 2:
+                both_made.set()
+            await both_made.wait()
+        streams[command] = f"request:p:{uuid4()}"
+        stream = await store.load(conn, streams[command])
+        await store.append(conn, stream, [PendingEvent(Said(text=sealed), "p", "f")], CONTEXT)
+        return CommandResult(202, {})
+
+    await asyncio.gather(
+        *(runner.run(partial(handle, command=n), None, one_statement=True) for n in (1, 2))
+    )
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM personal_keys") == 1
+        assert await conn.fetchval("SELECT count(*) FROM events") == 2
+        opened = await sealer.opener(conn, "p:f")
+        said = [(await store.load(conn, streams[n])).envelopes for n in (1, 2)]
+    assert [opened(stream[0].data["text"]) for stream in said] == ["a bed, 1", "a bed, 2"]
+
+
+class Said(DomainEvent):
+    """A test fact holding free text."""
+
+    event_type: ClassVar[str] = "test.said"
+    text: str
 
 
 async def test_failed_command_records_no_key(pool: asyncpg.Pool[asyncpg.Record]) -> None:
