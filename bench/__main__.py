@@ -384,7 +384,9 @@ async def large_ledger(settings: Settings, events: int, *, synced: bool) -> dict
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     home = LOCAL / f"bench-{unique_name()}"
     ensure_kafka_jars()
-    postgres = Postgres(home / "postgres", free_port(), durable=True)
+    # Statement statistics: how many statements a spend request costs each database (P1).
+    counted = ("shared_preload_libraries=pg_stat_statements",)
+    postgres = Postgres(home / "postgres", free_port(), durable=True, settings=counted)
     kafka = Kafka(
         home / "kafka", free_port(), free_port(), password=secrets.token_urlsafe(24), partitions=6
     )

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.bare import BODY
 from bench.batches import batch_ingest
 from bench.cpu import CpuMeter, Measured, measured
+from bench.statements import StatementCounter, per_unit
 from deploy.stack import Postgres, free_port, port_open, serve_command, wait_until
 from services.reporting.rebuild import rebuild
 from shared.cli.main import replay, verify
@@ -401,13 +402,17 @@ def _spend_body(family: str, amount: int = 1_500) -> dict[str, Any]:
     return {**json.loads(BODY), "family_id": family, "amount_pence": amount}
 
 
-async def spend_ingest(stack: Stack, secret: str, infrastructure: list[int]) -> dict[str, Any]:
+async def spend_ingest(
+    stack: Stack, secret: str, infrastructure: list[int], statements: StatementCounter
+) -> dict[str, Any]:
     """P1: wrk, 32 connections, spend requests with distinct keys, auto-approved; and the
     CPU every process of the stack spent per accepted request (the four services,
     PostgreSQL, Kafka: ``infrastructure``), until approval has decided each and reporting
-    projected it."""
+    projected it, with the statements each service's database ran for it."""
     worker = _token(secret, "case_system")
     meter = CpuMeter([*stack.pids.values(), *infrastructure])
+    idle_statements = await statements.rate(3.0)
+    statements_before = await statements.counts()
     summary, cost = await measured(
         meter,
         lambda: wrk(
@@ -422,10 +427,18 @@ async def spend_ingest(stack: Stack, secret: str, infrastructure: list[int]) -> 
     names = {pid: name for name, pid in stack.pids.items()}
     names |= dict(zip(infrastructure, ("postgresql", "kafka"), strict=True))
     shares = {names[pid]: _per_seconds(cpu, accepted) for pid, cpu in cost.by_root.items()}
+    ran = per_unit(
+        statements_before,
+        await statements.counts(),
+        idle_statements,
+        cost.wall_seconds,
+        accepted,
+    )
     return {
         **summary,
         "cpu_ms_per_request": _per(cost, accepted),
         "cpu": {**cost.totals(), "by_process_ms_per_request": shares},
+        "statements_per_request": {**ran, "total": round(sum(ran.values()), 1)},
     }
 
 
@@ -525,7 +538,11 @@ async def measure_goals(
     found["kafka_floors"] = await kafka_floors(settings)
     async with ledger_processes(settings, logs) as stack:
         await prepare(stack, secret)
-        found["p1_ingest"] = await spend_ingest(stack, secret, [postmaster(pg), kafka_pid])
+        databases = {settings.database_of(name): name for name in stack.pids}
+        statements = StatementCounter(dsn(settings, "postgres"), databases)
+        found["p1_ingest"] = await spend_ingest(
+            stack, secret, [postmaster(pg), kafka_pid], statements
+        )
         found["p6_peak_rss_mb"] = stack.peak_rss_mb()
         await asyncio.sleep(5)  # approval and reporting finish what the load left them
         found["p2_light"] = await freshness(stack, secret, range(60))
@@ -555,6 +572,10 @@ async def measure_goals(
     return found
 
 
+def _listed(figures: dict[str, float]) -> str:
+    return ", ".join(f"{name} {figure}" for name, figure in figures.items())
+
+
 def verdicts(found: dict[str, Any]) -> list[Goal]:
     """Each goal's ratio and PASS/FAIL from what the run measured."""
     bare = found["bare_service_floor"]["accepted_per_s"]
@@ -576,7 +597,8 @@ def verdicts(found: dict[str, Any]) -> list[Goal]:
             "whole-system CPU per accepted spend request (decided, projected)",
             f"{p1_cpu} ms against the bare floor's {bare_cpu} ms (on asyncio's loop "
             f"{found['bare_service_floor_asyncio']['cpu_ms_per_request']} ms) and the "
-            f"peer's {found['eventsourcing_peer']['cpu_ms_per_append']} ms an append",
+            f"peer's {found['eventsourcing_peer']['cpu_ms_per_append']} ms an append; "
+            f"statements per request: {_listed(p1['statements_per_request'])}",
             p1_cpu / bare_cpu,
             "≤ 5x the bare floor's",
             p1_cpu <= 5 * bare_cpu,

@@ -171,6 +171,8 @@ class Postgres:
     # Where it copies each finished write-ahead log segment (continuous archiving: with a
     # base backup, these restore the cluster to any moment since); None: not archived.
     archive: Path | None = None
+    # More server settings, each ``name=value`` (the benchmark's statement statistics).
+    settings: tuple[str, ...] = ()
 
     @property
     def data(self) -> Path:
@@ -221,6 +223,7 @@ class Postgres:
             # A segment is archived once full, never over one already archived.
             copy = f"test ! -f {self.archive}/%f && cp %p {self.archive}/%f"
             options += ["-c archive_mode=on", f"-c {shlex.quote(f'archive_command={copy}')}"]
+        options += [f"-c {shlex.quote(setting)}" for setting in self.settings]
         subprocess.run(
             _as_postgres(
                 [
