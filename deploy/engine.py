@@ -212,20 +212,22 @@ class Engine:
     def stop(self) -> None:
         """Stop the engine (its containers with it) and give the host back its network."""
         stop_pid(self.pid_file, timeout=60)
-        # What a dockerd killed leaves (a run cut short): its own pid file and its
-        # containerd's, each naming a process that no longer runs (or a zombie no one
-        # reaps), which kept the next one from starting ("pid file found, ensure docker is
-        # not running", "timeout waiting for containerd to start"); and its mounts (its data
-        # root bound over itself, the host's network namespace), which made the checkout
-        # impossible to delete ("Device or resource busy").
-        for pid_file in (self.daemon_pid_file, self.home / "exec/containerd/containerd.pid"):
-            if read_pid(pid_file) is None:
-                pid_file.unlink(missing_ok=True)
-        for point in reversed(mounts_under(self.home)):
-            run(["umount", str(point)])
-        if self.host_state.exists():
-            _restore_host_network_state(json.loads(self.host_state.read_text()))
-            self.host_state.unlink()
+        try:
+            # What a dockerd killed leaves (a run cut short): its own pid file and its
+            # containerd's, each naming a process that no longer runs (or a zombie no one
+            # reaps), which kept the next one from starting ("pid file found, ensure docker
+            # is not running", "timeout waiting for containerd to start"); and its mounts
+            # (its data root bound over itself, the host's network namespace), which made
+            # the checkout impossible to delete ("Device or resource busy").
+            for pid_file in (self.daemon_pid_file, self.home / "exec/containerd/containerd.pid"):
+                if read_pid(pid_file) is None:
+                    pid_file.unlink(missing_ok=True)
+            for point in reversed(mounts_under(self.home)):
+                run(["umount", str(point)])
+        finally:  # the host's network is put back whatever a mount says
+            if self.host_state.exists():
+                _restore_host_network_state(json.loads(self.host_state.read_text()))
+                self.host_state.unlink()
 
 
 def mounts_under(folder: Path) -> list[Path]:

@@ -224,6 +224,7 @@ class OutboxRelay(BackgroundTask):
         done, _ = await asyncio.wait({sending}, timeout=self._publish_timeout)
         if not done:
             sending.cancel()
+            sending.add_done_callback(self._given_up)
             raise TimeoutError(f"a batch was not on Kafka after {self._publish_timeout} s")
         sending.result()
         await conn.execute(_DONE, [row["position"] for row in rows])
@@ -231,6 +232,12 @@ class OutboxRelay(BackgroundTask):
         self._metrics.events_published.inc(len(rows))
         self._log.debug("relay_published", count=len(rows))
         return len(rows)
+
+    def _given_up(self, sending: asyncio.Future[None]) -> None:
+        """How a batch given up ended, read and logged: its task is awaited by no one, and
+        an error left unread would be reported by asyncio when the task is collected."""
+        if not sending.cancelled() and sending.exception() is not None:
+            self._log.warning("relay_batch_given_up_failed", error=repr(sending.exception()))
 
     async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
         """One batch in one Kafka transaction, committed."""
