@@ -258,13 +258,15 @@ class Approval:
         return PendingList(requests=tuple(items))
 
 
+# Each lock once (exclusive if any event wants it so), taken as the rows come: by rank (the
+# pilots', then the families'), then by lock id.
 _LOCK_ALL = """
 SELECT CASE WHEN exclusive THEN pg_advisory_xact_lock(id) ELSE pg_advisory_xact_lock_shared(id) END
 FROM (
-    SELECT hashtextextended(key, 0) AS id, bool_or(exclusive) AS exclusive
-    FROM unnest($1::text[], $2::boolean[]) AS wanted(key, exclusive)
-    GROUP BY 1
-    ORDER BY 1
+    SELECT min(rank) AS rank, hashtextextended(key, 0) AS id, bool_or(exclusive) AS exclusive
+    FROM unnest($1::text[], $2::boolean[], $3::integer[]) AS wanted(key, exclusive, rank)
+    GROUP BY 2
+    ORDER BY 1, 2
 ) ordered
 """
 
@@ -285,10 +287,11 @@ async def lock_in_order(conn: Connection, envelopes: Sequence[Envelope]) -> None
         pilots[key] = pilots.get(key, False) or envelope.family_id is None
         if envelope.family_id is not None:
             families.add(f"family:{envelope.pilot_id}:{envelope.family_id}")
-    if pilots:
-        await conn.execute(_LOCK_ALL, list(pilots), list(pilots.values()))
-    if families:
-        await conn.execute(_LOCK_ALL, list(families), [True] * len(families))
+    keys = [*pilots, *families]
+    exclusive = [*pilots.values(), *[True] * len(families)]
+    if keys:  # one statement
+        ranks = [0] * len(pilots) + [1] * len(families)
+        await conn.execute(_LOCK_ALL, keys, exclusive, ranks)
 
 
 async def _pending_item(conn: Connection, row: asyncpg.Record) -> PendingRequest:

@@ -74,6 +74,14 @@ _LOCK = """
 SELECT allocated_pence, held_pence, spent_pence, period_end FROM balances
 WHERE pilot_id = $1 AND family_id = $2 AND period_start = $3 FOR UPDATE
 """
+# The row made if it is new (this transaction then holds it), else read and locked: one
+# statement. A row another transaction makes meanwhile is in neither half (the insert waits
+# for it and does nothing; the read's snapshot was taken before it): no row comes back.
+_ENSURE_AND_LOCK = f"""
+WITH made AS ({_ENSURE} RETURNING allocated_pence, held_pence, spent_pence, period_end),
+found AS ({_LOCK})
+SELECT * FROM made UNION ALL SELECT * FROM found
+"""  # noqa: S608 - composed of constant statements
 _FAMILY = """
 SELECT period_start, allocated_pence, held_pence, spent_pence, period_end FROM balances
 WHERE pilot_id = $1 AND family_id = $2
@@ -209,8 +217,9 @@ async def lock(
     conn: Connection, pilot_id: str, family_id: str, period_start: date, period_end: date
 ) -> Balance:
     """The period's balance, locked until the transaction ends (decisions serialise here)."""
-    await conn.execute(_ENSURE, pilot_id, family_id, period_start, period_end)
-    row = await conn.fetchrow(_LOCK, pilot_id, family_id, period_start)
+    row = await conn.fetchrow(_ENSURE_AND_LOCK, pilot_id, family_id, period_start, period_end)
+    if row is None:  # made by another transaction meanwhile: committed now, so read it
+        row = await conn.fetchrow(_LOCK, pilot_id, family_id, period_start)
     assert row is not None
     return _balance(period_start, row)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
 
 import asyncpg
 
 from services.approval.handlers import lock_in_order
-from shared.core.db import dsn
+from shared.contracts import balances
+from shared.core.db import Connection, dsn
 from shared.core.settings import Settings
+from tests.integration.fixtures import migrated_pool
 
 if TYPE_CHECKING:
     from shared.core.events import Envelope
@@ -52,3 +55,32 @@ async def test_a_batch_waits_before_it_holds_any_family_so_two_batches_cannot_de
 async def _locked(conn: asyncpg.Connection, events: list[Envelope]) -> None:
     async with conn.transaction():
         await lock_in_order(conn, events)
+
+
+async def test_a_period_made_by_another_decision_meanwhile_is_locked_as_it_stands(
+    settings: Settings,
+) -> None:
+    """Two decisions lock a period's balance that neither found: the one whose insert
+    waited for the other's finds nothing in its own statement (its snapshot is older than
+    the row) and reads the row again once the other has committed, with its money."""
+    start, end = date(2026, 1, 5), date(2027, 1, 4)
+    async with (
+        migrated_pool(settings, "approval", max_size=2) as pool,
+        pool.acquire() as first,
+        pool.acquire() as second,
+    ):
+        async with first.transaction():
+            await balances.lock(first, "wigan", "fam-new", start, end)
+            await first.execute(
+                "UPDATE balances SET allocated_pence = 500 WHERE family_id = 'fam-new'"
+            )
+            later = asyncio.create_task(_locked_balance(second, start, end))
+            await asyncio.sleep(0.5)
+            assert not later.done()  # its insert waits for the first's row
+        balance = await asyncio.wait_for(later, timeout=5)
+    assert balance.available_pence == 500
+
+
+async def _locked_balance(conn: Connection, start: date, end: date) -> balances.Balance:
+    async with conn.transaction():
+        return await balances.lock(conn, "wigan", "fam-new", start, end)
