@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from uuid import UUID
 
@@ -49,6 +50,7 @@ __all__ = [
     "SECRET_PREFIX",
     "Webhooks",
     "enqueue",
+    "enqueue_many",
     "new_secret",
     "secret_subject",
     "signature",
@@ -56,13 +58,17 @@ __all__ = [
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the form of a secret, not one
 
+# A batch's events, each for every live subscription of its pilot that wants it, queued in
+# the events' order (a delivery's position orders a family's deliveries).
 _ENQUEUE = """
 INSERT INTO webhook_deliveries
     (subscription_id, event_id, event_type, ordering_key, family_id, body, next_attempt_at)
-SELECT subscription_id, $2, $3, $4, $5, $6, NULL
-FROM webhook_subscriptions
-WHERE pilot_id = $1 AND removed_at IS NULL AND $3 = ANY(event_types)
-ORDER BY subscription_id
+SELECT s.subscription_id, e.event_id, e.event_type, e.ordering_key, e.family_id, e.body, NULL
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+    WITH ORDINALITY AS e(pilot_id, event_id, event_type, ordering_key, family_id, body, n)
+JOIN webhook_subscriptions s ON s.pilot_id = e.pilot_id AND s.removed_at IS NULL
+    AND e.event_type = ANY(s.event_types)
+ORDER BY e.n, s.subscription_id
 ON CONFLICT (subscription_id, event_id) DO NOTHING
 """
 _CREATE = """
@@ -182,19 +188,25 @@ def secret_subject(subscription_id: UUID) -> str:
 
 async def enqueue(conn: Connection, envelope: Envelope) -> None:
     """Record a delivery of the event for every live subscription of its pilot that wants it."""
+    await enqueue_many(conn, [envelope])
+
+
+async def enqueue_many(conn: Connection, envelopes: Sequence[Envelope]) -> None:
+    """Record the deliveries of a batch's events, in their order, in one statement."""
     await conn.execute(
         _ENQUEUE,
-        envelope.pilot_id,
-        envelope.id,
-        envelope.type,
+        [e.pilot_id for e in envelopes],
+        [e.id for e in envelopes],
+        [e.type for e in envelopes],
         # Per family in order; an event of no family (a pilot's) keeps its stream's order.
-        envelope.family_id or envelope.stream_id,
-        envelope.family_id,
-        canonical_json(envelope.to_json_dict()).decode(),  # the bytes the relay published
+        [e.family_id or e.stream_id for e in envelopes],
+        [e.family_id for e in envelopes],
+        # The bytes the relay published.
+        [canonical_json(e.to_json_dict()).decode() for e in envelopes],
     )
 
 
-CONSUMER = ConsumerSpec("reporting.webhooks", TOPICS, enqueue)
+CONSUMER = ConsumerSpec("reporting.webhooks", TOPICS, enqueue, enqueue_many)
 
 
 class Webhooks:
