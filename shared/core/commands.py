@@ -164,6 +164,15 @@ class _Together:
             await self.conn.execute(_RELEASE_MANY, [s for s, _ in unused], [k for _, k in unused])
 
 
+class _AnsweredBeforeError(Exception):
+    """A command written in one statement that could not give its own answer (refused now,
+    say) has the first answer under its key: nothing of this run is written or counted."""
+
+    def __init__(self, answer: CommandResult) -> None:
+        super().__init__("replayed")
+        self.answer = answer
+
+
 class _Unclaimed:
     """A key the block did not claim on entering: claimed by its command, as alone."""
 
@@ -355,13 +364,17 @@ class CommandRunner:
                         stored = await _stored(conn, idempotency)
                         if stored is None:
                             raise
-                        return stored
+                        raise _AnsweredBeforeError(
+                            stored
+                        ) from error  # leaves uncounted what it appended
                     if idempotency is not None:
                         answered = (result.status, result.body)
                         keyed = (idempotency.scope, idempotency.key, idempotency.fingerprint)
                         writes.add(Write.of(_ANSWERED, *keyed, *answered))
                     await writes.send(conn)
                     return result
+            except _AnsweredBeforeError as replayed:
+                return replayed.answer
             except asyncpg.UniqueViolationError as error:
                 if idempotency is None or error.constraint_name != _KEY_CONSTRAINT:
                     raise

@@ -8,6 +8,10 @@ to PostgreSQL as one statement once it has decided: a single statement is atomic
 itself, so such a command needs no transaction, and takes two round trips (its reads, its
 writes) where a transaction takes one each for BEGIN, every statement and COMMIT.
 
+No two writes gathered for one statement may change the same row: PostgreSQL would apply
+only one of them (a command's writes insert rows of their own: events, outbox rows, index
+rows, a key, an answer).
+
 A unique constraint a write names in ``races`` is one another writer may take first (a
 stream's next version, a subject's first key): its violation is a
 :class:`~shared.core.errors.ConcurrencyError` (with what the write says it means), which

@@ -28,10 +28,17 @@ from shared.core.errors import (
     IdempotencyKeyReusedError,
 )
 from shared.core.events import GENESIS_HASH, DomainEvent
-from shared.core.eventstore import MAX_EVENT_BYTES, REHEARSAL, PendingEvent, streams_kept
+from shared.core.eventstore import (
+    MAX_EVENT_BYTES,
+    REHEARSAL,
+    EventStore,
+    PendingEvent,
+    streams_kept,
+)
+from shared.core.metrics import Metrics
 from shared.core.personal import Sealer
 from shared.core.settings import Settings
-from tests.integration.fixtures import CONTEXT, Noted, migrated_pool, new_store
+from tests.integration.fixtures import CONTEXT, Noted, migrated_pool, new_store, utcnow
 
 
 @pytest.fixture
@@ -150,6 +157,34 @@ async def test_a_replay_written_in_one_statement_answers_as_first_whatever_it_de
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM events") == 1
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_a_replay_refused_after_it_appended_counts_no_event(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """A command written in one statement that appends, then is refused (a conflict), and
+    whose key has an answer already, gives that answer; what it appended is never written,
+    and so not counted as appended either."""
+    metrics = Metrics("test")
+    store = EventStore("ledger/test", utcnow, uuid4, metrics)
+    runner = CommandRunner(pool)
+    refuse = False
+
+    async def handle(conn: Connection) -> CommandResult:
+        stream = await store.load(conn, "family:p:g")
+        await store.append(conn, stream, noted(stream.version + 1), CONTEXT)
+        if refuse:
+            raise ConflictError("it moved on")
+        return CommandResult(201, {})
+
+    key = IdempotencyRequest("user-1", "k-4", "fingerprint-a")
+    await runner.run(handle, key, one_statement=True)
+    refuse = True
+    assert (await runner.run(handle, key, one_statement=True)).replayed
+    appended = metrics.registry.get_sample_value(
+        "ledger_events_appended_total", {"type": "test.noted"}
+    )
+    assert appended == 1
 
 
 async def test_a_first_key_made_meanwhile_runs_a_one_statement_command_again(
