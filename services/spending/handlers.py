@@ -1,6 +1,7 @@
 """Spending's application: requests, withdrawals, purchases, refunds and closes.
 
-Each command runs in one transaction. Facts owned by other services come from spending's
+Each command is atomic: a spend request writes in one statement, the others run in one
+transaction (``shared.core.commands``). Facts owned by other services come from spending's
 views (``views.py``); where the caller has seen a newer fact than a view holds, the
 handler waits for the view (``shared.core.consistency``) rather than answer from the past.
 """

@@ -1,8 +1,8 @@
 """The one path every command takes: load an aggregate, fold, decide, append.
 
 :class:`Aggregates` runs any :class:`~shared.core.deciders.Decider` against the event
-store, inside the caller's transaction (the command runner's, which adds idempotency and
-retries on a lost race)::
+store, inside the caller's transaction or with its one statement of writes (the command
+runner's, which adds idempotency and retries on a lost race)::
 
     family = await aggregates.load(conn, families.DECIDER, pilot_id, family_id)
     decided = await aggregates.execute(conn, family, command, context, family_id)

@@ -1,8 +1,11 @@
-"""Running a command: one transaction, idempotency keys, bounded retries on concurrency.
+"""Running a command: atomically, idempotency keys, bounded retries on concurrency.
 
 A handler receives a connection inside a transaction, loads what it needs, decides and
 appends; the runner records the response under the caller's ``Idempotency-Key`` in that
 same transaction, so a retried request either finds the first response or runs afresh.
+A handler run with ``one_statement`` reads outside any transaction instead, and its
+writes, its key and its response go to PostgreSQL as one statement
+(:mod:`shared.core.writes`), atomic by itself.
 """
 
 from __future__ import annotations

@@ -53,10 +53,9 @@ _LOAD = "SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_versio
 _LOAD_LAST = """
 SELECT envelope FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
 """
-# One round trip: the events, their outbox rows, and the relay's wake-up call (delivered at
-# commit; PostgreSQL folds a transaction's identical notifications into one).
-# Appended with their outbox rows, and the relay notified, in one statement (a write of
-# shared.core.writes: alone, or with the rest of a command's writes).
+# One statement: the events, their outbox rows, and the relay's wake-up call (delivered at
+# commit; PostgreSQL folds a transaction's identical notifications into one). A write of
+# shared.core.writes: sent alone, or with the rest of a command's writes.
 _APPEND = (
     (
         "appended",
