@@ -1,8 +1,8 @@
 """Spending's lookups of its own: the team each request is for, the request each purchase
 is against. Written with the events spending records (in their transaction, or their one
-statement of writes), and again from
-the same events when ``ledger recover`` puts them back into a restored store
-(:mod:`services.spending.recovery`): both ways leave the same rows."""
+statement of writes), and again from the same events when ``ledger recover`` puts them
+back into a restored store (:mod:`services.spending.recovery`): both ways leave the same
+rows."""
 
 from __future__ import annotations
 
